@@ -1,0 +1,1 @@
+//! Portable runtime for Unpersonal model bundles. Built in issue 3.

@@ -1,0 +1,228 @@
+//! Runs graphs on ONNX Runtime: loading the library, sessions on CPU or CUDA, and the
+//! training engine that keeps parameters and optimiser state resident between steps.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use anyhow::{Context, bail};
+use ort::environment::Environment;
+use ort::memory::{AllocationDevice, AllocatorType, MemoryInfo, MemoryType};
+use ort::session::{IoBinding, Session, builder::GraphOptimizationLevel};
+use ort::value::{DynTensor, DynTensorValueType, Tensor};
+
+use crate::graph::{Shape, numel};
+use crate::step::{NEXT, StepGraph};
+
+/// Where ONNX Runtime executes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+pub enum Device {
+    /// CPU execution provider.
+    Cpu,
+    /// CUDA execution provider on GPU 0; an error when CUDA cannot be used.
+    Cuda,
+}
+
+static ENVIRONMENT: OnceLock<Environment> = OnceLock::new();
+
+/// The ONNX Runtime library this process uses: `explicit`, else `ORT_DYLIB_PATH`, else the one
+/// `pip install onnxruntime` put into a `.venv` of the current directory or one of its parents.
+pub fn find_library(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
+    if let Some(path) = explicit.map(Path::to_path_buf).or_else(|| std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from)) {
+        if !path.is_file() {
+            bail!("ONNX Runtime library {} does not exist", path.display());
+        }
+        return Ok(path);
+    }
+    let cwd = std::env::current_dir().unwrap_or_default();
+    let found = cwd.ancestors().find_map(|dir| {
+        let pythons = std::fs::read_dir(dir.join(".venv/lib")).ok()?;
+        pythons.flatten().find_map(|python| {
+            let capi = python.path().join("site-packages/onnxruntime/capi");
+            std::fs::read_dir(capi).ok()?.flatten().map(|f| f.path()).find(|p| {
+                p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("libonnxruntime.so.1"))
+            })
+        })
+    });
+    found.ok_or_else(|| {
+        anyhow::anyhow!(
+            "ONNX Runtime library not found: `pip install onnxruntime==1.31.1` and set ORT_DYLIB_PATH to its \
+             onnxruntime/capi/libonnxruntime.so.1.31.1, or pass --ort-lib"
+        )
+    })
+}
+
+/// Loads ONNX Runtime once per process (later calls return the same environment).
+pub fn environment(library: Option<&Path>) -> anyhow::Result<&'static Environment> {
+    if let Some(env) = ENVIRONMENT.get() {
+        return Ok(env);
+    }
+    let path = find_library(library)?;
+    let builder = ort::init_from(&path).map_err(|e| anyhow::anyhow!("cannot load ONNX Runtime from {}: {e}", path.display()))?;
+    let env = builder.with_name("unpersonal").build().context("cannot create the ONNX Runtime environment")?;
+    Ok(ENVIRONMENT.get_or_init(|| env))
+}
+
+/// A session for `model` on `device` with `threads` intra-op threads (0: ONNX Runtime's choice).
+pub fn session(env: &Environment, model: &[u8], device: Device, threads: usize) -> anyhow::Result<Session> {
+    let builder_error = |e: ort::Error<ort::session::builder::SessionBuilder>| anyhow::anyhow!("{e}");
+    let mut builder = Session::builder(env)?
+        .with_optimization_level(GraphOptimizationLevel::All)
+        .map_err(builder_error)?
+        .with_intra_threads(threads)
+        .map_err(builder_error)?;
+    if device == Device::Cuda {
+        builder = builder
+            .with_execution_providers([ort::ep::CUDA::default().build().error_on_failure()])
+            .map_err(|e| anyhow::anyhow!("CUDA was requested but its execution provider failed: {e}"))?;
+    }
+    builder.commit_from_memory(model).context("ONNX Runtime rejected the graph")
+}
+
+/// A host tensor: shape and row-major values.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HostTensor {
+    /// Shape.
+    pub shape: Shape,
+    /// Values.
+    pub data: Vec<f32>,
+}
+
+/// Everything a training step carries from one step to the next, by name.
+pub type State = BTreeMap<String, HostTensor>;
+
+fn memory_info(device: Device) -> anyhow::Result<MemoryInfo<'static>> {
+    let alloc = match device {
+        Device::Cpu => AllocationDevice::CPU,
+        Device::Cuda => AllocationDevice::CUDA,
+    };
+    Ok(MemoryInfo::new(alloc, 0, AllocatorType::Device, MemoryType::Default)?)
+}
+
+fn host_value(shape: &[usize], data: Vec<f32>) -> anyhow::Result<DynTensor> {
+    Ok(Tensor::from_array((shape.to_vec(), data))?.upcast())
+}
+
+/// Copies a (possibly device-resident) tensor to the host.
+pub fn to_host(value: &DynTensor) -> anyhow::Result<HostTensor> {
+    let host;
+    let value = if value.memory_info().allocation_device() == AllocationDevice::CPU {
+        value
+    } else {
+        host = value.to(AllocationDevice::CPU, 0)?;
+        &host
+    };
+    let (shape, data) = value.try_extract_tensor::<f32>()?;
+    Ok(HostTensor { shape: shape.iter().map(|&d| d as usize).collect(), data: data.to_vec() })
+}
+
+/// Runs `session` once on host inputs and returns every output on the host.
+pub fn run(session: &mut Session, inputs: &[(&str, &HostTensor)]) -> anyhow::Result<BTreeMap<String, HostTensor>> {
+    let mut values = Vec::with_capacity(inputs.len());
+    for (name, t) in inputs {
+        values.push((name.to_string(), host_value(&t.shape, t.data.clone())?));
+    }
+    let outputs = session.run(values)?;
+    outputs
+        .iter()
+        .map(|(name, value)| Ok((name.to_string(), to_host(&value.view().downcast::<DynTensorValueType>()?.clone())?)))
+        .collect()
+}
+
+/// What one step returns to the host.
+#[derive(Debug)]
+pub struct StepOutput {
+    /// Mean loss of the batch.
+    pub loss: f32,
+    /// The model's metric outputs, by name.
+    pub metrics: BTreeMap<String, HostTensor>,
+}
+
+/// Executes a training-step graph repeatedly; the state stays in the engine's memory (GPU
+/// memory on CUDA) and only the batch goes in and the loss and metrics come out.
+pub struct TrainingEngine {
+    session: Session,
+    device: Device,
+    state: BTreeMap<String, DynTensor>,
+    batch_inputs: Vec<(String, Shape)>,
+    host_outputs: Vec<String>,
+}
+
+impl TrainingEngine {
+    /// Compiles `step` and uploads `state` (which must name every state tensor of the graph).
+    pub fn new(env: &Environment, step: &StepGraph, state: &State, device: Device, threads: usize) -> anyhow::Result<Self> {
+        let bytes = crate::onnx::to_bytes(
+            &step.graph,
+            &crate::onnx::ExportOptions { params: crate::onnx::Params::Inputs, symbolic_batch: false, metadata: vec![] },
+        )?;
+        let session = session(env, &bytes, device, threads)?;
+        let mut engine = TrainingEngine {
+            session,
+            device,
+            state: BTreeMap::new(),
+            batch_inputs: step.batch_inputs.clone(),
+            host_outputs: std::iter::once("loss".to_string()).chain(step.metrics.iter().cloned()).collect(),
+        };
+        for (name, shape) in step.state_names() {
+            let t = state.get(&name).with_context(|| format!("state has no tensor {name}"))?;
+            anyhow::ensure!(t.shape == shape, "state tensor {name} has shape {:?}, the graph needs {shape:?}", t.shape);
+            let value = host_value(&shape, t.data.clone())?;
+            let value = match device {
+                Device::Cpu => value,
+                Device::Cuda => value.to(AllocationDevice::CUDA, 0)?,
+            };
+            engine.state.insert(name, value);
+        }
+        Ok(engine)
+    }
+
+    /// Runs one step on `batch` (values for the graph's batch inputs, in order) with the given
+    /// 1-based step number, learning rate and EMA decay.
+    pub fn step(&mut self, batch: &[&[f32]], step: u64, lr: f32, ema_decay: f32) -> anyhow::Result<StepOutput> {
+        anyhow::ensure!(batch.len() == self.batch_inputs.len(), "expected {} batch inputs", self.batch_inputs.len());
+        let mut binding: IoBinding = self.session.create_binding()?;
+        let mut held = Vec::new();
+        for ((name, shape), data) in self.batch_inputs.iter().zip(batch) {
+            anyhow::ensure!(data.len() == numel(shape), "batch input {name} needs {} values, got {}", numel(shape), data.len());
+            held.push((name.clone(), host_value(shape, data.to_vec())?));
+        }
+        for (name, v) in [("step", step as f32), ("lr", lr), ("ema_decay", ema_decay)] {
+            held.push((name.to_string(), host_value(&[], vec![v])?));
+        }
+        for (name, value) in &held {
+            binding.bind_input(name.as_str(), value)?;
+        }
+        for (name, value) in &self.state {
+            binding.bind_input(name.as_str(), value)?;
+        }
+        let device_mem = memory_info(self.device)?;
+        let host_mem = memory_info(Device::Cpu)?;
+        for name in self.state.keys() {
+            binding.bind_output_to_device(format!("{name}{NEXT}"), &device_mem)?;
+        }
+        for name in &self.host_outputs {
+            binding.bind_output_to_device(name.as_str(), &host_mem)?;
+        }
+        let mut outputs = self.session.run_binding(&binding)?;
+        let mut metrics = BTreeMap::new();
+        for name in &self.host_outputs {
+            let value = outputs.remove(name.as_str()).with_context(|| format!("step produced no {name}"))?;
+            metrics.insert(name.clone(), to_host(&value.downcast::<DynTensorValueType>()?)?);
+        }
+        let mut next = BTreeMap::new();
+        for name in self.state.keys() {
+            let value = outputs.remove(format!("{name}{NEXT}")).with_context(|| format!("step produced no {name}{NEXT}"))?;
+            next.insert(name.clone(), value.downcast::<DynTensorValueType>()?);
+        }
+        drop(outputs);
+        let loss = metrics.remove("loss").map(|t| t.data[0]).unwrap_or(f32::NAN);
+        anyhow::ensure!(loss.is_finite(), "training diverged at step {step}: the loss is {loss}");
+        self.state = next;
+        Ok(StepOutput { loss, metrics })
+    }
+
+    /// Downloads the whole state (for checkpoints and export).
+    pub fn state(&self) -> anyhow::Result<State> {
+        self.state.iter().map(|(name, value)| Ok((name.clone(), to_host(value)?))).collect()
+    }
+}

@@ -1,0 +1,13 @@
+//! Unpersonal's trainer: networks are written once in Rust against a small graph builder,
+//! differentiated in reverse mode into standard ONNX, trained by ONNX Runtime and exported
+//! to ONNX for every runtime.
+
+pub mod autodiff;
+
+pub mod engine;
+pub mod graph;
+pub mod models;
+pub mod nn;
+pub mod onnx;
+pub mod ops;
+pub mod step;

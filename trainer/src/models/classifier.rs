@@ -1,0 +1,106 @@
+//! The classifier: a small residual CNN whose exported graph gives logits and the
+//! L2-normalised penultimate features (used for pseudo-conditioning and for evaluation).
+
+use serde::{Deserialize, Serialize};
+
+use super::Model;
+use crate::graph::{Graph, Init, TensorId};
+use crate::nn::{conv2d, cross_entropy, global_avg_pool, group_norm, l2_normalize, linear};
+use crate::ops::Conv;
+
+/// Shape and width of the classifier.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ClassifierConfig {
+    /// Image channels.
+    pub channels: usize,
+    /// Image height.
+    pub height: usize,
+    /// Image width.
+    pub width: usize,
+    /// Number of classes.
+    pub classes: usize,
+    /// Channel widths: stem, stage 1 (½ resolution), stage 2 (¼ resolution).
+    pub widths: [usize; 3],
+    /// Group-normalisation groups (must divide every width).
+    pub groups: usize,
+}
+
+impl ClassifierConfig {
+    /// The default for 28×28 grayscale images with 10 classes.
+    pub fn fashion_mnist() -> Self {
+        ClassifierConfig { channels: 1, height: 28, width: 28, classes: 10, widths: [32, 48, 96], groups: 8 }
+    }
+
+    /// Checks user-given sizes before a graph is built.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.channels > 0 && self.classes > 1, "classifier needs ≥1 channel and ≥2 classes");
+        anyhow::ensure!(self.height >= 8 && self.width >= 8, "classifier needs images of at least 8×8 pixels");
+        for w in self.widths {
+            anyhow::ensure!(w > 0 && w % self.groups == 0, "width {w} is not a multiple of {} groups", self.groups);
+        }
+        Ok(())
+    }
+
+    /// Length of the feature vector.
+    pub fn feature_dim(&self) -> usize {
+        self.widths[2]
+    }
+
+    /// Logits and unnormalised pooled features for `x[B, C, H, W]`.
+    fn forward(&self, g: &mut Graph, x: TensorId) -> (TensorId, TensorId) {
+        let [w0, w1, w2] = self.widths;
+        let gr = self.groups;
+        let mut h = conv_norm_relu(g, "stem", x, w0, 1, gr);
+        h = conv_norm_relu(g, "down1", h, w1, 2, gr);
+        h = residual_block(g, "block1", h, gr);
+        h = conv_norm_relu(g, "down2", h, w2, 2, gr);
+        h = residual_block(g, "block2", h, gr);
+        let pooled = global_avg_pool(g, h);
+        let logits = linear(g, "head", pooled, self.classes, Init::Kaiming { fan_in: w2, gain: 1.0 });
+        (logits, pooled)
+    }
+}
+
+/// 3×3 convolution (stride 1 or 2) → group norm → ReLU.
+fn conv_norm_relu(g: &mut Graph, name: &str, x: TensorId, out: usize, stride: usize, groups: usize) -> TensorId {
+    g.scope(name, |g| {
+        let h = conv2d(g, "conv", x, out, 3, Conv { stride, pad: 1, dilation: 1, groups: 1 }, false);
+        let h = group_norm(g, "norm", h, groups, Init::Ones);
+        g.relu(h)
+    })
+}
+
+/// `relu(x + norm(conv(relu(norm(conv(x))))))`, the last gain zero-initialised so the block
+/// starts as the identity.
+fn residual_block(g: &mut Graph, name: &str, x: TensorId, groups: usize) -> TensorId {
+    let c = g.shape(x)[1];
+    g.scope(name, |g| {
+        let h = conv_norm_relu(g, "a", x, c, 1, groups);
+        let h = conv2d(g, "b.conv", h, c, 3, Conv::same(1), false);
+        let h = group_norm(g, "b.norm", h, groups, Init::Zeros);
+        let sum = g.add(x, h);
+        g.relu(sum)
+    })
+}
+
+impl Model for ClassifierConfig {
+    fn kind(&self) -> &'static str {
+        "classifier"
+    }
+
+    fn training_graph(&self, g: &mut Graph, batch: usize) -> super::Training {
+        let x = g.input("image", &[batch, self.channels, self.height, self.width]);
+        let y = g.input("label", &[batch, self.classes]);
+        let (logits, _) = self.forward(g, x);
+        let loss = cross_entropy(g, logits, y);
+        super::Training { loss, metrics: vec![("logits".into(), logits)] }
+    }
+
+    fn inference_graph(&self, g: &mut Graph, batch: usize) {
+        let x = g.input("image", &[batch, self.channels, self.height, self.width]);
+        let (logits, pooled) = self.forward(g, x);
+        let features = l2_normalize(g, pooled);
+        g.output("logits", logits);
+        g.output("features", features);
+    }
+}

@@ -1,0 +1,87 @@
+//! Layers: parameterised building blocks made of graph operations.
+
+use crate::graph::{Graph, Init, TensorId};
+use crate::ops::{AveragePool, Conv, Upsample};
+
+/// A 2-D convolution layer `name` with a `k × k` kernel, Kaiming-initialised weights and an
+/// optional zero-initialised bias.
+pub fn conv2d(g: &mut Graph, name: &str, x: TensorId, out: usize, k: usize, conv: Conv, bias: bool) -> TensorId {
+    let cin = g.shape(x)[1] / conv.groups;
+    g.scope(name, |g| {
+        let fan_in = cin * k * k;
+        let w = g.param("weight", &[out, cin, k, k], Init::Kaiming { fan_in, gain: 2f32.sqrt() });
+        let mut operands = vec![x, w];
+        if bias {
+            operands.push(g.param("bias", &[out], Init::Zeros));
+        }
+        g.apply(conv, &operands)
+    })
+}
+
+/// A fully connected layer `name`: `x[.., in] @ W[in, out] + b[out]`.
+pub fn linear(g: &mut Graph, name: &str, x: TensorId, out: usize, init: Init) -> TensorId {
+    let cin = *g.shape(x).last().expect("linear input has at least one axis");
+    g.scope(name, |g| {
+        let w = g.param("weight", &[cin, out], init);
+        let b = g.param("bias", &[out], Init::Zeros);
+        let y = g.matmul(x, w);
+        g.add(y, b)
+    })
+}
+
+/// Group normalisation of `x[B, C, H, W]` over `groups` channel groups, with a learned
+/// per-channel gain (initialised to `gain`) and bias. Decomposed into Reshape, ReduceMean and
+/// element-wise ops, which every backend runs.
+pub fn group_norm(g: &mut Graph, name: &str, x: TensorId, groups: usize, gain: Init) -> TensorId {
+    let [b, c, h, w]: [usize; 4] = g.shape(x).try_into().expect("group norm needs a 4-D input");
+    assert!(c % groups == 0, "{c} channels do not split into {groups} groups");
+    g.scope(name, |g| {
+        let grouped = g.reshape(x, &[b, groups, c / groups * h * w]);
+        let mean = g.reduce_mean(grouped, &[2], true);
+        let centred = g.sub(grouped, mean);
+        let sq = g.square(centred);
+        let var = g.reduce_mean(sq, &[2], true);
+        let var_eps = g.add_scalar(var, 1e-5);
+        let std = g.unary(crate::ops::UnaryKind::Sqrt, var_eps);
+        let normed = g.div(centred, std);
+        let normed = g.reshape(normed, &[b, c, h, w]);
+        let gamma = g.param("gain", &[1, c, 1, 1], gain);
+        let beta = g.param("bias", &[1, c, 1, 1], Init::Zeros);
+        let scaled = g.mul(normed, gamma);
+        g.add(scaled, beta)
+    })
+}
+
+/// L2-normalises the last axis: `x / √(Σx² + ε)`.
+pub fn l2_normalize(g: &mut Graph, x: TensorId) -> TensorId {
+    let last = g.shape(x).len() - 1;
+    let sq = g.square(x);
+    let sum = g.reduce_sum(sq, &[last], true);
+    let sum_eps = g.add_scalar(sum, 1e-12);
+    let norm = g.unary(crate::ops::UnaryKind::Sqrt, sum_eps);
+    g.div(x, norm)
+}
+
+/// Mean over the spatial axes: `[B, C, H, W] → [B, C]`.
+pub fn global_avg_pool(g: &mut Graph, x: TensorId) -> TensorId {
+    g.reduce_mean(x, &[2, 3], false)
+}
+
+/// `k × k` average pooling with stride `k`.
+pub fn avg_pool(g: &mut Graph, x: TensorId, k: usize) -> TensorId {
+    g.apply(AveragePool { kernel: k, stride: k }, &[x])
+}
+
+/// Nearest-neighbour upsampling by `factor`.
+pub fn upsample(g: &mut Graph, x: TensorId, factor: usize) -> TensorId {
+    g.apply(Upsample { factor }, &[x])
+}
+
+/// Mean softmax cross-entropy of `logits[B, K]` against one-hot (or soft) `targets[B, K]`.
+pub fn cross_entropy(g: &mut Graph, logits: TensorId, targets: TensorId) -> TensorId {
+    let logp = g.log_softmax(logits, 1);
+    let picked = g.mul(logp, targets);
+    let per_sample = g.reduce_sum(picked, &[1], false);
+    let mean = g.mean_all(per_sample);
+    g.neg(mean)
+}

@@ -1,0 +1,186 @@
+//! The training-step graph: forward, loss, backward, AdamW and EMA as one ONNX graph.
+//!
+//! Inputs: every parameter `p`, its optimiser state `p.adam_m`, `p.adam_v` and its moving
+//! average `p.ema`; the scalars `step` (1-based), `lr` and `ema_decay`; the batch.
+//! Outputs: the same state names with a `.next` suffix, `loss`, and the model's metrics.
+
+use serde::{Deserialize, Serialize};
+
+use crate::autodiff::gradients;
+use crate::graph::{Graph, Init, Shape, Source, TensorId};
+use crate::models::Model;
+use crate::ops::UnaryKind;
+
+/// AdamW hyper-parameters (the learning rate is a graph input, so schedules need no rebuild).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AdamW {
+    /// First-moment decay.
+    pub beta1: f32,
+    /// Second-moment decay.
+    pub beta2: f32,
+    /// Denominator fuzz.
+    pub eps: f32,
+    /// Decoupled weight decay, applied to weights of rank ≥ 2 only (not biases or gains).
+    pub weight_decay: f32,
+}
+
+impl Default for AdamW {
+    fn default() -> Self {
+        AdamW { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.05 }
+    }
+}
+
+/// Kinds of per-parameter state the step graph carries.
+pub const STATE_SUFFIXES: [&str; 4] = ["", ".adam_m", ".adam_v", ".ema"];
+/// Suffix of a state output.
+pub const NEXT: &str = ".next";
+
+/// A trainable parameter as the host sees it.
+#[derive(Clone, Debug)]
+pub struct ParamSpec {
+    /// Parameter name (also its state's name prefix).
+    pub name: String,
+    /// Shape.
+    pub shape: Shape,
+    /// Initialiser.
+    pub init: Init,
+}
+
+/// A built training-step graph and the names the engine binds.
+#[derive(Debug)]
+pub struct StepGraph {
+    /// The graph, outputs marked.
+    pub graph: Graph,
+    /// Trainable parameters in order.
+    pub params: Vec<ParamSpec>,
+    /// Batch inputs (name, shape), as the model declared them.
+    pub batch_inputs: Vec<(String, Shape)>,
+    /// Names of the metric outputs, after `loss`.
+    pub metrics: Vec<String>,
+}
+
+impl StepGraph {
+    /// Names of all state tensors: for every parameter, the parameter and its state.
+    pub fn state_names(&self) -> Vec<(String, Shape)> {
+        self.params
+            .iter()
+            .flat_map(|p| STATE_SUFFIXES.iter().map(move |s| (format!("{}{s}", p.name), p.shape.clone())))
+            .collect()
+    }
+}
+
+/// Builds the training step of `model` for batches of `batch` samples.
+pub fn build(model: &dyn Model, batch: usize, opt: &AdamW) -> StepGraph {
+    let mut g = Graph::new();
+    let training = model.training_graph(&mut g, batch);
+    let batch_inputs = g.inputs().into_iter().map(|id| (g.tensor(id).name.clone(), g.shape(id).to_vec())).collect();
+    let params = g.params();
+    let specs: Vec<ParamSpec> = params
+        .iter()
+        .map(|&id| {
+            let t = g.tensor(id);
+            let Source::Param(init) = t.source else { unreachable!("params() returns parameters") };
+            ParamSpec { name: t.name.clone(), shape: t.shape.clone(), init }
+        })
+        .collect();
+    let grads = gradients(&mut g, training.loss, &params);
+
+    let step = g.input("step", &[]);
+    let lr = g.input("lr", &[]);
+    let ema_decay = g.input("ema_decay", &[]);
+    let corrections = BiasCorrection::new(&mut g, step, opt);
+    for ((&p, &grad), spec) in params.iter().zip(&grads).zip(&specs) {
+        let m = g.input(&format!("{}.adam_m", spec.name), &spec.shape);
+        let v = g.input(&format!("{}.adam_v", spec.name), &spec.shape);
+        let ema = g.input(&format!("{}.ema", spec.name), &spec.shape);
+        let decay = if spec.shape.len() >= 2 { opt.weight_decay } else { 0.0 };
+        let (p_next, m_next, v_next) = adamw_update(&mut g, p, grad, m, v, lr, &corrections, opt, decay);
+        let ema_next = lerp(&mut g, ema, p_next, ema_decay);
+        g.output(&format!("{}{NEXT}", spec.name), p_next);
+        g.output(&format!("{}.adam_m{NEXT}", spec.name), m_next);
+        g.output(&format!("{}.adam_v{NEXT}", spec.name), v_next);
+        g.output(&format!("{}.ema{NEXT}", spec.name), ema_next);
+    }
+    g.output("loss", training.loss);
+    let mut metrics = Vec::new();
+    for (name, id) in training.metrics {
+        g.output(&name, id);
+        metrics.push(name);
+    }
+    StepGraph { graph: g, params: specs, batch_inputs, metrics }
+}
+
+/// `1 / (1 - β₁ᵗ)` and `1 / (1 - β₂ᵗ)`, computed once per step in the graph.
+struct BiasCorrection {
+    first: TensorId,
+    second: TensorId,
+}
+
+impl BiasCorrection {
+    fn new(g: &mut Graph, step: TensorId, opt: &AdamW) -> Self {
+        let mut inverse_one_minus_pow = |beta: f32| {
+            // βᵗ = exp(t · ln β)
+            let t_ln = g.scale(step, beta.ln());
+            let pow = g.unary(UnaryKind::Exp, t_ln);
+            let neg = g.neg(pow);
+            let one_minus = g.add_scalar(neg, 1.0);
+            let one = g.scalar(1.0);
+            g.div(one, one_minus)
+        };
+        BiasCorrection { first: inverse_one_minus_pow(opt.beta1), second: inverse_one_minus_pow(opt.beta2) }
+    }
+}
+
+/// One AdamW update: returns `(p', m', v')`.
+#[allow(clippy::too_many_arguments)]
+fn adamw_update(
+    g: &mut Graph,
+    p: TensorId,
+    grad: TensorId,
+    m: TensorId,
+    v: TensorId,
+    lr: TensorId,
+    bc: &BiasCorrection,
+    opt: &AdamW,
+    weight_decay: f32,
+) -> (TensorId, TensorId, TensorId) {
+    let beta1 = g.scalar(opt.beta1);
+    let m_next = lerp(g, m, grad, beta1);
+    let beta2 = g.scalar(opt.beta2);
+    let grad_sq = g.square(grad);
+    let v_next = lerp(g, v, grad_sq, beta2);
+    let m_hat = g.mul(m_next, bc.first);
+    let v_hat = g.mul(v_next, bc.second);
+    let root = g.unary(UnaryKind::Sqrt, v_hat);
+    let denom = g.add_scalar(root, opt.eps);
+    let mut update = g.div(m_hat, denom);
+    if weight_decay > 0.0 {
+        let decay = g.scale(p, weight_decay);
+        update = g.add(update, decay);
+    }
+    let scaled = g.mul(update, lr);
+    let p_next = g.sub(p, scaled);
+    (p_next, m_next, v_next)
+}
+
+/// `decay · old + (1 − decay) · new`, written as `new + decay · (old − new)`.
+fn lerp(g: &mut Graph, old: TensorId, new: TensorId, decay: TensorId) -> TensorId {
+    let diff = g.sub(old, new);
+    let scaled = g.mul(diff, decay);
+    g.add(new, scaled)
+}
+
+/// The state before the first step: initialised parameters, zero moments, EMA = parameters.
+pub fn initial_state(params: &[ParamSpec], seed: u64) -> crate::engine::State {
+    let mut state = crate::engine::State::new();
+    for p in params {
+        let values = p.init.values(&p.name, crate::graph::numel(&p.shape), seed);
+        let zeros = vec![0.0; values.len()];
+        let tensor = |data: Vec<f32>| crate::engine::HostTensor { shape: p.shape.clone(), data };
+        state.insert(format!("{}.adam_m", p.name), tensor(zeros.clone()));
+        state.insert(format!("{}.adam_v", p.name), tensor(zeros));
+        state.insert(format!("{}.ema", p.name), tensor(values.clone()));
+        state.insert(p.name.clone(), tensor(values));
+    }
+    state
+}

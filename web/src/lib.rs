@@ -1,0 +1,1 @@
+//! Browser front end for Unpersonal. Built in issue 7.
