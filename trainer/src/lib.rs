@@ -3,11 +3,16 @@
 //! to ONNX for every runtime.
 
 pub mod autodiff;
-
+pub mod bundle;
+pub mod checkpoint;
+pub mod data;
 pub mod engine;
+pub mod eval;
+pub mod export;
 pub mod graph;
 pub mod models;
 pub mod nn;
 pub mod onnx;
 pub mod ops;
 pub mod step;
+pub mod train;

@@ -1,0 +1,231 @@
+//! The training loop shared by every model: schedule, batches, steps on the engine, JSON log,
+//! progress bar, periodic evaluation and checkpoints, and resumption.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::checkpoint::{self, Checkpoint, Progress};
+use crate::data::{Augment, Batcher, BatcherState, Dataset, Normalization};
+use crate::engine::{Device, State, TrainingEngine};
+use crate::eval::Accuracy;
+use crate::models::Model;
+use crate::step::{self, AdamW};
+
+/// Learning rate: linear warm-up, then cosine decay to `final_ratio · lr`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Schedule {
+    /// Total optimisation steps.
+    pub steps: u64,
+    /// Warm-up steps.
+    pub warmup: u64,
+    /// Peak learning rate.
+    pub lr: f32,
+    /// Final learning rate as a fraction of the peak.
+    pub final_ratio: f32,
+}
+
+impl Schedule {
+    /// Learning rate at 1-based `step`.
+    pub fn lr(&self, step: u64) -> f32 {
+        if step <= self.warmup {
+            return self.lr * step as f32 / self.warmup.max(1) as f32;
+        }
+        let progress = (step - self.warmup) as f32 / (self.steps - self.warmup).max(1) as f32;
+        let cosine = 0.5 * (1.0 + (std::f32::consts::PI * progress.min(1.0)).cos());
+        self.lr * (self.final_ratio + (1.0 - self.final_ratio) * cosine)
+    }
+}
+
+/// Everything that determines a run's result; stored in checkpoints and compared on resume.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    /// The model kind and its configuration.
+    pub model: serde_json::Value,
+    /// Training data, as given.
+    pub data: String,
+    /// Number of training samples used.
+    pub samples: usize,
+    /// Batch size.
+    pub batch: usize,
+    /// Learning-rate schedule.
+    pub schedule: Schedule,
+    /// Optimiser.
+    pub adamw: AdamW,
+    /// Target EMA decay (warmed up as `min(ema, (1+t)/(10+t))`).
+    pub ema: f32,
+    /// Seed of initialisation, batch order and augmentation.
+    pub seed: u64,
+    /// Augmentation.
+    pub augment: Augment,
+    /// Pixel normalisation.
+    pub normalization: Normalization,
+}
+
+/// How to run (does not change the result, except `device` within floating-point tolerance).
+#[derive(Debug)]
+pub struct RunOptions {
+    /// Directory of the checkpoint and the JSON log.
+    pub run_dir: PathBuf,
+    /// Execution device.
+    pub device: Device,
+    /// Intra-op threads (0: ONNX Runtime's choice).
+    pub threads: usize,
+    /// Continue from the run directory's checkpoint.
+    pub resume: bool,
+    /// Save a checkpoint every this many steps (and at the end).
+    pub checkpoint_every: u64,
+    /// Evaluate every this many steps (and at the end); 0: only at the end.
+    pub eval_every: u64,
+    /// No progress bar.
+    pub quiet: bool,
+    /// Stop (with a checkpoint) after this many steps of this invocation; resume later.
+    pub stop_after: Option<u64>,
+}
+
+/// What a finished run reports.
+#[derive(Clone, Debug, Serialize)]
+pub struct Summary {
+    /// Steps completed in total (below the schedule's length when stopped early).
+    pub steps: u64,
+    /// Steps run by this invocation.
+    pub steps_this_run: u64,
+    /// Training throughput of this invocation, images per second.
+    pub images_per_second: f64,
+    /// Mean loss over the last logging window.
+    pub last_loss: f32,
+    /// The last evaluation.
+    pub last_eval: serde_json::Value,
+}
+
+const LOG_EVERY: u64 = 50;
+
+/// Trains `model` on `data` and returns the final state. `evaluate` receives the step and
+/// the state (EMA weights included) and returns metrics for the log.
+pub fn train(
+    model: &dyn Model,
+    cfg: &TrainConfig,
+    data: &Dataset,
+    opts: &RunOptions,
+    env: &ort::environment::Environment,
+    mut evaluate: impl FnMut(u64, &State) -> anyhow::Result<serde_json::Value>,
+) -> anyhow::Result<(State, Summary)> {
+    anyhow::ensure!(cfg.batch > 0 && cfg.batch <= data.len(), "batch size {} must be in 1..={}", cfg.batch, data.len());
+    let step_graph = step::build(model, cfg.batch, &cfg.adamw);
+    let ckpt_path = opts.run_dir.join("checkpoint.safetensors");
+    let (state, progress) = start_state(&step_graph, cfg, opts, &ckpt_path)?;
+    let mut engine = TrainingEngine::new(env, &step_graph, &state, opts.device, opts.threads)?;
+    let mut batcher = Batcher::new(data, cfg.batch, cfg.seed, cfg.normalization, cfg.augment.clone(), true, true);
+    batcher.restore(progress.batcher);
+
+    let mut log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(opts.run_dir.join("log.jsonl"))
+        .with_context(|| format!("cannot write the log in {}", opts.run_dir.display()))?;
+    let bar = progress_bar(opts.quiet, cfg.schedule.steps, progress.step);
+
+    let started = Instant::now();
+    let first = progress.step + 1;
+    let end = opts.stop_after.map_or(cfg.schedule.steps, |n| (progress.step + n).min(cfg.schedule.steps));
+    let (mut window_loss, mut window_steps, mut window_acc) = (0f64, 0u64, Accuracy { correct: 0, total: 0 });
+    let mut window_start = Instant::now();
+    let (mut last_loss, mut last_eval) = (f32::NAN, serde_json::Value::Null);
+    for t in first..=end {
+        let lr = cfg.schedule.lr(t);
+        let ema_decay = cfg.ema.min((1.0 + t as f32) / (10.0 + t as f32));
+        let batch = batcher.next_batch();
+        let out = engine.step(&[&batch.images, &batch.labels], t, lr, ema_decay)?;
+        window_loss += out.loss as f64;
+        window_steps += 1;
+        if let Some(logits) = out.metrics.get("logits") {
+            window_acc.add(&logits.data, &batch.labels, data.num_labels, data.multi_label);
+        }
+        bar.inc(1);
+
+        let last = t == end;
+        if t % LOG_EVERY == 0 || last {
+            last_loss = (window_loss / window_steps as f64) as f32;
+            let rate = (window_steps as usize * cfg.batch) as f64 / window_start.elapsed().as_secs_f64();
+            bar.set_message(format!("loss {last_loss:.4}  {rate:.0} img/s"));
+            let line = json!({
+                "step": t, "epoch": batcher.state().epoch, "loss": last_loss, "train_accuracy": window_acc.rate(),
+                "lr": lr, "images_per_second": rate, "elapsed_s": started.elapsed().as_secs_f64(),
+            });
+            writeln!(log, "{line}")?;
+            (window_loss, window_steps, window_acc) = (0.0, 0, Accuracy { correct: 0, total: 0 });
+            window_start = Instant::now();
+        }
+        let checkpoint_due = t % opts.checkpoint_every.max(1) == 0 || last;
+        let eval_due = (opts.eval_every > 0 && t % opts.eval_every == 0) || t == cfg.schedule.steps;
+        if checkpoint_due || eval_due {
+            let state = engine.state()?;
+            if eval_due {
+                last_eval = evaluate(t, &state)?;
+                bar.println(format!("step {t}: {last_eval}"));
+                writeln!(log, "{}", json!({ "step": t, "eval": last_eval }))?;
+            }
+            if checkpoint_due {
+                let progress = Progress { step: t, batcher: batcher.state() };
+                checkpoint::save(&ckpt_path, &Checkpoint { config: serde_json::to_value(cfg)?, progress, state })?;
+            }
+        }
+    }
+    bar.finish_and_clear();
+    let steps_this_run = end.saturating_sub(progress.step);
+    let summary = Summary {
+        steps: end,
+        steps_this_run,
+        images_per_second: (steps_this_run as usize * cfg.batch) as f64 / started.elapsed().as_secs_f64(),
+        last_loss,
+        last_eval,
+    };
+    Ok((engine.state()?, summary))
+}
+
+/// The state to start from: a fresh initialisation, or the checkpoint when resuming.
+fn start_state(
+    step_graph: &step::StepGraph,
+    cfg: &TrainConfig,
+    opts: &RunOptions,
+    ckpt_path: &std::path::Path,
+) -> anyhow::Result<(State, Progress)> {
+    std::fs::create_dir_all(&opts.run_dir).with_context(|| format!("cannot create run directory {}", opts.run_dir.display()))?;
+    if !ckpt_path.exists() {
+        if opts.resume {
+            bail!("cannot resume: {} does not exist", ckpt_path.display());
+        }
+        let fresh = Progress { step: 0, batcher: BatcherState { epoch: 0, position: 0 } };
+        return Ok((step::initial_state(&step_graph.params, cfg.seed), fresh));
+    }
+    if !opts.resume {
+        bail!("{} already holds a checkpoint: pass --resume to continue it, or choose another --run", opts.run_dir.display());
+    }
+    let ckpt = checkpoint::load(ckpt_path)?;
+    let expected = serde_json::to_value(cfg)?;
+    if ckpt.config != expected {
+        bail!(
+            "cannot resume {}: it was started with a different configuration\n  checkpoint: {}\n  now:        {}",
+            ckpt_path.display(),
+            ckpt.config,
+            expected
+        );
+    }
+    Ok((ckpt.state, ckpt.progress))
+}
+
+fn progress_bar(quiet: bool, total: u64, done: u64) -> ProgressBar {
+    if quiet {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(total).with_position(done);
+    let style = ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {per_sec}  ETA {eta}  {msg}")
+        .expect("valid progress template");
+    bar.set_style(style);
+    bar
+}

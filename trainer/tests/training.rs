@@ -1,0 +1,169 @@
+//! The training engine end to end on a small classifier: ONNX validity, determinism,
+//! checkpoint/resume and export parity between ONNX Runtime and tract.
+
+use std::path::PathBuf;
+
+use unpersonal_trainer::data::{Augment, Dataset, Normalization};
+use unpersonal_trainer::engine::{self, Device, HostTensor, State};
+use unpersonal_trainer::export::{self, Weights};
+use unpersonal_trainer::models::ClassifierConfig;
+use unpersonal_trainer::onnx::{ExportOptions, Params, to_bytes};
+use unpersonal_trainer::step::{self, AdamW};
+use unpersonal_trainer::train::{self, RunOptions, Schedule, TrainConfig};
+
+fn small_model() -> ClassifierConfig {
+    ClassifierConfig { channels: 1, height: 12, width: 12, classes: 3, widths: [8, 8, 16], groups: 4 }
+}
+
+/// 60 images of three classes: a bright square in one of three places.
+fn toy_data() -> Dataset {
+    let (h, w, n) = (12, 12, 60);
+    let mut images = vec![0u8; n * h * w];
+    let mut labels = vec![0f32; n * 3];
+    for i in 0..n {
+        let class = i % 3;
+        labels[i * 3 + class] = 1.0;
+        for y in 2..6 {
+            for x in 0..4 {
+                images[i * h * w + (y + class * 2) * w + x + class * 3 + (i % 2)] = 200 + (i % 50) as u8;
+            }
+        }
+    }
+    Dataset {
+        name: "toy".into(),
+        channels: 1,
+        height: h,
+        width: w,
+        num_labels: 3,
+        multi_label: false,
+        images,
+        labels,
+        allows_hflip: false,
+    }
+}
+
+fn config(steps: u64) -> TrainConfig {
+    TrainConfig {
+        model: serde_json::to_value(small_model()).unwrap(),
+        data: "toy".into(),
+        samples: 60,
+        batch: 8,
+        schedule: Schedule { steps, warmup: 2, lr: 3e-3, final_ratio: 0.1 },
+        adamw: AdamW::default(),
+        ema: 0.9,
+        seed: 3,
+        augment: Augment { shift: 1, hflip: false, brightness: 0.0, contrast: 0.0 },
+        normalization: Normalization::SYMMETRIC,
+    }
+}
+
+fn options(dir: PathBuf, resume: bool) -> RunOptions {
+    RunOptions { run_dir: dir, device: Device::Cpu, threads: 1, resume, checkpoint_every: 3, eval_every: 0, quiet: true, stop_after: None }
+}
+
+fn run(cfg: &TrainConfig, opts: &RunOptions) -> State {
+    let env = engine::environment(None).unwrap();
+    let (state, _) = train::train(&small_model(), cfg, &toy_data(), opts, env, |_, _| Ok(serde_json::Value::Null)).unwrap();
+    state
+}
+
+/// The workspace's `.venv` Python (made by scripts/setup.sh), which has the `onnx` package.
+fn python() -> PathBuf {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let python = root.join(".venv/bin/python");
+    assert!(python.exists(), "{} is missing: run scripts/setup.sh", python.display());
+    python
+}
+
+#[test]
+fn the_training_step_graph_passes_the_onnx_checker() {
+    let sg = step::build(&small_model(), 4, &AdamW::default());
+    let bytes = to_bytes(&sg.graph, &ExportOptions { params: Params::Inputs, symbolic_batch: false, metadata: vec![] }).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("step.onnx");
+    std::fs::write(&path, bytes).unwrap();
+    let out = std::process::Command::new(python())
+        .args(["-c", "import onnx, sys; onnx.checker.check_model(onnx.load(sys.argv[1]), full_check=True); print('ok')"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "onnx checker rejected the step graph: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn the_same_seed_gives_identical_losses_and_weights() {
+    let losses = |_: ()| {
+        let sg = step::build(&small_model(), 8, &AdamW::default());
+        let state = step::initial_state(&sg.params, 11);
+        let env = engine::environment(None).unwrap();
+        let mut eng = engine::TrainingEngine::new(env, &sg, &state, Device::Cpu, 2).unwrap();
+        let data = toy_data();
+        let mut batcher = unpersonal_trainer::data::Batcher::new(&data, 8, 5, Normalization::SYMMETRIC, Augment::none(), true, true);
+        let mut losses = Vec::new();
+        for t in 1..=5 {
+            let b = batcher.next_batch();
+            losses.push(eng.step(&[&b.images, &b.labels], t, 1e-2, 0.9).unwrap().loss);
+        }
+        (losses, eng.state().unwrap())
+    };
+    let (a, state_a) = losses(());
+    let (b, state_b) = losses(());
+    assert_eq!(a, b);
+    assert_eq!(state_a, state_b);
+    assert!(a[4] < a[0], "loss did not decrease: {a:?}");
+}
+
+#[test]
+fn a_resumed_run_reaches_the_same_state_as_an_uninterrupted_one() {
+    let straight = tempfile::tempdir().unwrap();
+    let full = run(&config(7), &options(straight.path().into(), false));
+
+    // Stopped after 4 steps (the run checkpoints where it stops), then resumed to the end.
+    let split = tempfile::tempdir().unwrap();
+    let mut first = options(split.path().into(), false);
+    first.stop_after = Some(4);
+    let partial = run(&config(7), &first);
+    assert_ne!(partial, full);
+    let ckpt = unpersonal_trainer::checkpoint::load(&split.path().join("checkpoint.safetensors")).unwrap();
+    assert_eq!(ckpt.progress.step, 4);
+    let resumed = run(&config(7), &options(split.path().into(), true));
+    assert_eq!(full, resumed, "resuming changed the result");
+}
+
+#[test]
+fn resuming_with_another_configuration_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = options(dir.path().into(), false);
+    opts.stop_after = Some(2);
+    run(&config(7), &opts);
+    let env = engine::environment(None).unwrap();
+    let mut other = config(7);
+    other.seed = 4;
+    let err = train::train(&small_model(), &other, &toy_data(), &options(dir.path().into(), true), env, |_, _| Ok(serde_json::Value::Null))
+        .err()
+        .expect("resume with a different seed must fail");
+    assert!(format!("{err:#}").contains("different configuration"), "{err:#}");
+    let err = train::train(&small_model(), &config(7), &toy_data(), &options(dir.path().into(), false), env, |_, _| Ok(serde_json::Value::Null))
+        .err()
+        .expect("starting over an existing checkpoint must fail");
+    assert!(format!("{err:#}").contains("--resume"), "{err:#}");
+}
+
+#[test]
+fn ort_and_tract_agree_on_the_exported_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = run(&config(6), &options(dir.path().into(), false));
+    let onnx = export::onnx_bytes(&small_model(), &state, Weights::Ema, vec![]).unwrap();
+    let env = engine::environment(None).unwrap();
+    let data = toy_data();
+    let batch = unpersonal_trainer::data::epoch_batches(&data, 16, Normalization::SYMMETRIC).next().unwrap();
+    let input = HostTensor { shape: vec![16, 1, 12, 12], data: batch.images };
+    let diff = export::parity(env, &onnx, "image", &input).unwrap();
+    assert!(diff <= 1e-4, "ORT and tract differ by {diff}");
+    // The features output is L2-normalised.
+    let features = &export::run_tract(&onnx, &input).unwrap()[1];
+    for row in features.data.chunks(16) {
+        let norm: f32 = row.iter().map(|v| v * v).sum::<f32>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-4, "feature norm {norm}");
+    }
+}
