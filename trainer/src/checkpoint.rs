@@ -69,6 +69,14 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Creates `dir` if needed and checks that files can be written in it, so a long run fails
+/// at its start rather than at its end.
+pub fn ensure_writable(dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create output directory {}", dir.display()))?;
+    tempfile::NamedTempFile::new_in(dir).with_context(|| format!("cannot write in output directory {}", dir.display()))?;
+    Ok(())
+}
+
 /// Reads a checkpoint written by [`save`].
 pub fn load(path: &Path) -> anyhow::Result<Checkpoint> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read checkpoint {}", path.display()))?;

@@ -15,9 +15,10 @@ use crate::graph::{Shape, numel};
 use crate::step::{NEXT, StepGraph};
 
 /// Where ONNX Runtime executes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
 pub enum Device {
     /// CPU execution provider.
+    #[default]
     Cpu,
     /// CUDA execution provider on GPU 0; an error when CUDA cannot be used.
     Cuda,
@@ -63,15 +64,36 @@ pub fn environment(library: Option<&Path>) -> anyhow::Result<&'static Environmen
     Ok(ENVIRONMENT.get_or_init(|| env))
 }
 
-/// A session for `model` on `device` with `threads` intra-op threads (0: ONNX Runtime's choice).
-pub fn session(env: &Environment, model: &[u8], device: Device, threads: usize) -> anyhow::Result<Session> {
+/// How a session runs.
+#[derive(Clone, Debug, Default)]
+pub struct SessionConfig {
+    /// Execution device.
+    pub device: Device,
+    /// Intra-op threads (0: ONNX Runtime's choice, one per core).
+    pub threads: usize,
+    /// Write ONNX Runtime's per-operator profile (JSON trace) with this path prefix.
+    pub profile: Option<PathBuf>,
+}
+
+impl SessionConfig {
+    /// CPU with `threads` intra-op threads.
+    pub fn cpu(threads: usize) -> Self {
+        SessionConfig { device: Device::Cpu, threads, profile: None }
+    }
+}
+
+/// A session for `model` as `config` says.
+pub fn session(env: &Environment, model: &[u8], config: &SessionConfig) -> anyhow::Result<Session> {
     let builder_error = |e: ort::Error<ort::session::builder::SessionBuilder>| anyhow::anyhow!("{e}");
     let mut builder = Session::builder(env)?
         .with_optimization_level(GraphOptimizationLevel::All)
         .map_err(builder_error)?
-        .with_intra_threads(threads)
+        .with_intra_threads(config.threads)
         .map_err(builder_error)?;
-    if device == Device::Cuda {
+    if let Some(prefix) = &config.profile {
+        builder = builder.with_profiling(prefix).map_err(builder_error)?;
+    }
+    if config.device == Device::Cuda {
         builder = builder
             .with_execution_providers([ort::ep::CUDA::default().build().error_on_failure()])
             .map_err(|e| anyhow::anyhow!("CUDA was requested but its execution provider failed: {e}"))?;
@@ -150,12 +172,13 @@ pub struct TrainingEngine {
 
 impl TrainingEngine {
     /// Compiles `step` and uploads `state` (which must name every state tensor of the graph).
-    pub fn new(env: &Environment, step: &StepGraph, state: &State, device: Device, threads: usize) -> anyhow::Result<Self> {
+    pub fn new(env: &Environment, step: &StepGraph, state: &State, config: &SessionConfig) -> anyhow::Result<Self> {
         let bytes = crate::onnx::to_bytes(
             &step.graph,
             &crate::onnx::ExportOptions { params: crate::onnx::Params::Inputs, symbolic_batch: false, metadata: vec![] },
         )?;
-        let session = session(env, &bytes, device, threads)?;
+        let session = session(env, &bytes, config)?;
+        let device = config.device;
         let mut engine = TrainingEngine {
             session,
             device,

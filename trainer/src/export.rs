@@ -58,7 +58,7 @@ pub fn run_tract(model: &[u8], input: &HostTensor) -> anyhow::Result<Vec<HostTen
 /// Largest absolute difference between ONNX Runtime (CPU) and tract on one batch, over all
 /// outputs of a single-input model.
 pub fn parity(env: &ort::environment::Environment, model: &[u8], input_name: &str, input: &HostTensor) -> anyhow::Result<f32> {
-    let mut session = engine::session(env, model, engine::Device::Cpu, 0)?;
+    let mut session = engine::session(env, model, &engine::SessionConfig::cpu(0))?;
     let output_names: Vec<String> = session.outputs().iter().map(|o| o.name().to_string()).collect();
     let ort_out = engine::run(&mut session, &[(input_name, input)])?;
     let tract_out = run_tract(model, input)?;

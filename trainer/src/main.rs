@@ -9,13 +9,13 @@ use clap::{Args, Parser, Subcommand};
 use serde_json::json;
 
 use unpersonal_trainer::data::{Augment, Dataset, Normalization, Split};
-use unpersonal_trainer::engine::{self, Device, HostTensor};
+use unpersonal_trainer::engine::{self, Device, HostTensor, SessionConfig};
 use unpersonal_trainer::eval::{self, Accuracy};
 use unpersonal_trainer::export::{self, Weights};
 use unpersonal_trainer::models::{ClassifierConfig, Model};
 use unpersonal_trainer::step::{self, AdamW};
 use unpersonal_trainer::train::{self, RunOptions, Schedule, TrainConfig};
-use unpersonal_trainer::{bundle, graph};
+use unpersonal_trainer::{bundle, checkpoint, graph};
 
 /// Train Unpersonal's networks on ONNX Runtime (CPU or CUDA) and export them to ONNX.
 #[derive(Parser)]
@@ -48,6 +48,12 @@ struct EngineArgs {
     /// Path of libonnxruntime.so (default: $ORT_DYLIB_PATH, else the one in ./.venv).
     #[arg(long)]
     ort_lib: Option<PathBuf>,
+}
+
+impl EngineArgs {
+    fn session(&self) -> SessionConfig {
+        SessionConfig { device: self.device, threads: self.threads, profile: None }
+    }
 }
 
 #[derive(Args)]
@@ -160,6 +166,9 @@ struct BenchArgs {
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
+    /// Write ONNX Runtime's per-operator profile (a JSON trace) with this path prefix.
+    #[arg(long)]
+    profile: Option<PathBuf>,
     #[command(flatten)]
     engine: EngineArgs,
 }
@@ -191,6 +200,8 @@ fn load_test(data: &Path, test: Option<&Path>) -> anyhow::Result<Dataset> {
 
 fn classifier(args: ClassifierArgs) -> anyhow::Result<()> {
     let env = engine::environment(args.engine.ort_lib.as_deref())?;
+    checkpoint::ensure_writable(&args.out)?;
+    checkpoint::ensure_writable(&args.run)?;
     let mut data = Dataset::load(&args.data, Split::Train)?;
     if let Some(n) = args.limit {
         data.truncate(n);
@@ -226,10 +237,10 @@ fn classifier(args: ClassifierArgs) -> anyhow::Result<()> {
         augment: Augment { shift: args.shift, hflip: !args.no_flip, brightness: 0.0, contrast: 0.0 },
         normalization: norm,
     };
+    let session_config = args.engine.session();
     let opts = RunOptions {
         run_dir: args.run.clone(),
-        device: args.engine.device,
-        threads: args.engine.threads,
+        session: session_config.clone(),
         resume: args.resume,
         checkpoint_every: args.checkpoint_every,
         eval_every: args.eval_every,
@@ -244,7 +255,7 @@ fn classifier(args: ClassifierArgs) -> anyhow::Result<()> {
     }
     let (state, summary) = train::train(&model, &cfg, &data, &opts, env, |_, state| {
         let onnx = export::onnx_bytes(&model, state, Weights::Ema, vec![])?;
-        let mut session = engine::session(env, &onnx, args.engine.device, args.engine.threads)?;
+        let mut session = engine::session(env, &onnx, &session_config)?;
         let acc = eval::accuracy(&test, norm, 500, |x| logits(&mut session, x))?;
         Ok(json!({ "test_accuracy": acc.rate(), "test_images": acc.total }))
     })?;
@@ -260,7 +271,7 @@ fn classifier(args: ClassifierArgs) -> anyhow::Result<()> {
         "trainer": concat!("unpersonal-trainer ", env!("CARGO_PKG_VERSION")),
     });
     let onnx = export::onnx_bytes(&model, &state, Weights::Ema, vec![("unpersonal.role".into(), "classifier".into())])?;
-    let mut session = engine::session(env, &onnx, args.engine.device, args.engine.threads)?;
+    let mut session = engine::session(env, &onnx, &session_config)?;
     let acc = eval::accuracy(&test, norm, 500, |x| logits(&mut session, x))?;
     let probe = eval_batch(&test, norm, 64);
     let parity = export::parity(env, &onnx, "image", &probe)?;
@@ -317,7 +328,7 @@ fn evaluate(args: EvalArgs) -> anyhow::Result<()> {
     let acc: Accuracy = match args.with {
         EvalEngine::Ort => {
             let env = engine::environment(args.engine.ort_lib.as_deref())?;
-            let mut session = engine::session(env, &model, args.engine.device, args.engine.threads)
+            let mut session = engine::session(env, &model, &args.engine.session())
                 .with_context(|| format!("{} is not a model ONNX Runtime can run", args.model.display()))?;
             eval::accuracy(&data, norm, args.batch, |x| logits(&mut session, x))?
         }
@@ -340,7 +351,9 @@ fn bench(args: BenchArgs) -> anyhow::Result<()> {
     let model = ClassifierConfig::fashion_mnist();
     let step_graph = step::build(&model, args.batch, &AdamW::default());
     let state = step::initial_state(&step_graph.params, 0);
-    let mut engine = engine::TrainingEngine::new(env, &step_graph, &state, args.engine.device, args.engine.threads)?;
+    let mut config = args.engine.session();
+    config.profile = args.profile.clone();
+    let mut engine = engine::TrainingEngine::new(env, &step_graph, &state, &config)?;
     let [c, h, w] = [model.channels, model.height, model.width];
     let images: Vec<f32> = (0..args.batch * c * h * w).map(|i| ((i * 7919) % 255) as f32 / 127.5 - 1.0).collect();
     let mut labels = vec![0f32; args.batch * model.classes];

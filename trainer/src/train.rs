@@ -12,7 +12,7 @@ use serde_json::json;
 
 use crate::checkpoint::{self, Checkpoint, Progress};
 use crate::data::{Augment, Batcher, BatcherState, Dataset, Normalization};
-use crate::engine::{Device, State, TrainingEngine};
+use crate::engine::{SessionConfig, State, TrainingEngine};
 use crate::eval::Accuracy;
 use crate::models::Model;
 use crate::step::{self, AdamW};
@@ -67,15 +67,13 @@ pub struct TrainConfig {
     pub normalization: Normalization,
 }
 
-/// How to run (does not change the result, except `device` within floating-point tolerance).
+/// How to run (does not change the result, except the device within floating-point tolerance).
 #[derive(Debug)]
 pub struct RunOptions {
     /// Directory of the checkpoint and the JSON log.
     pub run_dir: PathBuf,
-    /// Execution device.
-    pub device: Device,
-    /// Intra-op threads (0: ONNX Runtime's choice).
-    pub threads: usize,
+    /// Execution device and threads.
+    pub session: SessionConfig,
     /// Continue from the run directory's checkpoint.
     pub resume: bool,
     /// Save a checkpoint every this many steps (and at the end).
@@ -119,7 +117,7 @@ pub fn train(
     let step_graph = step::build(model, cfg.batch, &cfg.adamw);
     let ckpt_path = opts.run_dir.join("checkpoint.safetensors");
     let (state, progress) = start_state(&step_graph, cfg, opts, &ckpt_path)?;
-    let mut engine = TrainingEngine::new(env, &step_graph, &state, opts.device, opts.threads)?;
+    let mut engine = TrainingEngine::new(env, &step_graph, &state, &opts.session)?;
     let mut batcher = Batcher::new(data, cfg.batch, cfg.seed, cfg.normalization, cfg.augment.clone(), true, true);
     batcher.restore(progress.batcher);
 
@@ -207,13 +205,13 @@ fn start_state(
         bail!("{} already holds a checkpoint: pass --resume to continue it, or choose another --run", opts.run_dir.display());
     }
     let ckpt = checkpoint::load(ckpt_path)?;
-    let expected = serde_json::to_value(cfg)?;
-    if ckpt.config != expected {
+    let saved: Option<TrainConfig> = serde_json::from_value(ckpt.config.clone()).ok();
+    if saved.as_ref() != Some(cfg) {
         bail!(
             "cannot resume {}: it was started with a different configuration\n  checkpoint: {}\n  now:        {}",
             ckpt_path.display(),
             ckpt.config,
-            expected
+            serde_json::to_value(cfg)?
         );
     }
     Ok((ckpt.state, ckpt.progress))

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 use unpersonal_trainer::autodiff::gradients;
-use unpersonal_trainer::engine::{self, Device, HostTensor};
+use unpersonal_trainer::engine::{self, HostTensor, SessionConfig};
 use unpersonal_trainer::graph::{Graph, Init, Op, OpIo, TensorId, numel};
 use unpersonal_trainer::onnx::{Emitter, ExportOptions, Params, to_bytes};
 use unpersonal_trainer::ops::{AveragePool, Conv, UnaryKind, Upsample};
@@ -49,7 +49,7 @@ fn check(name: &str, build: impl Fn(&mut Graph) -> TensorId, positive: &[&str]) 
 
     let bytes = to_bytes(&g, &ExportOptions { params: Params::Inputs, symbolic_batch: false, metadata: vec![] }).unwrap();
     let env = engine::environment(None).expect("ONNX Runtime must be available for the gradient checks");
-    let mut session = engine::session(env, &bytes, Device::Cpu, 1).unwrap_or_else(|e| panic!("{name}: {e:#}"));
+    let mut session = engine::session(env, &bytes, &SessionConfig::cpu(1)).unwrap_or_else(|e| panic!("{name}: {e:#}"));
     let mut eval = |values: &BTreeMap<String, HostTensor>| {
         let inputs: Vec<(&str, &HostTensor)> = values.iter().map(|(k, v)| (k.as_str(), v)).collect();
         engine::run(&mut session, &inputs).unwrap_or_else(|e| panic!("{name}: {e:#}"))

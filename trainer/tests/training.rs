@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use unpersonal_trainer::data::{Augment, Dataset, Normalization};
-use unpersonal_trainer::engine::{self, Device, HostTensor, State};
+use unpersonal_trainer::engine::{self, HostTensor, SessionConfig, State};
 use unpersonal_trainer::export::{self, Weights};
 use unpersonal_trainer::models::ClassifierConfig;
 use unpersonal_trainer::onnx::{ExportOptions, Params, to_bytes};
@@ -58,7 +58,7 @@ fn config(steps: u64) -> TrainConfig {
 }
 
 fn options(dir: PathBuf, resume: bool) -> RunOptions {
-    RunOptions { run_dir: dir, device: Device::Cpu, threads: 1, resume, checkpoint_every: 3, eval_every: 0, quiet: true, stop_after: None }
+    RunOptions { run_dir: dir, session: SessionConfig::cpu(1), resume, checkpoint_every: 3, eval_every: 0, quiet: true, stop_after: None }
 }
 
 fn run(cfg: &TrainConfig, opts: &RunOptions) -> State {
@@ -96,7 +96,7 @@ fn the_same_seed_gives_identical_losses_and_weights() {
         let sg = step::build(&small_model(), 8, &AdamW::default());
         let state = step::initial_state(&sg.params, 11);
         let env = engine::environment(None).unwrap();
-        let mut eng = engine::TrainingEngine::new(env, &sg, &state, Device::Cpu, 2).unwrap();
+        let mut eng = engine::TrainingEngine::new(env, &sg, &state, &SessionConfig::cpu(2)).unwrap();
         let data = toy_data();
         let mut batcher = unpersonal_trainer::data::Batcher::new(&data, 8, 5, Normalization::SYMMETRIC, Augment::none(), true, true);
         let mut losses = Vec::new();
