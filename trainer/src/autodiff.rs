@@ -18,7 +18,8 @@ pub fn gradients(g: &mut Graph, loss: TensorId, wrt: &[TensorId]) -> Vec<TensorI
     let needed = g.ancestors(&[loss]);
 
     let mut grads: HashMap<TensorId, TensorId> = HashMap::new();
-    let seed = g.constant(&g.shape(loss).to_vec(), vec![1.0]);
+    let seed = g.constant(&[], vec![1.0]);
+    let seed = g.reshape(seed, &g.shape(loss).to_vec());
     grads.insert(loss, seed);
 
     for index in (0..=loss.0).rev() {

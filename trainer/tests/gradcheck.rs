@@ -60,7 +60,7 @@ fn check(name: &str, build: impl Fn(&mut Graph) -> TensorId, positive: &[&str]) 
     for (i, &p) in params.iter().enumerate() {
         let pname = g.tensor(p).name.clone();
         let grad = &analytic[&format!("grad{i}")].data;
-        for j in 0..grad.len() {
+        for (j, &analytic_j) in grad.iter().enumerate() {
             let original = values[&pname].data[j];
             values.get_mut(&pname).unwrap().data[j] = original + EPS;
             let plus = eval(&values)["loss"].data[0];
@@ -68,11 +68,10 @@ fn check(name: &str, build: impl Fn(&mut Graph) -> TensorId, positive: &[&str]) 
             let minus = eval(&values)["loss"].data[0];
             values.get_mut(&pname).unwrap().data[j] = original;
             let numeric = (plus - minus) / (2.0 * EPS);
-            let err = (numeric - grad[j]).abs() / (1.0 + numeric.abs().max(grad[j].abs()));
+            let err = (numeric - analytic_j).abs() / (1.0 + numeric.abs().max(analytic_j.abs()));
             assert!(
                 err < 2e-2,
-                "{name}: ∂loss/∂{pname}[{j}]: analytic {} vs numeric {numeric} (error {err})",
-                grad[j]
+                "{name}: ∂loss/∂{pname}[{j}]: analytic {analytic_j} vs numeric {numeric} (error {err})"
             );
             worst = worst.max(err);
         }

@@ -140,12 +140,10 @@ fn resuming_with_another_configuration_is_refused() {
     let mut other = config(7);
     other.seed = 4;
     let err = train::train(&small_model(), &other, &toy_data(), &options(dir.path().into(), true), env, |_, _| Ok(serde_json::Value::Null))
-        .err()
-        .expect("resume with a different seed must fail");
+        .expect_err("resume with a different seed must fail");
     assert!(format!("{err:#}").contains("different configuration"), "{err:#}");
     let err = train::train(&small_model(), &config(7), &toy_data(), &options(dir.path().into(), false), env, |_, _| Ok(serde_json::Value::Null))
-        .err()
-        .expect("starting over an existing checkpoint must fail");
+        .expect_err("starting over an existing checkpoint must fail");
     assert!(format!("{err:#}").contains("--resume"), "{err:#}");
 }
 
