@@ -1,1 +1,15 @@
-//! Portable runtime for Unpersonal model bundles. Built in issue 3.
+//! Portable runtime for Unpersonal model bundles.
+//!
+//! - [`bundle`]: `bundle.json` (schema in `docs/bundle.md`), hashes and interface checks.
+//! - [`backend`]: the [`backend::Backend`] trait and its implementations (tract by default,
+//!   ONNX Runtime with the `ort` feature); every call is checked for NaN/Inf.
+//! - [`sampler`]: the EDM Heun sampler with guidance and per-sample seeds.
+//!
+//! The library does no file-system access outside [`bundle::BundleDir`] (and the ONNX Runtime
+//! library lookup of the `ort` backend), and starts no threads.
+
+#![warn(missing_docs)]
+
+pub mod backend;
+pub mod bundle;
+pub mod sampler;

@@ -35,6 +35,7 @@ fn corrupt_idx_file() {
     let data = tmp.path().join("idx");
     std::fs::create_dir(&data).unwrap();
     std::fs::write(data.join("train-images-idx3-ubyte"), [0u8, 0, 8, 3, 0, 0, 0, 5, 0, 0, 0, 28, 0, 0, 0, 28, 1, 2]).unwrap();
+    std::fs::write(data.join("train-labels-idx1-ubyte"), [0u8, 0, 8, 1, 0, 0, 0, 5, 1, 2, 3, 4, 5]).unwrap();
     let (out, run) = (tmp.path().join("out"), tmp.path().join("run"));
     let err = fails(&train_args(data.to_str().unwrap(), out.to_str().unwrap(), run.to_str().unwrap()), &[]);
     assert!(err.contains("train-images-idx3-ubyte") && err.contains("truncated"), "{err}");

@@ -1,116 +1,186 @@
 //! Folders of PNG/JPEG images described by a filelist, one image per line:
-//! `relative/path.png l0 l1 … lK-1` (multi-hot 0/1 labels), `#` comments and blank lines
-//! skipped. Paths are relative to the data root and may not leave it.
+//!
+//! ```text
+//! # ChestX-ray14, eight classes
+//! images/00000001_000.png 0 1 0 0 0 0 0 0
+//! images/00000002_000.png 0 0 0 0 0 0 0 0
+//! ```
+//!
+//! Fields are whitespace-separated: a path relative to the data root, then the multi-hot
+//! labels (`0`/`1`, also written `0.0`/`1.0`). Blank lines and lines starting with `#` are
+//! skipped. Every line has as many labels as the first one. Paths may not leave the data root,
+//! neither lexically (`..`, absolute paths) nor through symbolic links. All images must have
+//! one size; they are converted to grayscale or RGB and stored CHW.
 
 use std::path::{Component, Path, PathBuf};
+
+use image::DynamicImage;
 
 use super::{DataError, Dataset};
 
 /// How a filelist is read.
-#[derive(Clone, Debug)]
-pub struct Options {
-    /// Channels to convert every image to (1: grayscale, 3: RGB).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FilelistOptions {
+    /// Channels every image is converted to: 1 (grayscale, the default) or 3 (RGB).
     pub channels: usize,
-    /// Whether horizontal flips keep the images' meaning.
+    /// Whether horizontal flips keep the images' meaning (default: no; chest X-rays, for
+    /// one, have a left and a right).
     pub allows_hflip: bool,
     /// Directory the paths are relative to (default: the filelist's directory).
     pub root: Option<PathBuf>,
 }
 
-impl Default for Options {
+impl Default for FilelistOptions {
     fn default() -> Self {
-        Options { channels: 1, allows_hflip: false, root: None }
+        FilelistOptions { channels: 1, allows_hflip: false, root: None }
     }
 }
 
-/// One parsed line.
+/// One parsed line of a filelist.
+#[derive(Debug)]
 struct Row {
+    /// 1-based line number.
     line: usize,
+    /// Path relative to the data root, as written.
     path: PathBuf,
+    /// Multi-hot labels.
     labels: Vec<f32>,
 }
 
-fn parse(path: &Path, text: &str) -> Result<Vec<Row>, DataError> {
+/// Parses one label token: 0 or 1, written as an integer or a float.
+fn parse_label(token: &str) -> Option<f32> {
+    match token.parse::<f32>() {
+        Ok(0.0) => Some(0.0),
+        Ok(1.0) => Some(1.0),
+        _ => None,
+    }
+}
+
+/// Whether a relative path stays inside its root when read lexically: not absolute, and no
+/// `..` climbs above the start.
+fn stays_inside(rel: &Path) -> bool {
+    !rel.is_absolute()
+        && rel
+            .components()
+            .try_fold(0usize, |depth, c| match c {
+                Component::Normal(_) => Some(depth + 1),
+                Component::CurDir => Some(depth),
+                Component::ParentDir => depth.checked_sub(1),
+                Component::RootDir | Component::Prefix(_) => None,
+            })
+            .is_some()
+}
+
+/// Parses one non-blank, non-comment line.
+fn parse_line(list: &Path, line: usize, content: &str, expected: Option<&Row>) -> Result<Row, DataError> {
+    let mut fields = content.split_whitespace();
+    let file = fields.next().unwrap_or_default();
+    let labels = fields
+        .map(|t| parse_label(t).ok_or_else(|| DataError::line(list, line, format!("label {t:?} of {file} is not 0 or 1"))))
+        .collect::<Result<Vec<f32>, _>>()?;
+    if labels.is_empty() {
+        return Err(DataError::line(list, line, format!("{file} has no labels")));
+    }
+    if let Some(first) = expected
+        && first.labels.len() != labels.len()
+    {
+        return Err(DataError::line(
+            list,
+            line,
+            format!("expected {} labels (as on line {}), found {}", first.labels.len(), first.line, labels.len()),
+        ));
+    }
+    let rel = Path::new(file);
+    if !stays_inside(rel) {
+        let why = if rel.is_absolute() { "it is absolute" } else { "`..` climbs above the root" };
+        return Err(DataError::line(list, line, format!("path escapes the data root: {file} ({why})")));
+    }
+    Ok(Row { line, path: rel.to_path_buf(), labels })
+}
+
+/// Parses a filelist's text into rows.
+fn parse(list: &Path, text: &str) -> Result<Vec<Row>, DataError> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut rows: Vec<Row> = Vec::new();
     for (i, raw) in text.lines().enumerate() {
-        let line = i + 1;
-        let err = |message: String| DataError::Line { path: path.to_path_buf(), line, message };
         let content = raw.trim();
         if content.is_empty() || content.starts_with('#') {
             continue;
         }
-        let mut fields = content.split_whitespace();
-        let file = fields.next().expect("non-empty line has a field");
-        let labels = fields
-            .map(|t| match t {
-                "0" | "0.0" => Ok(0.0),
-                "1" | "1.0" => Ok(1.0),
-                other => Err(err(format!("label {other:?} is not 0 or 1"))),
-            })
-            .collect::<Result<Vec<f32>, _>>()?;
-        if labels.is_empty() {
-            return Err(err(format!("{file} has no labels")));
-        }
-        if let Some(first) = rows.first()
-            && first.labels.len() != labels.len()
-        {
-            return Err(err(format!("expected {} labels (as on line {}), found {}", first.labels.len(), first.line, labels.len())));
-        }
-        let rel = Path::new(file);
-        let escapes = rel.is_absolute()
-            || rel.components().try_fold(0usize, |depth, c| match c {
-                Component::ParentDir => depth.checked_sub(1),
-                Component::Normal(_) => Some(depth + 1),
-                Component::CurDir => Some(depth),
-                _ => None,
-            }).is_none();
-        if escapes {
-            return Err(err(format!("path escapes the data root: {file}")));
-        }
-        rows.push(Row { line, path: rel.to_path_buf(), labels });
+        let row = parse_line(list, i + 1, content, rows.first())?;
+        rows.push(row);
     }
     if rows.is_empty() {
-        return Err(DataError::invalid(path, "the filelist names no images"));
+        return Err(DataError::invalid(list, "the filelist names no images"));
     }
     Ok(rows)
 }
 
-/// Loads the images and labels of a filelist.
-pub fn load(path: &Path, opts: &Options) -> Result<Dataset, DataError> {
+/// Reads and decodes one row's image, checking that it stays inside `canonical_root`.
+fn read_image(list: &Path, root: &Path, canonical_root: &Path, row: &Row) -> Result<DynamicImage, DataError> {
+    let err = |message: String| DataError::line(list, row.line, message);
+    let file = root.join(&row.path);
+    let real = file.canonicalize().map_err(|e| err(format!("cannot read image {}: {e}", file.display())))?;
+    if !real.starts_with(canonical_root) {
+        return Err(err(format!(
+            "path escapes the data root: {} resolves to {}, outside {}",
+            row.path.display(),
+            real.display(),
+            canonical_root.display()
+        )));
+    }
+    image::ImageReader::open(&real)
+        .and_then(|r| r.with_guessed_format())
+        .map_err(|e| err(format!("cannot read image {}: {e}", file.display())))?
+        .decode()
+        .map_err(|e| err(format!("cannot decode image {}: {e}", file.display())))
+}
+
+/// Appends `img` to `out` as CHW bytes with `channels` (1 or 3) channels.
+fn push_chw(out: &mut Vec<u8>, img: &DynamicImage, channels: usize) {
+    if channels == 1 {
+        out.extend_from_slice(img.to_luma8().as_raw());
+    } else {
+        let rgb = img.to_rgb8();
+        for c in 0..3 {
+            out.extend(rgb.as_raw().iter().skip(c).step_by(3));
+        }
+    }
+}
+
+/// Loads the images and labels named by the filelist at `path`.
+pub fn load_filelist(path: &Path, opts: &FilelistOptions) -> Result<Dataset, DataError> {
+    if !matches!(opts.channels, 1 | 3) {
+        return Err(DataError::invalid(
+            path,
+            format!("{} channels requested; 1 (grayscale) or 3 (RGB) are supported", opts.channels),
+        ));
+    }
     let text = std::fs::read_to_string(path).map_err(|e| DataError::io(path, e))?;
     let rows = parse(path, &text)?;
-    let root = opts.root.clone().unwrap_or_else(|| path.parent().unwrap_or(Path::new(".")).to_path_buf());
+    let root = match &opts.root {
+        Some(root) => root.clone(),
+        None => path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf(),
+    };
     let canonical_root = root.canonicalize().map_err(|e| DataError::io(&root, e))?;
     let mut images = Vec::new();
     let mut size: Option<(u32, u32)> = None;
     for row in &rows {
-        let err = |message: String| DataError::Line { path: path.to_path_buf(), line: row.line, message };
-        let file = root.join(&row.path);
-        let real = file.canonicalize().map_err(|e| err(format!("cannot read {}: {e}", file.display())))?;
-        if !real.starts_with(&canonical_root) {
-            return Err(err(format!("path escapes the data root through a link: {}", row.path.display())));
-        }
-        let img = image::open(&real).map_err(|e| err(format!("{} is not a readable image: {e}", file.display())))?;
+        let img = read_image(path, &root, &canonical_root, row)?;
         let dims = (img.width(), img.height());
-        if *size.get_or_insert(dims) != dims {
-            let (w, h) = size.expect("set above");
-            return Err(err(format!("{} is {}×{}, the first image is {w}×{h}", file.display(), dims.0, dims.1)));
+        let (w, h) = *size.get_or_insert(dims);
+        if dims != (w, h) {
+            return Err(DataError::line(
+                path,
+                row.line,
+                format!("{} is {}×{} pixels, the first image is {w}×{h}", row.path.display(), dims.0, dims.1),
+            ));
         }
-        match opts.channels {
-            1 => images.extend(img.to_luma8().into_raw()),
-            3 => {
-                // HWC → CHW
-                let rgb = img.to_rgb8().into_raw();
-                for c in 0..3 {
-                    images.extend(rgb.iter().skip(c).step_by(3));
-                }
-            }
-            n => return Err(DataError::invalid(path, format!("{n} channels requested; 1 or 3 are supported"))),
-        }
+        push_chw(&mut images, &img, opts.channels);
     }
-    let (width, height) = size.expect("at least one row");
+    let (width, height) = size.unwrap_or_default();
     let num_labels = rows[0].labels.len();
-    let multi_label = rows.iter().any(|r| r.labels.iter().sum::<f32>() != 1.0);
+    let multi_label = rows.iter().any(|r| r.labels.iter().filter(|&&v| v == 1.0).count() != 1);
     Ok(Dataset {
         name: path.display().to_string(),
         channels: opts.channels,
@@ -128,47 +198,124 @@ pub fn load(path: &Path, opts: &Options) -> Result<Dataset, DataError> {
 mod tests {
     use super::*;
 
+    /// A data root with `img/a.png`, `img/b.png` (4×3 gray), `img/rgb.png` (4×3 colour),
+    /// `img/big.png` (5×3), `img/notes.png` (not an image) and `secret.png` beside it.
     fn setup() -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir(dir.path().join("img")).unwrap();
-        for name in ["a", "b"] {
-            image::GrayImage::from_pixel(4, 3, image::Luma([7])).save(dir.path().join(format!("img/{name}.png"))).unwrap();
-        }
-        std::fs::write(dir.path().join("img/notes.png"), b"not an image").unwrap();
+        let root = dir.path().join("root");
+        std::fs::create_dir_all(root.join("img")).unwrap();
+        image::GrayImage::from_fn(4, 3, |x, y| image::Luma([(10 * y + x) as u8])).save(root.join("img/a.png")).unwrap();
+        image::GrayImage::from_pixel(4, 3, image::Luma([7])).save(root.join("img/b.png")).unwrap();
+        image::RgbImage::from_pixel(4, 3, image::Rgb([200, 100, 0])).save(root.join("img/rgb.png")).unwrap();
+        image::GrayImage::new(5, 3).save(root.join("img/big.png")).unwrap();
+        std::fs::write(root.join("img/notes.png"), b"not an image").unwrap();
+        image::GrayImage::new(4, 3).save(dir.path().join("secret.png")).unwrap();
         dir
     }
 
-    fn load_text(dir: &Path, text: &str) -> Result<Dataset, DataError> {
-        let list = dir.join("list.txt");
+    fn load_text(dir: &Path, text: &str, opts: &FilelistOptions) -> Result<Dataset, DataError> {
+        let list = dir.join("root/list.txt");
         std::fs::write(&list, text).unwrap();
-        load(&list, &Options::default())
+        load_filelist(&list, opts)
     }
 
     #[test]
     fn loads_images_and_multi_hot_labels() {
         let dir = setup();
-        let d = load_text(dir.path(), "# comment\nimg/a.png 1 0 1\n\nimg/b.png 0 1 0\n").unwrap();
-        assert_eq!((d.len(), d.height, d.width, d.num_labels, d.multi_label), (2, 3, 4, 3, true));
+        let text = "# comment\nimg/a.png 1 0 1\n\n  ./img/b.png\t0.0 1.0 0\r\n";
+        let d = load_text(dir.path(), text, &FilelistOptions::default()).unwrap();
+        assert_eq!((d.len(), d.channels, d.height, d.width, d.num_labels), (2, 1, 3, 4, 3));
+        assert!(d.multi_label && !d.allows_hflip);
+        assert!(d.name.ends_with("list.txt"));
         assert_eq!(d.label(0), &[1.0, 0.0, 1.0]);
+        assert_eq!(d.label(1), &[0.0, 1.0, 0.0]);
+        assert_eq!(&d.image(0)[..6], &[0, 1, 2, 3, 10, 11]);
         assert_eq!(d.image(1), &[7; 12]);
     }
 
     #[test]
-    fn bad_lines_are_named() {
+    fn one_hot_lists_are_single_label_and_rgb_is_chw() {
+        let dir = setup();
+        let opts = FilelistOptions { channels: 3, allows_hflip: true, root: None };
+        let d = load_text(dir.path(), "img/rgb.png 0 1\nimg/b.png 1 0\n", &opts).unwrap();
+        assert!(!d.multi_label && d.allows_hflip);
+        assert_eq!((d.channels, d.image(0).len()), (3, 36));
+        assert_eq!((d.image(0)[0], d.image(0)[12], d.image(0)[24]), (200, 100, 0));
+        assert_eq!(d.image(1), &[7; 36]);
+        let gray = load_text(dir.path(), "img/rgb.png 0 1\n", &FilelistOptions::default()).unwrap();
+        assert_eq!(gray.channels, 1);
+        assert!(gray.image(0).iter().all(|&v| v == gray.image(0)[0] && v > 0));
+        let none_set = load_text(dir.path(), "img/a.png 0 1\nimg/b.png 0 0\n", &FilelistOptions::default()).unwrap();
+        assert!(none_set.multi_label, "a row without labels is not one-hot");
+    }
+
+    #[test]
+    fn root_option_overrides_the_filelist_directory() {
+        let dir = setup();
+        let list = dir.path().join("list.txt");
+        std::fs::write(&list, "img/b.png 1\n").unwrap();
+        let opts = FilelistOptions { root: Some(dir.path().join("root")), ..FilelistOptions::default() };
+        assert_eq!(load_filelist(&list, &opts).unwrap().image(0), &[7; 12]);
+        let err = load_filelist(&list, &FilelistOptions::default()).unwrap_err().to_string();
+        assert!(err.contains("line 1") && err.contains("img/b.png"), "{err}");
+    }
+
+    #[test]
+    fn bad_lines_are_named_with_file_and_line() {
         let dir = setup();
         let cases = [
-            ("img/a.png 1 0\nimg/b.png 1 0 0\n", "line 2: expected 2 labels (as on line 1), found 3"),
-            ("img/a.png 1 x\n", "line 1: label \"x\""),
-            ("../secret.png 1 0\n", "line 1: path escapes the data root"),
-            ("img/../../x.png 1 0\n", "line 1: path escapes the data root"),
-            ("/etc/passwd 1 0\n", "line 1: path escapes the data root"),
-            ("img/a.png 1 0\nimg/missing.png 0 1\n", "line 2: cannot read"),
-            ("img/notes.png 1 0\n", "line 1: "),
-            ("img/a.png\n", "has no labels"),
+            ("img/a.png 1 0\n# c\nimg/b.png 1 0 0\n", "line 3: expected 2 labels (as on line 1), found 3"),
+            ("img/a.png 1 x\n", "line 1: label \"x\" of img/a.png is not 0 or 1"),
+            ("img/a.png 1 0.5\n", "line 1: label \"0.5\""),
+            ("img/a.png 1 2\n", "line 1: label \"2\""),
+            ("../secret.png 1 0\n", "line 1: path escapes the data root: ../secret.png"),
+            ("img/a.png 1 0\nimg/../../secret.png 1 0\n", "line 2: path escapes the data root"),
+            ("/etc/passwd 1 0\n", "line 1: path escapes the data root: /etc/passwd (it is absolute)"),
+            ("img/a.png 1 0\nimg/missing.png 0 1\n", "line 2: cannot read image"),
+            ("img/notes.png 1 0\n", "line 1: cannot decode image"),
+            ("img/a.png 1 0\nimg/big.png 0 1\n", "line 2: img/big.png is 5×3 pixels, the first image is 4×3"),
+            ("img/a.png\n", "line 1: img/a.png has no labels"),
+            ("# nothing\n\n", "names no images"),
         ];
         for (text, needle) in cases {
-            let err = load_text(dir.path(), text).unwrap_err().to_string();
-            assert!(err.contains("list.txt") && err.contains(needle), "{text:?} gave {err}");
+            let err = load_text(dir.path(), text, &FilelistOptions::default()).unwrap_err().to_string();
+            assert!(err.contains("list.txt: ") && err.contains(needle), "{text:?} gave {err}");
+        }
+        let err = load_text(dir.path(), "img/missing.png 1\n", &FilelistOptions::default()).unwrap_err().to_string();
+        assert!(err.contains("missing.png"), "{err}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn symlinks_out_of_the_root_are_rejected() {
+        let dir = setup();
+        std::os::unix::fs::symlink(dir.path().join("secret.png"), dir.path().join("root/img/link.png")).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("root/img/a.png"), dir.path().join("root/inside.png")).unwrap();
+        let err = load_text(dir.path(), "img/a.png 1\nimg/link.png 1\n", &FilelistOptions::default()).unwrap_err();
+        let err = err.to_string();
+        assert!(err.contains("list.txt: line 2: path escapes the data root: img/link.png"), "{err}");
+        let d = load_text(dir.path(), "inside.png 1\n", &FilelistOptions::default()).unwrap();
+        assert_eq!(d.len(), 1);
+    }
+
+    #[test]
+    fn unusable_options_and_files_are_errors() {
+        let dir = setup();
+        let opts = FilelistOptions { channels: 2, ..FilelistOptions::default() };
+        let err = load_text(dir.path(), "img/a.png 1\n", &opts).unwrap_err().to_string();
+        assert!(err.contains("list.txt") && err.contains("2 channels"), "{err}");
+        let absent = dir.path().join("absent.txt");
+        let err = load_filelist(&absent, &FilelistOptions::default()).unwrap_err().to_string();
+        assert!(err.contains("absent.txt: cannot read"), "{err}");
+    }
+
+    #[test]
+    fn lexical_escape_check() {
+        for ok in ["a.png", "./a/b.png", "a/../b.png", "a/b/../../c.png"] {
+            assert!(stays_inside(Path::new(ok)), "{ok}");
+        }
+        for bad in ["../a.png", "a/../../b.png", "/a.png", "./.."] {
+            assert!(!stays_inside(Path::new(bad)), "{bad}");
         }
     }
 }

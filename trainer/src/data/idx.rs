@@ -1,76 +1,116 @@
-//! Reader for the IDX format of MNIST and Fashion-MNIST (optionally gzip-compressed).
+//! Reader for the IDX format of MNIST and Fashion-MNIST, raw or gzip-compressed.
+//!
+//! An IDX file is a big-endian header — magic `0x0000_08nn` (unsigned bytes, `nn`
+//! dimensions), then one `u32` per dimension — followed by exactly the product of the
+//! dimensions in bytes. Anything shorter or longer is rejected.
 
 use std::io::Read;
 use std::path::Path;
 
-use super::DataError;
+use super::{DataError, IDX_CLASSES};
 
-const IMAGES_MAGIC: u32 = 0x0000_0803;
-const LABELS_MAGIC: u32 = 0x0000_0801;
+/// Magic number of an image file: unsigned bytes, three dimensions (count, rows, columns).
+pub const IMAGES_MAGIC: u32 = 0x0000_0803;
+/// Magic number of a label file: unsigned bytes, one dimension (count).
+pub const LABELS_MAGIC: u32 = 0x0000_0801;
 
-/// Reads a whole file, gunzipping it when its name ends in `.gz`.
+/// Upper bound of the buffer reserved up front for a gunzipped file (the gzip trailer's size
+/// field is only a hint).
+const MAX_PREALLOCATION: usize = 1 << 28;
+
+/// Reads a whole file, gunzipping it when it starts with the gzip magic bytes.
 fn read_all(path: &Path) -> Result<Vec<u8>, DataError> {
     let raw = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
-    if path.extension().is_some_and(|e| e == "gz") {
-        let mut out = Vec::new();
-        flate2::read::GzDecoder::new(raw.as_slice())
-            .read_to_end(&mut out)
-            .map_err(|e| DataError::invalid(path, format!("corrupt gzip stream: {e}")))?;
-        Ok(out)
-    } else {
-        Ok(raw)
+    if !raw.starts_with(&[0x1f, 0x8b]) {
+        return Ok(raw);
+    }
+    let mut out = Vec::with_capacity(gzip_size_hint(&raw).min(MAX_PREALLOCATION));
+    flate2::read::MultiGzDecoder::new(raw.as_slice())
+        .read_to_end(&mut out)
+        .map_err(|e| DataError::invalid(path, format!("corrupt gzip stream: {e}")))?;
+    Ok(out)
+}
+
+/// The uncompressed size (mod 2³²) recorded in a gzip stream's last four bytes.
+fn gzip_size_hint(gz: &[u8]) -> usize {
+    match gz.len().checked_sub(4).and_then(|at| gz.get(at..)) {
+        Some(&[a, b, c, d]) => u32::from_le_bytes([a, b, c, d]) as usize,
+        _ => 0,
     }
 }
 
+/// The big-endian `u32` at `at`; the caller has checked the length.
 fn be_u32(bytes: &[u8], at: usize) -> u32 {
     u32::from_be_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
 }
 
-/// Checks magic number and exact payload length; returns the header's dimensions.
-fn parse_header(path: &Path, bytes: &[u8], magic: u32, dims: usize) -> Result<Vec<usize>, DataError> {
+/// Checks the magic number and the exact payload length; returns the header's dimensions
+/// and the header length.
+fn parse_header(path: &Path, bytes: &[u8], magic: u32, kind: &str) -> Result<(Vec<usize>, usize), DataError> {
+    let dims = (magic & 0xff) as usize;
     let header = 4 + 4 * dims;
-    if bytes.len() < header {
-        return Err(DataError::invalid(path, format!("truncated: {} bytes, shorter than the {header}-byte header", bytes.len())));
+    if bytes.len() < 4 {
+        return Err(DataError::invalid(path, format!("not an IDX {kind} file: only {} bytes", bytes.len())));
     }
     let found = be_u32(bytes, 0);
     if found != magic {
-        return Err(DataError::invalid(path, format!("not an IDX file of the expected kind (magic 0x{found:08x}, expected 0x{magic:08x})")));
+        return Err(DataError::invalid(path, format!("not an IDX {kind} file (magic 0x{found:08x}, expected 0x{magic:08x})")));
+    }
+    if bytes.len() < header {
+        return Err(DataError::invalid(path, format!("truncated: {} bytes, shorter than the {header}-byte header", bytes.len())));
     }
     let shape: Vec<usize> = (0..dims).map(|i| be_u32(bytes, 4 + 4 * i) as usize).collect();
-    let expected = shape.iter().product::<usize>();
-    let payload = bytes.len() - header;
-    if payload != expected {
+    let expected = shape
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .ok_or_else(|| DataError::invalid(path, format!("dimensions {shape:?} are too large")))?;
+    let found = bytes.len() - header;
+    if found < expected {
         return Err(DataError::invalid(
             path,
-            format!("{}: expected {expected} bytes of data for shape {shape:?}, found {payload}", if payload < expected { "truncated" } else { "trailing bytes" }),
+            format!("truncated: expected {expected} bytes of {kind} data for dimensions {shape:?}, found {found}"),
         ));
     }
-    Ok(shape)
-}
-
-/// Reads an IDX image file: `(count, rows, cols, pixels)`.
-pub fn read_images(path: &Path) -> Result<(usize, usize, usize, Vec<u8>), DataError> {
-    let bytes = read_all(path)?;
-    let shape = parse_header(path, &bytes, IMAGES_MAGIC, 3)?;
-    Ok((shape[0], shape[1], shape[2], bytes[16..].to_vec()))
-}
-
-/// Reads an IDX label file; every label must be below 10.
-pub fn read_labels(path: &Path) -> Result<Vec<u8>, DataError> {
-    let bytes = read_all(path)?;
-    parse_header(path, &bytes, LABELS_MAGIC, 1)?;
-    let labels = bytes[8..].to_vec();
-    if let Some((i, &l)) = labels.iter().enumerate().find(|(_, l)| **l >= 10) {
-        return Err(DataError::invalid(path, format!("label {l} of item {i} is not a class in 0..10")));
+    if found > expected {
+        return Err(DataError::invalid(
+            path,
+            format!("trailing bytes: expected {expected} bytes of {kind} data for dimensions {shape:?}, found {found}"),
+        ));
     }
-    Ok(labels)
+    Ok((shape, header))
+}
+
+/// Reads an IDX image file (raw or gzip): `(count, rows, cols, pixels)`, pixels row-major,
+/// `count · rows · cols` bytes.
+pub fn read_images(path: &Path) -> Result<(usize, usize, usize, Vec<u8>), DataError> {
+    let mut bytes = read_all(path)?;
+    let (shape, header) = parse_header(path, &bytes, IMAGES_MAGIC, "image")?;
+    let (n, rows, cols) = (shape[0], shape[1], shape[2]);
+    if rows == 0 || cols == 0 {
+        return Err(DataError::invalid(path, format!("images of {rows}×{cols} pixels")));
+    }
+    bytes.drain(..header);
+    Ok((n, rows, cols, bytes))
+}
+
+/// Reads an IDX label file (raw or gzip). Every label must be a class in `0..10`
+/// (Fashion-MNIST/MNIST).
+pub fn read_labels(path: &Path) -> Result<Vec<u8>, DataError> {
+    let mut bytes = read_all(path)?;
+    let (_, header) = parse_header(path, &bytes, LABELS_MAGIC, "label")?;
+    bytes.drain(..header);
+    if let Some((i, &l)) = bytes.iter().enumerate().find(|&(_, &l)| usize::from(l) >= IDX_CLASSES) {
+        return Err(DataError::invalid(path, format!("label {l} of item {i} is not a class in 0..{IDX_CLASSES}")));
+    }
+    Ok(bytes)
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn idx(magic: u32, dims: &[u32], payload: &[u8]) -> Vec<u8> {
+    /// An IDX file: magic, dimensions, payload.
+    pub(crate) fn idx_bytes(magic: u32, dims: &[u32], payload: &[u8]) -> Vec<u8> {
         let mut out = magic.to_be_bytes().to_vec();
         for d in dims {
             out.extend(d.to_be_bytes());
@@ -79,42 +119,73 @@ mod tests {
         out
     }
 
-    #[test]
-    fn reads_raw_and_gzip() {
-        let dir = tempfile::tempdir().unwrap();
-        let bytes = idx(IMAGES_MAGIC, &[2, 2, 3], &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]);
-        let raw = dir.path().join("x-images-idx3-ubyte");
-        std::fs::write(&raw, &bytes).unwrap();
-        let gz = dir.path().join("x-images-idx3-ubyte.gz");
+    /// Writes `bytes` gzip-compressed.
+    pub(crate) fn write_gz(path: &Path, bytes: &[u8]) {
         let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        std::io::Write::write_all(&mut enc, &bytes).unwrap();
-        std::fs::write(&gz, enc.finish().unwrap()).unwrap();
-        for p in [raw, gz] {
-            let (n, h, w, px) = read_images(&p).unwrap();
-            assert_eq!((n, h, w, px.len(), px[11]), (2, 2, 3, 12, 12));
+        std::io::Write::write_all(&mut enc, bytes).unwrap();
+        std::fs::write(path, enc.finish().unwrap()).unwrap();
+    }
+
+    #[test]
+    fn images_and_labels_round_trip_raw_and_gzip() {
+        let dir = tempfile::tempdir().unwrap();
+        let pixels: Vec<u8> = (1..=12).collect();
+        let images = idx_bytes(IMAGES_MAGIC, &[2, 2, 3], &pixels);
+        let labels = idx_bytes(LABELS_MAGIC, &[2], &[9, 0]);
+        std::fs::write(dir.path().join("images"), &images).unwrap();
+        std::fs::write(dir.path().join("labels"), &labels).unwrap();
+        write_gz(&dir.path().join("images.gz"), &images);
+        write_gz(&dir.path().join("labels.gz"), &labels);
+        for suffix in ["", ".gz"] {
+            let (n, h, w, px) = read_images(&dir.path().join(format!("images{suffix}"))).unwrap();
+            assert_eq!((n, h, w), (2, 2, 3));
+            assert_eq!(px, pixels);
+            assert_eq!(read_labels(&dir.path().join(format!("labels{suffix}"))).unwrap(), vec![9, 0]);
         }
     }
 
     #[test]
-    fn rejects_bad_files_naming_them() {
+    fn bad_image_files_are_rejected_naming_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let cases = [
-            ("magic", idx(LABELS_MAGIC, &[1, 1, 1], &[0]), "magic"),
-            ("short", idx(IMAGES_MAGIC, &[2, 2, 2], &[0; 7]), "truncated"),
-            ("long", idx(IMAGES_MAGIC, &[1, 2, 2], &[0; 5]), "trailing"),
-            ("header", vec![0, 0, 8], "header"),
+            ("wrong-magic", idx_bytes(LABELS_MAGIC, &[1, 1, 1], &[0]), "not an IDX image file (magic 0x00000801"),
+            ("short-payload", idx_bytes(IMAGES_MAGIC, &[2, 2, 2], &[0; 7]), "truncated: expected 8 bytes"),
+            ("long-payload", idx_bytes(IMAGES_MAGIC, &[1, 2, 2], &[0; 5]), "trailing bytes: expected 4 bytes"),
+            ("short-header", idx_bytes(IMAGES_MAGIC, &[2], &[]), "shorter than the 16-byte header"),
+            ("tiny", vec![0, 0, 8], "only 3 bytes"),
+            ("huge", idx_bytes(IMAGES_MAGIC, &[u32::MAX; 3], &[]), "too large"),
+            ("empty-images", idx_bytes(IMAGES_MAGIC, &[3, 0, 5], &[]), "0×5"),
         ];
         for (name, bytes, needle) in cases {
-            let p = dir.path().join(name);
-            std::fs::write(&p, bytes).unwrap();
-            let err = read_images(&p).unwrap_err().to_string();
-            assert!(err.contains(name) && err.contains(needle), "{err}");
+            let path = dir.path().join(name);
+            std::fs::write(&path, bytes).unwrap();
+            let err = read_images(&path).unwrap_err().to_string();
+            assert!(err.contains(name) && err.contains(needle), "{name}: {err}");
         }
-        let p = dir.path().join("labels");
-        std::fs::write(&p, idx(LABELS_MAGIC, &[2], &[3, 10])).unwrap();
-        let err = read_labels(&p).unwrap_err().to_string();
-        assert!(err.contains("labels") && err.contains("label 10"), "{err}");
+        let path = dir.path().join("truncated.gz");
+        let mut gz = Vec::new();
+        let mut enc = flate2::write::GzEncoder::new(&mut gz, flate2::Compression::fast());
+        std::io::Write::write_all(&mut enc, &idx_bytes(IMAGES_MAGIC, &[1, 2, 2], &[0; 4])).unwrap();
+        enc.finish().unwrap();
+        std::fs::write(&path, &gz[..gz.len() / 2]).unwrap();
+        let err = read_images(&path).unwrap_err().to_string();
+        assert!(err.contains("truncated.gz") && err.contains("gzip"), "{err}");
+    }
+
+    #[test]
+    fn bad_label_files_are_rejected_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("class-ten-labels");
+        std::fs::write(&path, idx_bytes(LABELS_MAGIC, &[3], &[3, 9, 10])).unwrap();
+        let err = read_labels(&path).unwrap_err().to_string();
+        assert!(err.contains("class-ten-labels") && err.contains("label 10 of item 2"), "{err}");
+
+        let path = dir.path().join("image-not-labels");
+        std::fs::write(&path, idx_bytes(IMAGES_MAGIC, &[1, 1, 1], &[0])).unwrap();
+        let err = read_labels(&path).unwrap_err().to_string();
+        assert!(err.contains("image-not-labels") && err.contains("not an IDX label file"), "{err}");
+
         let err = read_labels(&dir.path().join("absent")).unwrap_err().to_string();
-        assert!(err.contains("absent"), "{err}");
+        assert!(err.contains("absent") && err.contains("cannot read"), "{err}");
     }
 }

@@ -1,0 +1,93 @@
+//! The tract backend (pure Rust; CPU; builds for wasm32). One optimised plan per batch size,
+//! made the first time that batch size is run and kept.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use ndarray::ArrayViewD;
+use prost::Message;
+use tract_onnx::pb;
+use tract_onnx::prelude::*;
+
+use super::{Backend, EngineError, Outputs, Session};
+use crate::bundle::{Dim, ModelSpec, TensorSpec};
+
+/// The tract backend.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Tract;
+
+impl Backend for Tract {
+    fn name(&self) -> &'static str {
+        "tract"
+    }
+
+    fn load(&self, onnx: &[u8], spec: &ModelSpec) -> Result<Box<dyn Session>, EngineError> {
+        let proto = pb::ModelProto::decode(onnx)?;
+        let model = tract_onnx::onnx().model_for_proto_model(&proto).map_err(|e| format!("{e:#}"))?;
+        let mut inputs = Vec::new();
+        for outlet in model.input_outlets().map_err(|e| format!("{e:#}"))? {
+            let name = &model.node(outlet.node).name;
+            let t = spec.input(name).ok_or_else(|| format!("the graph has an input `{name}` the bundle does not declare"))?;
+            inputs.push(t.clone());
+        }
+        let outputs: Vec<String> = proto.graph.iter().flat_map(|g| g.output.iter().map(|o| o.name.clone())).collect();
+        let mut session = TractSession { model, inputs, outputs, plans: HashMap::new() };
+        // Plan batch size 1 now, so a graph tract cannot run fails at load time.
+        session.plan(1)?;
+        Ok(Box::new(session))
+    }
+}
+
+struct TractSession {
+    /// The parsed graph, before shapes are fixed.
+    model: InferenceModel,
+    /// The declared inputs, in the graph's input order.
+    inputs: Vec<TensorSpec>,
+    /// Output names, in the graph's output order.
+    outputs: Vec<String>,
+    /// Optimised plans by batch size.
+    plans: HashMap<usize, Arc<TypedRunnableModel>>,
+}
+
+impl TractSession {
+    fn plan(&mut self, batch: usize) -> Result<Arc<TypedRunnableModel>, EngineError> {
+        if let Some(plan) = self.plans.get(&batch) {
+            return Ok(plan.clone());
+        }
+        let mut model = self.model.clone();
+        for (i, t) in self.inputs.iter().enumerate() {
+            model = model.with_input_fact(i, f32::fact(t.concrete(batch)).into()).map_err(|e| format!("{e:#}"))?;
+        }
+        let plan = model
+            .into_optimized()
+            .and_then(|m| m.into_runnable())
+            .map_err(|e| format!("cannot plan batch size {batch}: {e:#}"))?;
+        self.plans.insert(batch, plan.clone());
+        Ok(plan)
+    }
+}
+
+impl Session for TractSession {
+    fn run(&mut self, inputs: &[(&str, ArrayViewD<'_, f32>)]) -> Result<Outputs, EngineError> {
+        let mut values = TVec::new();
+        let mut batch = 1;
+        for t in &self.inputs {
+            let (_, view) =
+                inputs.iter().find(|(name, _)| *name == t.name).ok_or_else(|| format!("input `{}` is not given", t.name))?;
+            if let Some(axis) = t.shape.iter().position(|d| *d == Dim::Batch) {
+                batch = view.shape()[axis];
+            }
+            values.push(Tensor::from(view.to_owned()).into_tvalue());
+        }
+        let results = self.plan(batch)?.run(values).map_err(|e| format!("{e:#}"))?;
+        if results.len() != self.outputs.len() {
+            return Err(format!("the graph returned {} outputs, it declares {}", results.len(), self.outputs.len()).into());
+        }
+        let mut outputs = Outputs::new();
+        for (name, value) in self.outputs.iter().zip(results) {
+            let array = value.to_plain_array_view::<f32>().map_err(|e| format!("output `{name}`: {e:#}"))?.to_owned();
+            outputs.insert(name.clone(), array);
+        }
+        Ok(outputs)
+    }
+}

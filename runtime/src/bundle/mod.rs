@@ -1,0 +1,387 @@
+//! Model bundles: `bundle.json` (schema version 1, documented in `docs/bundle.md`) and the
+//! ONNX files it describes.
+//!
+//! Reading a bundle is pure: [`Bundle::from_json`] parses and validates the description, and
+//! [`Bundle::verify`] checks one model's bytes (SHA-256, and the ONNX graph's declared inputs
+//! and outputs). [`BundleDir::load`] is the file-system edge that does both for a directory.
+
+mod dir;
+mod error;
+mod interface;
+mod roles;
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+pub use dir::BundleDir;
+pub use error::BundleError;
+pub use roles::Role;
+
+/// The `bundle.json` schema version this runtime reads.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// The file name of a bundle's description inside its directory.
+pub const BUNDLE_JSON: &str = "bundle.json";
+
+/// A parsed and validated `bundle.json`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Bundle {
+    /// Schema version; only [`SCHEMA_VERSION`] is accepted.
+    pub schema_version: u32,
+    /// Bundle name (empty in the file means: the directory name).
+    #[serde(default)]
+    pub name: String,
+    /// Size and pixel normalisation of every model's images.
+    pub image: ImageSpec,
+    /// The labels each image carries.
+    pub labels: LabelSpec,
+    /// One model per role.
+    pub models: BTreeMap<Role, ModelSpec>,
+    /// Constants of the EDM formulation the denoiser was trained with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edm: Option<EdmSpec>,
+    /// Sampler and selection defaults (every field has a default when absent).
+    #[serde(default)]
+    pub sampler: SamplerSpec,
+    /// The re-identification decision rule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reid: Option<ReidSpec>,
+}
+
+/// Image size (NCHW) and the pixel normalisation every model input and image output uses.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ImageSpec {
+    /// Channels (1 grayscale, 3 RGB).
+    pub channels: usize,
+    /// Height in pixels.
+    pub height: usize,
+    /// Width in pixels.
+    pub width: usize,
+    /// How pixels become model values.
+    pub normalization: Normalization,
+}
+
+/// `x = (pixel / 255 − mean) / std`, and back by the inverse.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Normalization {
+    /// Subtracted after scaling pixels to [0, 1].
+    pub mean: f32,
+    /// Divides after subtracting the mean; never zero.
+    pub std: f32,
+    /// The formula in words, for readers of the file.
+    #[serde(default)]
+    pub formula: String,
+}
+
+impl Normalization {
+    /// The model value of a pixel (0–255).
+    pub fn normalize(&self, pixel: u8) -> f32 {
+        (f32::from(pixel) / 255.0 - self.mean) / self.std
+    }
+
+    /// The pixel of a model value: `round(clamp((x·std + mean)·255, 0, 255))`.
+    pub fn to_pixel(&self, x: f32) -> u8 {
+        // The clamp makes the cast exact; a NaN becomes 0 (samplers reject NaN before this).
+        ((x * self.std + self.mean) * 255.0).clamp(0.0, 255.0).round() as u8
+    }
+}
+
+/// The labels of an image.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LabelSpec {
+    /// Labels per image (classes, or multi-hot findings).
+    pub count: usize,
+    /// `false`: exactly one label per image; `true`: independent labels.
+    pub multi_label: bool,
+}
+
+/// One model of the bundle.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelSpec {
+    /// ONNX file name inside the bundle directory.
+    pub file: String,
+    /// SHA-256 of the file, lowercase hex.
+    pub sha256: String,
+    /// Every graph input, by name, with its shape.
+    pub inputs: Vec<TensorSpec>,
+    /// Every graph output, by name, with its shape.
+    pub outputs: Vec<TensorSpec>,
+    /// How the model was made (free-form).
+    #[serde(default)]
+    pub provenance: serde_json::Value,
+}
+
+impl ModelSpec {
+    /// The input called `name`.
+    pub fn input(&self, name: &str) -> Option<&TensorSpec> {
+        self.inputs.iter().find(|t| t.name == name)
+    }
+
+    /// The output called `name`.
+    pub fn output(&self, name: &str) -> Option<&TensorSpec> {
+        self.outputs.iter().find(|t| t.name == name)
+    }
+}
+
+/// A named float32 tensor of a model's interface.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TensorSpec {
+    /// Tensor name in the ONNX graph.
+    pub name: String,
+    /// Extents, outermost first.
+    pub shape: Vec<Dim>,
+}
+
+impl TensorSpec {
+    /// The shape with the batch axis set to `batch`.
+    pub fn concrete(&self, batch: usize) -> Vec<usize> {
+        self.shape.iter().map(|d| d.resolve(batch)).collect()
+    }
+}
+
+/// One axis of a [`TensorSpec`]: the symbolic batch axis (`"batch"` in JSON) or a fixed extent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "serde_json::Value", into = "serde_json::Value")]
+pub enum Dim {
+    /// The batch axis; any extent, the same for every tensor of one call.
+    Batch,
+    /// A fixed extent.
+    Fixed(usize),
+}
+
+impl Dim {
+    /// The extent of this axis in a call with `batch` rows.
+    pub fn resolve(self, batch: usize) -> usize {
+        match self {
+            Dim::Batch => batch,
+            Dim::Fixed(n) => n,
+        }
+    }
+}
+
+impl TryFrom<serde_json::Value> for Dim {
+    type Error = String;
+
+    fn try_from(value: serde_json::Value) -> Result<Self, String> {
+        match &value {
+            serde_json::Value::String(s) if s == "batch" => Ok(Dim::Batch),
+            serde_json::Value::Number(n) => n
+                .as_u64()
+                .and_then(|n| usize::try_from(n).ok())
+                .map(Dim::Fixed)
+                .ok_or_else(|| format!("shape entry {value} is not a non-negative integer")),
+            _ => Err(format!("shape entry {value} is neither \"batch\" nor a non-negative integer")),
+        }
+    }
+}
+
+impl From<Dim> for serde_json::Value {
+    fn from(dim: Dim) -> Self {
+        match dim {
+            Dim::Batch => "batch".into(),
+            Dim::Fixed(n) => n.into(),
+        }
+    }
+}
+
+impl fmt::Display for Dim {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Dim::Batch => f.write_str("batch"),
+            Dim::Fixed(n) => write!(f, "{n}"),
+        }
+    }
+}
+
+/// Writes a shape as `[batch, 1, 28, 28]`.
+pub fn shape_string(shape: &[Dim]) -> String {
+    let dims: Vec<String> = shape.iter().map(Dim::to_string).collect();
+    format!("[{}]", dims.join(", "))
+}
+
+/// Constants of the EDM formulation (Karras et al. 2022) the denoiser was trained with. The
+/// preconditioning lives inside the denoiser graph; these are recorded for readers.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EdmSpec {
+    /// Standard deviation of the (normalised) training data, σ_data.
+    pub sigma_data: f32,
+}
+
+/// Sampler and selection defaults; every field falls back to its documented default.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SamplerSpec {
+    /// Heun steps N (2N − 1 denoiser evaluations). Default 18.
+    pub steps: usize,
+    /// Smallest nonzero noise level σ_min. Default 0.002.
+    pub sigma_min: f64,
+    /// Largest noise level σ_max. Default 80.
+    pub sigma_max: f64,
+    /// Karras schedule exponent ρ. Default 7.
+    pub rho: f64,
+    /// Guidance weight w in `D_u + w·(D_c − D_u)`. Default 1.3.
+    pub guidance: f32,
+    /// Candidates drawn per real image and round. Default 32.
+    pub candidates_per_image: usize,
+    /// How much the guidance weight drops after a round in which every candidate was
+    /// rejected. Default 0.1.
+    pub guidance_decrement: f32,
+    /// Rounds per real image before giving up on it (releasing nothing). Default 3.
+    pub max_rounds: usize,
+}
+
+impl Default for SamplerSpec {
+    fn default() -> Self {
+        SamplerSpec {
+            steps: 18,
+            sigma_min: 0.002,
+            sigma_max: 80.0,
+            rho: 7.0,
+            guidance: 1.3,
+            candidates_per_image: 32,
+            guidance_decrement: 0.1,
+            max_rounds: 3,
+        }
+    }
+}
+
+/// The re-identification decision rule.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ReidSpec {
+    /// Two images show the same person when `sigmoid(logit) ≥ threshold` (0 < threshold < 1).
+    pub threshold: f32,
+    /// How the threshold was chosen (free-form: validation set, target rates, …).
+    #[serde(default)]
+    pub calibration: serde_json::Value,
+}
+
+impl Bundle {
+    /// Parses and validates the text of a `bundle.json`; errors name `bundle.json` as the file.
+    pub fn from_json(text: &str) -> Result<Bundle, BundleError> {
+        Bundle::from_json_at(text, BUNDLE_JSON)
+    }
+
+    /// Like [`Bundle::from_json`], with errors naming `origin` (a path) as the file.
+    pub fn from_json_at(text: &str, origin: &str) -> Result<Bundle, BundleError> {
+        // Check the version first, so a future schema is refused as such and not as whatever
+        // field it renamed.
+        let value: serde_json::Value =
+            serde_json::from_str(text).map_err(|error| BundleError::Json { file: origin.into(), error })?;
+        let version = value.get("schema_version").ok_or_else(|| BundleError::Invalid {
+            file: origin.into(),
+            field: "schema_version".into(),
+            problem: "is missing".into(),
+        })?;
+        if version.as_u64() != Some(u64::from(SCHEMA_VERSION)) {
+            return Err(BundleError::SchemaVersion { file: origin.into(), found: version.to_string() });
+        }
+        let bundle: Bundle = serde_json::from_value(value).map_err(|error| BundleError::Json { file: origin.into(), error })?;
+        bundle.validate(origin)?;
+        Ok(bundle)
+    }
+
+    /// The description of the model playing `role`.
+    pub fn model(&self, role: Role) -> Result<&ModelSpec, BundleError> {
+        self.models.get(&role).ok_or_else(|| BundleError::MissingRole {
+            role,
+            present: self.models.keys().map(|r| r.as_str()).collect::<Vec<_>>().join(", "),
+        })
+    }
+
+    /// Checks that `onnx` is the file `role`'s entry describes: its SHA-256, that it parses as
+    /// an ONNX model, and that the graph declares exactly the entry's inputs and outputs with
+    /// the same shapes (float32, `batch` as a symbolic axis).
+    pub fn verify(&self, role: Role, onnx: &[u8]) -> Result<(), BundleError> {
+        let spec = self.model(role)?;
+        let actual = sha256_hex(onnx);
+        if !actual.eq_ignore_ascii_case(&spec.sha256) {
+            return Err(BundleError::Hash {
+                file: spec.file.clone(),
+                role,
+                expected: spec.sha256.clone(),
+                actual,
+                size: onnx.len(),
+            });
+        }
+        interface::check(role, spec, onnx)
+    }
+
+    fn validate(&self, origin: &str) -> Result<(), BundleError> {
+        let invalid = |field: &str, problem: String| BundleError::Invalid { file: origin.into(), field: field.into(), problem };
+        let image = &self.image;
+        for (field, value) in [("image.channels", image.channels), ("image.height", image.height), ("image.width", image.width)] {
+            if value == 0 {
+                return Err(invalid(field, "must be at least 1".into()));
+            }
+        }
+        let norm = &image.normalization;
+        if !norm.mean.is_finite() {
+            return Err(invalid("image.normalization.mean", format!("must be a finite number, is {}", norm.mean)));
+        }
+        if !norm.std.is_finite() || norm.std == 0.0 {
+            return Err(invalid("image.normalization.std", format!("must be finite and nonzero, is {}", norm.std)));
+        }
+        if self.labels.count == 0 {
+            return Err(invalid("labels.count", "must be at least 1".into()));
+        }
+        if let Some(edm) = &self.edm
+            && !(edm.sigma_data.is_finite() && edm.sigma_data > 0.0)
+        {
+            return Err(invalid("edm.sigma_data", format!("must be positive, is {}", edm.sigma_data)));
+        }
+        self.validate_sampler(origin)?;
+        if let Some(reid) = &self.reid
+            && !(reid.threshold > 0.0 && reid.threshold < 1.0)
+        {
+            return Err(invalid("reid.threshold", format!("must lie strictly between 0 and 1, is {}", reid.threshold)));
+        }
+        for (role, spec) in &self.models {
+            let field = |name: &str| format!("models.{role}.{name}");
+            if spec.file.is_empty() || spec.file.contains(['/', '\\']) || spec.file == "." || spec.file == ".." {
+                return Err(invalid(
+                    &field("file"),
+                    format!("{:?} is not a plain file name inside the bundle directory", spec.file),
+                ));
+            }
+            if spec.sha256.len() != 64 || !spec.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(invalid(&field("sha256"), format!("{:?} is not 64 hexadecimal digits", spec.sha256)));
+            }
+        }
+        roles::check_interfaces(self).map_err(|(field, problem)| invalid(&field, problem))
+    }
+
+    fn validate_sampler(&self, origin: &str) -> Result<(), BundleError> {
+        let s = &self.sampler;
+        let problem = if s.steps == 0 {
+            Some(("sampler.steps", format!("must be at least 1, is {}", s.steps)))
+        } else if !(s.sigma_min.is_finite() && s.sigma_min > 0.0) {
+            Some(("sampler.sigma_min", format!("must be positive, is {}", s.sigma_min)))
+        } else if !(s.sigma_max.is_finite() && s.sigma_max > s.sigma_min) {
+            Some(("sampler.sigma_max", format!("must be finite and above sigma_min ({}), is {}", s.sigma_min, s.sigma_max)))
+        } else if !(s.rho.is_finite() && s.rho > 0.0) {
+            Some(("sampler.rho", format!("must be positive, is {}", s.rho)))
+        } else if !s.guidance.is_finite() {
+            Some(("sampler.guidance", format!("must be a finite number, is {}", s.guidance)))
+        } else if s.candidates_per_image == 0 {
+            Some(("sampler.candidates_per_image", "must be at least 1".into()))
+        } else if !(s.guidance_decrement.is_finite() && s.guidance_decrement >= 0.0) {
+            Some(("sampler.guidance_decrement", format!("must be zero or positive, is {}", s.guidance_decrement)))
+        } else if s.max_rounds == 0 {
+            Some(("sampler.max_rounds", "must be at least 1".into()))
+        } else {
+            None
+        };
+        match problem {
+            Some((field, problem)) => Err(BundleError::Invalid { file: origin.into(), field: field.into(), problem }),
+            None => Ok(()),
+        }
+    }
+}
+
+/// SHA-256 of `bytes`, lowercase hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}

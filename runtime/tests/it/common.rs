@@ -1,0 +1,233 @@
+//! Tiny ONNX graphs and bundles for the tests, built from `tract_onnx::pb` structs.
+
+use prost::Message;
+use serde_json::{Value, json};
+use tract_onnx::pb::{self, tensor_proto::DataType, tensor_shape_proto};
+use unpersonal_runtime::bundle::sha256_hex;
+
+/// Image size of the test bundles.
+pub const C: usize = 1;
+/// Image height of the test bundles.
+pub const H: usize = 4;
+/// Image width of the test bundles.
+pub const W: usize = 4;
+/// Condition size of the test bundles.
+pub const D: usize = 3;
+
+/// What a test denoiser computes (every variant also reads `x`, so shapes follow the batch).
+#[derive(Clone, Debug)]
+pub enum Body {
+    /// `mu + 0·x`: the exact denoiser when all data is the single point `mu` (`[C·H·W]`).
+    Point(Vec<f32>),
+    /// `x·σ_d²/(σ² + σ_d²)`: the exact denoiser for data ~ N(0, σ_d²).
+    Gaussian(f32),
+    /// `k·x`.
+    Scale(f32),
+    /// `0·x + mask·(cond − uncond) + uncond`: `cond` where `condition_mask` is 1, `uncond` where 0.
+    Mask { cond: f32, uncond: f32 },
+    /// `ln(−(x² + 1))`: NaN everywhere.
+    Nan,
+}
+
+#[derive(Default)]
+struct Graph {
+    nodes: Vec<pb::NodeProto>,
+    initializers: Vec<pb::TensorProto>,
+}
+
+impl Graph {
+    fn node(&mut self, op: &str, inputs: &[&str], output: &str) {
+        self.nodes.push(pb::NodeProto {
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            output: vec![output.to_string()],
+            name: format!("{op}_{}", self.nodes.len()),
+            op_type: op.into(),
+            ..Default::default()
+        });
+    }
+
+    fn f32(&mut self, name: &str, dims: &[i64], values: &[f32]) {
+        self.initializers.push(pb::TensorProto {
+            name: name.into(),
+            dims: dims.to_vec(),
+            data_type: DataType::Float as i32,
+            raw_data: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            ..Default::default()
+        });
+    }
+
+    fn i64(&mut self, name: &str, values: &[i64]) {
+        self.initializers.push(pb::TensorProto {
+            name: name.into(),
+            dims: vec![values.len() as i64],
+            data_type: DataType::Int64 as i32,
+            int64_data: values.to_vec(),
+            ..Default::default()
+        });
+    }
+
+    /// Serialises with the given inputs and outputs (`None` in a shape: the `batch` axis).
+    fn encode(self, inputs: &[(&str, Vec<Option<i64>>)], outputs: &[(&str, Vec<Option<i64>>)]) -> Vec<u8> {
+        let info = |(name, dims): &(&str, Vec<Option<i64>>)| pb::ValueInfoProto {
+            name: name.to_string(),
+            r#type: Some(pb::TypeProto {
+                value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
+                    elem_type: DataType::Float as i32,
+                    shape: Some(pb::TensorShapeProto {
+                        dim: dims
+                            .iter()
+                            .map(|d| tensor_shape_proto::Dimension {
+                                value: Some(match d {
+                                    Some(n) => tensor_shape_proto::dimension::Value::DimValue(*n),
+                                    None => tensor_shape_proto::dimension::Value::DimParam("batch".into()),
+                                }),
+                                ..Default::default()
+                            })
+                            .collect(),
+                    }),
+                })),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        pb::ModelProto {
+            ir_version: 8,
+            opset_import: vec![pb::OperatorSetIdProto { domain: String::new(), version: 17 }],
+            producer_name: "unpersonal-runtime-tests".into(),
+            graph: Some(pb::GraphProto {
+                name: "test".into(),
+                node: self.nodes,
+                initializer: self.initializers,
+                input: inputs.iter().map(info).collect(),
+                output: outputs.iter().map(info).collect(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+        .encode_to_vec()
+    }
+}
+
+fn image_dims() -> Vec<Option<i64>> {
+    vec![None, Some(C as i64), Some(H as i64), Some(W as i64)]
+}
+
+/// A denoiser with the bundle interface (`x`, `sigma`, `condition`, `condition_mask` →
+/// `denoised`) computing `body`.
+pub fn denoiser(body: Body) -> Vec<u8> {
+    let mut g = Graph::default();
+    g.f32("zero", &[], &[0.0]);
+    g.i64("per_row", &[-1, 1, 1, 1]);
+    g.node("Mul", &["x", "zero"], "zero_x");
+    match body {
+        Body::Point(mu) => {
+            g.f32("mu", &[1, C as i64, H as i64, W as i64], &mu);
+            g.node("Add", &["zero_x", "mu"], "denoised");
+        }
+        Body::Gaussian(sigma_data) => {
+            g.f32("sd2", &[], &[sigma_data * sigma_data]);
+            g.node("Reshape", &["sigma", "per_row"], "s");
+            g.node("Mul", &["s", "s"], "s2");
+            g.node("Add", &["s2", "sd2"], "var");
+            g.node("Div", &["sd2", "var"], "k");
+            g.node("Mul", &["x", "k"], "denoised");
+        }
+        Body::Scale(k) => {
+            g.f32("k", &[], &[k]);
+            g.node("Mul", &["x", "k"], "denoised");
+        }
+        Body::Mask { cond, uncond } => {
+            g.f32("gap", &[], &[cond - uncond]);
+            g.f32("uncond", &[], &[uncond]);
+            g.node("Reshape", &["condition_mask", "per_row"], "m");
+            g.node("Mul", &["m", "gap"], "mg");
+            g.node("Add", &["mg", "uncond"], "level");
+            g.node("Add", &["zero_x", "level"], "denoised");
+        }
+        Body::Nan => {
+            g.f32("one", &[], &[1.0]);
+            g.node("Mul", &["x", "x"], "x2");
+            g.node("Add", &["x2", "one"], "x2_1");
+            g.node("Neg", &["x2_1"], "negative");
+            g.node("Log", &["negative"], "denoised");
+        }
+    }
+    g.encode(
+        &[("x", image_dims()), ("sigma", vec![None]), ("condition", vec![None, Some(D as i64)]), ("condition_mask", vec![None])],
+        &[("denoised", image_dims())],
+    )
+}
+
+/// A features model: `features = flatten(image) · weights` (`weights` `[C·H·W, D]`).
+pub fn features(weights: &[f32]) -> Vec<u8> {
+    let mut g = Graph::default();
+    g.f32("w", &[(C * H * W) as i64, D as i64], weights);
+    g.nodes.push(pb::NodeProto {
+        input: vec!["image".into()],
+        output: vec!["flat".into()],
+        name: "flatten".into(),
+        op_type: "Flatten".into(),
+        attribute: vec![pb::AttributeProto {
+            name: "axis".into(),
+            r#type: pb::attribute_proto::AttributeType::Int as i32,
+            i: 1,
+            ..Default::default()
+        }],
+        ..Default::default()
+    });
+    g.node("MatMul", &["flat", "w"], "features");
+    g.encode(&[("image", image_dims())], &[("features", vec![None, Some(D as i64)])])
+}
+
+/// The `bundle.json` entry of a test denoiser file.
+pub fn denoiser_entry(file: &str, onnx: &[u8]) -> Value {
+    let image = json!(["batch", C, H, W]);
+    json!({
+        "file": file,
+        "sha256": sha256_hex(onnx),
+        "inputs": [
+            { "name": "x", "shape": image },
+            { "name": "sigma", "shape": ["batch"] },
+            { "name": "condition", "shape": ["batch", D] },
+            { "name": "condition_mask", "shape": ["batch"] },
+        ],
+        "outputs": [ { "name": "denoised", "shape": image } ],
+        "provenance": { "trainer": "tests", "steps": 0 },
+    })
+}
+
+/// The `bundle.json` entry of a test features file.
+pub fn features_entry(file: &str, onnx: &[u8]) -> Value {
+    json!({
+        "file": file,
+        "sha256": sha256_hex(onnx),
+        "inputs": [ { "name": "image", "shape": ["batch", C, H, W] } ],
+        "outputs": [ { "name": "features", "shape": ["batch", D] } ],
+        "provenance": { "dataset": "none" },
+    })
+}
+
+/// A schema-version-1 `bundle.json` with the given `models` object.
+pub fn bundle_json(models: Value) -> Value {
+    json!({
+        "schema_version": 1,
+        "name": "test",
+        "image": { "channels": C, "height": H, "width": W,
+                   "normalization": { "mean": 0.5, "std": 0.5, "formula": "x = (pixel / 255 - mean) / std" } },
+        "labels": { "count": 10, "multi_label": false },
+        "models": models,
+        "edm": { "sigma_data": 0.5 },
+    })
+}
+
+/// Every backend this build has: tract, and ONNX Runtime with the `ort` feature.
+pub fn backends() -> Vec<Box<dyn unpersonal_runtime::backend::Backend>> {
+    #[allow(unused_mut)]
+    let mut all: Vec<Box<dyn unpersonal_runtime::backend::Backend>> = vec![Box::new(unpersonal_runtime::backend::Tract)];
+    #[cfg(feature = "ort")]
+    {
+        use unpersonal_runtime::backend::ort::{Device, Ort};
+        all.push(Box::new(Ort::new(None, Device::Cpu, 1).expect("the ort feature's tests need the ONNX Runtime library")));
+    }
+    all
+}

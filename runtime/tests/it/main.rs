@@ -1,0 +1,7 @@
+//! Integration tests of the runtime library and the `unpersonal` binary (one test binary).
+
+mod backend;
+mod bundle;
+mod cli;
+mod common;
+mod sampler;
