@@ -55,8 +55,9 @@ pub fn run_tract(model: &[u8], input: &HostTensor) -> anyhow::Result<Vec<HostTen
         .collect()
 }
 
-/// Largest absolute difference between ONNX Runtime (CPU) and tract on one batch, over all
-/// outputs of a single-input model.
+/// Largest difference between ONNX Runtime (CPU) and tract on one batch over all outputs of a
+/// single-input model, each output's absolute difference divided by `max(1, max |value|)` of
+/// that output (so unit-scale outputs are compared absolutely, large logits relatively).
 pub fn parity(env: &ort::environment::Environment, model: &[u8], input_name: &str, input: &HostTensor) -> anyhow::Result<f32> {
     let mut session = engine::session(env, model, &engine::SessionConfig::cpu(0))?;
     let output_names: Vec<String> = session.outputs().iter().map(|o| o.name().to_string()).collect();
@@ -66,8 +67,9 @@ pub fn parity(env: &ort::environment::Environment, model: &[u8], input_name: &st
     for (name, t) in output_names.iter().zip(&tract_out) {
         let o = &ort_out[name];
         anyhow::ensure!(o.shape == t.shape, "output {name}: ONNX Runtime shape {:?}, tract shape {:?}", o.shape, t.shape);
+        let scale = o.data.iter().fold(1f32, |m, v| m.max(v.abs()));
         for (a, b) in o.data.iter().zip(&t.data) {
-            worst = worst.max((a - b).abs());
+            worst = worst.max((a - b).abs() / scale);
         }
     }
     Ok(worst)
