@@ -18,8 +18,8 @@ pub fn gradients(g: &mut Graph, loss: TensorId, wrt: &[TensorId]) -> Vec<TensorI
     let needed = g.ancestors(&[loss]);
 
     let mut grads: HashMap<TensorId, TensorId> = HashMap::new();
-    let seed = g.constant(&[], vec![1.0]);
-    let seed = g.reshape(seed, &g.shape(loss).to_vec());
+    let loss_shape = g.shape(loss).to_vec();
+    let seed = g.constant(&loss_shape, vec![1.0]);
     grads.insert(loss, seed);
 
     for index in (0..=loss.0).rev() {

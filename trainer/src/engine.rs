@@ -3,9 +3,8 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use ort::environment::Environment;
 use ort::memory::{AllocationDevice, AllocatorType, MemoryInfo, MemoryType};
 use ort::session::{IoBinding, Session, builder::GraphOptimizationLevel};
@@ -24,44 +23,11 @@ pub enum Device {
     Cuda,
 }
 
-static ENVIRONMENT: OnceLock<Environment> = OnceLock::new();
-
-/// The ONNX Runtime library this process uses: `explicit`, else `ORT_DYLIB_PATH`, else the one
-/// `pip install onnxruntime` put into a `.venv` of the current directory or one of its parents.
-pub fn find_library(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
-    if let Some(path) = explicit.map(Path::to_path_buf).or_else(|| std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from)) {
-        if !path.is_file() {
-            bail!("ONNX Runtime library {} does not exist", path.display());
-        }
-        return Ok(path);
-    }
-    let cwd = std::env::current_dir().unwrap_or_default();
-    let found = cwd.ancestors().find_map(|dir| {
-        let pythons = std::fs::read_dir(dir.join(".venv/lib")).ok()?;
-        pythons.flatten().find_map(|python| {
-            let capi = python.path().join("site-packages/onnxruntime/capi");
-            std::fs::read_dir(capi).ok()?.flatten().map(|f| f.path()).find(|p| {
-                p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("libonnxruntime.so.1"))
-            })
-        })
-    });
-    found.ok_or_else(|| {
-        anyhow::anyhow!(
-            "ONNX Runtime library not found: `pip install onnxruntime==1.31.1` and set ORT_DYLIB_PATH to its \
-             onnxruntime/capi/libonnxruntime.so.1.31.1, or pass --ort-lib"
-        )
-    })
-}
-
-/// Loads ONNX Runtime once per process (later calls return the same environment).
+/// Loads ONNX Runtime once per process: `library`, else `ORT_DYLIB_PATH`, else the one
+/// `pip install onnxruntime` put into a `.venv` of the current directory or a parent. The
+/// runtime crate owns the loading, so trainer and runtime share one environment.
 pub fn environment(library: Option<&Path>) -> anyhow::Result<&'static Environment> {
-    if let Some(env) = ENVIRONMENT.get() {
-        return Ok(env);
-    }
-    let path = find_library(library)?;
-    let builder = ort::init_from(&path).map_err(|e| anyhow::anyhow!("cannot load ONNX Runtime from {}: {e}", path.display()))?;
-    let env = builder.with_name("unpersonal").build().context("cannot create the ONNX Runtime environment")?;
-    Ok(ENVIRONMENT.get_or_init(|| env))
+    Ok(unpersonal_runtime::backend::ort::environment(library)?)
 }
 
 /// How a session runs.

@@ -113,12 +113,11 @@ pub fn train(
     env: &ort::environment::Environment,
     mut evaluate: impl FnMut(u64, &State) -> anyhow::Result<serde_json::Value>,
 ) -> anyhow::Result<(State, Summary)> {
-    anyhow::ensure!(cfg.batch > 0 && cfg.batch <= data.len(), "batch size {} must be in 1..={}", cfg.batch, data.len());
+    let mut batcher = Batcher::new(data, cfg.batch, cfg.seed, cfg.normalization, cfg.augment.clone(), true, true)?;
     let step_graph = step::build(model, cfg.batch, &cfg.adamw);
     let ckpt_path = opts.run_dir.join("checkpoint.safetensors");
     let (state, progress) = start_state(&step_graph, cfg, opts, &ckpt_path)?;
     let mut engine = TrainingEngine::new(env, &step_graph, &state, &opts.session)?;
-    let mut batcher = Batcher::new(data, cfg.batch, cfg.seed, cfg.normalization, cfg.augment.clone(), true, true);
     batcher.restore(progress.batcher);
 
     let mut log = std::fs::OpenOptions::new()

@@ -98,7 +98,7 @@ fn the_same_seed_gives_identical_losses_and_weights() {
         let env = engine::environment(None).unwrap();
         let mut eng = engine::TrainingEngine::new(env, &sg, &state, &SessionConfig::cpu(2)).unwrap();
         let data = toy_data();
-        let mut batcher = unpersonal_trainer::data::Batcher::new(&data, 8, 5, Normalization::SYMMETRIC, Augment::none(), true, true);
+        let mut batcher = unpersonal_trainer::data::Batcher::new(&data, 8, 5, Normalization::SYMMETRIC, Augment::none(), true, true).unwrap();
         let mut losses = Vec::new();
         for t in 1..=5 {
             let b = batcher.next_batch();

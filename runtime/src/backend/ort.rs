@@ -84,18 +84,21 @@ impl Ort {
     /// Loads ONNX Runtime (once per process: the first library loaded stays) and makes a backend
     /// running on `device` with `threads` intra-op threads (0: one per core).
     pub fn new(library: Option<&Path>, device: Device, threads: usize) -> Result<Ort, OrtError> {
-        let env = match ENVIRONMENT.get() {
-            Some(env) => env,
-            None => {
-                let path = find_library(library)?;
-                let load_error = |reason: String| OrtError::Load { path: path.clone(), reason };
-                let builder = ort::init_from(&path).map_err(|e| load_error(e.to_string()))?;
-                let env = builder.with_name("unpersonal").build().map_err(|e| load_error(e.to_string()))?;
-                ENVIRONMENT.get_or_init(|| env)
-            }
-        };
-        Ok(Ort { env, device, threads })
+        Ok(Ort { env: environment(library)?, device, threads })
     }
+}
+
+/// Loads ONNX Runtime once per process ([`find_library`] picks the file); later calls return
+/// the same environment, whatever library they name. The trainer shares it.
+pub fn environment(library: Option<&Path>) -> Result<&'static Environment, OrtError> {
+    if let Some(env) = ENVIRONMENT.get() {
+        return Ok(env);
+    }
+    let path = find_library(library)?;
+    let load_error = |reason: String| OrtError::Load { path: path.clone(), reason };
+    let builder = ort::init_from(&path).map_err(|e| load_error(e.to_string()))?;
+    let env = builder.with_name("unpersonal").build().map_err(|e| load_error(e.to_string()))?;
+    Ok(ENVIRONMENT.get_or_init(|| env))
 }
 
 impl Backend for Ort {

@@ -113,28 +113,8 @@ impl<'a> Batcher<'a> {
     /// A batcher over `data` yielding `batch_size` rows at a time, starting at epoch 0.
     /// With `shuffle`, every epoch has its own permutation derived from `(seed, epoch)`;
     /// with `drop_last`, an epoch's final partial batch is skipped (otherwise it comes out
-    /// short). Augmentation flips only if `data.allows_hflip`.
-    ///
-    /// # Panics
-    /// If `batch_size` is 0 or larger than the dataset; [`Batcher::try_new`] returns an
-    /// error instead.
+    /// short). Augmentation flips only if `data.allows_hflip`. A batch size of 0 or beyond the dataset is an error.
     pub fn new(
-        data: &'a Dataset,
-        batch_size: usize,
-        seed: u64,
-        norm: Normalization,
-        augment: Augment,
-        shuffle: bool,
-        drop_last: bool,
-    ) -> Self {
-        match Self::try_new(data, batch_size, seed, norm, augment, shuffle, drop_last) {
-            Ok(b) => b,
-            Err(e) => panic!("{e}"),
-        }
-    }
-
-    /// Like [`Batcher::new`], but a batch size of 0 or beyond the dataset is an error.
-    pub fn try_new(
         data: &'a Dataset,
         batch_size: usize,
         seed: u64,
@@ -265,7 +245,7 @@ mod tests {
     }
 
     fn batcher(d: &Dataset, batch: usize, seed: u64, aug: Augment, drop_last: bool) -> Batcher<'_> {
-        Batcher::new(d, batch, seed, Normalization::SYMMETRIC, aug, true, drop_last)
+        Batcher::new(d, batch, seed, Normalization::SYMMETRIC, aug, true, drop_last).unwrap()
     }
 
     fn epoch_order(b: &mut Batcher<'_>) -> Vec<usize> {
@@ -344,12 +324,12 @@ mod tests {
     #[test]
     fn augmentation_depends_on_epoch_and_position() {
         let d = data(4);
-        let mut b = Batcher::new(&d, 4, 1, Normalization::SYMMETRIC, strong(), false, true);
+        let mut b = Batcher::new(&d, 4, 1, Normalization::SYMMETRIC, strong(), false, true).unwrap();
         let first = b.next_batch();
         let second = b.next_batch();
         assert_eq!(first.indices, second.indices);
         assert_ne!(first.images, second.images, "each epoch augments afresh");
-        let plain = Batcher::new(&d, 4, 1, Normalization::SYMMETRIC, Augment::none(), false, true).next_batch();
+        let plain = Batcher::new(&d, 4, 1, Normalization::SYMMETRIC, Augment::none(), false, true).unwrap().next_batch();
         assert_eq!(plain.images[9], Normalization::SYMMETRIC.apply(1));
     }
 
@@ -370,13 +350,13 @@ mod tests {
     #[test]
     fn unshuffled_batches_are_in_order_with_a_short_tail() {
         let d = data(7);
-        let mut b = Batcher::new(&d, 3, 0, Normalization::SYMMETRIC, Augment::none(), false, false);
+        let mut b = Batcher::new(&d, 3, 0, Normalization::SYMMETRIC, Augment::none(), false, false).unwrap();
         let got: Vec<Vec<usize>> = (0..4).map(|_| b.next_batch().indices).collect();
         assert_eq!(got, vec![vec![0, 1, 2], vec![3, 4, 5], vec![6], vec![0, 1, 2]]);
         let sizes: Vec<usize> = epoch_batches(&d, 3, Normalization::SYMMETRIC).map(|b| b.n).collect();
         assert_eq!(sizes, vec![3, 3, 1]);
         let eval: Vec<Batch> = epoch_batches(&d, 3, Normalization::SYMMETRIC).collect();
-        let mut b = Batcher::new(&d, 3, 0, Normalization::SYMMETRIC, Augment::none(), false, false);
+        let mut b = Batcher::new(&d, 3, 0, Normalization::SYMMETRIC, Augment::none(), false, false).unwrap();
         assert!(eval.iter().all(|e| *e == b.next_batch()));
         assert_eq!(epoch_batches(&d, 0, Normalization::SYMMETRIC).count(), 7);
     }
@@ -384,9 +364,9 @@ mod tests {
     #[test]
     fn bad_batch_sizes_and_states_do_not_panic_where_avoidable() {
         let d = data(3);
-        let err = Batcher::try_new(&d, 4, 0, Normalization::SYMMETRIC, Augment::none(), true, true).unwrap_err();
+        let err = Batcher::new(&d, 4, 0, Normalization::SYMMETRIC, Augment::none(), true, true).unwrap_err();
         assert!(err.to_string().contains("synthetic") && err.to_string().contains("batch size 4"), "{err}");
-        assert!(Batcher::try_new(&d, 0, 0, Normalization::SYMMETRIC, Augment::none(), true, true).is_err());
+        assert!(Batcher::new(&d, 0, 0, Normalization::SYMMETRIC, Augment::none(), true, true).is_err());
         let mut b = batcher(&d, 2, 0, Augment::none(), true);
         b.restore(BatcherState { epoch: 5, position: 99 });
         assert_eq!(b.next_batch().n, 2);
