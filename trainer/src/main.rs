@@ -265,7 +265,7 @@ fn classifier(args: ClassifierArgs) -> anyhow::Result<()> {
     }
 
     // Export, then measure what ships: the exported file on ONNX Runtime, and tract against it.
-    let provenance_base = json!({
+    let mut provenance = json!({
         "architecture": cfg.model, "dataset": data.name, "training_images": data.len(),
         "steps": steps, "batch": args.batch, "weights": "ema", "ema_decay": args.ema,
         "trainer": concat!("unpersonal-trainer ", env!("CARGO_PKG_VERSION")),
@@ -276,7 +276,6 @@ fn classifier(args: ClassifierArgs) -> anyhow::Result<()> {
     let probe = eval_batch(&test, norm, 64);
     let parity = export::parity(env, &onnx, "image", &probe)?;
     anyhow::ensure!(parity <= 1e-4, "ONNX Runtime and tract disagree on the exported model by {parity:e} relative to the output scale (> 1e-4)");
-    let mut provenance = provenance_base;
     provenance["metrics"] = json!({
         "test_accuracy": acc.rate(), "test_images": acc.total, "test_dataset": test.name,
         "ort_tract_max_scaled_diff": parity,
