@@ -37,9 +37,12 @@ pub struct Entry<'a> {
     pub provenance: Value,
 }
 
-/// Writes `entry`'s ONNX file and records it in `dir/bundle.json`, both atomically.
-pub fn write(dir: &Path, data: &Dataset, norm: Normalization, entry: Entry) -> anyhow::Result<()> {
-    write_atomically(&dir.join(entry.file), entry.onnx)?;
+/// Writes the entries' ONNX files and records them in `dir/bundle.json` (replacing entries
+/// of the same roles and top-level fields named in the object `sections`), all atomically.
+pub fn write(dir: &Path, data: &Dataset, norm: Normalization, entries: Vec<Entry>, sections: Value) -> anyhow::Result<()> {
+    for entry in &entries {
+        write_atomically(&dir.join(entry.file), entry.onnx)?;
+    }
     let path = dir.join("bundle.json");
     let mut bundle: Value = match std::fs::read(&path) {
         Ok(bytes) => serde_json::from_slice(&bytes).with_context(|| format!("{} is not valid JSON", path.display()))?,
@@ -58,23 +61,34 @@ pub fn write(dir: &Path, data: &Dataset, norm: Normalization, entry: Entry) -> a
         }),
     );
     root.insert("labels".into(), json!({ "count": data.num_labels, "multi_label": data.multi_label }));
+    if let Value::Object(sections) = sections {
+        root.extend(sections);
+    }
     let models = root.entry("models").or_insert(json!({}));
     let models = models.as_object_mut().with_context(|| format!("{}: `models` is not an object", path.display()))?;
-    models.insert(
-        entry.role.into(),
-        json!({
-            "file": entry.file,
-            "sha256": hex(&Sha256::digest(entry.onnx)),
-            "inputs": entry.inputs,
-            "outputs": entry.outputs,
-            "provenance": entry.provenance,
-        }),
-    );
+    for entry in entries {
+        models.insert(
+            entry.role.into(),
+            json!({
+                "file": entry.file,
+                "sha256": sha256_hex(entry.onnx),
+                "inputs": entry.inputs,
+                "outputs": entry.outputs,
+                "provenance": entry.provenance,
+            }),
+        );
+    }
     let mut text = serde_json::to_string_pretty(&bundle)?;
     text.push('\n');
     write_atomically(&path, text.as_bytes())
 }
 
+/// SHA-256 of `bytes`, lowercase hex (as `bundle.json` records files).
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
+}
+
+/// Lowercase hexadecimal of `bytes`.
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -42,8 +42,16 @@ const PROGRESS_KEY: &str = "unpersonal.progress";
 /// Writes `ckpt` to `path` through a temporary file in the same directory and a rename, so a
 /// crash never leaves a half-written checkpoint.
 pub fn save(path: &Path, ckpt: &Checkpoint) -> anyhow::Result<()> {
-    let bytes: Vec<(String, Vec<u8>, Vec<usize>)> = ckpt
-        .state
+    let metadata = HashMap::from([
+        (CONFIG_KEY.to_string(), serde_json::to_string(&ckpt.config)?),
+        (PROGRESS_KEY.to_string(), serde_json::to_string(&ckpt.progress)?),
+    ]);
+    save_tensors(path, &ckpt.state, metadata)
+}
+
+/// Writes named f32 tensors and string metadata as one safetensors file, atomically.
+pub fn save_tensors(path: &Path, tensors: &State, metadata: HashMap<String, String>) -> anyhow::Result<()> {
+    let bytes: Vec<(String, Vec<u8>, Vec<usize>)> = tensors
         .iter()
         .map(|(name, t)| (name.clone(), t.data.iter().flat_map(|v| v.to_le_bytes()).collect(), t.shape.clone()))
         .collect();
@@ -51,10 +59,6 @@ pub fn save(path: &Path, ckpt: &Checkpoint) -> anyhow::Result<()> {
         .iter()
         .map(|(name, data, shape)| Ok((name.as_str(), TensorView::new(Dtype::F32, shape.clone(), data)?)))
         .collect::<Result<Vec<_>, safetensors::SafeTensorError>>()?;
-    let metadata = HashMap::from([
-        (CONFIG_KEY.to_string(), serde_json::to_string(&ckpt.config)?),
-        (PROGRESS_KEY.to_string(), serde_json::to_string(&ckpt.progress)?),
-    ]);
     let encoded = safetensors::serialize(views, Some(metadata))?;
     write_atomically(path, &encoded)
 }
@@ -82,13 +86,20 @@ pub fn ensure_writable(dir: &Path) -> anyhow::Result<()> {
 
 /// Reads a checkpoint written by [`save`].
 pub fn load(path: &Path) -> anyhow::Result<Checkpoint> {
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read checkpoint {}", path.display()))?;
+    let (meta, state) = load_tensors(path)?;
     let context = || format!("{} is not an Unpersonal checkpoint", path.display());
-    let (_, header) = SafeTensors::read_metadata(&bytes).with_context(context)?;
-    let meta = header.metadata().as_ref().with_context(context)?;
     let field = |key: &str| meta.get(key).with_context(|| format!("{}: metadata has no {key}", path.display()));
     let config = serde_json::from_str(field(CONFIG_KEY)?).with_context(context)?;
     let progress = serde_json::from_str(field(PROGRESS_KEY)?).with_context(context)?;
+    Ok(Checkpoint { config, progress, state })
+}
+
+/// Reads a file written by [`save_tensors`]: its metadata and tensors.
+pub fn load_tensors(path: &Path) -> anyhow::Result<(HashMap<String, String>, State)> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let context = || format!("{} is not a safetensors file", path.display());
+    let (_, header) = SafeTensors::read_metadata(&bytes).with_context(context)?;
+    let meta = header.metadata().clone().unwrap_or_default();
     let tensors = SafeTensors::deserialize(&bytes).with_context(context)?;
     let mut state = State::new();
     for (name, view) in tensors.tensors() {
@@ -98,5 +109,5 @@ pub fn load(path: &Path) -> anyhow::Result<Checkpoint> {
         let data = view.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
         state.insert(name, HostTensor { shape: view.shape().to_vec(), data });
     }
-    Ok(Checkpoint { config, progress, state })
+    Ok((meta, state))
 }

@@ -6,6 +6,7 @@ pub mod autodiff;
 pub mod bundle;
 pub mod checkpoint;
 pub mod data;
+pub mod diffusion;
 pub mod engine;
 pub mod eval;
 pub mod export;

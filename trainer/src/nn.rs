@@ -3,13 +3,15 @@
 use crate::graph::{Graph, Init, TensorId};
 use crate::ops::{AveragePool, Conv, Upsample};
 
-/// A 2-D convolution layer `name` with a `k × k` kernel, Kaiming-initialised weights and an
-/// optional zero-initialised bias.
-pub fn conv2d(g: &mut Graph, name: &str, x: TensorId, out: usize, k: usize, conv: Conv, bias: bool) -> TensorId {
+/// A 2-D convolution layer `name` with a `k × k` kernel and an optional zero-initialised bias;
+/// the weights are initialised by `init`, by default Kaiming for ReLU-like activations.
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d(g: &mut Graph, name: &str, x: TensorId, out: usize, k: usize, conv: Conv, bias: bool, init: Option<Init>) -> TensorId {
     let cin = g.shape(x)[1] / conv.groups;
     g.scope(name, |g| {
         let fan_in = cin * k * k;
-        let w = g.param("weight", &[out, cin, k, k], Init::Kaiming { fan_in, gain: 2f32.sqrt() });
+        let init = init.unwrap_or(Init::Kaiming { fan_in, gain: 2f32.sqrt() });
+        let w = g.param("weight", &[out, cin, k, k], init);
         let mut operands = vec![x, w];
         if bias {
             operands.push(g.param("bias", &[out], Init::Zeros));
@@ -49,6 +51,32 @@ pub fn group_norm(g: &mut Graph, name: &str, x: TensorId, groups: usize, gain: I
         let beta = g.param("bias", &[1, c, 1, 1], Init::Zeros);
         let scaled = g.mul(normed, gamma);
         g.add(scaled, beta)
+    })
+}
+
+/// Single-head self-attention over the spatial positions of `x[B, C, H, W]` with a
+/// pre-normalisation and a residual connection: `x + proj(softmax(q·kᵀ/√C)·v)`, the output
+/// projection zero-initialised so the block starts as the identity.
+pub fn self_attention(g: &mut Graph, name: &str, x: TensorId, groups: usize) -> TensorId {
+    let [b, c, h, w]: [usize; 4] = g.shape(x).try_into().expect("attention needs a 4-D input");
+    let n = h * w;
+    g.scope(name, |g| {
+        let normed = group_norm(g, "norm", x, groups, Init::Ones);
+        let tokens = g.reshape(normed, &[b, c, n]);
+        let tokens = g.transpose(tokens, &[0, 2, 1]);
+        let qkv = linear(g, "qkv", tokens, 3 * c, Init::Kaiming { fan_in: c, gain: 1.0 });
+        let q = g.slice(qkv, 2, 0, c);
+        let k = g.slice(qkv, 2, c, 2 * c);
+        let v = g.slice(qkv, 2, 2 * c, 3 * c);
+        let kt = g.transpose(k, &[0, 2, 1]);
+        let scores = g.matmul(q, kt);
+        let scores = g.scale(scores, 1.0 / (c as f32).sqrt());
+        let weights = g.softmax(scores, 2);
+        let mixed = g.matmul(weights, v);
+        let out = linear(g, "proj", mixed, c, Init::Zeros);
+        let out = g.transpose(out, &[0, 2, 1]);
+        let out = g.reshape(out, &[b, c, h, w]);
+        g.add(x, out)
     })
 }
 

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::checkpoint::{self, Checkpoint, Progress};
-use crate::data::{Augment, Batcher, BatcherState, Dataset, Normalization};
+use crate::data::{Augment, Batch, Batcher, BatcherState, Dataset, Normalization};
 use crate::engine::{SessionConfig, State, TrainingEngine};
 use crate::eval::Accuracy;
 use crate::models::Model;
@@ -39,6 +39,23 @@ impl Schedule {
         let progress = (step - self.warmup) as f32 / (self.steps - self.warmup).max(1) as f32;
         let cosine = 0.5 * (1.0 + (std::f32::consts::PI * progress.min(1.0)).cos());
         self.lr * (self.final_ratio + (1.0 - self.final_ratio) * cosine)
+    }
+}
+
+/// Turns a batch of training data into the values of the step graph's batch inputs, in the
+/// order the model declares them. A pure function of the batch and the step number, so a
+/// resumed run repeats an uninterrupted one.
+pub trait Feed {
+    /// The batch inputs for 1-based step `step`.
+    fn feed(&self, batch: &Batch, step: u64) -> Vec<Vec<f32>>;
+}
+
+/// The feed of supervised models: the (augmented) images and their labels.
+pub struct Supervised;
+
+impl Feed for Supervised {
+    fn feed(&self, batch: &Batch, _: u64) -> Vec<Vec<f32>> {
+        vec![batch.images.clone(), batch.labels.clone()]
     }
 }
 
@@ -103,12 +120,14 @@ pub struct Summary {
 
 const LOG_EVERY: u64 = 50;
 
-/// Trains `model` on `data` and returns the final state. `evaluate` receives the step and
-/// the state (EMA weights included) and returns metrics for the log.
+/// Trains `model` on `data`, fed to the step graph by `feed`, and returns the final state.
+/// `evaluate` receives the step and the state (EMA weights included) and returns metrics for
+/// the log.
 pub fn train(
     model: &dyn Model,
     cfg: &TrainConfig,
     data: &Dataset,
+    feed: &dyn Feed,
     opts: &RunOptions,
     env: &ort::environment::Environment,
     mut evaluate: impl FnMut(u64, &State) -> anyhow::Result<serde_json::Value>,
@@ -137,7 +156,9 @@ pub fn train(
         let lr = cfg.schedule.lr(t);
         let ema_decay = cfg.ema.min((1.0 + t as f32) / (10.0 + t as f32));
         let batch = batcher.next_batch();
-        let out = engine.step(&[&batch.images, &batch.labels], t, lr, ema_decay)?;
+        let inputs = feed.feed(&batch, t);
+        let inputs: Vec<&[f32]> = inputs.iter().map(Vec::as_slice).collect();
+        let out = engine.step(&inputs, t, lr, ema_decay)?;
         window_loss += out.loss as f64;
         window_steps += 1;
         if let Some(logits) = out.metrics.get("logits") {
@@ -150,10 +171,13 @@ pub fn train(
             last_loss = (window_loss / window_steps as f64) as f32;
             let rate = (window_steps as usize * cfg.batch) as f64 / window_start.elapsed().as_secs_f64();
             bar.set_message(format!("loss {last_loss:.4}  {rate:.0} img/s"));
-            let line = json!({
-                "step": t, "epoch": batcher.state().epoch, "loss": last_loss, "train_accuracy": window_acc.rate(),
+            let mut line = json!({
+                "step": t, "epoch": batcher.state().epoch, "loss": last_loss,
                 "lr": lr, "images_per_second": rate, "elapsed_s": started.elapsed().as_secs_f64(),
             });
+            if window_acc.total > 0 {
+                line["train_accuracy"] = json!(window_acc.rate());
+            }
             writeln!(log, "{line}")?;
             (window_loss, window_steps, window_acc) = (0.0, 0, Accuracy { correct: 0, total: 0 });
             window_start = Instant::now();

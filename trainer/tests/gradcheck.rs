@@ -144,6 +144,8 @@ fn matmul() {
 fn convolutions() {
     let cases = [
         ([2, 3, 6, 6], 4, 3, Conv { stride: 1, pad: 1, dilation: 1, groups: 1 }, true),
+        ([2, 2, 6, 5], 3, 3, Conv { stride: 1, pad: 0, dilation: 1, groups: 1 }, false),
+        ([2, 3, 4, 4], 2, 1, Conv { stride: 1, pad: 0, dilation: 1, groups: 1 }, true),
         ([2, 2, 7, 7], 3, 3, Conv { stride: 2, pad: 1, dilation: 1, groups: 1 }, false),
         ([1, 4, 6, 5], 6, 3, Conv { stride: 2, pad: 0, dilation: 1, groups: 2 }, true),
         ([2, 4, 5, 5], 4, 1, Conv { stride: 1, pad: 0, dilation: 1, groups: 4 }, false),

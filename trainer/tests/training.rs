@@ -63,7 +63,7 @@ fn options(dir: PathBuf, resume: bool) -> RunOptions {
 
 fn run(cfg: &TrainConfig, opts: &RunOptions) -> State {
     let env = engine::environment(None).unwrap();
-    let (state, _) = train::train(&small_model(), cfg, &toy_data(), opts, env, |_, _| Ok(serde_json::Value::Null)).unwrap();
+    let (state, _) = train::train(&small_model(), cfg, &toy_data(), &train::Supervised, opts, env, |_, _| Ok(serde_json::Value::Null)).unwrap();
     state
 }
 
@@ -139,10 +139,10 @@ fn resuming_with_another_configuration_is_refused() {
     let env = engine::environment(None).unwrap();
     let mut other = config(7);
     other.seed = 4;
-    let err = train::train(&small_model(), &other, &toy_data(), &options(dir.path().into(), true), env, |_, _| Ok(serde_json::Value::Null))
+    let err = train::train(&small_model(), &other, &toy_data(), &train::Supervised, &options(dir.path().into(), true), env, |_, _| Ok(serde_json::Value::Null))
         .expect_err("resume with a different seed must fail");
     assert!(format!("{err:#}").contains("different configuration"), "{err:#}");
-    let err = train::train(&small_model(), &config(7), &toy_data(), &options(dir.path().into(), false), env, |_, _| Ok(serde_json::Value::Null))
+    let err = train::train(&small_model(), &config(7), &toy_data(), &train::Supervised, &options(dir.path().into(), false), env, |_, _| Ok(serde_json::Value::Null))
         .expect_err("starting over an existing checkpoint must fail");
     assert!(format!("{err:#}").contains("--resume"), "{err:#}");
 }
@@ -156,10 +156,10 @@ fn ort_and_tract_agree_on_the_exported_model() {
     let data = toy_data();
     let batch = unpersonal_trainer::data::epoch_batches(&data, 16, Normalization::SYMMETRIC).next().unwrap();
     let input = HostTensor { shape: vec![16, 1, 12, 12], data: batch.images };
-    let diff = export::parity(env, &onnx, "image", &input).unwrap();
+    let diff = export::parity(env, &onnx, &[("image", &input)]).unwrap();
     assert!(diff <= 1e-4, "ORT and tract differ by {diff}");
     // The features output is L2-normalised.
-    let features = &export::run_tract(&onnx, &input).unwrap()[1];
+    let features = &export::run_tract(&onnx, &[&input]).unwrap()[1];
     for row in features.data.chunks(16) {
         let norm: f32 = row.iter().map(|v| v * v).sum::<f32>().sqrt();
         assert!((norm - 1.0).abs() < 1e-4, "feature norm {norm}");

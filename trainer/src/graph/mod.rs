@@ -26,6 +26,20 @@ pub fn numel(shape: &[usize]) -> usize {
     shape.iter().product()
 }
 
+/// Floating-point operations of one evaluation of every op of `g` (see [`Op::flops`]).
+pub fn flops(g: &Graph) -> u64 {
+    g.tensors()
+        .iter()
+        .map(|t| match &t.source {
+            Source::Op { op, inputs } => {
+                let shapes: Vec<&[usize]> = inputs.iter().map(|&i| g.shape(i)).collect();
+                op.flops(&shapes, &t.shape)
+            }
+            _ => 0,
+        })
+        .sum()
+}
+
 /// Handle to a tensor of a [`Graph`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TensorId(pub(crate) usize);

@@ -26,6 +26,13 @@ pub trait Op: std::fmt::Debug + Send + Sync {
     /// Output shape for the given operand shapes. Panics on operands the op cannot take.
     fn infer(&self, inputs: &[&[usize]]) -> Shape;
 
+    /// Floating-point operations (multiply and add counted separately) of the op's matrix
+    /// products and convolutions; element-wise and shape operations count as 0.
+    fn flops(&self, inputs: &[&[usize]], output: &[usize]) -> u64 {
+        let _ = (inputs, output);
+        0
+    }
+
     /// Appends the ONNX node(s) computing this op to `e`.
     fn emit(&self, e: &mut Emitter, io: &OpIo);
 

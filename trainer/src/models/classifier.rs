@@ -64,7 +64,7 @@ impl ClassifierConfig {
 /// 3×3 convolution (stride 1 or 2) → group norm → ReLU.
 fn conv_norm_relu(g: &mut Graph, name: &str, x: TensorId, out: usize, stride: usize, groups: usize) -> TensorId {
     g.scope(name, |g| {
-        let h = conv2d(g, "conv", x, out, 3, Conv { stride, pad: 1, dilation: 1, groups: 1 }, false);
+        let h = conv2d(g, "conv", x, out, 3, Conv { stride, pad: 1, dilation: 1, groups: 1 }, false, None);
         let h = group_norm(g, "norm", h, groups, Init::Ones);
         g.relu(h)
     })
@@ -76,7 +76,7 @@ fn residual_block(g: &mut Graph, name: &str, x: TensorId, groups: usize) -> Tens
     let c = g.shape(x)[1];
     g.scope(name, |g| {
         let h = conv_norm_relu(g, "a", x, c, 1, groups);
-        let h = conv2d(g, "b.conv", h, c, 3, Conv::same(1), false);
+        let h = conv2d(g, "b.conv", h, c, 3, Conv::same(1), false, None);
         let h = group_norm(g, "b.norm", h, groups, Init::Zeros);
         let sum = g.add(x, h);
         g.relu(sum)

@@ -1,8 +1,10 @@
 //! The networks the trainer knows, each defined once and built into two graphs.
 
 mod classifier;
+mod denoiser;
 
 pub use classifier::ClassifierConfig;
+pub use denoiser::DenoiserConfig;
 
 use crate::graph::{Graph, TensorId};
 
@@ -25,4 +27,12 @@ pub trait Model {
 
     /// Adds the inputs, the forward pass and the named outputs of the exported model.
     fn inference_graph(&self, g: &mut Graph, batch: usize);
+}
+
+/// Floating-point operations of one forward evaluation of the exported model on one image
+/// (convolutions and matrix products), in millions.
+pub fn forward_mflops(model: &dyn Model) -> f64 {
+    let mut g = Graph::new();
+    model.inference_graph(&mut g, 1);
+    crate::graph::flops(&g) as f64 / 1e6
 }

@@ -4,7 +4,7 @@
 //! weights; the weight gradient is itself a convolution of the input by the output gradient
 //! (batch axis as the reduction channel, forward stride as dilation).
 
-use crate::graph::{Graph, Op, OpIo, Shape, TensorId};
+use crate::graph::{Graph, Op, OpIo, Shape, TensorId, numel};
 use crate::onnx::{Emitter, attr_int, attr_ints};
 
 /// `Conv(x[B, C, H, W], w[O, C/groups, kh, kw] [, bias[O]])`.
@@ -53,6 +53,11 @@ impl Op for Conv {
         vec![x[0], w[0], self.out_extent(x[2], w[2]), self.out_extent(x[3], w[3])]
     }
 
+    fn flops(&self, inputs: &[&[usize]], output: &[usize]) -> u64 {
+        let w = inputs[1];
+        2 * (numel(output) * w[1] * w[2] * w[3]) as u64
+    }
+
     fn emit(&self, e: &mut Emitter, io: &OpIo) {
         let w = io.input_shapes[1];
         let inputs: Vec<&str> = io.inputs.iter().map(String::as_str).collect();
@@ -94,8 +99,46 @@ impl Op for Conv {
 }
 
 impl Conv {
-    /// ∂L/∂w as a convolution of the input (channels ↔ batch) by the output gradient.
+    /// ∂L/∂w: one matrix product with the unfolded input where the convolution is unit-stride
+    /// and ungrouped (most layers), else a convolution of the input by the output gradient.
     fn weight_grad(&self, g: &mut Graph, x: TensorId, grad: TensorId, ws: &[usize]) -> TensorId {
+        if self.stride == 1 && self.groups == 1 {
+            self.weight_grad_unfolded(g, x, grad, ws)
+        } else {
+            self.weight_grad_by_conv(g, x, grad, ws)
+        }
+    }
+
+    /// ∂L/∂w as `Σ_b grad[b] @ cols[b]ᵀ`, where `cols[b][C·kh·kw, Ho·Wo]` holds every output
+    /// position's input patch, unfolded by a depthwise convolution with one-hot kernels (the
+    /// layout of `w` itself): batched matrix products instead of `C` thin ones.
+    fn weight_grad_unfolded(&self, g: &mut Graph, x: TensorId, grad: TensorId, ws: &[usize]) -> TensorId {
+        let [b, c, _, _]: [usize; 4] = g.shape(x).try_into().expect("4-D input");
+        let [_, o, ho, wo]: [usize; 4] = g.shape(grad).try_into().expect("4-D gradient");
+        let (kh, kw) = (ws[2], ws[3]);
+        let taps = kh * kw;
+        let cols = if taps == 1 {
+            x
+        } else {
+            let mut one_hot = vec![0f32; c * taps * taps];
+            for ch in 0..c {
+                for t in 0..taps {
+                    one_hot[(ch * taps + t) * taps + t] = 1.0;
+                }
+            }
+            let kernel = g.constant(&[c * taps, 1, kh, kw], one_hot);
+            g.apply(Conv { stride: 1, pad: self.pad, dilation: 1, groups: c }, &[x, kernel])
+        };
+        let cols = g.reshape(cols, &[b, c * taps, ho * wo]);
+        let cols_t = g.transpose(cols, &[0, 2, 1]);
+        let grad = g.reshape(grad, &[b, o, ho * wo]);
+        let per_image = g.matmul(grad, cols_t);
+        let gw = g.reduce_sum(per_image, &[0], false);
+        g.reshape(gw, &[o, c, kh, kw])
+    }
+
+    /// ∂L/∂w as a convolution of the input (channels ↔ batch) by the output gradient.
+    fn weight_grad_by_conv(&self, g: &mut Graph, x: TensorId, grad: TensorId, ws: &[usize]) -> TensorId {
         let [b, c, h, w_] = g.shape(x).try_into().expect("4-D input");
         let groups = self.groups;
         let (ci, co) = (c / groups, ws[0] / groups);

@@ -1,6 +1,6 @@
 //! 2-D transposed convolution (the input gradient of [`super::Conv`], and learned upsampling).
 
-use crate::graph::{Graph, Op, OpIo, Shape, TensorId};
+use crate::graph::{Graph, Op, OpIo, Shape, TensorId, numel};
 use crate::onnx::{Emitter, attr_int, attr_ints};
 
 /// `ConvTranspose(x[B, C, H, W], w[C, O/groups, kh, kw])`.
@@ -27,6 +27,11 @@ impl Op for ConvTranspose {
         assert!(self.output_padding.iter().all(|&p| p < self.stride.max(1)), "output padding must be below the stride");
         let extent = |axis: usize| (x[axis] - 1) * self.stride + w[axis] + self.output_padding[axis - 2] - 2 * self.pad;
         vec![x[0], w[1] * self.groups, extent(2), extent(3)]
+    }
+
+    fn flops(&self, inputs: &[&[usize]], _: &[usize]) -> u64 {
+        let w = inputs[1];
+        2 * (numel(inputs[0]) * w[1] * w[2] * w[3]) as u64
     }
 
     fn emit(&self, e: &mut Emitter, io: &OpIo) {

@@ -1,7 +1,7 @@
 //! MatMul over the last two axes, batched over identical leading axes or with a shared
 //! 2-D right operand (a linear layer).
 
-use crate::graph::{Graph, Op, OpIo, Shape, TensorId};
+use crate::graph::{Graph, Op, OpIo, Shape, TensorId, numel};
 use crate::onnx::Emitter;
 
 /// `a[..., m, k] @ b[..., k, n]` where `b` has `a`'s leading axes or is 2-D.
@@ -30,6 +30,11 @@ impl Op for MatMul {
         let mut out = a.to_vec();
         *out.last_mut().unwrap() = b[b.len() - 1];
         out
+    }
+
+    fn flops(&self, inputs: &[&[usize]], output: &[usize]) -> u64 {
+        let a = inputs[0];
+        2 * (numel(output) * a[a.len() - 1]) as u64
     }
 
     fn emit(&self, e: &mut Emitter, io: &OpIo) {

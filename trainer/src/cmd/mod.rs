@@ -1,0 +1,80 @@
+//! The subcommands of `unpersonal-train`, one per file, and what they share.
+
+pub mod bench;
+pub mod classifier;
+pub mod denoiser;
+pub mod eval;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::Args;
+
+use unpersonal_trainer::data::{Dataset, Normalization, Split, epoch_batches};
+use unpersonal_trainer::engine::{self, Device, HostTensor, SessionConfig};
+
+/// Options shared by every command that runs ONNX Runtime.
+#[derive(Args)]
+pub struct EngineArgs {
+    /// Execution device. `cuda` fails if the CUDA execution provider cannot run (never a
+    /// silent CPU fallback).
+    #[arg(long, value_enum, default_value_t = Device::Cpu)]
+    pub device: Device,
+    /// Intra-op threads of ONNX Runtime (0: one per core).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    /// Path of libonnxruntime.so (default: $ORT_DYLIB_PATH, else the one in ./.venv).
+    #[arg(long)]
+    pub ort_lib: Option<PathBuf>,
+}
+
+impl EngineArgs {
+    /// The session configuration these flags ask for.
+    pub fn session(&self) -> SessionConfig {
+        SessionConfig { device: self.device, threads: self.threads, profile: None }
+    }
+
+    /// ONNX Runtime, loaded as these flags say.
+    pub fn environment(&self) -> anyhow::Result<&'static ort::environment::Environment> {
+        engine::environment(self.ort_lib.as_deref())
+    }
+}
+
+/// Loads the training split of `data`, truncated to `limit` images.
+pub fn load_train(data: &Path, limit: Option<usize>) -> anyhow::Result<Dataset> {
+    let mut set = Dataset::load(data, Split::Train)?;
+    if let Some(n) = limit {
+        set.truncate(n);
+    }
+    Ok(set)
+}
+
+/// Loads the evaluation split matching `--data` and checks it has the training data's shape.
+pub fn load_test(data: &Path, test: Option<&Path>, train: &Dataset) -> anyhow::Result<Dataset> {
+    let set = match test {
+        Some(path) => Dataset::load(path, Split::Test)?,
+        None if data.is_dir() => Dataset::load(data, Split::Test)?,
+        None => anyhow::bail!("{} is a filelist: pass --test-data with a labelled test filelist", data.display()),
+    };
+    anyhow::ensure!(
+        (set.channels, set.height, set.width, set.num_labels) == (train.channels, train.height, train.width, train.num_labels),
+        "test data {} does not match the training data's image size or label count",
+        set.name
+    );
+    Ok(set)
+}
+
+/// The `logits` output of an exported classifier for one batch.
+pub fn logits(session: &mut ort::session::Session, x: &HostTensor) -> anyhow::Result<HostTensor> {
+    let mut out = engine::run(session, &[("image", x)])?;
+    out.remove("logits").context("the model has no `logits` output")
+}
+
+/// The first `n` images of `data` as one normalised batch.
+pub fn first_images(data: &Dataset, norm: Normalization, n: usize) -> HostTensor {
+    let b = epoch_batches(data, n.min(data.len()), norm).next().expect("non-empty data");
+    HostTensor { shape: vec![b.n, data.channels, data.height, data.width], data: b.images }
+}
+
+/// The trainer's name and version, for provenance.
+pub const TRAINER: &str = concat!("unpersonal-trainer ", env!("CARGO_PKG_VERSION"));
