@@ -5,11 +5,15 @@
 //!   ONNX Runtime with the `ort` feature); every call is checked for NaN/Inf.
 //! - [`sampler`]: the EDM Heun sampler with guidance and per-sample seeds.
 //!
-//! The library does no file-system access outside [`bundle::BundleDir`] (and the ONNX Runtime
+//! - `data` (feature `fs`): labelled image sets on disk (IDX files, filelists).
+//!
+//! The library does no file-system access outside [`bundle::BundleDir`], `data` (and the ONNX Runtime
 //! library lookup of the `ort` backend), and starts no threads.
 
 #![warn(missing_docs)]
 
 pub mod backend;
 pub mod bundle;
+#[cfg(feature = "fs")]
+pub mod data;
 pub mod sampler;
