@@ -4,6 +4,7 @@
 //! - [`backend`]: the [`backend::Backend`] trait and its implementations (tract by default,
 //!   ONNX Runtime with the `ort` feature); every call is checked for NaN/Inf.
 //! - [`sampler`]: the EDM Heun sampler with guidance and per-sample seeds.
+//! - [`generate`]: reference images → pseudo-conditions → samples → pixels, and sharding.
 //!
 //! - `data` (feature `fs`): labelled image sets on disk (IDX files, filelists).
 //!
@@ -16,4 +17,5 @@ pub mod backend;
 pub mod bundle;
 #[cfg(feature = "fs")]
 pub mod data;
+pub mod generate;
 pub mod sampler;

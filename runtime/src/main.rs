@@ -13,6 +13,8 @@ fn main() -> ExitCode {
     let out = Output { json: cli.json, quiet: cli.quiet };
     let result = match &cli.command {
         Command::Info(args) => cli::info::run(args, &out),
+        Command::Generate(args) => cli::generate::run(args, &out),
+        Command::Merge(args) => cli::merge::run(args, &out),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

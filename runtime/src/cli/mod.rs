@@ -1,6 +1,9 @@
 //! Command-line arguments and output conventions shared by every subcommand.
 
+pub mod generate;
 pub mod info;
+pub mod merge;
+mod outdir;
 
 use clap::{Parser, Subcommand};
 
@@ -28,6 +31,71 @@ pub enum Command {
     /// Verify a model bundle and show what it holds: roles, files and their verified hashes,
     /// expected inputs and outputs, sampler defaults, provenance.
     Info(info::Args),
+    /// Generate synthetic images pseudo-conditioned on each reference image (PNG + a filelist
+    /// in the reference format + report.json). Re-running over the same --out resumes.
+    Generate(generate::Args),
+    /// Join the outputs of `generate --shard i/n` runs into the single-run result.
+    Merge(merge::Args),
+}
+
+/// The ONNX engine, as `--backend` (and for ONNX Runtime `--device`, `--threads`) say.
+#[derive(Debug, clap::Args)]
+pub struct BackendArgs {
+    /// Engine running the models: `tract` (pure Rust, CPU) or `ort` (ONNX Runtime; needs a
+    /// build with `--features ort` and the ONNX Runtime library, found through
+    /// $ORT_DYLIB_PATH or a ./.venv made by scripts/setup.sh).
+    #[arg(long, value_enum, default_value_t = BackendKind::Tract)]
+    pub backend: BackendKind,
+    /// ONNX Runtime's device: `cpu`, or `cuda` (an error if CUDA cannot run, never a silent
+    /// CPU fallback).
+    #[arg(long, value_enum, default_value_t = DeviceKind::Cpu)]
+    pub device: DeviceKind,
+    /// ONNX Runtime's intra-op threads (0: one per core).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+}
+
+/// `--backend` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum BackendKind {
+    /// tract, pure Rust.
+    Tract,
+    /// ONNX Runtime.
+    Ort,
+}
+
+/// `--device` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum DeviceKind {
+    /// The CPU.
+    Cpu,
+    /// NVIDIA GPU 0 through CUDA.
+    Cuda,
+}
+
+impl BackendArgs {
+    /// The backend the flags ask for.
+    pub fn backend(&self) -> anyhow::Result<Box<dyn unpersonal_runtime::backend::Backend>> {
+        match self.backend {
+            BackendKind::Tract => {
+                anyhow::ensure!(self.device == DeviceKind::Cpu, "--device cuda needs --backend ort (tract runs on the CPU)");
+                Ok(Box::new(unpersonal_runtime::backend::Tract))
+            }
+            #[cfg(feature = "ort")]
+            BackendKind::Ort => {
+                use unpersonal_runtime::backend::ort::{Device, Ort};
+                let device = match self.device {
+                    DeviceKind::Cpu => Device::Cpu,
+                    DeviceKind::Cuda => Device::Cuda,
+                };
+                Ok(Box::new(Ort::new(None, device, self.threads)?))
+            }
+            #[cfg(not(feature = "ort"))]
+            BackendKind::Ort => anyhow::bail!(
+                "this `unpersonal` was built without ONNX Runtime: rebuild with `--features ort` (e.g. cargo run --release -p unpersonal-runtime --features ort -- …)"
+            ),
+        }
+    }
 }
 
 /// Where results go, as the global flags say.

@@ -1,33 +1,17 @@
 //! The `unpersonal` binary.
 
-use std::path::Path;
 use std::process::Command;
 
-use serde_json::json;
+use crate::common::{Body, write_bundle};
 
-use crate::common::{Body, bundle_json, denoiser, denoiser_entry, features, features_entry};
-
-fn unpersonal(args: &[&str]) -> std::process::Output {
+pub fn unpersonal(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_unpersonal")).args(args).output().unwrap()
-}
-
-fn write_bundle(dir: &Path) {
-    let den = denoiser(Body::Scale(0.5));
-    let feat = features(&[0.25; 48]);
-    let mut value = bundle_json(json!({
-        "denoiser": denoiser_entry("denoiser.onnx", &den),
-        "features": features_entry("features.onnx", &feat),
-    }));
-    value["sampler"] = json!({ "steps": 12 });
-    std::fs::write(dir.join("bundle.json"), value.to_string()).unwrap();
-    std::fs::write(dir.join("denoiser.onnx"), den).unwrap();
-    std::fs::write(dir.join("features.onnx"), feat).unwrap();
 }
 
 #[test]
 fn info_describes_a_verified_bundle() {
     let dir = tempfile::tempdir().unwrap();
-    write_bundle(dir.path());
+    write_bundle(dir.path(), Body::Scale(0.5));
     let bundle = dir.path().to_str().unwrap();
     let out = unpersonal(&["info", "--bundle", bundle]);
     let text = String::from_utf8_lossy(&out.stdout);
@@ -58,7 +42,7 @@ fn info_describes_a_verified_bundle() {
 #[test]
 fn info_on_a_tampered_bundle_fails_naming_the_file() {
     let dir = tempfile::tempdir().unwrap();
-    write_bundle(dir.path());
+    write_bundle(dir.path(), Body::Scale(0.5));
     std::fs::write(dir.path().join("features.onnx"), b"not the model").unwrap();
     let out = unpersonal(&["info", "--bundle", dir.path().to_str().unwrap()]);
     let err = String::from_utf8_lossy(&out.stderr);

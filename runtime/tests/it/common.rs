@@ -231,3 +231,18 @@ pub fn backends() -> Vec<Box<dyn unpersonal_runtime::backend::Backend>> {
     }
     all
 }
+
+/// Writes a bundle with a test denoiser computing `body`, a features model and 12 sampler
+/// steps into `dir`.
+pub fn write_bundle(dir: &std::path::Path, body: Body) {
+    let den = denoiser(body);
+    let feat = features(&(0..C * H * W * D).map(|i| ((i % 7) as f32 - 3.0) * 0.1).collect::<Vec<_>>());
+    let mut value = bundle_json(json!({
+        "denoiser": denoiser_entry("denoiser.onnx", &den),
+        "features": features_entry("features.onnx", &feat),
+    }));
+    value["sampler"] = json!({ "steps": 12 });
+    std::fs::write(dir.join("bundle.json"), value.to_string()).unwrap();
+    std::fs::write(dir.join("denoiser.onnx"), den).unwrap();
+    std::fs::write(dir.join("features.onnx"), feat).unwrap();
+}

@@ -4,4 +4,5 @@ mod backend;
 mod bundle;
 mod cli;
 mod common;
+mod generate;
 mod sampler;

@@ -1,0 +1,205 @@
+//! Generation, backend-agnostic and free of I/O: pseudo-conditions from reference images, the
+//! guided Heun sampler from per-sample seeds, and 8-bit pixels. The CLI and the web page wrap
+//! this with their own input and output.
+//!
+//! A synthetic image is identified by a [`SampleId`]: the reference image it is conditioned on
+//! and its number among that reference's candidates. Its noise depends only on the seed and
+//! that id, so it is the same whatever batch, shard or backend order produces it.
+
+use std::fmt;
+use std::str::FromStr;
+
+use ndarray::{Array2, Array4, ArrayView2, ArrayView4, Axis};
+use serde::{Deserialize, Serialize};
+
+use crate::backend::Model;
+use crate::bundle::{Bundle, Normalization, SamplerSpec};
+use crate::sampler::{self, Denoiser, SampleError, karras_sigmas};
+
+/// The settings that decide every generated pixel (besides the bundle, the reference images
+/// and the backend).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Settings {
+    /// Seed of the initial noise.
+    pub seed: u64,
+    /// Heun steps.
+    pub steps: usize,
+    /// Smallest nonzero noise level.
+    pub sigma_min: f64,
+    /// Largest noise level.
+    pub sigma_max: f64,
+    /// Schedule exponent.
+    pub rho: f64,
+    /// Guidance weight w.
+    pub guidance: f32,
+    /// Synthetic images per reference image.
+    pub per_image: usize,
+}
+
+impl Settings {
+    /// The bundle's sampler defaults with `per_image` images per reference and `seed`.
+    pub fn from_bundle(sampler: &SamplerSpec, per_image: usize, seed: u64) -> Settings {
+        Settings {
+            seed,
+            steps: sampler.steps,
+            sigma_min: sampler.sigma_min,
+            sigma_max: sampler.sigma_max,
+            rho: sampler.rho,
+            guidance: sampler.guidance,
+            per_image,
+        }
+    }
+}
+
+/// Shard `index` of `count` (written `index/count`, 0-based): it handles the reference images
+/// whose position modulo `count` is `index`, so `count` shards together cover every reference
+/// image exactly once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Shard {
+    /// This shard's number, below `count`.
+    pub index: usize,
+    /// Number of shards.
+    pub count: usize,
+}
+
+impl Shard {
+    /// The whole reference set in one shard.
+    pub const ALL: Shard = Shard { index: 0, count: 1 };
+
+    /// Whether this shard handles reference image `reference`.
+    pub fn owns(&self, reference: usize) -> bool {
+        reference % self.count == self.index
+    }
+}
+
+impl fmt::Display for Shard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.index, self.count)
+    }
+}
+
+impl FromStr for Shard {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Shard, String> {
+        let usage = || format!("shard {s:?} is not i/n with 0 ≤ i < n (e.g. 0/4)");
+        let (i, n) = s.split_once('/').ok_or_else(usage)?;
+        let (index, count) = (i.trim().parse().map_err(|_| usage())?, n.trim().parse().map_err(|_| usage())?);
+        if count == 0 || index >= count {
+            return Err(usage());
+        }
+        Ok(Shard { index, count })
+    }
+}
+
+/// One synthetic image: candidate `candidate` of reference image `reference`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct SampleId {
+    /// Position of the conditioning image in the reference set.
+    pub reference: usize,
+    /// Number among that image's candidates, below [`Settings::per_image`].
+    pub candidate: usize,
+}
+
+impl SampleId {
+    /// The noise stream of this sample: `reference · per_image + candidate`.
+    pub fn noise_id(&self, per_image: usize) -> u64 {
+        (self.reference * per_image + self.candidate) as u64
+    }
+}
+
+/// Every sample of `shard` for a reference set of `references` images, in order.
+pub fn shard_samples(references: usize, per_image: usize, shard: Shard) -> Vec<SampleId> {
+    (0..references)
+        .filter(|&r| shard.owns(r))
+        .flat_map(|reference| (0..per_image).map(move |candidate| SampleId { reference, candidate }))
+        .collect()
+}
+
+/// The denoiser (and guide), the features model and the settings, ready to generate.
+#[derive(Debug)]
+pub struct Generator {
+    denoiser: Denoiser,
+    features: Model,
+    normalization: Normalization,
+    sigmas: Vec<f64>,
+    settings: Settings,
+}
+
+impl Generator {
+    /// Checks that the models fit `bundle` and each other and computes the noise schedule.
+    pub fn new(bundle: &Bundle, denoiser: Denoiser, features: Model, settings: Settings) -> Result<Generator, SampleError> {
+        let image = [bundle.image.channels, bundle.image.height, bundle.image.width];
+        if denoiser.image_shape() != image {
+            return Err(SampleError::Shape(format!(
+                "the denoiser makes images {:?}, the bundle's images are {image:?}",
+                denoiser.image_shape()
+            )));
+        }
+        if settings.per_image == 0 {
+            return Err(SampleError::Shape("at least one image per reference image is needed".into()));
+        }
+        let sigmas = karras_sigmas(settings.steps, settings.sigma_min, settings.sigma_max, settings.rho)?;
+        Ok(Generator { denoiser, features, normalization: bundle.image.normalization.clone(), sigmas, settings })
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// The pseudo-conditions of reference images (`[n, C, H, W]` pixels): the `features`
+    /// output of the features model on the normalised images.
+    pub fn conditions(&mut self, pixels: ArrayView4<u8>) -> Result<Array2<f32>, SampleError> {
+        let x = pixels.mapv(|p| self.normalization.normalize(p));
+        let mut out = self.features.run(&[("image", x.view().into_dyn())])?;
+        let file = self.features.spec().file.clone();
+        let features = out
+            .remove("features")
+            .ok_or_else(|| SampleError::Interface { file: file.clone(), problem: "it has no output `features`".into() })?;
+        let features: Array2<f32> = features
+            .into_dimensionality()
+            .map_err(|e| SampleError::Interface { file: file.clone(), problem: format!("`features` is not 2-D: {e}") })?;
+        if features.ncols() != self.denoiser.condition_size() {
+            return Err(SampleError::Interface {
+                file,
+                problem: format!("`features` has {} values per image, the denoiser takes {}", features.ncols(), self.denoiser.condition_size()),
+            });
+        }
+        Ok(features)
+    }
+
+    /// The images of `samples` (row k conditioned on row k of `conditions`), as 8-bit pixels
+    /// with channels interleaved (PNG order), one `Vec` per sample.
+    pub fn generate(&mut self, samples: &[SampleId], conditions: ArrayView2<f32>) -> Result<Vec<Vec<u8>>, SampleError> {
+        let images = self.generate_model_space(samples, conditions)?;
+        Ok(images.axis_iter(Axis(0)).map(|image| sampler::to_pixels(image, &self.normalization)).collect())
+    }
+
+    /// Like [`Generator::generate`], in model space (`[n, C, H, W]`, normalised).
+    pub fn generate_model_space(&mut self, samples: &[SampleId], conditions: ArrayView2<f32>) -> Result<Array4<f32>, SampleError> {
+        let ids: Vec<u64> = samples.iter().map(|s| s.noise_id(self.settings.per_image)).collect();
+        let noise = sampler::noise_batch(self.settings.seed, &ids, self.denoiser.image_shape());
+        sampler::sample(&mut self.denoiser, &self.sigmas, self.settings.guidance, conditions, noise.view())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_parse_and_partition_the_references() {
+        assert_eq!("1/3".parse::<Shard>().unwrap(), Shard { index: 1, count: 3 });
+        for bad in ["3/3", "0/0", "1", "a/2", "-1/2"] {
+            assert!(bad.parse::<Shard>().is_err(), "{bad}");
+        }
+        let all = shard_samples(7, 2, Shard::ALL);
+        let mut joined: Vec<SampleId> = (0..3).flat_map(|i| shard_samples(7, 2, Shard { index: i, count: 3 })).collect();
+        joined.sort();
+        assert_eq!(joined, all);
+        assert_eq!(all.len(), 14);
+        assert_eq!(all[3], SampleId { reference: 1, candidate: 1 });
+        assert_eq!(all[3].noise_id(2), 3);
+    }
+}
