@@ -1,0 +1,95 @@
+//! The shipped Fashion-MNIST bundle: an independent Python sampler written from
+//! docs/bundle.md reproduces the runtime's images, and tract and ONNX Runtime agree.
+
+use std::path::{Path, PathBuf};
+
+use ndarray::{Array2, Array4};
+use unpersonal_runtime::backend::{Backend, Model, Tract};
+use unpersonal_runtime::bundle::{BundleDir, Role};
+use unpersonal_runtime::data::{FilelistOptions, load_filelist};
+use unpersonal_runtime::generate::{Generator, SampleId, Settings};
+use unpersonal_runtime::sampler::{self, Denoiser};
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+fn shipped() -> BundleDir {
+    BundleDir::load(&workspace().join("models/fashion-mnist")).expect("the shipped bundle verifies")
+}
+
+/// Few steps keep the test quick; the schedule code is the same for any count.
+fn settings(bundle: &BundleDir) -> Settings {
+    let mut s = Settings::from_bundle(&bundle.bundle.sampler, 1, 42);
+    s.steps = 5;
+    s
+}
+
+fn generator(bundle: &BundleDir, backend: &dyn Backend) -> Generator {
+    let b = &bundle.bundle;
+    let load = |role: Role| Model::load(backend, b.model(role).unwrap(), bundle.onnx(role).unwrap()).unwrap();
+    let denoiser = Denoiser::new(load(Role::Denoiser), None).unwrap();
+    Generator::new(b, denoiser, load(Role::Features), settings(bundle)).unwrap()
+}
+
+/// Conditions of the first `n` shipped reference images and the sample ids 0..n.
+fn probe(bundle: &BundleDir, generator: &mut Generator, n: usize) -> (Vec<SampleId>, Array2<f32>) {
+    let reference = load_filelist(&bundle.dir.join("reference/filelist.txt"), &FilelistOptions::default()).unwrap();
+    let [c, h, w] = [reference.channels, reference.height, reference.width];
+    let pixels = Array4::from_shape_vec((n, c, h, w), reference.images[..n * c * h * w].to_vec()).unwrap();
+    let ids = (0..n).map(|reference| SampleId { reference, candidate: 0 }).collect();
+    (ids, generator.conditions(pixels.view()).unwrap())
+}
+
+fn write_f32(path: &Path, values: impl IntoIterator<Item = f32>) {
+    let bytes: Vec<u8> = values.into_iter().flat_map(f32::to_le_bytes).collect();
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn a_python_sampler_written_from_the_docs_reproduces_the_runtime() {
+    let bundle = shipped();
+    let mut generator = generator(&bundle, &Tract);
+    let (ids, conditions) = probe(&bundle, &mut generator, 3);
+    let images = generator.generate_model_space(&ids, conditions.view()).unwrap();
+    let s = generator.settings();
+    let noise = sampler::noise_batch(s.seed, &ids.iter().map(|id| id.noise_id(1)).collect::<Vec<_>>(), [1, 28, 28]);
+
+    let case = tempfile::tempdir().unwrap();
+    write_f32(&case.path().join("noise.f32"), noise.iter().copied());
+    write_f32(&case.path().join("condition.f32"), conditions.iter().copied());
+    write_f32(&case.path().join("runtime.f32"), images.iter().copied());
+    let json = serde_json::json!({ "steps": s.steps, "sigma_min": s.sigma_min, "sigma_max": s.sigma_max, "rho": s.rho, "guidance": s.guidance });
+    std::fs::write(case.path().join("case.json"), json.to_string()).unwrap();
+
+    let python = workspace().join(".venv/bin/python");
+    assert!(python.is_file(), "{} is missing: run scripts/setup.sh", python.display());
+    let out = std::process::Command::new(python)
+        .arg(workspace().join("tests/sampler_check.py"))
+        .arg(&bundle.dir)
+        .arg(case.path())
+        .output()
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    println!("{text}");
+    assert!(out.status.success(), "the Python sampler disagrees with the runtime:\n{text}");
+}
+
+#[cfg(feature = "ort")]
+#[test]
+fn tract_and_onnx_runtime_make_the_same_images() {
+    use unpersonal_runtime::backend::ort::{Device, Ort};
+    let bundle = shipped();
+    let ort = Ort::new(None, Device::Cpu, 0).expect("ONNX Runtime must be available (scripts/setup.sh)");
+    let mut on_tract = generator(&bundle, &Tract);
+    let mut on_ort = generator(&bundle, &ort);
+    let (ids, conditions) = probe(&bundle, &mut on_tract, 4);
+    let (_, ort_conditions) = probe(&bundle, &mut on_ort, 4);
+    let a = on_tract.generate_model_space(&ids, conditions.view()).unwrap();
+    let b = on_ort.generate_model_space(&ids, conditions.view()).unwrap();
+    let worst = a.iter().zip(&b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+    let features = conditions.iter().zip(&ort_conditions).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+    println!("tract vs ONNX Runtime: images max |diff| {worst:e}, features {features:e}");
+    assert!(worst <= 1e-3, "tract and ONNX Runtime differ by {worst} on the denoised images");
+    assert!(features <= 1e-4, "tract and ONNX Runtime differ by {features} on the features");
+}
