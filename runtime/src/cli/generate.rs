@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use anyhow::Context;
@@ -69,14 +70,20 @@ pub fn run(args: &Args, out: &Output) -> anyhow::Result<()> {
     settings.steps = args.steps.unwrap_or(settings.steps);
     settings.guidance = args.guidance.unwrap_or(settings.guidance);
 
-    let backend = args.backend.backend()?;
-    let load = |role: Role| -> anyhow::Result<Model> { Ok(Model::load(backend.as_ref(), bundle.model(role)?, loaded.onnx(role)?)?) };
-    let guide = match bundle.models.get(&Role::Guide) {
-        Some(g) if g.file != bundle.model(Role::Denoiser)?.file => Some(load(Role::Guide)?),
-        _ => None,
+    let backend_name = args.backend.backend()?.name();
+    // One generator per worker: models are loaded per thread, results do not depend on which
+    // worker draws which sample.
+    let make_generator = || -> anyhow::Result<Generator> {
+        let backend = args.backend.backend()?;
+        let load = |role: Role| -> anyhow::Result<Model> { Ok(Model::load(backend.as_ref(), bundle.model(role)?, loaded.onnx(role)?)?) };
+        let guide = match bundle.models.get(&Role::Guide) {
+            Some(g) if g.file != bundle.model(Role::Denoiser)?.file => Some(load(Role::Guide)?),
+            _ => None,
+        };
+        let denoiser = Denoiser::new(load(Role::Denoiser)?, guide)?;
+        Ok(Generator::new(bundle, denoiser, load(Role::Features)?, settings.clone())?)
     };
-    let denoiser = Denoiser::new(load(Role::Denoiser)?, guide)?;
-    let mut generator = Generator::new(bundle, denoiser, load(Role::Features)?, settings.clone())?;
+    let first = make_generator()?;
 
     let used: BTreeMap<&str, &str> = [Role::Denoiser, Role::Guide, Role::Features]
         .into_iter()
@@ -85,8 +92,8 @@ pub fn run(args: &Args, out: &Output) -> anyhow::Result<()> {
     let run = RunInfo {
         bundle: json!({ "name": bundle.name, "models": used }),
         reference: json!({ "name": reference.name, "images": reference.len() }),
-        backend: backend.name().to_string(),
-        settings,
+        backend: backend_name.to_string(),
+        settings: settings.clone(),
     };
     outdir::claim(&args.out, &run)?;
 
@@ -97,19 +104,32 @@ pub fn run(args: &Args, out: &Output) -> anyhow::Result<()> {
         eprintln!("WARNING: the privacy gate is not applied yet: every candidate is written unfiltered (see report.json).");
     }
     let bar = progress_bar(out, samples.len(), samples.len() - pending.len());
-    let [c, h, w] = [bundle.image.channels, bundle.image.height, bundle.image.width];
-    for chunk in pending.chunks(args.batch.max(1)) {
-        let mut pixels = Array4::<u8>::zeros((chunk.len(), c, h, w));
-        for (mut row, id) in pixels.outer_iter_mut().zip(chunk) {
-            row.as_slice_mut().expect("standard layout").copy_from_slice(reference.image(id.reference));
+    let chunks: Vec<&[SampleId]> = pending.chunks(args.batch.max(1)).collect();
+    let jobs = args.backend.jobs().min(chunks.len()).max(1);
+    let failed = AtomicBool::new(false);
+    let work = |worker: usize, mut generator: Generator| -> anyhow::Result<()> {
+        for chunk in chunks.iter().skip(worker).step_by(jobs) {
+            if failed.load(Ordering::Relaxed) {
+                break;
+            }
+            let result = write_chunk(&mut generator, &reference, chunk, &args.out, &bar);
+            if result.is_err() {
+                failed.store(true, Ordering::Relaxed);
+                return result;
+            }
         }
-        let conditions: Array2<f32> = generator.conditions(pixels.view())?;
-        let images = generator.generate(chunk, conditions.view())?;
-        for (id, image) in chunk.iter().zip(images) {
-            outdir::write_atomically(&args.out.join(outdir::image_file(*id)), &outdir::encode_png(&image, c, h, w)?)?;
-            bar.inc(1);
+        Ok(())
+    };
+    std::thread::scope(|scope| -> anyhow::Result<()> {
+        let others: Vec<_> = (1..jobs)
+            .map(|worker| scope.spawn(move || make_generator().and_then(|g| work(worker, g))))
+            .collect();
+        let mine = work(0, first);
+        for handle in others {
+            handle.join().map_err(|_| anyhow::anyhow!("a generation worker panicked"))??;
         }
-    }
+        mine
+    })?;
     bar.finish_and_clear();
 
     let entries: Vec<Entry> = samples
@@ -141,6 +161,22 @@ pub fn run(args: &Args, out: &Output) -> anyhow::Result<()> {
         seconds,
         args.out.display()
     ));
+    Ok(())
+}
+
+/// Generates the samples of `chunk` and writes their PNGs atomically.
+fn write_chunk(generator: &mut Generator, reference: &Dataset, chunk: &[SampleId], out: &Path, bar: &ProgressBar) -> anyhow::Result<()> {
+    let [c, h, w] = [reference.channels, reference.height, reference.width];
+    let mut pixels = Array4::<u8>::zeros((chunk.len(), c, h, w));
+    for (mut row, id) in pixels.outer_iter_mut().zip(chunk) {
+        row.as_slice_mut().expect("standard layout").copy_from_slice(reference.image(id.reference));
+    }
+    let conditions: Array2<f32> = generator.conditions(pixels.view())?;
+    let images = generator.generate(chunk, conditions.view())?;
+    for (id, image) in chunk.iter().zip(images) {
+        outdir::write_atomically(&out.join(outdir::image_file(*id)), &outdir::encode_png(&image, c, h, w)?)?;
+        bar.inc(1);
+    }
     Ok(())
 }
 

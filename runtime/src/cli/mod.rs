@@ -53,6 +53,10 @@ pub struct BackendArgs {
     /// ONNX Runtime's intra-op threads (0: one per core).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
+    /// Batches run in parallel, each by its own copy of the models (default: one per core with
+    /// tract, which runs a batch on one core; 1 with ONNX Runtime, which uses --threads).
+    #[arg(long, value_name = "N")]
+    pub jobs: Option<usize>,
 }
 
 /// `--backend` values.
@@ -74,6 +78,12 @@ pub enum DeviceKind {
 }
 
 impl BackendArgs {
+    /// Parallel workers, as `--jobs` says or by default.
+    pub fn jobs(&self) -> usize {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        self.jobs.unwrap_or(if self.backend == BackendKind::Tract { cores } else { 1 }).max(1)
+    }
+
     /// The backend the flags ask for.
     pub fn backend(&self) -> anyhow::Result<Box<dyn unpersonal_runtime::backend::Backend>> {
         match self.backend {
