@@ -11,6 +11,7 @@ pub mod engine;
 pub mod eval;
 pub mod export;
 pub mod graph;
+pub mod metrics;
 pub mod models;
 pub mod nn;
 pub mod onnx;

@@ -23,6 +23,9 @@ enum Command {
     Denoiser(cmd::denoiser::DenoiserArgs),
     /// Evaluate an exported classifier ONNX file on a labelled dataset.
     Eval(cmd::eval::EvalArgs),
+    /// Measure a bundle's denoiser: fidelity (Fréchet distance), class consistency and
+    /// diversity, per guidance weight.
+    EvaluateDenoiser(cmd::evaluate::EvaluateArgs),
     /// Measure training throughput (images/s) of a model on synthetic batches.
     Bench(cmd::bench::BenchArgs),
 }
@@ -33,6 +36,7 @@ fn main() -> ExitCode {
         Command::Classifier(args) => cmd::classifier::run(args),
         Command::Denoiser(args) => cmd::denoiser::run(args),
         Command::Eval(args) => cmd::eval::run(args),
+        Command::EvaluateDenoiser(args) => cmd::evaluate::run(args),
         Command::Bench(args) => cmd::bench::run(args),
     };
     match result {

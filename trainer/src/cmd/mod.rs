@@ -4,6 +4,7 @@ pub mod bench;
 pub mod classifier;
 pub mod denoiser;
 pub mod eval;
+pub mod evaluate;
 
 use std::path::{Path, PathBuf};
 
