@@ -42,74 +42,97 @@ impl Features {
     }
 }
 
-/// The `features` output of a features model (input `image`) for every image of `data`,
-/// and of every mirrored image if `mirrored`; computed with ONNX Runtime in batches.
-pub fn compute_features(
-    env: &ort::environment::Environment,
-    model: &[u8],
-    data: &Dataset,
-    norm: Normalization,
-    mirrored: bool,
-    session: &SessionConfig,
-) -> anyhow::Result<Features> {
-    let mut session = engine::session(env, model, session).context("ONNX Runtime cannot load the features model")?;
-    let (c, h, w) = (data.channels, data.height, data.width);
-    let mut run = |images: Vec<f32>, n: usize| -> anyhow::Result<HostTensor> {
-        let x = HostTensor { shape: vec![n, c, h, w], data: images };
-        let mut out = engine::run(&mut session, &[("image", &x)])?;
-        let f = out.remove("features").context("the features model has no `features` output")?;
-        anyhow::ensure!(f.shape.len() == 2 && f.shape[0] == n, "features output has shape {:?}, expected [{n}, D]", f.shape);
-        anyhow::ensure!(f.data.iter().all(|v| v.is_finite()), "the features model produced NaN or infinite values");
-        Ok(f)
-    };
-    let (mut plain, mut flipped, mut dim) = (Vec::new(), Vec::new(), 0);
-    for batch in epoch_batches(data, 500, norm) {
-        if mirrored {
-            let mut images = batch.images.clone();
-            images.chunks_exact_mut(c * h * w).flat_map(|img| img.chunks_exact_mut(h * w)).for_each(|p| hflip(p, w));
-            flipped.extend(run(images, batch.n)?.data);
-        }
-        let f = run(batch.images, batch.n)?;
-        dim = f.shape[1];
-        plain.extend(f.data);
-    }
-    Ok(Features { dim, plain, mirrored: mirrored.then_some(flipped) })
+/// A features model (ONNX with input `image` and output `features`) run by ONNX Runtime.
+pub struct Extractor<'a> {
+    /// ONNX Runtime.
+    pub env: &'a ort::environment::Environment,
+    /// The model's ONNX bytes.
+    pub model: &'a [u8],
+    /// How its session runs.
+    pub session: &'a SessionConfig,
 }
 
-/// [`compute_features`], cached in `path`: reused when the cache was made by the same model
-/// bytes from the same data, recomputed (and rewritten atomically) otherwise.
-pub fn cached_features(
-    path: &Path,
-    env: &ort::environment::Environment,
-    model: &[u8],
-    data: &Dataset,
-    norm: Normalization,
-    mirrored: bool,
-    session: &SessionConfig,
-) -> anyhow::Result<Features> {
-    let key = HashMap::from([
-        ("features_sha256".to_string(), crate::bundle::sha256_hex(model)),
-        ("data".to_string(), format!("{} ({} images)", data.name, data.len())),
-        ("mirrored".to_string(), mirrored.to_string()),
-    ]);
-    if let Ok((meta, mut tensors)) = checkpoint::load_tensors(path)
-        && key.iter().all(|(k, v)| meta.get(k) == Some(v))
-        && let Some(plain) = tensors.remove("plain")
-        && plain.shape.len() == 2
-        && plain.shape[0] == data.len()
-    {
-        let mirrored = tensors.remove("mirrored").map(|t| t.data);
-        return Ok(Features { dim: plain.shape[1], plain: plain.data, mirrored });
+impl Extractor<'_> {
+    /// The features of every image of `data`, and of every mirrored image if `mirrored`.
+    pub fn compute(&self, data: &Dataset, norm: Normalization, mirrored: bool) -> anyhow::Result<Features> {
+        let mut session = engine::session(self.env, self.model, self.session).context("ONNX Runtime cannot load the features model")?;
+        let (c, h, w) = (data.channels, data.height, data.width);
+        let mut run = |images: Vec<f32>, n: usize| -> anyhow::Result<HostTensor> {
+            let x = HostTensor {
+                shape: vec![n, c, h, w],
+                data: images,
+            };
+            let mut out = engine::run(&mut session, &[("image", &x)])?;
+            let f = out.remove("features").context("the features model has no `features` output")?;
+            anyhow::ensure!(
+                f.shape.len() == 2 && f.shape[0] == n,
+                "features output has shape {:?}, expected [{n}, D]",
+                f.shape
+            );
+            anyhow::ensure!(
+                f.data.iter().all(|v| v.is_finite()),
+                "the features model produced NaN or infinite values"
+            );
+            Ok(f)
+        };
+        let (mut plain, mut flipped, mut dim) = (Vec::new(), Vec::new(), 0);
+        for batch in epoch_batches(data, 500, norm) {
+            if mirrored {
+                let mut images = batch.images.clone();
+                images
+                    .chunks_exact_mut(c * h * w)
+                    .flat_map(|img| img.chunks_exact_mut(h * w))
+                    .for_each(|p| hflip(p, w));
+                flipped.extend(run(images, batch.n)?.data);
+            }
+            let f = run(batch.images, batch.n)?;
+            dim = f.shape[1];
+            plain.extend(f.data);
+        }
+        Ok(Features {
+            dim,
+            plain,
+            mirrored: mirrored.then_some(flipped),
+        })
     }
-    let features = compute_features(env, model, data, norm, mirrored, session)?;
-    let shape = vec![data.len(), features.dim];
-    let mut tensors = State::new();
-    tensors.insert("plain".into(), HostTensor { shape: shape.clone(), data: features.plain.clone() });
-    if let Some(m) = &features.mirrored {
-        tensors.insert("mirrored".into(), HostTensor { shape, data: m.clone() });
+
+    /// [`Extractor::compute`], cached in `path`: reused when the cache was made by the same
+    /// model bytes from the same data, recomputed (and rewritten atomically) otherwise.
+    pub fn cached(&self, path: &Path, data: &Dataset, norm: Normalization, mirrored: bool) -> anyhow::Result<Features> {
+        let key = HashMap::from([
+            ("features_sha256".to_string(), crate::bundle::sha256_hex(self.model)),
+            ("data".to_string(), format!("{} ({} images)", data.name, data.len())),
+            ("mirrored".to_string(), mirrored.to_string()),
+        ]);
+        if let Ok((meta, mut tensors)) = checkpoint::load_tensors(path)
+            && key.iter().all(|(k, v)| meta.get(k) == Some(v))
+            && let Some(plain) = tensors.remove("plain")
+            && plain.shape.len() == 2
+            && plain.shape[0] == data.len()
+        {
+            let mirrored = tensors.remove("mirrored").map(|t| t.data);
+            return Ok(Features {
+                dim: plain.shape[1],
+                plain: plain.data,
+                mirrored,
+            });
+        }
+        let features = self.compute(data, norm, mirrored)?;
+        let shape = vec![data.len(), features.dim];
+        let mut tensors = State::new();
+        tensors.insert(
+            "plain".into(),
+            HostTensor {
+                shape: shape.clone(),
+                data: features.plain.clone(),
+            },
+        );
+        if let Some(m) = &features.mirrored {
+            tensors.insert("mirrored".into(), HostTensor { shape, data: m.clone() });
+        }
+        checkpoint::save_tensors(path, &tensors, key)?;
+        Ok(features)
     }
-    checkpoint::save_tensors(path, &tensors, key)?;
-    Ok(features)
 }
 
 /// How the noise level and the condition of a training row are drawn.
@@ -127,7 +150,12 @@ pub struct EdmTraining {
 
 impl Default for EdmTraining {
     fn default() -> Self {
-        EdmTraining { p_mean: -1.2, p_std: 1.2, p_uncond: 0.1, hflip: true }
+        EdmTraining {
+            p_mean: -1.2,
+            p_std: 1.2,
+            p_uncond: 0.1,
+            hflip: true,
+        }
     }
 }
 
@@ -189,12 +217,29 @@ pub fn validation_loss(
     let mut losses = Vec::new();
     for &s in &VALIDATION_SIGMAS {
         let noisy: Vec<f32> = images.data.iter().map(|&y| y + s * rng.sample::<f32, _>(StandardNormal)).collect();
-        let x = HostTensor { shape: images.shape.clone(), data: noisy };
-        let sigma = HostTensor { shape: vec![n], data: vec![s; n] };
-        let mask = HostTensor { shape: vec![n], data: vec![1.0; n] };
+        let x = HostTensor {
+            shape: images.shape.clone(),
+            data: noisy,
+        };
+        let sigma = HostTensor {
+            shape: vec![n],
+            data: vec![s; n],
+        };
+        let mask = HostTensor {
+            shape: vec![n],
+            data: vec![1.0; n],
+        };
         let inputs = [("x", &x), ("sigma", &sigma), ("condition", conditions), ("condition_mask", &mask)];
-        let out = engine::run(session, &inputs)?.remove("denoised").context("the denoiser has no `denoised` output")?;
-        let mse = out.data.iter().zip(&images.data).map(|(d, y)| ((d - y) as f64).powi(2)).sum::<f64>() / out.data.len() as f64;
+        let out = engine::run(session, &inputs)?
+            .remove("denoised")
+            .context("the denoiser has no `denoised` output")?;
+        let mse = out
+            .data
+            .iter()
+            .zip(&images.data)
+            .map(|(d, y)| ((d - y) as f64).powi(2))
+            .sum::<f64>()
+            / out.data.len() as f64;
         let weight = (s * s + sigma_data * sigma_data) / (s * sigma_data).powi(2);
         losses.push((mse * weight as f64) as f32);
     }

@@ -12,10 +12,10 @@ use unpersonal_trainer::eval;
 use unpersonal_trainer::export::{self, Weights};
 use unpersonal_trainer::models::{ClassifierConfig, Model};
 use unpersonal_trainer::step::AdamW;
-use unpersonal_trainer::train::{self, RunOptions, Schedule, Supervised, TrainConfig};
+use unpersonal_trainer::train::{self, Schedule, Supervised, TrainConfig};
 use unpersonal_trainer::{bundle, checkpoint};
 
-use super::{EngineArgs, TRAINER, first_images, load_test, load_train, logits};
+use super::{EngineArgs, RunControl, TRAINER, first_images, load_test, load_train, logits};
 
 #[derive(Args)]
 pub struct ClassifierArgs {
@@ -32,9 +32,6 @@ pub struct ClassifierArgs {
     /// Run directory for the checkpoint and the JSON log.
     #[arg(long, default_value = "runs/classifier")]
     run: PathBuf,
-    /// Continue the checkpoint in --run.
-    #[arg(long)]
-    resume: bool,
     /// Training length in epochs (ignored when --steps is given).
     #[arg(long, default_value_t = 15)]
     epochs: u64,
@@ -74,15 +71,8 @@ pub struct ClassifierArgs {
     /// Evaluate on the test set every N steps (0: only at the end).
     #[arg(long, default_value_t = 500)]
     eval_every: u64,
-    /// Save a checkpoint every N steps.
-    #[arg(long, default_value_t = 250)]
-    checkpoint_every: u64,
-    /// Train at most N steps in this invocation, checkpoint and exit (continue with --resume).
-    #[arg(long)]
-    stop_after: Option<u64>,
-    /// No progress bar.
-    #[arg(long, short)]
-    quiet: bool,
+    #[command(flatten)]
+    control: RunControl,
     #[command(flatten)]
     engine: EngineArgs,
 }
@@ -119,16 +109,8 @@ pub fn run(args: ClassifierArgs) -> anyhow::Result<()> {
         normalization: norm,
     };
     let session_config = args.engine.session();
-    let opts = RunOptions {
-        run_dir: args.run.clone(),
-        session: session_config.clone(),
-        resume: args.resume,
-        checkpoint_every: args.checkpoint_every,
-        eval_every: args.eval_every,
-        quiet: args.quiet,
-        stop_after: args.stop_after,
-    };
-    if !args.quiet {
+    let opts = args.control.options(&args.run, args.eval_every, session_config.clone());
+    if !args.control.quiet {
         eprintln!(
             "training the classifier on {} ({} images, {} steps of {}) on {:?}",
             data.name, data.len(), steps, args.batch, args.engine.device

@@ -8,16 +8,16 @@ use clap::Args;
 use serde_json::{Value, json};
 
 use unpersonal_trainer::data::{Augment, Dataset, Normalization};
-use unpersonal_trainer::diffusion::{self, DenoiserFeed, EdmTraining, Features, VALIDATION_SIGMAS};
+use unpersonal_trainer::diffusion::{self, DenoiserFeed, EdmTraining, Extractor, Features, VALIDATION_SIGMAS};
 use unpersonal_trainer::engine::{self, HostTensor, SessionConfig, State};
 use unpersonal_trainer::export::{self, Weights};
 use unpersonal_trainer::graph::numel;
 use unpersonal_trainer::models::{DenoiserConfig, Model, forward_mflops};
 use unpersonal_trainer::step::{self, AdamW};
-use unpersonal_trainer::train::{self, RunOptions, Schedule, TrainConfig};
+use unpersonal_trainer::train::{self, Schedule, TrainConfig};
 use unpersonal_trainer::{bundle, checkpoint};
 
-use super::{EngineArgs, TRAINER, first_images, load_test, load_train};
+use super::{EngineArgs, RunControl, TRAINER, first_images, load_test, load_train};
 
 #[derive(Args)]
 pub struct DenoiserArgs {
@@ -38,9 +38,6 @@ pub struct DenoiserArgs {
     /// Run directory for the checkpoint, the feature cache and the JSON log.
     #[arg(long, default_value = "runs/denoiser")]
     run: PathBuf,
-    /// Continue the checkpoint in --run.
-    #[arg(long)]
-    resume: bool,
     /// Do not train: export the EMA weights of the checkpoint in --run as they are.
     #[arg(long)]
     export_only: bool,
@@ -86,16 +83,8 @@ pub struct DenoiserArgs {
     /// Compute the validation loss every N steps (0: only at the end of the schedule).
     #[arg(long, default_value_t = 1000)]
     eval_every: u64,
-    /// Save a checkpoint every N steps.
-    #[arg(long, default_value_t = 250)]
-    checkpoint_every: u64,
-    /// Train at most N steps in this invocation, checkpoint and exit (continue with --resume,
-    /// export what there is with --export-only).
-    #[arg(long)]
-    stop_after: Option<u64>,
-    /// No progress bar.
-    #[arg(long, short)]
-    quiet: bool,
+    #[command(flatten)]
+    control: RunControl,
     #[command(flatten)]
     engine: EngineArgs,
 }
@@ -119,11 +108,11 @@ pub fn run(args: DenoiserArgs) -> anyhow::Result<()> {
     let session = args.engine.session();
     let extractor = features_model(&args.features, &args.out)?;
     let mirrored = !args.no_flip && data.allows_hflip;
-    if !args.quiet {
+    if !args.control.quiet {
         eprintln!("features of {} training images ({}) …", data.len(), if mirrored { "and their mirror images" } else { "unmirrored" });
     }
     let cache = args.run.join("features.safetensors");
-    let features = diffusion::cached_features(&cache, env, &extractor.onnx, &data, norm, mirrored, &session)?;
+    let features = Extractor { env, model: &extractor.onnx, session: &session }.cached(&cache, &data, norm, mirrored)?;
     let mut validation_set = test.clone();
     validation_set.truncate(VALIDATION_IMAGES);
     let validation = Validation::new(env, &extractor.onnx, &validation_set, norm, &session)?;
@@ -165,22 +154,14 @@ pub fn run(args: DenoiserArgs) -> anyhow::Result<()> {
         );
         (ckpt.state, ckpt.progress.step)
     } else {
-        if !args.quiet {
+        if !args.control.quiet {
             eprintln!(
                 "training the denoiser ({:.0} MFLOPs per evaluation) on {} ({} images, {} steps of {}) on {:?}",
                 forward_mflops(&model), data.name, data.len(), args.steps, args.batch, args.engine.device
             );
         }
         let feed = DenoiserFeed { features: &features, edm, seed: args.seed, image: [data.channels, data.height, data.width] };
-        let opts = RunOptions {
-            run_dir: args.run.clone(),
-            session: session.clone(),
-            resume: args.resume,
-            checkpoint_every: args.checkpoint_every,
-            eval_every: args.eval_every,
-            quiet: args.quiet,
-            stop_after: args.stop_after,
-        };
+        let opts = args.control.options(&args.run, args.eval_every, session.clone());
         let (state, summary) = train::train(&model, &cfg, &data, &feed, &opts, env, |_, state| {
             let onnx = export::onnx_bytes(&model, state, Weights::Ema, vec![])?;
             validation.report(env, &onnx, &session, model.sigma_data)
@@ -224,7 +205,7 @@ struct Validation {
 
 impl Validation {
     fn new(env: &ort::environment::Environment, extractor: &[u8], set: &Dataset, norm: Normalization, session: &SessionConfig) -> anyhow::Result<Self> {
-        let Features { dim, plain, .. } = diffusion::compute_features(env, extractor, set, norm, false, session)?;
+        let Features { dim, plain, .. } = Extractor { env, model: extractor, session }.compute(set, norm, false)?;
         let images = first_images(set, norm, set.len());
         Ok(Validation { conditions: HostTensor { shape: vec![set.len(), dim], data: plain }, images })
     }

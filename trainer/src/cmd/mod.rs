@@ -13,6 +13,7 @@ use clap::Args;
 
 use unpersonal_trainer::data::{Dataset, Normalization, Split, epoch_batches};
 use unpersonal_trainer::engine::{self, Device, HostTensor, SessionConfig};
+use unpersonal_trainer::train::RunOptions;
 
 /// Options shared by every command that runs ONNX Runtime.
 #[derive(Args)]
@@ -38,6 +39,38 @@ impl EngineArgs {
     /// ONNX Runtime, loaded as these flags say.
     pub fn environment(&self) -> anyhow::Result<&'static ort::environment::Environment> {
         engine::environment(self.ort_lib.as_deref())
+    }
+}
+
+/// Flags that control a training run's invocation (not its result).
+#[derive(Args)]
+pub struct RunControl {
+    /// Continue the checkpoint in --run.
+    #[arg(long)]
+    pub resume: bool,
+    /// Save a checkpoint every N steps.
+    #[arg(long, default_value_t = 250)]
+    pub checkpoint_every: u64,
+    /// Train at most N steps in this invocation, checkpoint and exit (continue with --resume).
+    #[arg(long)]
+    pub stop_after: Option<u64>,
+    /// No progress bar.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+impl RunControl {
+    /// The run options for run directory `run_dir`, evaluating every `eval_every` steps.
+    pub fn options(&self, run_dir: &Path, eval_every: u64, session: SessionConfig) -> RunOptions {
+        RunOptions {
+            run_dir: run_dir.to_path_buf(),
+            session,
+            resume: self.resume,
+            checkpoint_every: self.checkpoint_every,
+            eval_every,
+            quiet: self.quiet,
+            stop_after: self.stop_after,
+        }
     }
 }
 
