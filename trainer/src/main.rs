@@ -21,6 +21,9 @@ enum Command {
     /// Train the pseudo-conditional EDM denoiser (also the unconditional guide) and export it
     /// into a bundle.
     Denoiser(cmd::denoiser::DenoiserArgs),
+    /// Train the Siamese re-identification model, calibrate its threshold on held-out pairs
+    /// and export it (reid_embed, reid_head) into a bundle.
+    Reid(cmd::reid::ReidArgs),
     /// Evaluate an exported classifier ONNX file on a labelled dataset.
     Eval(cmd::eval::EvalArgs),
     /// Measure a bundle's denoiser: fidelity (Fréchet distance), class consistency and
@@ -35,6 +38,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Classifier(args) => cmd::classifier::run(args),
         Command::Denoiser(args) => cmd::denoiser::run(args),
+        Command::Reid(args) => cmd::reid::run(args),
         Command::Eval(args) => cmd::eval::run(args),
         Command::EvaluateDenoiser(args) => cmd::evaluate::run(args),
         Command::Bench(args) => cmd::bench::run(args),

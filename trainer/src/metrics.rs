@@ -73,6 +73,52 @@ pub fn nearest_rows(queries: ArrayView2<f32>, base: ArrayView2<f32>) -> Vec<usiz
     best.into_iter().map(|(_, i)| i).collect()
 }
 
+/// Area under the ROC curve of scores of positives against negatives: the probability that
+/// a random positive scores above a random negative (ties count half).
+pub fn roc_auc(positives: &[f32], negatives: &[f32]) -> f64 {
+    let mut all: Vec<(f32, bool)> = positives.iter().map(|&s| (s, true)).chain(negatives.iter().map(|&s| (s, false))).collect();
+    all.sort_by(|a, b| a.0.total_cmp(&b.0));
+    // Sum of the (average, for ties) ranks of the positives: Mann–Whitney U.
+    let mut rank_sum = 0.0;
+    let mut i = 0;
+    while i < all.len() {
+        let mut j = i;
+        while j < all.len() && all[j].0 == all[i].0 {
+            j += 1;
+        }
+        let average_rank = (i + j + 1) as f64 / 2.0;
+        rank_sum += average_rank * all[i..j].iter().filter(|(_, p)| *p).count() as f64;
+        i = j;
+    }
+    let (p, n) = (positives.len() as f64, negatives.len() as f64);
+    (rank_sum - p * (p + 1.0) / 2.0) / (p * n)
+}
+
+/// The threshold at which at most a fraction `fpr` of the negatives score at or above it (the
+/// smallest score strictly above the negatives' `1 − fpr` quantile), and the fraction of the
+/// positives that reach it.
+pub fn tpr_at_fpr(positives: &[f32], negatives: &[f32], fpr: f64) -> (f64, f32) {
+    let mut neg = negatives.to_vec();
+    neg.sort_by(|a, b| b.total_cmp(a));
+    let allowed = (fpr * neg.len() as f64).floor() as usize;
+    let threshold = match neg.get(allowed) {
+        Some(&v) => next_up(v),
+        None => f32::NEG_INFINITY,
+    };
+    let hits = positives.iter().filter(|&&s| s >= threshold).count();
+    (hits as f64 / positives.len().max(1) as f64, threshold)
+}
+
+/// The smallest f32 above `v`.
+fn next_up(v: f32) -> f32 {
+    if v.is_nan() || v == f32::INFINITY {
+        return v;
+    }
+    let bits = v.to_bits();
+    let next = if v == 0.0 { 1 } else if v > 0.0 { bits + 1 } else { bits - 1 };
+    f32::from_bits(next)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -99,6 +145,19 @@ mod tests {
         assert!((fd - expected).abs() < 0.1 * expected, "FD {fd}, expected {expected}");
         let same = frechet_distance(a.view(), gaussian(20_000, d, 0.0, 1.0, 3).view());
         assert!(same < 0.01, "two samples of one distribution: {same}");
+    }
+
+    #[test]
+    fn roc_auc_and_operating_points() {
+        assert_eq!(roc_auc(&[3.0, 4.0], &[1.0, 2.0]), 1.0);
+        assert_eq!(roc_auc(&[1.0, 2.0], &[3.0, 4.0]), 0.0);
+        assert_eq!(roc_auc(&[1.0], &[1.0]), 0.5);
+        assert!((roc_auc(&[2.0, 4.0], &[1.0, 3.0]) - 0.75).abs() < 1e-12);
+        let negatives: Vec<f32> = (0..100).map(|i| i as f32).collect();
+        let (tpr, threshold) = tpr_at_fpr(&[50.0, 98.5, 99.5, 120.0], &negatives, 0.01);
+        assert!(threshold > 98.0 && threshold <= 99.0, "{threshold}");
+        assert_eq!(negatives.iter().filter(|&&n| n >= threshold).count(), 1);
+        assert_eq!(tpr, 0.75);
     }
 
     #[test]

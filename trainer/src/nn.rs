@@ -54,6 +54,28 @@ pub fn group_norm(g: &mut Graph, name: &str, x: TensorId, groups: usize, gain: I
     })
 }
 
+/// 3×3 convolution (stride 1 or 2) → group norm → ReLU.
+pub fn conv_norm_relu(g: &mut Graph, name: &str, x: TensorId, out: usize, stride: usize, groups: usize) -> TensorId {
+    g.scope(name, |g| {
+        let h = conv2d(g, "conv", x, out, 3, Conv { stride, pad: 1, dilation: 1, groups: 1 }, false, None);
+        let h = group_norm(g, "norm", h, groups, Init::Ones);
+        g.relu(h)
+    })
+}
+
+/// `relu(x + norm(conv(relu(norm(conv(x))))))`, the last gain zero-initialised so the block
+/// starts as the identity.
+pub fn residual_block(g: &mut Graph, name: &str, x: TensorId, groups: usize) -> TensorId {
+    let c = g.shape(x)[1];
+    g.scope(name, |g| {
+        let h = conv_norm_relu(g, "a", x, c, 1, groups);
+        let h = conv2d(g, "b.conv", h, c, 3, Conv::same(1), false, None);
+        let h = group_norm(g, "b.norm", h, groups, Init::Zeros);
+        let sum = g.add(x, h);
+        g.relu(sum)
+    })
+}
+
 /// Single-head self-attention over the spatial positions of `x[B, C, H, W]` with a
 /// pre-normalisation and a residual connection: `x + proj(softmax(q·kᵀ/√C)·v)`, the output
 /// projection zero-initialised so the block starts as the identity.

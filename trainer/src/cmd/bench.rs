@@ -8,7 +8,7 @@ use serde_json::json;
 
 use unpersonal_trainer::engine::TrainingEngine;
 use unpersonal_trainer::graph::numel;
-use unpersonal_trainer::models::{ClassifierConfig, DenoiserConfig, Model, forward_mflops};
+use unpersonal_trainer::models::{ClassifierConfig, DenoiserConfig, Model, ReidConfig, forward_mflops};
 use unpersonal_trainer::step::{self, AdamW};
 
 use super::EngineArgs;
@@ -40,6 +40,8 @@ enum BenchModel {
     Classifier,
     /// The denoiser (widths 32, 64, 64, condition of 96).
     Denoiser,
+    /// The re-identification model (widths 32, 64, 128; a batch of B pairs is 2B images).
+    Reid,
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
@@ -47,6 +49,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let model: Box<dyn Model> = match args.model {
         BenchModel::Classifier => Box::new(ClassifierConfig::fashion_mnist()),
         BenchModel::Denoiser => Box::new(DenoiserConfig::fashion_mnist(96)),
+        BenchModel::Reid => Box::new(ReidConfig::fashion_mnist()),
     };
     let step_graph = step::build(model.as_ref(), args.batch, &AdamW::default());
     let state = step::initial_state(&step_graph.params, 0);

@@ -27,6 +27,7 @@ use unpersonal_runtime::sampler::Denoiser;
 use unpersonal_trainer::checkpoint::write_atomically;
 use unpersonal_trainer::data::{Dataset, Split};
 use unpersonal_trainer::engine::Device;
+use unpersonal_trainer::eval::argmax;
 use unpersonal_trainer::metrics::{frechet_distance, mean_pairwise_distance, nearest_rows};
 
 use super::EngineArgs;
@@ -99,10 +100,6 @@ impl Classifier {
 /// The first `n` images of `data` as rows of pixels.
 fn pixel_rows(data: &Dataset, n: usize) -> ArrayView2<'_, u8> {
     ArrayView2::from_shape((n, data.image_size()), &data.images[..n * data.image_size()]).expect("contiguous images")
-}
-
-fn argmax(row: &[f32]) -> usize {
-    row.iter().enumerate().fold((0, f32::NEG_INFINITY), |best, (i, &v)| if v > best.1 { (i, v) } else { best }).0
 }
 
 /// Pixels of a sample in [-1, 1] (the distance space of the diversity metrics).

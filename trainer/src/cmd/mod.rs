@@ -5,6 +5,7 @@ pub mod classifier;
 pub mod denoiser;
 pub mod eval;
 pub mod evaluate;
+pub mod reid;
 
 use std::path::{Path, PathBuf};
 

@@ -6,6 +6,7 @@
 
 pub mod augment;
 pub mod batch;
+pub mod strong;
 
 pub use augment::Augment;
 pub use batch::{Batch, Batcher, BatcherState, epoch_batches};

@@ -5,8 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Model;
 use crate::graph::{Graph, Init, TensorId};
-use crate::nn::{conv2d, cross_entropy, global_avg_pool, group_norm, l2_normalize, linear};
-use crate::ops::Conv;
+use crate::nn::{conv_norm_relu, cross_entropy, global_avg_pool, l2_normalize, linear, residual_block};
 
 /// Shape and width of the classifier.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -59,28 +58,6 @@ impl ClassifierConfig {
         let logits = linear(g, "head", pooled, self.classes, Init::Kaiming { fan_in: w2, gain: 1.0 });
         (logits, pooled)
     }
-}
-
-/// 3×3 convolution (stride 1 or 2) → group norm → ReLU.
-fn conv_norm_relu(g: &mut Graph, name: &str, x: TensorId, out: usize, stride: usize, groups: usize) -> TensorId {
-    g.scope(name, |g| {
-        let h = conv2d(g, "conv", x, out, 3, Conv { stride, pad: 1, dilation: 1, groups: 1 }, false, None);
-        let h = group_norm(g, "norm", h, groups, Init::Ones);
-        g.relu(h)
-    })
-}
-
-/// `relu(x + norm(conv(relu(norm(conv(x))))))`, the last gain zero-initialised so the block
-/// starts as the identity.
-fn residual_block(g: &mut Graph, name: &str, x: TensorId, groups: usize) -> TensorId {
-    let c = g.shape(x)[1];
-    g.scope(name, |g| {
-        let h = conv_norm_relu(g, "a", x, c, 1, groups);
-        let h = conv2d(g, "b.conv", h, c, 3, Conv::same(1), false, None);
-        let h = group_norm(g, "b.norm", h, groups, Init::Zeros);
-        let sum = g.add(x, h);
-        g.relu(sum)
-    })
 }
 
 impl Model for ClassifierConfig {

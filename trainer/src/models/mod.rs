@@ -2,9 +2,11 @@
 
 mod classifier;
 mod denoiser;
+mod reid;
 
 pub use classifier::ClassifierConfig;
 pub use denoiser::DenoiserConfig;
+pub use reid::{ReidConfig, ReidHead};
 
 use crate::graph::{Graph, TensorId};
 

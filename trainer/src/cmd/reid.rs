@@ -1,0 +1,230 @@
+//! `unpersonal-train reid`: trains the Siamese re-identification model, calibrates its
+//! threshold on held-out pairs and exports its two halves into a bundle.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use serde_json::{Value, json};
+
+use unpersonal_trainer::bundle;
+use unpersonal_trainer::checkpoint;
+use unpersonal_trainer::data::strong::Strong;
+use unpersonal_trainer::data::{Augment, Dataset, Normalization};
+use unpersonal_trainer::engine::{self, HostTensor, SessionConfig, State};
+use unpersonal_trainer::export::{self, Weights};
+use unpersonal_trainer::metrics::{roc_auc, tpr_at_fpr};
+use unpersonal_trainer::models::{Model, ReidConfig, ReidHead};
+use unpersonal_trainer::pairs::PairFeed;
+use unpersonal_trainer::step::AdamW;
+use unpersonal_trainer::train::{self, Feed, Schedule, TrainConfig};
+
+use super::{EngineArgs, RunControl, TRAINER, load_test, load_train};
+
+#[derive(Args)]
+pub struct ReidArgs {
+    /// Training data: a directory with IDX files, or a filelist.
+    #[arg(long, default_value = "/usr/share/datasets/fashion-mnist")]
+    data: PathBuf,
+    /// Held-out data for calibration (default: the IDX directory's t10k split): images never
+    /// seen in training.
+    #[arg(long)]
+    test_data: Option<PathBuf>,
+    /// Bundle directory the two ONNX files and bundle.json are written to.
+    #[arg(long)]
+    out: PathBuf,
+    /// Run directory for the checkpoint and the JSON log.
+    #[arg(long, default_value = "runs/reid")]
+    run: PathBuf,
+    /// Training length in optimisation steps.
+    #[arg(long, default_value_t = 4000)]
+    steps: u64,
+    /// Pairs per batch (half positive, half negative).
+    #[arg(long, default_value_t = 64)]
+    batch: usize,
+    /// Peak learning rate (linear warm-up, cosine decay).
+    #[arg(long, default_value_t = 2e-3)]
+    lr: f32,
+    /// Warm-up steps.
+    #[arg(long, default_value_t = 200)]
+    warmup: u64,
+    /// EMA decay of the exported weights.
+    #[arg(long, default_value_t = 0.999)]
+    ema: f32,
+    /// Seed of initialisation, pairs and augmentation.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Channel widths of stem, stage 1 and stage 2.
+    #[arg(long, value_delimiter = ',', default_values_t = [32, 64, 128])]
+    widths: Vec<usize>,
+    /// Embedding size.
+    #[arg(long, default_value_t = 128)]
+    embedding: usize,
+    /// The operating point: the shipped threshold lets this fraction of held-out pairs of
+    /// different images through as "same person" (a false alarm rejects a harmless candidate).
+    #[arg(long, default_value_t = 0.01)]
+    false_match_rate: f64,
+    /// Held-out images for calibration (one positive and one negative pair each).
+    #[arg(long, default_value_t = 2000)]
+    calibration_images: usize,
+    /// Use only the first N training images (quick runs).
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Calibrate every N steps (0: only at the end).
+    #[arg(long, default_value_t = 1000)]
+    eval_every: u64,
+    #[command(flatten)]
+    control: RunControl,
+    #[command(flatten)]
+    engine: EngineArgs,
+}
+
+/// Mild edits a leak could hide behind: shift ≤ 2 px, noise σ ≤ 0.1, contrast ±20 %, small
+/// crops (a zoom of up to 5 %). The gate must catch such near-copies.
+fn near_copy() -> Strong {
+    Strong { shift: 2.0, rotate: 0.0, scale: 0.05, warp: 0.0, brightness: 0.0, contrast: 0.2, blur: 0.0, noise: 0.1, occlude: 0.0 }
+}
+
+pub fn run(args: ReidArgs) -> anyhow::Result<()> {
+    let env = args.engine.environment()?;
+    checkpoint::ensure_writable(&args.out)?;
+    checkpoint::ensure_writable(&args.run)?;
+    let data = load_train(&args.data, args.limit)?;
+    let mut held_out = load_test(&args.data, args.test_data.as_deref(), &data)?;
+    held_out.truncate(args.calibration_images);
+    let widths: [usize; 3] = args.widths.as_slice().try_into().map_err(|_| anyhow::anyhow!("--widths takes three numbers, e.g. 32,64,128"))?;
+    let model = ReidConfig { channels: data.channels, height: data.height, width: data.width, widths, embedding: args.embedding, groups: 8 };
+    model.validate()?;
+    let norm = Normalization::SYMMETRIC;
+    let strong = Strong::default();
+    let cfg = TrainConfig {
+        model: json!({ "kind": model.kind(), "config": model, "augment": strong }),
+        data: args.data.display().to_string(),
+        samples: data.len(),
+        batch: args.batch,
+        schedule: Schedule { steps: args.steps, warmup: args.warmup.min(args.steps / 2), lr: args.lr, final_ratio: 0.01 },
+        adamw: AdamW::default(),
+        ema: args.ema,
+        seed: args.seed,
+        augment: Augment::none(),
+        normalization: norm,
+    };
+    let session = args.engine.session();
+    let opts = args.control.options(&args.run, args.eval_every, session.clone());
+    if !args.control.quiet {
+        eprintln!("training the re-identification model on {} ({} images, {} steps of {} pairs)", data.name, data.len(), args.steps, args.batch);
+    }
+    let feed = PairFeed::new(&data, strong.clone(), norm, args.seed);
+    let calibration = Calibration::new(&held_out, &strong, norm, args.batch);
+    let (state, summary) = train::train(&model, &cfg, &data, &feed, &opts, env, |_, state| {
+        calibration.measure(env, &model, state, &session, args.false_match_rate).map(|c| c.summary)
+    })?;
+    if summary.steps < args.steps {
+        println!("{}", json!({ "stopped_at_step": summary.steps, "of": args.steps, "resume_with": "--resume" }));
+        return Ok(());
+    }
+
+    let measured = calibration.measure(env, &model, &state, &session, args.false_match_rate)?;
+    let near = Calibration::new(&held_out, &near_copy(), norm, args.batch).measure(env, &model, &state, &session, args.false_match_rate)?;
+    let near_detected = near.positives.iter().filter(|&&s| s >= measured.threshold).count() as f64 / near.positives.len() as f64;
+    let mut calibration_json = measured.summary.clone();
+    calibration_json["near_copy_detection"] = json!(near_detected);
+    calibration_json["near_copies"] = json!("shift ≤ 2 px, noise σ ≤ 0.1, contrast ±20 %, zoom ≤ 5 %");
+    calibration_json["dataset"] = json!(held_out.name);
+
+    let embed = export::onnx_bytes(&model, &state, Weights::Ema, vec![("unpersonal.role".into(), "reid_embed".into())])?;
+    let head = export::onnx_bytes(&ReidHead(&model), &state, Weights::Ema, vec![("unpersonal.role".into(), "reid_head".into())])?;
+    let provenance = json!({
+        "architecture": cfg.model, "dataset": data.name, "training_images": data.len(), "steps": summary.steps,
+        "batch_pairs": args.batch, "weights": "ema", "ema_decay": args.ema, "trainer": TRAINER, "metrics": calibration_json,
+    });
+    let (c, h, w, e) = (model.channels, model.height, model.width, model.embedding);
+    let entries = vec![
+        bundle::Entry {
+            role: "reid_embed",
+            file: "reid_embed.onnx",
+            onnx: &embed,
+            inputs: vec![bundle::tensor_spec("image", &[c, h, w])],
+            outputs: vec![bundle::tensor_spec("embedding", &[e])],
+            provenance: provenance.clone(),
+        },
+        bundle::Entry {
+            role: "reid_head",
+            file: "reid_head.onnx",
+            onnx: &head,
+            inputs: vec![bundle::tensor_spec("a", &[e]), bundle::tensor_spec("b", &[e])],
+            outputs: vec![bundle::tensor_spec("logit", &[1])],
+            provenance: json!({ "same_model_as": "reid_embed" }),
+        },
+    ];
+    let probability = 1.0 / (1.0 + (-f64::from(measured.threshold)).exp());
+    let sections = json!({ "reid": { "threshold": probability, "calibration": calibration_json } });
+    bundle::write(&args.out, &data, norm, entries, sections)?;
+    println!("{}", json!({ "out": args.out, "threshold": probability, "calibration": calibration_json, "steps": summary.steps }));
+    Ok(())
+}
+
+/// Held-out pairs: for every image, a positive (two augmentations of it) and a negative
+/// (augmentations of it and of another image, half of the same class).
+struct Calibration {
+    pairs: [Vec<f32>; 3],
+    shape: [usize; 3],
+}
+
+/// Scores of the held-out pairs and the operating point.
+struct Measured {
+    positives: Vec<f32>,
+    threshold: f32,
+    summary: Value,
+}
+
+impl Calibration {
+    fn new(held_out: &Dataset, strong: &Strong, norm: Normalization, batch: usize) -> Self {
+        let feed = PairFeed::new(held_out, strong.clone(), norm, u64::MAX);
+        let (mut a, mut b, mut same) = (Vec::new(), Vec::new(), Vec::new());
+        // Each image twice in a row: even rows are positive pairs, odd rows negative.
+        for (k, start) in (0..held_out.len()).step_by(batch.max(1) / 2).enumerate() {
+            let indices: Vec<usize> = (start..(start + batch.max(2) / 2).min(held_out.len())).flat_map(|i| [i, i]).collect();
+            let batch = unpersonal_trainer::data::Batch { images: vec![], labels: vec![], n: indices.len(), indices };
+            let [pa, pb, ps]: [Vec<f32>; 3] = feed.feed(&batch, k as u64).try_into().expect("three batch inputs");
+            a.extend(pa);
+            b.extend(pb);
+            same.extend(ps);
+        }
+        Calibration { pairs: [a, b, same], shape: [held_out.channels, held_out.height, held_out.width] }
+    }
+
+    /// Scores every pair with the exported EMA halves on ONNX Runtime.
+    fn measure(&self, env: &ort::environment::Environment, model: &ReidConfig, state: &State, session: &SessionConfig, fmr: f64) -> anyhow::Result<Measured> {
+        let embed = export::onnx_bytes(model, state, Weights::Ema, vec![])?;
+        let head = export::onnx_bytes(&ReidHead(model), state, Weights::Ema, vec![])?;
+        let mut embed = engine::session(env, &embed, session)?;
+        let mut head = engine::session(env, &head, session)?;
+        let n = self.pairs[2].len();
+        let [c, h, w] = self.shape;
+        let mut embed_all = |images: &[f32]| -> anyhow::Result<HostTensor> {
+            let mut data = Vec::new();
+            for chunk in images.chunks(500 * c * h * w) {
+                let x = HostTensor { shape: vec![chunk.len() / (c * h * w), c, h, w], data: chunk.to_vec() };
+                let e = engine::run(&mut embed, &[("image", &x)])?.remove("embedding").ok_or_else(|| anyhow::anyhow!("no `embedding` output"))?;
+                data.extend(e.data);
+            }
+            Ok(HostTensor { shape: vec![n, model.embedding], data })
+        };
+        let (ea, eb) = (embed_all(&self.pairs[0])?, embed_all(&self.pairs[1])?);
+        let logits = engine::run(&mut head, &[("a", &ea), ("b", &eb)])?.remove("logit").ok_or_else(|| anyhow::anyhow!("no `logit` output"))?;
+        let (mut positives, mut negatives) = (Vec::new(), Vec::new());
+        for (&s, &same) in logits.data.iter().zip(&self.pairs[2]) {
+            if same == 1.0 { positives.push(s) } else { negatives.push(s) }
+        }
+        let auc = roc_auc(&positives, &negatives);
+        let (tpr_1, _) = tpr_at_fpr(&positives, &negatives, 0.01);
+        let (tpr_01, _) = tpr_at_fpr(&positives, &negatives, 0.001);
+        let (tpr, threshold) = tpr_at_fpr(&positives, &negatives, fmr);
+        let summary = json!({
+            "roc_auc": auc, "tpr_at_fpr_1pct": tpr_1, "tpr_at_fpr_0.1pct": tpr_01,
+            "false_match_rate": fmr, "true_match_rate": tpr, "threshold_logit": threshold,
+            "positive_pairs": positives.len(), "negative_pairs": negatives.len(),
+        });
+        Ok(Measured { positives, threshold, summary })
+    }
+}

@@ -1,0 +1,73 @@
+//! Training pairs for the re-identification model. Without identities in the data (Fashion-
+//! MNIST), every image is its own "person": a positive pair is two independent strong
+//! augmentations of one image; a negative pair is augmentations of two different images, half
+//! of them of the same class (hard negatives). Each batch is exactly half positive.
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::data::batch::mix;
+use crate::data::strong::Strong;
+use crate::data::{Batch, Dataset, Normalization};
+use crate::eval::argmax;
+use crate::train::Feed;
+
+/// Stream of the pair draws, distinct from the batcher's and the denoiser's.
+const PAIR_STREAM: u64 = 4;
+
+/// The re-id model's [`Feed`]: `a`, `b`, `same`.
+pub struct PairFeed<'a> {
+    data: &'a Dataset,
+    by_class: Vec<Vec<usize>>,
+    strong: Strong,
+    table: [f32; 256],
+    background: f32,
+    seed: u64,
+}
+
+impl<'a> PairFeed<'a> {
+    /// Pairs from `data`, normalised by `norm`, augmented by `strong`.
+    pub fn new(data: &'a Dataset, strong: Strong, norm: Normalization, seed: u64) -> Self {
+        let mut by_class = vec![Vec::new(); data.num_labels.max(1)];
+        for i in 0..data.len() {
+            by_class[argmax(data.label(i))].push(i);
+        }
+        PairFeed { data, by_class, strong, table: norm.table(), background: norm.apply(0), seed }
+    }
+
+    /// A different image than `index`: of the same class when `hard` (and the class has
+    /// another image), else any other image.
+    fn other(&self, index: usize, hard: bool, rng: &mut ChaCha8Rng) -> usize {
+        let class = &self.by_class[argmax(self.data.label(index))];
+        let n = self.data.len();
+        loop {
+            let pick = if hard && class.len() > 1 { class[rng.random_range(0..class.len())] } else { rng.random_range(0..n) };
+            if pick != index || n == 1 {
+                return pick;
+            }
+        }
+    }
+
+    fn augmented(&self, index: usize, rng: &mut ChaCha8Rng) -> Vec<f32> {
+        let d = self.data;
+        let mut img: Vec<f32> = d.image(index).iter().map(|&b| self.table[usize::from(b)]).collect();
+        self.strong.apply(&mut img, (d.channels, d.height, d.width), self.background, rng);
+        img
+    }
+}
+
+impl Feed for PairFeed<'_> {
+    fn feed(&self, batch: &Batch, step: u64) -> Vec<Vec<f32>> {
+        let size = self.data.image_size();
+        let (mut a, mut b, mut same) = (Vec::with_capacity(batch.n * size), Vec::with_capacity(batch.n * size), Vec::with_capacity(batch.n));
+        for (i, &index) in batch.indices.iter().enumerate() {
+            let mut rng = ChaCha8Rng::seed_from_u64(mix(self.seed, PAIR_STREAM, step, i as u64));
+            let positive = i % 2 == 0;
+            let partner = if positive { index } else { self.other(index, rng.random::<bool>(), &mut rng) };
+            a.extend(self.augmented(index, &mut rng));
+            b.extend(self.augmented(partner, &mut rng));
+            same.push(if positive { 1.0 } else { 0.0 });
+        }
+        vec![a, b, same]
+    }
+}

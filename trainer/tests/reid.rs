@@ -1,0 +1,118 @@
+//! The re-identification model: its two exported halves compute the training graph's logits
+//! (on ONNX Runtime and tract), and its training pairs are balanced, reproducible and correct.
+
+use unpersonal_trainer::data::strong::Strong;
+use unpersonal_trainer::data::{Batch, Dataset, Normalization};
+use unpersonal_trainer::engine::{self, HostTensor, SessionConfig, TrainingEngine};
+use unpersonal_trainer::eval::argmax;
+use unpersonal_trainer::export::{self, Weights};
+use unpersonal_trainer::models::{ReidConfig, ReidHead};
+use unpersonal_trainer::pairs::PairFeed;
+use unpersonal_trainer::step::{self, AdamW};
+use unpersonal_trainer::train::Feed;
+
+fn small() -> ReidConfig {
+    ReidConfig { channels: 1, height: 8, width: 8, widths: [8, 8, 16], embedding: 6, groups: 4 }
+}
+
+/// 12 distinct 8×8 images in 3 classes.
+fn data() -> Dataset {
+    let n = 12;
+    let mut labels = vec![0f32; n * 3];
+    for i in 0..n {
+        labels[i * 3 + i % 3] = 1.0;
+    }
+    Dataset {
+        name: "toy".into(),
+        channels: 1,
+        height: 8,
+        width: 8,
+        num_labels: 3,
+        multi_label: false,
+        images: (0..n * 64).map(|p| ((p * 37 + p / 64 * 11) % 256) as u8).collect(),
+        labels,
+        allows_hflip: false,
+    }
+}
+
+fn tensor(shape: &[usize], data: Vec<f32>) -> HostTensor {
+    HostTensor { shape: shape.to_vec(), data }
+}
+
+#[test]
+fn exported_halves_compute_the_training_graphs_logits() {
+    let env = engine::environment(None).expect("ONNX Runtime must be available");
+    let model = small();
+    let step_graph = step::build(&model, 3, &AdamW::default());
+    let mut state = step::initial_state(&step_graph.params, 3);
+    for (name, t) in state.iter_mut() {
+        if !name.contains(".adam_") {
+            t.data.iter_mut().enumerate().for_each(|(i, v)| *v += 0.05 * ((i as f32) * 0.7).sin());
+        }
+    }
+    let a = tensor(&[3, 1, 8, 8], (0..192).map(|i| ((i as f32) * 0.3).sin()).collect());
+    let b = tensor(&[3, 1, 8, 8], (0..192).map(|i| ((i as f32) * 0.11).cos()).collect());
+    let same = [1.0, 0.0, 1.0];
+    let mut trainer = TrainingEngine::new(env, &step_graph, &state, &SessionConfig::cpu(1)).unwrap();
+    let expected = trainer.step(&[&a.data, &b.data, &same], 1, 0.0, 0.5).unwrap().metrics.remove("logit").unwrap();
+
+    let embed = export::onnx_bytes(&model, &state, Weights::Raw, vec![]).unwrap();
+    let head = export::onnx_bytes(&ReidHead(&model), &state, Weights::Raw, vec![]).unwrap();
+    let session = SessionConfig::cpu(1);
+    let run = |onnx: &[u8], inputs: &[(&str, &HostTensor)], output: &str| {
+        let mut s = engine::session(env, onnx, &session).unwrap();
+        engine::run(&mut s, inputs).unwrap().remove(output).unwrap()
+    };
+    let ea = run(&embed, &[("image", &a)], "embedding");
+    let eb = run(&embed, &[("image", &b)], "embedding");
+    assert_eq!(ea.shape, vec![3, 6]);
+    assert!(ea.data.iter().all(|&v| v > 0.0 && v < 1.0), "embeddings are sigmoid features");
+    let composed = run(&head, &[("a", &ea), ("b", &eb)], "logit");
+    assert_eq!(composed.shape, vec![3, 1]);
+    let diff = export::scaled_diff(&expected.data, &composed.data);
+    assert!(diff <= 1e-5, "training graph {:?} vs exported halves {:?}", expected.data, composed.data);
+    assert!(export::parity(env, &embed, &[("image", &a)]).unwrap() <= 1e-4);
+    assert!(export::parity(env, &head, &[("a", &ea), ("b", &eb)]).unwrap() <= 1e-4);
+    // The head is symmetric in its two inputs.
+    let swapped = run(&head, &[("a", &eb), ("b", &ea)], "logit");
+    assert!(export::scaled_diff(&composed.data, &swapped.data) <= 1e-6);
+}
+
+fn normalized(d: &Dataset, i: usize) -> Vec<f32> {
+    d.image(i).iter().map(|&p| Normalization::SYMMETRIC.apply(p)).collect()
+}
+
+fn close(a: &[f32], b: &[f32]) -> bool {
+    a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-5)
+}
+
+#[test]
+fn pairs_are_balanced_reproducible_and_correct() {
+    let d = data();
+    let norm = Normalization::SYMMETRIC;
+    let none = Strong { shift: 0.0, rotate: 0.0, scale: 0.0, warp: 0.0, brightness: 0.0, contrast: 0.0, blur: 0.0, noise: 0.0, occlude: 0.0 };
+    let batch = Batch { images: vec![], labels: vec![], indices: (0..12).collect(), n: 12 };
+    // Without augmentation a positive pair is the same image twice and a negative is not.
+    let plain = PairFeed::new(&d, none, norm, 5).feed(&batch, 1);
+    let [a, b, same] = &plain[..] else { panic!("three inputs") };
+    assert_eq!(same.iter().filter(|&&s| s == 1.0).count(), 6);
+    let mut same_class_negatives = 0;
+    for i in 0..12 {
+        let (ra, rb) = (&a[i * 64..(i + 1) * 64], &b[i * 64..(i + 1) * 64]);
+        assert!(close(ra, &normalized(&d, i)), "row {i}: `a` is the anchor image");
+        if same[i] == 1.0 {
+            assert_eq!(ra, rb, "row {i}: a positive pair shows one image");
+        } else {
+            assert_ne!(ra, rb, "row {i}: a negative pair shows two images");
+            let partner = (0..12).find(|&j| close(rb, &normalized(&d, j))).unwrap();
+            same_class_negatives += usize::from(argmax(d.label(partner)) == argmax(d.label(i)));
+        }
+    }
+    assert!(same_class_negatives > 0, "some negatives are hard (same class)");
+
+    let strong = PairFeed::new(&d, Strong::default(), norm, 5);
+    assert_eq!(strong.feed(&batch, 1), strong.feed(&batch, 1));
+    assert_ne!(strong.feed(&batch, 1)[0], strong.feed(&batch, 2)[0]);
+    let out = strong.feed(&batch, 1);
+    assert_ne!(&out[0][..64], &out[1][..64], "the two views of a positive are augmented independently");
+}
