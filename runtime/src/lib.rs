@@ -5,6 +5,8 @@
 //!   ONNX Runtime with the `ort` feature); every call is checked for NaN/Inf.
 //! - [`sampler`]: the EDM Heun sampler with guidance and per-sample seeds.
 //! - [`generate`]: reference images → pseudo-conditions → samples → pixels, and sharding.
+//! - [`gate`]: the privacy gate (re-identification against the source and its nearest
+//!   references, selection among passing candidates); fails closed.
 //!
 //! - `data` (feature `fs`): labelled image sets on disk (IDX files, filelists).
 //!
@@ -17,5 +19,6 @@ pub mod backend;
 pub mod bundle;
 #[cfg(feature = "fs")]
 pub mod data;
+pub mod gate;
 pub mod generate;
 pub mod sampler;

@@ -158,25 +158,56 @@ pub fn denoiser(body: Body) -> Vec<u8> {
     )
 }
 
+impl Graph {
+    /// `flatten(image) · w` into `output` (`w` `[C·H·W, cols]`).
+    fn flatten_matmul(&mut self, w: &[f32], cols: usize, output: &str) {
+        self.f32("w", &[(C * H * W) as i64, cols as i64], w);
+        self.nodes.push(pb::NodeProto {
+            input: vec!["image".into()],
+            output: vec!["flat".into()],
+            name: "flatten".into(),
+            op_type: "Flatten".into(),
+            attribute: vec![pb::AttributeProto {
+                name: "axis".into(),
+                r#type: pb::attribute_proto::AttributeType::Int as i32,
+                i: 1,
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+        self.node("MatMul", &["flat", "w"], output);
+    }
+}
+
 /// A features model: `features = flatten(image) · weights` (`weights` `[C·H·W, D]`).
 pub fn features(weights: &[f32]) -> Vec<u8> {
     let mut g = Graph::default();
-    g.f32("w", &[(C * H * W) as i64, D as i64], weights);
-    g.nodes.push(pb::NodeProto {
-        input: vec!["image".into()],
-        output: vec!["flat".into()],
-        name: "flatten".into(),
-        op_type: "Flatten".into(),
-        attribute: vec![pb::AttributeProto {
-            name: "axis".into(),
-            r#type: pb::attribute_proto::AttributeType::Int as i32,
-            i: 1,
-            ..Default::default()
-        }],
-        ..Default::default()
-    });
-    g.node("MatMul", &["flat", "w"], "features");
+    g.flatten_matmul(weights, D, "features");
     g.encode(&[("image", image_dims())], &[("features", vec![None, Some(D as i64)])])
+}
+
+/// Embedding size of the test re-identification models.
+pub const E: usize = 4;
+
+/// A re-id embedding: `sigmoid(flatten(image) · weights)` (`weights` `[C·H·W, E]`).
+pub fn reid_embed(weights: &[f32]) -> Vec<u8> {
+    let mut g = Graph::default();
+    g.flatten_matmul(weights, E, "z");
+    g.node("Sigmoid", &["z"], "embedding");
+    g.encode(&[("image", image_dims())], &[("embedding", vec![None, Some(E as i64)])])
+}
+
+/// A re-id head: `logit = bias − scale · Σ|a − b|` (same person when the embeddings agree).
+pub fn reid_head(scale: f32, bias: f32) -> Vec<u8> {
+    let mut g = Graph::default();
+    g.f32("w", &[E as i64, 1], &[-scale; E]);
+    g.f32("bias", &[1], &[bias]);
+    g.node("Sub", &["a", "b"], "d");
+    g.node("Abs", &["d"], "ad");
+    g.node("MatMul", &["ad", "w"], "m");
+    g.node("Add", &["m", "bias"], "logit");
+    let e = vec![None, Some(E as i64)];
+    g.encode(&[("a", e.clone()), ("b", e)], &[("logit", vec![None, Some(1)])])
 }
 
 /// The `bundle.json` entry of a test denoiser file.

@@ -4,6 +4,7 @@ mod backend;
 mod bundle;
 mod cli;
 mod common;
+mod gate;
 mod generate;
 mod sampler;
 mod shipped;

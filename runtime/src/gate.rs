@@ -1,0 +1,266 @@
+//! The privacy gate, backend-agnostic and free of I/O.
+//!
+//! A candidate drawn for reference image r passes only if the re-identification model calls it
+//! "not the same person" as r **and** as each of r's k nearest references by embedding (and,
+//! for images checked without a source, as each of its own k nearest references). Among the
+//! passing candidates the one whose classifier output is closest to r's (mean binary
+//! cross-entropy) is kept. Anything that cannot be checked is an error: the gate fails closed.
+
+use ndarray::{Array1, Array2, ArrayView2, ArrayView4, Axis, s};
+
+use crate::backend::{BackendError, Model};
+
+/// Why a check could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum GateError {
+    /// A model call failed, or a model output held NaN/Inf.
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    /// A model's output is not what the gate needs.
+    #[error("{file}: {problem}")]
+    Interface {
+        /// The ONNX file.
+        file: String,
+        /// What is wrong.
+        problem: String,
+    },
+    /// The threshold is unusable.
+    #[error("the re-identification threshold must lie strictly between 0 and 1, got {0}")]
+    Threshold(f32),
+}
+
+/// The two halves of the re-identification model and its decision threshold.
+#[derive(Debug)]
+pub struct Reid {
+    embed: Model,
+    head: Model,
+    threshold: f32,
+}
+
+fn output2(model: &mut Model, inputs: &[(&str, ndarray::ArrayViewD<'_, f32>)], name: &str) -> Result<Array2<f32>, GateError> {
+    let file = model.spec().file.clone();
+    let value = model
+        .run(inputs)?
+        .remove(name)
+        .ok_or_else(|| GateError::Interface { file: file.clone(), problem: format!("it has no output `{name}`") })?;
+    value.into_dimensionality().map_err(|e| GateError::Interface { file, problem: format!("output `{name}` is not 2-D: {e}") })
+}
+
+impl Reid {
+    /// `embed` (`image` → `embedding`), `head` (`a`, `b` → `logit`) and the probability at or
+    /// above which two images show the same person.
+    pub fn new(embed: Model, head: Model, threshold: f32) -> Result<Reid, GateError> {
+        if !(threshold > 0.0 && threshold < 1.0) {
+            return Err(GateError::Threshold(threshold));
+        }
+        Ok(Reid { embed, head, threshold })
+    }
+
+    /// The decision threshold (a probability).
+    pub fn threshold(&self) -> f32 {
+        self.threshold
+    }
+
+    /// Embeddings of normalised images `[n, C, H, W]`.
+    pub fn embed(&mut self, images: ArrayView4<f32>) -> Result<Array2<f32>, GateError> {
+        output2(&mut self.embed, &[("image", images.into_dyn())], "embedding")
+    }
+
+    /// The probability that row i of `a` and row i of `b` show the same person.
+    pub fn same_person(&mut self, a: ArrayView2<f32>, b: ArrayView2<f32>) -> Result<Array1<f32>, GateError> {
+        let logits = output2(&mut self.head, &[("a", a.into_dyn()), ("b", b.into_dyn())], "logit")?;
+        Ok(logits.column(0).mapv(|z| 1.0 / (1.0 + (-z).exp())))
+    }
+}
+
+/// The embeddings of every reference image, searched exhaustively (exact nearest neighbours by
+/// Euclidean distance, as matrix products).
+#[derive(Clone, Debug)]
+pub struct ReferenceSet {
+    embeddings: Array2<f32>,
+    norms: Array1<f32>,
+}
+
+impl ReferenceSet {
+    /// Indexes `embeddings` (`[n, E]`, one row per reference image).
+    pub fn new(embeddings: Array2<f32>) -> ReferenceSet {
+        let norms = embeddings.rows().into_iter().map(|r| r.dot(&r)).collect();
+        ReferenceSet { embeddings, norms }
+    }
+
+    /// Number of references.
+    pub fn len(&self) -> usize {
+        self.embeddings.nrows()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The embedding of reference `i`.
+    pub fn embedding(&self, i: usize) -> ndarray::ArrayView1<'_, f32> {
+        self.embeddings.row(i)
+    }
+
+    /// For every query row, the indices of its `k` nearest references, nearest first.
+    pub fn nearest(&self, queries: ArrayView2<f32>, k: usize) -> Vec<Vec<usize>> {
+        let k = k.min(self.len());
+        let mut result = vec![Vec::with_capacity(k); queries.nrows()];
+        if k == 0 {
+            return result;
+        }
+        const BLOCK: usize = 8192;
+        let mut best: Vec<Vec<(f32, usize)>> = vec![Vec::with_capacity(k + 1); queries.nrows()];
+        for start in (0..self.len()).step_by(BLOCK) {
+            let end = (start + BLOCK).min(self.len());
+            let products = queries.dot(&self.embeddings.slice(s![start..end, ..]).t());
+            for (q, row) in products.rows().into_iter().enumerate() {
+                let list = &mut best[q];
+                for (j, &p) in row.iter().enumerate() {
+                    // ‖q − r‖² up to the constant ‖q‖².
+                    let score = self.norms[start + j] - 2.0 * p;
+                    if list.len() < k || score < list[list.len() - 1].0 {
+                        let at = list.partition_point(|&(s, _)| s <= score);
+                        list.insert(at, (score, start + j));
+                        list.truncate(k);
+                    }
+                }
+            }
+        }
+        for (out, list) in result.iter_mut().zip(best) {
+            out.extend(list.into_iter().map(|(_, i)| i));
+        }
+        result
+    }
+}
+
+/// The gate's decision on one image.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Verdict {
+    /// Whether the image may be released.
+    pub passed: bool,
+    /// The highest same-person probability against the references it was compared with.
+    pub max_probability: f32,
+    /// The reference that probability was against.
+    pub closest_reference: Option<usize>,
+    /// How many references it was compared with.
+    pub compared: usize,
+}
+
+/// Checks images by their embeddings (`[m, E]`): each is compared with `sources[i]` (the
+/// reference it was drawn for, if any) and with the `k` nearest references to it and to its
+/// source, all in one batched call of the head. It passes when every probability stays below
+/// the threshold.
+pub fn check(reid: &mut Reid, references: &ReferenceSet, embeddings: ArrayView2<f32>, sources: &[Option<usize>], k: usize) -> Result<Vec<Verdict>, GateError> {
+    assert_eq!(embeddings.nrows(), sources.len(), "one source (or none) per image");
+    let near_self = references.nearest(embeddings, k);
+    let source_rows: Vec<usize> = sources.iter().flatten().copied().collect();
+    let source_embeddings = ndarray::stack(Axis(0), &source_rows.iter().map(|&r| references.embedding(r)).collect::<Vec<_>>()).ok();
+    let near_source = match &source_embeddings {
+        Some(e) => references.nearest(e.view(), k),
+        None => Vec::new(),
+    };
+    let mut near_source = near_source.into_iter();
+    let mut pairs: Vec<(usize, usize)> = Vec::new();
+    for (i, source) in sources.iter().enumerate() {
+        let mut compare: Vec<usize> = source.iter().copied().collect();
+        if source.is_some() {
+            compare.extend(near_source.next().unwrap_or_default());
+        }
+        compare.extend(&near_self[i]);
+        compare.sort_unstable();
+        compare.dedup();
+        pairs.extend(compare.into_iter().map(|r| (i, r)));
+    }
+    let e = embeddings.ncols();
+    let a = Array2::from_shape_fn((pairs.len(), e), |(p, j)| embeddings[[pairs[p].0, j]]);
+    let b = Array2::from_shape_fn((pairs.len(), e), |(p, j)| references.embeddings[[pairs[p].1, j]]);
+    let probabilities = if pairs.is_empty() { Array1::zeros(0) } else { reid.same_person(a.view(), b.view())? };
+    let mut verdicts = vec![Verdict { passed: true, max_probability: 0.0, closest_reference: None, compared: 0 }; sources.len()];
+    for (&(i, r), &p) in pairs.iter().zip(&probabilities) {
+        let v = &mut verdicts[i];
+        v.compared += 1;
+        if v.closest_reference.is_none() || p > v.max_probability {
+            v.max_probability = p;
+            v.closest_reference = Some(r);
+        }
+        if p >= reid.threshold {
+            v.passed = false;
+        }
+    }
+    for v in &mut verdicts {
+        // An image compared with nothing was not checked: it does not pass.
+        v.passed &= v.compared > 0;
+    }
+    Ok(verdicts)
+}
+
+/// Mean binary cross-entropy of candidate probabilities `q` against the reference's `p`:
+/// `−mean(p·ln q + (1 − p)·ln(1 − q))`, the selection criterion among passing candidates.
+pub fn mean_bce(p: &[f32], q: &[f32]) -> f32 {
+    const EPS: f32 = 1e-7;
+    let total: f32 = p.iter().zip(q).map(|(&p, &q)| {
+        let q = q.clamp(EPS, 1.0 - EPS);
+        -(p * q.ln() + (1.0 - p) * (1.0 - q).ln())
+    }).sum();
+    total / p.len().max(1) as f32
+}
+
+/// Class probabilities from logits: softmax over a row for single-label data, independent
+/// sigmoids for multi-label data.
+pub fn probabilities(logits: ArrayView2<f32>, multi_label: bool) -> Array2<f32> {
+    let mut out = logits.to_owned();
+    for mut row in out.rows_mut() {
+        if multi_label {
+            row.mapv_inplace(|z| 1.0 / (1.0 + (-z).exp()));
+        } else {
+            let max = row.fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+            row.mapv_inplace(|z| (z - max).exp());
+            let sum = row.sum();
+            row.mapv_inplace(|v| v / sum);
+        }
+    }
+    out
+}
+
+/// Among `candidates` (rows of class probabilities) whose verdict passed, the index of the one
+/// closest to the reference's probabilities by [`mean_bce`]; `None` if none passed.
+pub fn select(reference: &[f32], candidates: ArrayView2<f32>, verdicts: &[Verdict]) -> Option<usize> {
+    candidates
+        .rows()
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| verdicts[*i].passed)
+        .map(|(i, row)| (i, mean_bce(reference, row.as_slice().expect("contiguous"))))
+        .min_by(|a, b| a.1.total_cmp(&b.1))
+        .map(|(i, _)| i)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::array;
+
+    #[test]
+    fn nearest_is_exact_and_ordered() {
+        let refs = ReferenceSet::new(array![[0.0f32, 0.0], [1.0, 0.0], [0.0, 2.0], [5.0, 5.0]]);
+        let q = array![[0.9f32, 0.1], [4.0, 4.0]];
+        assert_eq!(refs.nearest(q.view(), 2), vec![vec![1, 0], vec![3, 2]]);
+        assert_eq!(refs.nearest(q.view(), 9)[0].len(), 4);
+        assert!(refs.nearest(q.view(), 0)[0].is_empty());
+    }
+
+    #[test]
+    fn selection_prefers_the_closest_passing_candidate() {
+        let reference = [0.9f32, 0.1];
+        let candidates = array![[0.9f32, 0.1], [0.6, 0.4], [0.2, 0.8]];
+        let pass = |passed| Verdict { passed, max_probability: 0.0, closest_reference: None, compared: 1 };
+        assert_eq!(select(&reference, candidates.view(), &[pass(true), pass(true), pass(true)]), Some(0));
+        assert_eq!(select(&reference, candidates.view(), &[pass(false), pass(true), pass(true)]), Some(1));
+        assert_eq!(select(&reference, candidates.view(), &[pass(false), pass(false), pass(false)]), None);
+        let p = probabilities(array![[0.0f32, 0.0], [10.0, -10.0]].view(), false);
+        assert!((p[[0, 0]] - 0.5).abs() < 1e-6 && p[[1, 0]] > 0.99);
+        assert!(mean_bce(&[1.0], &[0.0]).is_finite());
+    }
+}

@@ -1,0 +1,78 @@
+//! The privacy gate on tiny re-identification models: a copy of *any* reference is caught
+//! (not only of the source), distinct images pass, and a broken model fails closed.
+
+use ndarray::{Array2, Array4};
+use unpersonal_runtime::backend::{Model, Tract};
+use unpersonal_runtime::bundle::{Bundle, Role};
+use unpersonal_runtime::gate::{GateError, ReferenceSet, Reid, check};
+
+use crate::common::{C, E, H, W, bundle_json, reid_embed, reid_head};
+
+fn models(scale: f32) -> Reid {
+    let (embed, head) = halves(scale);
+    Reid::new(embed, head, 0.5).unwrap()
+}
+
+/// The embedding and head models, loaded through a verified bundle description.
+fn halves(scale: f32) -> (Model, Model) {
+    let weights: Vec<f32> = (0..C * H * W * E).map(|i| ((i * 7 % 11) as f32 - 5.0) * 0.05).collect();
+    let (embed, head) = (reid_embed(&weights), reid_head(scale, 4.0));
+    let entry = |file: &str, onnx: &[u8], inputs: serde_json::Value, outputs: serde_json::Value| {
+        serde_json::json!({ "file": file, "sha256": unpersonal_runtime::bundle::sha256_hex(onnx), "inputs": inputs, "outputs": outputs, "provenance": {} })
+    };
+    let mut value = bundle_json(serde_json::json!({
+        "reid_embed": entry("e.onnx", &embed, serde_json::json!([{ "name": "image", "shape": ["batch", C, H, W] }]), serde_json::json!([{ "name": "embedding", "shape": ["batch", E] }])),
+        "reid_head": entry("h.onnx", &head, serde_json::json!([{ "name": "a", "shape": ["batch", E] }, { "name": "b", "shape": ["batch", E] }]), serde_json::json!([{ "name": "logit", "shape": ["batch", 1] }])),
+    }));
+    value["reid"] = serde_json::json!({ "threshold": 0.5 });
+    let bundle = Bundle::from_json(&value.to_string()).unwrap();
+    bundle.verify(Role::ReidEmbed, &embed).unwrap();
+    bundle.verify(Role::ReidHead, &head).unwrap();
+    let embed = Model::load(&Tract, bundle.model(Role::ReidEmbed).unwrap(), &embed).unwrap();
+    let head = Model::load(&Tract, bundle.model(Role::ReidHead).unwrap(), &head).unwrap();
+    (embed, head)
+}
+
+/// `n` distinct images in model space.
+fn images(n: usize, offset: usize) -> Array4<f32> {
+    Array4::from_shape_fn((n, C, H, W), |(i, _, y, x)| (((i * 13 + offset + y * 5 + x * 3) % 17) as f32 / 8.0) - 1.0)
+}
+
+#[test]
+fn a_copy_of_any_reference_is_caught_and_distinct_images_pass() {
+    let mut reid = models(40.0);
+    let references = images(6, 0);
+    let refs = ReferenceSet::new(reid.embed(references.view()).unwrap());
+    // Candidates drawn for reference 0: a copy of reference 4, a copy of reference 0, and
+    // images unlike any reference.
+    let mut candidates = images(4, 100);
+    candidates.index_axis_mut(ndarray::Axis(0), 0).assign(&references.index_axis(ndarray::Axis(0), 4));
+    candidates.index_axis_mut(ndarray::Axis(0), 1).assign(&references.index_axis(ndarray::Axis(0), 0));
+    let embeddings = reid.embed(candidates.view()).unwrap();
+    let verdicts = check(&mut reid, &refs, embeddings.view(), &[Some(0); 4], 2).unwrap();
+    assert!(!verdicts[0].passed && verdicts[0].closest_reference == Some(4), "{:?}", verdicts[0]);
+    assert!(!verdicts[1].passed && verdicts[1].closest_reference == Some(0), "{:?}", verdicts[1]);
+    for v in &verdicts[2..] {
+        assert!(v.passed && v.max_probability < 0.5 && v.compared >= 3, "{v:?}");
+    }
+    // Checked without a source (`unpersonal check`), a copy is still caught by its neighbours.
+    let verdicts = check(&mut reid, &refs, embeddings.view(), &[None; 4], 1).unwrap();
+    assert!(!verdicts[0].passed && !verdicts[1].passed && verdicts[2].passed);
+}
+
+#[test]
+fn nothing_passes_unchecked() {
+    let mut reid = models(40.0);
+    let refs = ReferenceSet::new(Array2::zeros((0, E)));
+    let embeddings = reid.embed(images(2, 0).view()).unwrap();
+    let verdicts = check(&mut reid, &refs, embeddings.view(), &[None, None], 3).unwrap();
+    assert!(verdicts.iter().all(|v| !v.passed && v.compared == 0));
+}
+
+#[test]
+fn thresholds_outside_zero_one_are_refused() {
+    let reid = models(40.0);
+    let bad = format!("{}", GateError::Threshold(1.0));
+    assert!(bad.contains("strictly between 0 and 1"));
+    assert_eq!(reid.threshold(), 0.5);
+}
