@@ -15,6 +15,7 @@ fn main() -> ExitCode {
         Command::Info(args) => cli::info::run(args, &out),
         Command::Generate(args) => cli::generate::run(args, &out),
         Command::Merge(args) => cli::merge::run(args, &out),
+        Command::Check(args) => cli::check::run(args, &out),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

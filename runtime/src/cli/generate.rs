@@ -11,12 +11,12 @@ use ndarray::{Array2, Array4};
 use serde_json::json;
 use unpersonal_runtime::backend::Model;
 use unpersonal_runtime::bundle::{BundleDir, Role};
-use unpersonal_runtime::data::{Dataset, FilelistOptions, Split, load_filelist};
+use unpersonal_runtime::data::Dataset;
 use unpersonal_runtime::generate::{Generator, SampleId, Settings, Shard, shard_samples};
 use unpersonal_runtime::sampler::Denoiser;
 
 use super::outdir::{self, Entry, Manifest, RunInfo};
-use super::{BackendArgs, Output};
+use super::{BackendArgs, Output, reference};
 
 /// Arguments of `unpersonal generate`.
 #[derive(Debug, clap::Args)]
@@ -61,11 +61,7 @@ pub fn run(args: &Args, out: &Output) -> anyhow::Result<()> {
     let started = Instant::now();
     let loaded = BundleDir::load(&args.bundle).with_context(|| format!("cannot use the bundle in {}", args.bundle.display()))?;
     let bundle = &loaded.bundle;
-    let reference_path = match &args.reference {
-        Some(path) => path.clone(),
-        None => default_reference(&args.bundle)?,
-    };
-    let reference = load_reference(&reference_path, &loaded)?;
+    let reference = reference::load(args.reference.as_deref(), &loaded)?;
     let mut settings = Settings::from_bundle(&bundle.sampler, args.per_image, args.seed);
     settings.steps = args.steps.unwrap_or(settings.steps);
     settings.guidance = args.guidance.unwrap_or(settings.guidance);
@@ -178,45 +174,6 @@ fn write_chunk(generator: &mut Generator, reference: &Dataset, chunk: &[SampleId
         bar.inc(1);
     }
     Ok(())
-}
-
-/// The bundle's shipped reference sample.
-fn default_reference(bundle_dir: &Path) -> anyhow::Result<PathBuf> {
-    let path = bundle_dir.join("reference").join("filelist.txt");
-    anyhow::ensure!(path.is_file(), "the bundle {} ships no reference sample ({} is missing): pass --reference", bundle_dir.display(), path.display());
-    Ok(path)
-}
-
-/// Loads the reference set (images with the bundle's channel count) and checks that it fits
-/// the bundle.
-fn load_reference(path: &Path, loaded: &BundleDir) -> anyhow::Result<Dataset> {
-    let image = &loaded.bundle.image;
-    let data = if path.is_file() {
-        load_filelist(path, &FilelistOptions { channels: image.channels, ..FilelistOptions::default() })?
-    } else {
-        Dataset::load(path, Split::Train)?
-    };
-    anyhow::ensure!(
-        (data.channels, data.height, data.width) == (image.channels, image.height, image.width),
-        "{}: reference images are {}×{}×{} (channels × height × width), the bundle {} makes {}×{}×{}",
-        path.display(),
-        data.channels,
-        data.height,
-        data.width,
-        loaded.bundle.name,
-        image.channels,
-        image.height,
-        image.width
-    );
-    anyhow::ensure!(
-        data.num_labels == loaded.bundle.labels.count,
-        "{}: reference images carry {} labels, the bundle {} has {}",
-        path.display(),
-        data.num_labels,
-        loaded.bundle.name,
-        loaded.bundle.labels.count
-    );
-    Ok(data)
 }
 
 fn progress_bar(out: &Output, total: usize, done: usize) -> ProgressBar {

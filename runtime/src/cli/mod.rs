@@ -1,9 +1,11 @@
 //! Command-line arguments and output conventions shared by every subcommand.
 
+pub mod check;
 pub mod generate;
 pub mod info;
 pub mod merge;
 mod outdir;
+mod reference;
 
 use clap::{Parser, Subcommand};
 
@@ -36,6 +38,9 @@ pub enum Command {
     Generate(generate::Args),
     /// Join the outputs of `generate --shard i/n` runs into the single-run result.
     Merge(merge::Args),
+    /// Check images against a reference set with the re-identification model; exit status 0
+    /// only if no image could single out a person of the reference set.
+    Check(check::Args),
 }
 
 /// The ONNX engine, as `--backend` (and for ONNX Runtime `--device`, `--threads`) say.

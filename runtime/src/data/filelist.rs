@@ -129,11 +129,23 @@ fn read_image(list: &Path, root: &Path, canonical_root: &Path, row: &Row) -> Res
             canonical_root.display()
         )));
     }
-    image::ImageReader::open(&real)
-        .and_then(|r| r.with_guessed_format())
-        .map_err(|e| err(format!("cannot read image {}: {e}", file.display())))?
-        .decode()
-        .map_err(|e| err(format!("cannot decode image {}: {e}", file.display())))
+    decode(&real).map_err(|problem| err(format!("{problem} {}", file.display())))
+}
+
+/// Decodes an image file; the error says what failed ("cannot read image", "cannot decode
+/// image") and why, for the caller to complete with the path it shows.
+fn decode(file: &Path) -> Result<DynamicImage, String> {
+    let reader = image::ImageReader::open(file).and_then(|r| r.with_guessed_format()).map_err(|e| format!("cannot read image ({e}):"))?;
+    reader.decode().map_err(|e| format!("cannot decode image ({e}):"))
+}
+
+/// Reads one image file as CHW bytes with `channels` (1 or 3) channels: `(height, width,
+/// bytes)`. Errors name the file.
+pub fn load_image(path: &Path, channels: usize) -> Result<(usize, usize, Vec<u8>), DataError> {
+    let img = decode(path).map_err(|problem| DataError::invalid(path, problem.trim_end_matches(':').to_string()))?;
+    let mut bytes = Vec::new();
+    push_chw(&mut bytes, &img, channels);
+    Ok((img.height() as usize, img.width() as usize, bytes))
 }
 
 /// Appends `img` to `out` as CHW bytes with `channels` (1 or 3) channels.

@@ -8,7 +8,7 @@
 pub mod filelist;
 pub mod idx;
 
-pub use filelist::{FilelistOptions, load_filelist};
+pub use filelist::{FilelistOptions, load_filelist, load_image};
 
 use std::fmt;
 use std::path::{Path, PathBuf};

@@ -277,3 +277,37 @@ pub fn write_bundle(dir: &std::path::Path, body: Body) {
     std::fs::write(dir.join("denoiser.onnx"), den).unwrap();
     std::fs::write(dir.join("features.onnx"), feat).unwrap();
 }
+
+/// The `bundle.json` entries of the test re-identification halves.
+pub fn reid_entries(embed: &[u8], head: &[u8]) -> (Value, Value) {
+    let e = json!(["batch", E]);
+    (
+        json!({ "file": "reid_embed.onnx", "sha256": sha256_hex(embed),
+                "inputs": [ { "name": "image", "shape": ["batch", C, H, W] } ],
+                "outputs": [ { "name": "embedding", "shape": e } ], "provenance": {} }),
+        json!({ "file": "reid_head.onnx", "sha256": sha256_hex(head),
+                "inputs": [ { "name": "a", "shape": e }, { "name": "b", "shape": e } ],
+                "outputs": [ { "name": "logit", "shape": ["batch", 1] } ], "provenance": {} }),
+    )
+}
+
+/// The re-identification halves used by the tests: embeddings that tell the test images apart,
+/// and a head that says "same person" only for nearly equal embeddings (threshold 0.5).
+pub fn reid_models() -> (Vec<u8>, Vec<u8>) {
+    let weights: Vec<f32> = (0..C * H * W * E).map(|i| ((i * 7 % 11) as f32 - 5.0) * 0.05).collect();
+    (reid_embed(&weights), reid_head(40.0, 4.0))
+}
+
+/// Adds the test re-identification model (threshold 0.5) to the bundle in `dir`.
+pub fn add_reid(dir: &std::path::Path) {
+    let (embed, head) = reid_models();
+    let path = dir.join("bundle.json");
+    let mut value: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let (e, h) = reid_entries(&embed, &head);
+    value["models"]["reid_embed"] = e;
+    value["models"]["reid_head"] = h;
+    value["reid"] = json!({ "threshold": 0.5 });
+    std::fs::write(&path, value.to_string()).unwrap();
+    std::fs::write(dir.join("reid_embed.onnx"), embed).unwrap();
+    std::fs::write(dir.join("reid_head.onnx"), head).unwrap();
+}

@@ -6,7 +6,7 @@ use unpersonal_runtime::backend::{Model, Tract};
 use unpersonal_runtime::bundle::{Bundle, Role};
 use unpersonal_runtime::gate::{GateError, ReferenceSet, Reid, check};
 
-use crate::common::{C, E, H, W, bundle_json, reid_embed, reid_head};
+use crate::common::{C, E, H, W, bundle_json, reid_embed, reid_entries, reid_head};
 
 fn models(scale: f32) -> Reid {
     let (embed, head) = halves(scale);
@@ -17,13 +17,8 @@ fn models(scale: f32) -> Reid {
 fn halves(scale: f32) -> (Model, Model) {
     let weights: Vec<f32> = (0..C * H * W * E).map(|i| ((i * 7 % 11) as f32 - 5.0) * 0.05).collect();
     let (embed, head) = (reid_embed(&weights), reid_head(scale, 4.0));
-    let entry = |file: &str, onnx: &[u8], inputs: serde_json::Value, outputs: serde_json::Value| {
-        serde_json::json!({ "file": file, "sha256": unpersonal_runtime::bundle::sha256_hex(onnx), "inputs": inputs, "outputs": outputs, "provenance": {} })
-    };
-    let mut value = bundle_json(serde_json::json!({
-        "reid_embed": entry("e.onnx", &embed, serde_json::json!([{ "name": "image", "shape": ["batch", C, H, W] }]), serde_json::json!([{ "name": "embedding", "shape": ["batch", E] }])),
-        "reid_head": entry("h.onnx", &head, serde_json::json!([{ "name": "a", "shape": ["batch", E] }, { "name": "b", "shape": ["batch", E] }]), serde_json::json!([{ "name": "logit", "shape": ["batch", 1] }])),
-    }));
+    let (e, h) = reid_entries(&embed, &head);
+    let mut value = bundle_json(serde_json::json!({ "reid_embed": e, "reid_head": h }));
     value["reid"] = serde_json::json!({ "threshold": 0.5 });
     let bundle = Bundle::from_json(&value.to_string()).unwrap();
     bundle.verify(Role::ReidEmbed, &embed).unwrap();

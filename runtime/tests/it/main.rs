@@ -2,6 +2,7 @@
 
 mod backend;
 mod bundle;
+mod check;
 mod cli;
 mod common;
 mod gate;

@@ -15,17 +15,12 @@ use unpersonal_trainer::step::AdamW;
 use unpersonal_trainer::train::{self, Schedule, Supervised, TrainConfig};
 use unpersonal_trainer::{bundle, checkpoint};
 
-use super::{EngineArgs, RunControl, TRAINER, first_images, load_test, load_train, logits};
+use super::{DataArgs, EngineArgs, RunControl, TRAINER, first_images, logits};
 
 #[derive(Args)]
 pub struct ClassifierArgs {
-    /// Training data: a directory with Fashion-MNIST/MNIST IDX files, or a filelist
-    /// (`relative/path.png l0 l1 …`, paths relative to the filelist's directory).
-    #[arg(long, default_value = "/usr/share/datasets/fashion-mnist")]
-    data: PathBuf,
-    /// Test data for evaluation (default: the IDX directory's t10k split; a filelist needs one).
-    #[arg(long)]
-    test_data: Option<PathBuf>,
+    #[command(flatten)]
+    data: DataArgs,
     /// Bundle directory the exported model and bundle.json are written to.
     #[arg(long)]
     out: PathBuf,
@@ -65,9 +60,6 @@ pub struct ClassifierArgs {
     /// Disable random horizontal flips (they are only used where the data allows them).
     #[arg(long)]
     no_flip: bool,
-    /// Use only the first N training images (quick runs).
-    #[arg(long)]
-    limit: Option<usize>,
     /// Evaluate on the test set every N steps (0: only at the end).
     #[arg(long, default_value_t = 500)]
     eval_every: u64,
@@ -81,8 +73,7 @@ pub fn run(args: ClassifierArgs) -> anyhow::Result<()> {
     let env = args.engine.environment()?;
     checkpoint::ensure_writable(&args.out)?;
     checkpoint::ensure_writable(&args.run)?;
-    let data = load_train(&args.data, args.limit)?;
-    let test = load_test(&args.data, args.test_data.as_deref(), &data)?;
+    let (data, test) = args.data.load()?;
     let widths: [usize; 3] = args.widths.as_slice().try_into().context("--widths takes three numbers, e.g. 32,48,96")?;
     let model = ClassifierConfig {
         channels: data.channels,
@@ -98,7 +89,7 @@ pub fn run(args: ClassifierArgs) -> anyhow::Result<()> {
     let steps = args.steps.unwrap_or(args.epochs * per_epoch);
     let cfg = TrainConfig {
         model: json!({ "kind": model.kind(), "config": model }),
-        data: args.data.display().to_string(),
+        data: args.data.data.display().to_string(),
         samples: data.len(),
         batch: args.batch,
         schedule: Schedule { steps, warmup: args.warmup.min(steps / 2), lr: args.lr, final_ratio: 0.01 },

@@ -17,16 +17,12 @@ use unpersonal_trainer::step::{self, AdamW};
 use unpersonal_trainer::train::{self, Schedule, TrainConfig};
 use unpersonal_trainer::{bundle, checkpoint};
 
-use super::{EngineArgs, RunControl, TRAINER, first_images, load_test, load_train};
+use super::{DataArgs, EngineArgs, RunControl, TRAINER, first_images};
 
 #[derive(Args)]
 pub struct DenoiserArgs {
-    /// Training data: a directory with Fashion-MNIST/MNIST IDX files, or a filelist.
-    #[arg(long, default_value = "/usr/share/datasets/fashion-mnist")]
-    data: PathBuf,
-    /// Held-out data for the validation loss (default: the IDX directory's t10k split).
-    #[arg(long)]
-    test_data: Option<PathBuf>,
+    #[command(flatten)]
+    data: DataArgs,
     /// The pseudo-condition extractor: `classifier` (the classifier of the --out bundle; its
     /// L2-normalised penultimate features) or the path of another exported encoder (ONNX with
     /// an `image` input and a `features` output), which is copied into the bundle.
@@ -77,9 +73,6 @@ pub struct DenoiserArgs {
     /// Disable random horizontal flips (they are only used where the data allows them).
     #[arg(long)]
     no_flip: bool,
-    /// Use only the first N training images (quick runs).
-    #[arg(long)]
-    limit: Option<usize>,
     /// Compute the validation loss every N steps (0: only at the end of the schedule).
     #[arg(long, default_value_t = 1000)]
     eval_every: u64,
@@ -102,8 +95,7 @@ pub fn run(args: DenoiserArgs) -> anyhow::Result<()> {
     let env = args.engine.environment()?;
     checkpoint::ensure_writable(&args.out)?;
     checkpoint::ensure_writable(&args.run)?;
-    let data = load_train(&args.data, args.limit)?;
-    let test = load_test(&args.data, args.test_data.as_deref(), &data)?;
+    let (data, test) = args.data.load()?;
     let norm = Normalization::SYMMETRIC;
     let session = args.engine.session();
     let extractor = features_model(&args.features, &args.out)?;
@@ -133,7 +125,7 @@ pub fn run(args: DenoiserArgs) -> anyhow::Result<()> {
     let edm = EdmTraining { p_uncond: args.p_uncond, hflip: mirrored, ..EdmTraining::default() };
     let cfg = TrainConfig {
         model: json!({ "kind": model.kind(), "config": model, "edm": edm, "features_sha256": bundle::sha256_hex(&extractor.onnx) }),
-        data: args.data.display().to_string(),
+        data: args.data.data.display().to_string(),
         samples: data.len(),
         batch: args.batch,
         schedule: Schedule { steps: args.steps, warmup: args.warmup.min(args.steps / 2), lr: args.lr, final_ratio: 0.1 },

@@ -75,28 +75,42 @@ impl RunControl {
     }
 }
 
-/// Loads the training split of `data`, truncated to `limit` images.
-pub fn load_train(data: &Path, limit: Option<usize>) -> anyhow::Result<Dataset> {
-    let mut set = Dataset::load(data, Split::Train)?;
-    if let Some(n) = limit {
-        set.truncate(n);
-    }
-    Ok(set)
+/// Where a training command's data comes from.
+#[derive(Args)]
+pub struct DataArgs {
+    /// Training data: a directory with Fashion-MNIST/MNIST IDX files, or a filelist
+    /// (`relative/path.png l0 l1 …`, paths relative to the filelist's directory).
+    #[arg(long, default_value = "/usr/share/datasets/fashion-mnist")]
+    pub data: PathBuf,
+    /// Held-out data for evaluation and calibration, never trained on (default: the IDX
+    /// directory's t10k split; a filelist needs one).
+    #[arg(long)]
+    pub test_data: Option<PathBuf>,
+    /// Use only the first N training images (quick runs).
+    #[arg(long)]
+    pub limit: Option<usize>,
 }
 
-/// Loads the evaluation split matching `--data` and checks it has the training data's shape.
-pub fn load_test(data: &Path, test: Option<&Path>, train: &Dataset) -> anyhow::Result<Dataset> {
-    let set = match test {
-        Some(path) => Dataset::load(path, Split::Test)?,
-        None if data.is_dir() => Dataset::load(data, Split::Test)?,
-        None => anyhow::bail!("{} is a filelist: pass --test-data with a labelled test filelist", data.display()),
-    };
-    anyhow::ensure!(
-        (set.channels, set.height, set.width, set.num_labels) == (train.channels, train.height, train.width, train.num_labels),
-        "test data {} does not match the training data's image size or label count",
-        set.name
-    );
-    Ok(set)
+impl DataArgs {
+    /// The training set (truncated to `--limit`) and the held-out set, checked to have the
+    /// same image size and label count.
+    pub fn load(&self) -> anyhow::Result<(Dataset, Dataset)> {
+        let mut train = Dataset::load(&self.data, Split::Train)?;
+        if let Some(n) = self.limit {
+            train.truncate(n);
+        }
+        let test = match &self.test_data {
+            Some(path) => Dataset::load(path, Split::Test)?,
+            None if self.data.is_dir() => Dataset::load(&self.data, Split::Test)?,
+            None => anyhow::bail!("{} is a filelist: pass --test-data with a labelled test filelist", self.data.display()),
+        };
+        anyhow::ensure!(
+            (test.channels, test.height, test.width, test.num_labels) == (train.channels, train.height, train.width, train.num_labels),
+            "test data {} does not match the training data's image size or label count",
+            test.name
+        );
+        Ok((train, test))
+    }
 }
 
 /// The `logits` output of an exported classifier for one batch.

@@ -18,17 +18,12 @@ use unpersonal_trainer::pairs::PairFeed;
 use unpersonal_trainer::step::AdamW;
 use unpersonal_trainer::train::{self, Feed, Schedule, TrainConfig};
 
-use super::{EngineArgs, RunControl, TRAINER, load_test, load_train};
+use super::{DataArgs, EngineArgs, RunControl, TRAINER};
 
 #[derive(Args)]
 pub struct ReidArgs {
-    /// Training data: a directory with IDX files, or a filelist.
-    #[arg(long, default_value = "/usr/share/datasets/fashion-mnist")]
-    data: PathBuf,
-    /// Held-out data for calibration (default: the IDX directory's t10k split): images never
-    /// seen in training.
-    #[arg(long)]
-    test_data: Option<PathBuf>,
+    #[command(flatten)]
+    data: DataArgs,
     /// Bundle directory the two ONNX files and bundle.json are written to.
     #[arg(long)]
     out: PathBuf,
@@ -66,9 +61,6 @@ pub struct ReidArgs {
     /// Held-out images for calibration (one positive and one negative pair each).
     #[arg(long, default_value_t = 2000)]
     calibration_images: usize,
-    /// Use only the first N training images (quick runs).
-    #[arg(long)]
-    limit: Option<usize>,
     /// Calibrate every N steps (0: only at the end).
     #[arg(long, default_value_t = 1000)]
     eval_every: u64,
@@ -88,8 +80,7 @@ pub fn run(args: ReidArgs) -> anyhow::Result<()> {
     let env = args.engine.environment()?;
     checkpoint::ensure_writable(&args.out)?;
     checkpoint::ensure_writable(&args.run)?;
-    let data = load_train(&args.data, args.limit)?;
-    let mut held_out = load_test(&args.data, args.test_data.as_deref(), &data)?;
+    let (data, mut held_out) = args.data.load()?;
     held_out.truncate(args.calibration_images);
     let widths: [usize; 3] = args.widths.as_slice().try_into().map_err(|_| anyhow::anyhow!("--widths takes three numbers, e.g. 32,64,128"))?;
     let model = ReidConfig { channels: data.channels, height: data.height, width: data.width, widths, embedding: args.embedding, groups: 8 };
@@ -98,7 +89,7 @@ pub fn run(args: ReidArgs) -> anyhow::Result<()> {
     let strong = Strong::default();
     let cfg = TrainConfig {
         model: json!({ "kind": model.kind(), "config": model, "augment": strong }),
-        data: args.data.display().to_string(),
+        data: args.data.data.display().to_string(),
         samples: data.len(),
         batch: args.batch,
         schedule: Schedule { steps: args.steps, warmup: args.warmup.min(args.steps / 2), lr: args.lr, final_ratio: 0.01 },

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Model;
 use crate::graph::{Graph, Init, TensorId};
-use crate::nn::{conv_norm_relu, cross_entropy, global_avg_pool, l2_normalize, linear, residual_block};
+use crate::nn::{cross_entropy, l2_normalize, linear, residual_trunk};
 
 /// Shape and width of the classifier.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -47,15 +47,8 @@ impl ClassifierConfig {
 
     /// Logits and unnormalised pooled features for `x[B, C, H, W]`.
     fn forward(&self, g: &mut Graph, x: TensorId) -> (TensorId, TensorId) {
-        let [w0, w1, w2] = self.widths;
-        let gr = self.groups;
-        let mut h = conv_norm_relu(g, "stem", x, w0, 1, gr);
-        h = conv_norm_relu(g, "down1", h, w1, 2, gr);
-        h = residual_block(g, "block1", h, gr);
-        h = conv_norm_relu(g, "down2", h, w2, 2, gr);
-        h = residual_block(g, "block2", h, gr);
-        let pooled = global_avg_pool(g, h);
-        let logits = linear(g, "head", pooled, self.classes, Init::Kaiming { fan_in: w2, gain: 1.0 });
+        let pooled = residual_trunk(g, x, self.widths, self.groups);
+        let logits = linear(g, "head", pooled, self.classes, Init::Kaiming { fan_in: self.widths[2], gain: 1.0 });
         (logits, pooled)
     }
 }

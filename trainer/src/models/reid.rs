@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Model;
 use crate::graph::{Graph, Init, TensorId};
-use crate::nn::{conv_norm_relu, global_avg_pool, linear, residual_block};
+use crate::nn::{linear, residual_trunk};
 use crate::ops::UnaryKind;
 
 /// Shape and width of the re-identification model.
@@ -46,16 +46,9 @@ impl ReidConfig {
 
     /// The embedding network: `[B, C, H, W]` → sigmoid `[B, E]`. Parameters under `embed.`.
     fn embed(&self, g: &mut Graph, x: TensorId) -> TensorId {
-        let [w0, w1, w2] = self.widths;
-        let gr = self.groups;
         g.scope("embed", |g| {
-            let mut h = conv_norm_relu(g, "stem", x, w0, 1, gr);
-            h = conv_norm_relu(g, "down1", h, w1, 2, gr);
-            h = residual_block(g, "block1", h, gr);
-            h = conv_norm_relu(g, "down2", h, w2, 2, gr);
-            h = residual_block(g, "block2", h, gr);
-            let pooled = global_avg_pool(g, h);
-            let e = linear(g, "out", pooled, self.embedding, Init::Kaiming { fan_in: w2, gain: 1.0 });
+            let pooled = residual_trunk(g, x, self.widths, self.groups);
+            let e = linear(g, "out", pooled, self.embedding, Init::Kaiming { fan_in: self.widths[2], gain: 1.0 });
             g.sigmoid(e)
         })
     }

@@ -1,0 +1,94 @@
+//! `unpersonal check`: checks arbitrary images against a reference set with the privacy gate's
+//! re-identification test; the exit status is 0 only if every image passes.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use ndarray::{Array4, Axis, concatenate};
+use serde_json::json;
+use unpersonal_runtime::backend::Model;
+use unpersonal_runtime::bundle::{BundleDir, Role};
+use unpersonal_runtime::data::load_image;
+use unpersonal_runtime::gate::{ReferenceSet, Reid, check};
+
+use super::{BackendArgs, Output, reference};
+
+/// Arguments of `unpersonal check`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The images to check (PNG or JPEG, the bundle's image size).
+    #[arg(value_name = "IMAGE", required = true)]
+    pub images: Vec<PathBuf>,
+    /// The bundle directory; it must hold the re-identification model (reid_embed, reid_head,
+    /// reid.threshold).
+    #[arg(long, value_name = "DIR", default_value = "models/fashion-mnist")]
+    pub bundle: PathBuf,
+    /// The real images nobody may be re-identified from: a filelist or an IDX directory
+    /// (default: the bundle's shipped sample).
+    #[arg(long, value_name = "DATA")]
+    pub reference: Option<PathBuf>,
+    /// Each image is compared with this many nearest references by embedding.
+    #[arg(long, value_name = "K", default_value_t = 8)]
+    pub neighbours: usize,
+    #[command(flatten)]
+    pub backend: BackendArgs,
+}
+
+/// Embeds the references and the images and prints a verdict per image.
+pub fn run(args: &Args, out: &Output) -> anyhow::Result<()> {
+    let loaded = BundleDir::load(&args.bundle).with_context(|| format!("cannot use the bundle in {}", args.bundle.display()))?;
+    let bundle = &loaded.bundle;
+    let threshold = bundle
+        .reid
+        .as_ref()
+        .map(|r| r.threshold)
+        .with_context(|| format!("the bundle {} has no re-identification model: nothing can be checked", args.bundle.display()))?;
+    let backend = args.backend.backend()?;
+    let load = |role: Role| -> anyhow::Result<Model> { Ok(Model::load(backend.as_ref(), bundle.model(role)?, loaded.onnx(role)?)?) };
+    let mut reid = Reid::new(load(Role::ReidEmbed)?, load(Role::ReidHead)?, threshold)?;
+    let norm = &bundle.image.normalization;
+    let [c, h, w] = [bundle.image.channels, bundle.image.height, bundle.image.width];
+
+    let references = reference::load(args.reference.as_deref(), &loaded)?;
+    let mut embeddings = Vec::new();
+    for start in (0..references.len()).step_by(256) {
+        let end = (start + 256).min(references.len());
+        let pixels = &references.images[start * c * h * w..end * c * h * w];
+        let x = Array4::from_shape_vec((end - start, c, h, w), pixels.iter().map(|&p| norm.normalize(p)).collect())?;
+        embeddings.push(reid.embed(x.view())?);
+    }
+    let views: Vec<_> = embeddings.iter().map(|e| e.view()).collect();
+    let refs = ReferenceSet::new(concatenate(Axis(0), &views)?);
+
+    let mut x = Array4::<f32>::zeros((args.images.len(), c, h, w));
+    for (mut row, path) in x.outer_iter_mut().zip(&args.images) {
+        let (ih, iw, bytes) = load_image(path, c)?;
+        if (ih, iw) != (h, w) {
+            bail!("{}: the image is {iw}×{ih} pixels, the bundle's images are {w}×{h}", path.display());
+        }
+        row.iter_mut().zip(bytes).for_each(|(v, p)| *v = norm.normalize(p));
+    }
+    let image_embeddings = reid.embed(x.view())?;
+    let verdicts = check(&mut reid, &refs, image_embeddings.view(), &vec![None; args.images.len()], args.neighbours)?;
+
+    let failed = verdicts.iter().filter(|v| !v.passed).count();
+    let rows: Vec<_> = args
+        .images
+        .iter()
+        .zip(&verdicts)
+        .map(|(path, v)| {
+            json!({ "image": path, "passed": v.passed, "max_same_person_probability": v.max_probability,
+                    "closest_reference": v.closest_reference, "references_compared": v.compared })
+        })
+        .collect();
+    out.json(&json!({ "threshold": threshold, "reference": references.name, "reference_images": references.len(), "images": rows, "failed": failed }))?;
+    for (path, v) in args.images.iter().zip(&verdicts) {
+        let verdict = if v.passed { "PASS" } else { "FAIL" };
+        let closest = v.closest_reference.map_or("none".to_string(), |r| format!("reference #{r}"));
+        out.text(&format!("{verdict} {}  (max same-person probability {:.4} vs {closest}; threshold {threshold})", path.display(), v.max_probability));
+    }
+    if failed > 0 {
+        bail!("{failed} of {} images could single out a person in {} (same-person probability ≥ {threshold})", args.images.len(), references.name);
+    }
+    Ok(())
+}
