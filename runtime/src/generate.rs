@@ -12,8 +12,8 @@ use std::str::FromStr;
 use ndarray::{Array2, Array4, ArrayView2, ArrayView4, Axis};
 use serde::{Deserialize, Serialize};
 
-use crate::backend::Model;
-use crate::bundle::{Bundle, Normalization, SamplerSpec};
+use crate::backend::{Backend, Model};
+use crate::bundle::{Bundle, BundleDir, Normalization, Role, SamplerSpec};
 use crate::sampler::{self, Denoiser, SampleError, karras_sigmas};
 
 /// The settings that decide every generated pixel (besides the bundle, the reference images
@@ -141,6 +141,20 @@ impl Generator {
         }
         let sigmas = karras_sigmas(settings.steps, settings.sigma_min, settings.sigma_max, settings.rho)?;
         Ok(Generator { denoiser, features, normalization: bundle.image.normalization.clone(), sigmas, settings })
+    }
+
+    /// Loads the bundle's denoiser, its guide (only when `guide` names another file than the
+    /// denoiser; otherwise mask 0 of the denoiser is the guide) and its features model on
+    /// `backend`.
+    pub fn load(loaded: &BundleDir, backend: &dyn Backend, settings: Settings) -> Result<Generator, SampleError> {
+        let bundle = &loaded.bundle;
+        let load = |role: Role| -> Result<Model, SampleError> { Ok(Model::load(backend, bundle.model(role)?, loaded.onnx(role)?)?) };
+        let guide = match bundle.models.get(&Role::Guide) {
+            Some(g) if g.file != bundle.model(Role::Denoiser)?.file => Some(load(Role::Guide)?),
+            _ => None,
+        };
+        let denoiser = Denoiser::new(load(Role::Denoiser)?, guide)?;
+        Generator::new(bundle, denoiser, load(Role::Features)?, settings)
     }
 
     /// The settings.

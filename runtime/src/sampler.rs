@@ -23,6 +23,9 @@ pub enum SampleError {
     /// A model call failed, or a model output held NaN/Inf.
     #[error(transparent)]
     Backend(#[from] BackendError),
+    /// The bundle lacks a model the sampler needs.
+    #[error(transparent)]
+    Bundle(#[from] crate::bundle::BundleError),
     /// The σ schedule's parameters are unusable.
     #[error("invalid noise schedule: {0}")]
     Schedule(String),

@@ -9,11 +9,9 @@ use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use ndarray::{Array2, Array4};
 use serde_json::json;
-use unpersonal_runtime::backend::Model;
 use unpersonal_runtime::bundle::{BundleDir, Role};
 use unpersonal_runtime::data::Dataset;
 use unpersonal_runtime::generate::{Generator, SampleId, Settings, Shard, shard_samples};
-use unpersonal_runtime::sampler::Denoiser;
 
 use super::outdir::{self, Entry, Manifest, RunInfo};
 use super::{BackendArgs, Output, reference};
@@ -69,16 +67,7 @@ pub fn run(args: &Args, out: &Output) -> anyhow::Result<()> {
     let backend_name = args.backend.backend()?.name();
     // One generator per worker: models are loaded per thread, results do not depend on which
     // worker draws which sample.
-    let make_generator = || -> anyhow::Result<Generator> {
-        let backend = args.backend.backend()?;
-        let load = |role: Role| -> anyhow::Result<Model> { Ok(Model::load(backend.as_ref(), bundle.model(role)?, loaded.onnx(role)?)?) };
-        let guide = match bundle.models.get(&Role::Guide) {
-            Some(g) if g.file != bundle.model(Role::Denoiser)?.file => Some(load(Role::Guide)?),
-            _ => None,
-        };
-        let denoiser = Denoiser::new(load(Role::Denoiser)?, guide)?;
-        Ok(Generator::new(bundle, denoiser, load(Role::Features)?, settings.clone())?)
-    };
+    let make_generator = || -> anyhow::Result<Generator> { Ok(Generator::load(&loaded, args.backend.backend()?.as_ref(), settings.clone())?) };
     let first = make_generator()?;
 
     let used: BTreeMap<&str, &str> = [Role::Denoiser, Role::Guide, Role::Features]

@@ -4,11 +4,11 @@
 use std::path::{Path, PathBuf};
 
 use ndarray::{Array2, Array4};
-use unpersonal_runtime::backend::{Backend, Model, Tract};
-use unpersonal_runtime::bundle::{BundleDir, Role};
+use unpersonal_runtime::backend::{Backend, Tract};
+use unpersonal_runtime::bundle::BundleDir;
 use unpersonal_runtime::data::{FilelistOptions, load_filelist};
 use unpersonal_runtime::generate::{Generator, SampleId, Settings};
-use unpersonal_runtime::sampler::{self, Denoiser};
+use unpersonal_runtime::sampler;
 
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
@@ -26,10 +26,7 @@ fn settings(bundle: &BundleDir) -> Settings {
 }
 
 fn generator(bundle: &BundleDir, backend: &dyn Backend) -> Generator {
-    let b = &bundle.bundle;
-    let load = |role: Role| Model::load(backend, b.model(role).unwrap(), bundle.onnx(role).unwrap()).unwrap();
-    let denoiser = Denoiser::new(load(Role::Denoiser), None).unwrap();
-    Generator::new(b, denoiser, load(Role::Features), settings(bundle)).unwrap()
+    Generator::load(bundle, backend, settings(bundle)).unwrap()
 }
 
 /// Conditions of the first `n` shipped reference images and the sample ids 0..n.

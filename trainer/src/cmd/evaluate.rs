@@ -23,7 +23,6 @@ use unpersonal_runtime::backend::ort::{Device as OrtDevice, Ort};
 use unpersonal_runtime::backend::{Backend, Model};
 use unpersonal_runtime::bundle::{BundleDir, Role};
 use unpersonal_runtime::generate::{Generator, SampleId, Settings};
-use unpersonal_runtime::sampler::Denoiser;
 use unpersonal_trainer::checkpoint::write_atomically;
 use unpersonal_trainer::data::{Dataset, Split};
 use unpersonal_trainer::engine::Device;
@@ -136,8 +135,7 @@ pub fn run(args: EvaluateArgs) -> anyhow::Result<()> {
         let mut settings = Settings::from_bundle(&bundle.sampler, m, args.seed);
         settings.steps = args.steps.unwrap_or(settings.steps);
         settings.guidance = w;
-        let denoiser = Denoiser::new(load(Role::Denoiser)?, None)?;
-        let mut generator = Generator::new(bundle, denoiser, load(Role::Features)?, settings)?;
+        let mut generator = Generator::load(&loaded, &backend, settings)?;
         let bar = bar(n + k * m, &format!("w = {w}"));
 
         // Fidelity and class consistency: one sample (candidate 0) per conditioning image.
