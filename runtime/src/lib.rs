@@ -15,6 +15,8 @@
 
 #![warn(missing_docs)]
 
+#[cfg(feature = "fs")]
+pub mod atomic;
 pub mod backend;
 pub mod bundle;
 #[cfg(feature = "fs")]

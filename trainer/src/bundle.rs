@@ -80,7 +80,7 @@ pub fn write(dir: &Path, data: &Dataset, norm: Normalization, entries: Vec<Entry
     }
     let mut text = serde_json::to_string_pretty(&bundle)?;
     text.push('\n');
-    write_atomically(&path, text.as_bytes())
+    Ok(write_atomically(&path, text.as_bytes())?)
 }
 
 /// SHA-256 of `bytes`, lowercase hex (as `bundle.json` records files).

@@ -6,12 +6,13 @@
 //! continues exactly where the killed one was.
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::Path;
 
 use anyhow::{Context, bail};
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 use serde::{Deserialize, Serialize};
+
+pub use unpersonal_runtime::atomic::write_atomically;
 
 use crate::data::BatcherState;
 use crate::engine::{HostTensor, State};
@@ -60,20 +61,7 @@ pub fn save_tensors(path: &Path, tensors: &State, metadata: HashMap<String, Stri
         .map(|(name, data, shape)| Ok((name.as_str(), TensorView::new(Dtype::F32, shape.clone(), data)?)))
         .collect::<Result<Vec<_>, safetensors::SafeTensorError>>()?;
     let encoded = safetensors::serialize(views, Some(metadata))?;
-    write_atomically(path, &encoded)
-}
-
-/// Writes `bytes` to `path` via a synced temporary sibling and a rename.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create directory {}", dir.display()))?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).with_context(|| format!("cannot write in {}", dir.display()))?;
-    // Readable like any file the user creates (a temporary file starts private).
-    use std::os::unix::fs::PermissionsExt;
-    tmp.as_file().set_permissions(std::fs::Permissions::from_mode(0o644)).with_context(|| format!("cannot write {}", path.display()))?;
-    tmp.write_all(bytes).and_then(|_| tmp.as_file().sync_all()).with_context(|| format!("cannot write {}", path.display()))?;
-    tmp.persist(path).with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(())
+    Ok(write_atomically(path, &encoded)?)
 }
 
 /// Creates `dir` if needed and checks that files can be written in it, so a long run fails

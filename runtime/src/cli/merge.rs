@@ -93,7 +93,7 @@ fn gather(from: &Path, to: &Path) -> anyhow::Result<()> {
     match std::fs::read(to) {
         Ok(existing) if existing == bytes => Ok(()),
         Ok(_) => bail!("{} already exists with other content than {}", to.display(), from.display()),
-        Err(_) => outdir::write_atomically(to, &bytes),
+        Err(_) => Ok(outdir::write_atomically(to, &bytes)?),
     }
 }
 

@@ -12,16 +12,14 @@
 //! complete files (and temporaries that the next run removes). Nothing holds a time or a
 //! path, so a resumed or sharded run produces the same bytes as an uninterrupted one.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+pub use unpersonal_runtime::atomic::write_atomically;
+use unpersonal_runtime::atomic::PARTIAL;
 use unpersonal_runtime::generate::{SampleId, Settings, Shard};
-
-/// Prefix of temporary files; leftovers of a killed run are removed when a run starts.
-const PARTIAL: &str = ".partial-";
 
 /// What decides the images of a run, besides the code: stored as `run.json`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -70,20 +68,6 @@ pub fn manifest_file(out: &Path, shard: Shard) -> PathBuf {
     out.join("shards").join(format!("{}-of-{}.json", shard.index, shard.count))
 }
 
-/// Writes `bytes` to `path` through a temporary sibling and a rename.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create directory {}", dir.display()))?;
-    let mut tmp = tempfile::Builder::new()
-        .prefix(PARTIAL)
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
-        .tempfile_in(dir)
-        .with_context(|| format!("cannot write in {}", dir.display()))?;
-    tmp.write_all(bytes).and_then(|_| tmp.as_file().sync_all()).with_context(|| format!("cannot write {}", path.display()))?;
-    tmp.persist(path).with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(())
-}
-
 /// Pretty JSON with a final newline.
 pub fn json_bytes(value: &impl Serialize) -> anyhow::Result<Vec<u8>> {
     let mut text = serde_json::to_string_pretty(value)?;
@@ -119,7 +103,7 @@ pub fn claim(out: &Path, run: &RunInfo) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => write_atomically(&path, &json_bytes(run)?),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(write_atomically(&path, &json_bytes(run)?)?),
         Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
     }
 }

@@ -252,7 +252,7 @@ fn write_grid(path: &std::path::Path, generator: &mut Generator, train: &Dataset
     let big = image::imageops::resize(&grid, grid.width() * 2, grid.height() * 2, image::imageops::FilterType::Nearest);
     let mut bytes = Vec::new();
     big.write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png)?;
-    write_atomically(path, &bytes)
+    Ok(write_atomically(path, &bytes)?)
 }
 
 fn bar(total: usize, label: &str) -> ProgressBar {
