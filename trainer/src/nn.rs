@@ -77,16 +77,15 @@ pub fn residual_block(g: &mut Graph, name: &str, x: TensorId, groups: usize) -> 
 }
 
 /// The residual trunk of the classifier and the re-identification embedding: a stem, then
-/// two stride-2 stages each followed by a residual block, then global average pooling:
-/// `[B, C, H, W]` → `[B, widths[2]]`. Parameters are named in the current scope.
+/// two stride-2 stages each followed by a residual block: `[B, C, H, W]` →
+/// `[B, widths[2], H/4, W/4]`. Parameters are named in the current scope.
 pub fn residual_trunk(g: &mut Graph, x: TensorId, widths: [usize; 3], groups: usize) -> TensorId {
     let [w0, w1, w2] = widths;
     let mut h = conv_norm_relu(g, "stem", x, w0, 1, groups);
     h = conv_norm_relu(g, "down1", h, w1, 2, groups);
     h = residual_block(g, "block1", h, groups);
     h = conv_norm_relu(g, "down2", h, w2, 2, groups);
-    h = residual_block(g, "block2", h, groups);
-    global_avg_pool(g, h)
+    residual_block(g, "block2", h, groups)
 }
 
 /// Single-head self-attention over the spatial positions of `x[B, C, H, W]` with a

@@ -23,6 +23,7 @@ pub struct PairFeed<'a> {
     table: [f32; 256],
     background: f32,
     seed: u64,
+    plain_anchor: bool,
 }
 
 impl<'a> PairFeed<'a> {
@@ -32,7 +33,14 @@ impl<'a> PairFeed<'a> {
         for i in 0..data.len() {
             by_class[argmax(data.label(i))].push(i);
         }
-        PairFeed { data, by_class, strong, table: norm.table(), background: norm.apply(0), seed }
+        PairFeed { data, by_class, strong, table: norm.table(), background: norm.apply(0), seed, plain_anchor: false }
+    }
+
+    /// Leaves the first image of every pair as it is: pairs of an original and an edited copy
+    /// (how a planted near-copy is measured).
+    pub fn plain_anchor(mut self) -> Self {
+        self.plain_anchor = true;
+        self
     }
 
     /// A different image than `index`: of the same class when `hard` (and the class has
@@ -48,9 +56,13 @@ impl<'a> PairFeed<'a> {
         }
     }
 
+    fn normalised(&self, index: usize) -> Vec<f32> {
+        self.data.image(index).iter().map(|&b| self.table[usize::from(b)]).collect()
+    }
+
     fn augmented(&self, index: usize, rng: &mut ChaCha8Rng) -> Vec<f32> {
         let d = self.data;
-        let mut img: Vec<f32> = d.image(index).iter().map(|&b| self.table[usize::from(b)]).collect();
+        let mut img = self.normalised(index);
         self.strong.apply(&mut img, (d.channels, d.height, d.width), self.background, rng);
         img
     }
@@ -64,7 +76,7 @@ impl Feed for PairFeed<'_> {
             let mut rng = ChaCha8Rng::seed_from_u64(mix(self.seed, PAIR_STREAM, step, i as u64));
             let positive = i % 2 == 0;
             let partner = if positive { index } else { self.other(index, rng.random::<bool>(), &mut rng) };
-            a.extend(self.augmented(index, &mut rng));
+            a.extend(if self.plain_anchor { self.normalised(index) } else { self.augmented(index, &mut rng) });
             b.extend(self.augmented(partner, &mut rng));
             same.push(if positive { 1.0 } else { 0.0 });
         }

@@ -12,7 +12,7 @@ use unpersonal_trainer::step::{self, AdamW};
 use unpersonal_trainer::train::Feed;
 
 fn small() -> ReidConfig {
-    ReidConfig { channels: 1, height: 8, width: 8, widths: [8, 8, 16], embedding: 6, groups: 4 }
+    ReidConfig { channels: 1, height: 8, width: 8, widths: [8, 8, 16], descriptor: 4, embedding: 6, groups: 4 }
 }
 
 /// 12 distinct 8×8 images in 3 classes.

@@ -51,6 +51,9 @@ pub struct ReidArgs {
     /// Channel widths of stem, stage 1 and stage 2.
     #[arg(long, value_delimiter = ',', default_values_t = [32, 64, 128])]
     widths: Vec<usize>,
+    /// Channels of the flattened spatial descriptor before the embedding layer.
+    #[arg(long, default_value_t = 16)]
+    descriptor: usize,
     /// Embedding size.
     #[arg(long, default_value_t = 128)]
     embedding: usize,
@@ -70,10 +73,11 @@ pub struct ReidArgs {
     engine: EngineArgs,
 }
 
-/// Mild edits a leak could hide behind: shift ≤ 2 px, noise σ ≤ 0.1, contrast ±20 %, small
-/// crops (a zoom of up to 5 %). The gate must catch such near-copies.
+/// Mild edits a leak could hide behind: shift ≤ 2 px, noise σ ≤ 0.1 of the pixel range (0.2 in
+/// the symmetric normalisation's units), contrast ±20 %, small crops (a zoom of up to 5 %). The
+/// gate must catch such near-copies of an original.
 fn near_copy() -> Strong {
-    Strong { shift: 2.0, rotate: 0.0, scale: 0.05, warp: 0.0, brightness: 0.0, contrast: 0.2, blur: 0.0, noise: 0.1, occlude: 0.0 }
+    Strong { shift: 2.0, rotate: 0.0, scale: 0.05, warp: 0.0, brightness: 0.0, contrast: 0.2, blur: 0.0, noise: 0.2, occlude: 0.0 }
 }
 
 pub fn run(args: ReidArgs) -> anyhow::Result<()> {
@@ -83,7 +87,7 @@ pub fn run(args: ReidArgs) -> anyhow::Result<()> {
     let (data, mut held_out) = args.data.load()?;
     held_out.truncate(args.calibration_images);
     let widths: [usize; 3] = args.widths.as_slice().try_into().map_err(|_| anyhow::anyhow!("--widths takes three numbers, e.g. 32,64,128"))?;
-    let model = ReidConfig { channels: data.channels, height: data.height, width: data.width, widths, embedding: args.embedding, groups: 8 };
+    let model = ReidConfig { channels: data.channels, height: data.height, width: data.width, widths, descriptor: args.descriptor, embedding: args.embedding, groups: 8 };
     model.validate()?;
     let norm = Normalization::SYMMETRIC;
     let strong = Strong::default();
@@ -105,7 +109,7 @@ pub fn run(args: ReidArgs) -> anyhow::Result<()> {
         eprintln!("training the re-identification model on {} ({} images, {} steps of {} pairs)", data.name, data.len(), args.steps, args.batch);
     }
     let feed = PairFeed::new(&data, strong.clone(), norm, args.seed);
-    let calibration = Calibration::new(&held_out, &strong, norm, args.batch);
+    let calibration = Calibration::new(PairFeed::new(&held_out, strong.clone(), norm, u64::MAX), &held_out, args.batch);
     let (state, summary) = train::train(&model, &cfg, &data, &feed, &opts, env, |_, state| {
         calibration.measure(env, &model, state, &session, args.false_match_rate).map(|c| c.summary)
     })?;
@@ -115,11 +119,11 @@ pub fn run(args: ReidArgs) -> anyhow::Result<()> {
     }
 
     let measured = calibration.measure(env, &model, &state, &session, args.false_match_rate)?;
-    let near = Calibration::new(&held_out, &near_copy(), norm, args.batch).measure(env, &model, &state, &session, args.false_match_rate)?;
+    let near = Calibration::new(PairFeed::new(&held_out, near_copy(), norm, u64::MAX).plain_anchor(), &held_out, args.batch).measure(env, &model, &state, &session, args.false_match_rate)?;
     let near_detected = near.positives.iter().filter(|&&s| s >= measured.threshold).count() as f64 / near.positives.len() as f64;
     let mut calibration_json = measured.summary.clone();
     calibration_json["near_copy_detection"] = json!(near_detected);
-    calibration_json["near_copies"] = json!("shift ≤ 2 px, noise σ ≤ 0.1, contrast ±20 %, zoom ≤ 5 %");
+    calibration_json["near_copies"] = json!("original vs copy shifted ≤ 2 px, noise σ ≤ 0.1 of the pixel range, contrast ±20 %, zoom ≤ 5 %");
     calibration_json["dataset"] = json!(held_out.name);
 
     let embed = export::onnx_bytes(&model, &state, Weights::Ema, vec![("unpersonal.role".into(), "reid_embed".into())])?;
@@ -154,8 +158,8 @@ pub fn run(args: ReidArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Held-out pairs: for every image, a positive (two augmentations of it) and a negative
-/// (augmentations of it and of another image, half of the same class).
+/// Held-out pairs drawn by a [`PairFeed`]: for every image, a positive (it and an augmentation
+/// of it) and a negative (it and another image, half of the same class).
 struct Calibration {
     pairs: [Vec<f32>; 3],
     shape: [usize; 3],
@@ -169,8 +173,7 @@ struct Measured {
 }
 
 impl Calibration {
-    fn new(held_out: &Dataset, strong: &Strong, norm: Normalization, batch: usize) -> Self {
-        let feed = PairFeed::new(held_out, strong.clone(), norm, u64::MAX);
+    fn new(feed: PairFeed, held_out: &Dataset, batch: usize) -> Self {
         let (mut a, mut b, mut same) = (Vec::new(), Vec::new(), Vec::new());
         // Each image twice in a row: even rows are positive pairs, odd rows negative.
         for (k, start) in (0..held_out.len()).step_by(batch.max(1) / 2).enumerate() {

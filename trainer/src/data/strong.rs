@@ -32,7 +32,7 @@ pub struct Strong {
 
 impl Default for Strong {
     fn default() -> Self {
-        Strong { shift: 3.0, rotate: 12.0, scale: 0.1, warp: 1.5, brightness: 0.2, contrast: 0.25, blur: 0.3, noise: 0.15, occlude: 0.3 }
+        Strong { shift: 3.0, rotate: 10.0, scale: 0.1, warp: 1.0, brightness: 0.2, contrast: 0.25, blur: 0.3, noise: 0.25, occlude: 0.25 }
     }
 }
 

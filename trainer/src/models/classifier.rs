@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Model;
 use crate::graph::{Graph, Init, TensorId};
-use crate::nn::{cross_entropy, l2_normalize, linear, residual_trunk};
+use crate::nn::{cross_entropy, global_avg_pool, l2_normalize, linear, residual_trunk};
 
 /// Shape and width of the classifier.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -47,7 +47,8 @@ impl ClassifierConfig {
 
     /// Logits and unnormalised pooled features for `x[B, C, H, W]`.
     fn forward(&self, g: &mut Graph, x: TensorId) -> (TensorId, TensorId) {
-        let pooled = residual_trunk(g, x, self.widths, self.groups);
+        let map = residual_trunk(g, x, self.widths, self.groups);
+        let pooled = global_avg_pool(g, map);
         let logits = linear(g, "head", pooled, self.classes, Init::Kaiming { fan_in: self.widths[2], gain: 1.0 });
         (logits, pooled)
     }

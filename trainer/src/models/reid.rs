@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 
 use super::Model;
 use crate::graph::{Graph, Init, TensorId};
-use crate::nn::{linear, residual_trunk};
-use crate::ops::UnaryKind;
+use crate::nn::{conv2d, linear, residual_trunk};
+use crate::ops::{Conv, UnaryKind};
 
 /// Shape and width of the re-identification model.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -22,6 +22,10 @@ pub struct ReidConfig {
     pub width: usize,
     /// Channel widths: stem, stage 1 (½ resolution), stage 2 (¼ resolution).
     pub widths: [usize; 3],
+    /// Channels of the spatial descriptor: the ¼-resolution map is reduced to this many
+    /// channels by a 1×1 convolution and flattened, so the embedding keeps *where* things are
+    /// (what tells one image from another of the same class), not only what is there.
+    pub descriptor: usize,
     /// Embedding size.
     pub embedding: usize,
     /// Group-normalisation groups.
@@ -31,12 +35,12 @@ pub struct ReidConfig {
 impl ReidConfig {
     /// The default for 28×28 grayscale images: 128-d embeddings.
     pub fn fashion_mnist() -> Self {
-        ReidConfig { channels: 1, height: 28, width: 28, widths: [32, 64, 128], embedding: 128, groups: 8 }
+        ReidConfig { channels: 1, height: 28, width: 28, widths: [32, 64, 128], descriptor: 16, embedding: 128, groups: 8 }
     }
 
     /// Checks user-given sizes before a graph is built.
     pub fn validate(&self) -> anyhow::Result<()> {
-        anyhow::ensure!(self.channels > 0 && self.embedding > 0, "the re-id model needs ≥1 channel and an embedding");
+        anyhow::ensure!(self.channels > 0 && self.embedding > 0 && self.descriptor > 0, "the re-id model needs ≥1 channel, a descriptor and an embedding");
         anyhow::ensure!(self.height >= 8 && self.width >= 8, "the re-id model needs images of at least 8×8 pixels");
         for w in self.widths {
             anyhow::ensure!(w > 0 && w.is_multiple_of(self.groups), "width {w} is not a multiple of {} groups", self.groups);
@@ -44,11 +48,16 @@ impl ReidConfig {
         Ok(())
     }
 
-    /// The embedding network: `[B, C, H, W]` → sigmoid `[B, E]`. Parameters under `embed.`.
+    /// The embedding network: `[B, C, H, W]` → trunk → 1×1 convolution to the descriptor →
+    /// flatten → linear → sigmoid `[B, E]`. Parameters under `embed.`.
     fn embed(&self, g: &mut Graph, x: TensorId) -> TensorId {
         g.scope("embed", |g| {
-            let pooled = residual_trunk(g, x, self.widths, self.groups);
-            let e = linear(g, "out", pooled, self.embedding, Init::Kaiming { fan_in: self.widths[2], gain: 1.0 });
+            let map = residual_trunk(g, x, self.widths, self.groups);
+            let reduced = conv2d(g, "descriptor", map, self.descriptor, 1, Conv::same(0), true, None);
+            let reduced = g.relu(reduced);
+            let [b, d, h, w]: [usize; 4] = g.shape(reduced).try_into().expect("the trunk gives a 4-D map");
+            let flat = g.reshape(reduced, &[b, d * h * w]);
+            let e = linear(g, "out", flat, self.embedding, Init::Kaiming { fan_in: d * h * w, gain: 1.0 });
             g.sigmoid(e)
         })
     }
