@@ -93,6 +93,9 @@ pub struct RunOptions {
     pub session: SessionConfig,
     /// Continue from the run directory's checkpoint.
     pub resume: bool,
+    /// When resuming, accept a checkpoint whose schedule length differs from the
+    /// configuration's (only the length; the new one must lie beyond the current step).
+    pub reschedule: bool,
     /// Save a checkpoint every this many steps (and at the end).
     pub checkpoint_every: u64,
     /// Evaluate every this many steps (and at the end); 0: only at the end.
@@ -228,7 +231,17 @@ fn start_state(
         bail!("{} already holds a checkpoint: pass --resume to continue it, or choose another --run", opts.run_dir.display());
     }
     let ckpt = checkpoint::load(ckpt_path)?;
-    let saved: Option<TrainConfig> = serde_json::from_value(ckpt.config.clone()).ok();
+    let mut saved: Option<TrainConfig> = serde_json::from_value(ckpt.config.clone()).ok();
+    if opts.reschedule
+        && let Some(saved) = saved.as_mut()
+        && saved.schedule.steps != cfg.schedule.steps
+    {
+        if cfg.schedule.steps <= ckpt.progress.step {
+            bail!("cannot reschedule {} to {} steps: it is already at step {}", ckpt_path.display(), cfg.schedule.steps, ckpt.progress.step);
+        }
+        eprintln!("rescheduling {}: {} → {} steps at step {}", ckpt_path.display(), saved.schedule.steps, cfg.schedule.steps, ckpt.progress.step);
+        saved.schedule.steps = cfg.schedule.steps;
+    }
     if saved.as_ref() != Some(cfg) {
         bail!(
             "cannot resume {}: it was started with a different configuration\n  checkpoint: {}\n  now:        {}",

@@ -58,7 +58,7 @@ fn config(steps: u64) -> TrainConfig {
 }
 
 fn options(dir: PathBuf, resume: bool) -> RunOptions {
-    RunOptions { run_dir: dir, session: SessionConfig::cpu(1), resume, checkpoint_every: 3, eval_every: 0, quiet: true, stop_after: None }
+    RunOptions { run_dir: dir, session: SessionConfig::cpu(1), resume, reschedule: false, checkpoint_every: 3, eval_every: 0, quiet: true, stop_after: None }
 }
 
 fn run(cfg: &TrainConfig, opts: &RunOptions) -> State {
@@ -145,6 +145,31 @@ fn resuming_with_another_configuration_is_refused() {
     let err = train::train(&small_model(), &config(7), &toy_data(), &train::Supervised, &options(dir.path().into(), false), env, |_, _| Ok(serde_json::Value::Null))
         .expect_err("starting over an existing checkpoint must fail");
     assert!(format!("{err:#}").contains("--resume"), "{err:#}");
+}
+
+#[test]
+fn a_run_can_be_rescheduled_to_another_length_only_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = options(dir.path().into(), false);
+    opts.stop_after = Some(3);
+    run(&config(7), &opts);
+    let env = engine::environment(None).unwrap();
+    let train = |cfg: &TrainConfig, reschedule: bool| {
+        let mut opts = options(dir.path().into(), true);
+        opts.reschedule = reschedule;
+        train::train(&small_model(), cfg, &toy_data(), &train::Supervised, &opts, env, |_, _| Ok(serde_json::Value::Null))
+    };
+    let err = train(&config(5), false).expect_err("another length needs --reschedule");
+    assert!(format!("{err:#}").contains("different configuration"), "{err:#}");
+    let err = train(&config(2), true).expect_err("a length before the current step is refused");
+    assert!(format!("{err:#}").contains("already at step 3"), "{err:#}");
+    let mut other = config(5);
+    other.seed = 9;
+    assert!(train(&other, true).is_err(), "--reschedule changes only the length");
+    let (_, summary) = train(&config(5), true).expect("rescheduled to 5 steps");
+    assert_eq!(summary.steps, 5);
+    let ckpt = unpersonal_trainer::checkpoint::load(&dir.path().join("checkpoint.safetensors")).unwrap();
+    assert_eq!(ckpt.config["schedule"]["steps"], 5, "the checkpoint records the new length");
 }
 
 #[test]

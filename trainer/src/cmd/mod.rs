@@ -49,6 +49,10 @@ pub struct RunControl {
     /// Continue the checkpoint in --run.
     #[arg(long)]
     pub resume: bool,
+    /// With --resume: continue under a new --steps (the cosine decay is re-planned from the
+    /// current step to the new length; everything else must match the checkpoint).
+    #[arg(long, requires = "resume")]
+    pub reschedule: bool,
     /// Save a checkpoint every N steps.
     #[arg(long, default_value_t = 250)]
     pub checkpoint_every: u64,
@@ -67,6 +71,7 @@ impl RunControl {
             run_dir: run_dir.to_path_buf(),
             session,
             resume: self.resume,
+            reschedule: self.reschedule,
             checkpoint_every: self.checkpoint_every,
             eval_every,
             quiet: self.quiet,

@@ -109,7 +109,9 @@ pub fn run(args: ReidArgs) -> anyhow::Result<()> {
         eprintln!("training the re-identification model on {} ({} images, {} steps of {} pairs)", data.name, data.len(), args.steps, args.batch);
     }
     let feed = PairFeed::new(&data, strong.clone(), norm, args.seed);
-    let calibration = Calibration::new(PairFeed::new(&held_out, strong.clone(), norm, u64::MAX), &held_out, args.batch);
+    // The gate compares candidates with unmodified reference images, so the held-out pairs
+    // do too: an original and a strong augmentation of it, or of another image.
+    let calibration = Calibration::new(PairFeed::new(&held_out, strong.clone(), norm, u64::MAX).plain_anchor(), &held_out, args.batch);
     let (state, summary) = train::train(&model, &cfg, &data, &feed, &opts, env, |_, state| {
         calibration.measure(env, &model, state, &session, args.false_match_rate).map(|c| c.summary)
     })?;
