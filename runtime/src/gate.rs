@@ -6,9 +6,10 @@
 //! passing candidates the one whose classifier output is closest to r's (mean binary
 //! cross-entropy) is kept. Anything that cannot be checked is an error: the gate fails closed.
 
-use ndarray::{Array1, Array2, ArrayView2, ArrayView4, Axis, s};
+use ndarray::{Array1, Array2, ArrayView2, ArrayView4, Axis};
 
 use crate::backend::{BackendError, Model};
+use crate::bundle::Normalization;
 
 /// Why a check could not run.
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +30,9 @@ pub enum GateError {
     Threshold(f32),
 }
 
+/// Images per call of the embedding network.
+pub const EMBED_BATCH: usize = 256;
+
 /// The two halves of the re-identification model and its decision threshold.
 #[derive(Debug)]
 pub struct Reid {
@@ -37,7 +41,7 @@ pub struct Reid {
     threshold: f32,
 }
 
-fn output2(model: &mut Model, inputs: &[(&str, ndarray::ArrayViewD<'_, f32>)], name: &str) -> Result<Array2<f32>, GateError> {
+pub(crate) fn output2(model: &mut Model, inputs: &[(&str, ndarray::ArrayViewD<'_, f32>)], name: &str) -> Result<Array2<f32>, GateError> {
     let file = model.spec().file.clone();
     let value = model
         .run(inputs)?
@@ -66,6 +70,20 @@ impl Reid {
         output2(&mut self.embed, &[("image", images.into_dyn())], "embedding")
     }
 
+    /// Embeddings of 8-bit images `[n, C, H, W]`, normalised by `normalization`, embedded in
+    /// batches of [`EMBED_BATCH`].
+    pub fn embed_pixels(&mut self, pixels: ArrayView4<u8>, normalization: &Normalization) -> Result<Array2<f32>, GateError> {
+        let mut parts = Vec::new();
+        for chunk in pixels.axis_chunks_iter(Axis(0), EMBED_BATCH) {
+            parts.push(self.embed(chunk.mapv(|p| normalization.normalize(p)).view())?);
+        }
+        let views: Vec<_> = parts.iter().map(|p| p.view()).collect();
+        match views.is_empty() {
+            true => Ok(Array2::zeros((0, 0))),
+            false => Ok(ndarray::concatenate(Axis(0), &views).expect("embeddings of one model have one width")),
+        }
+    }
+
     /// The probability that row i of `a` and row i of `b` show the same person.
     pub fn same_person(&mut self, a: ArrayView2<f32>, b: ArrayView2<f32>) -> Result<Array1<f32>, GateError> {
         let logits = output2(&mut self.head, &[("a", a.into_dyn()), ("b", b.into_dyn())], "logit")?;
@@ -74,18 +92,16 @@ impl Reid {
 }
 
 /// The embeddings of every reference image, searched exhaustively (exact nearest neighbours by
-/// Euclidean distance, as matrix products).
+/// Euclidean distance, as matrix products: [`crate::neighbours`]).
 #[derive(Clone, Debug)]
 pub struct ReferenceSet {
     embeddings: Array2<f32>,
-    norms: Array1<f32>,
 }
 
 impl ReferenceSet {
     /// Indexes `embeddings` (`[n, E]`, one row per reference image).
     pub fn new(embeddings: Array2<f32>) -> ReferenceSet {
-        let norms = embeddings.rows().into_iter().map(|r| r.dot(&r)).collect();
-        ReferenceSet { embeddings, norms }
+        ReferenceSet { embeddings }
     }
 
     /// Number of references.
@@ -105,33 +121,7 @@ impl ReferenceSet {
 
     /// For every query row, the indices of its `k` nearest references, nearest first.
     pub fn nearest(&self, queries: ArrayView2<f32>, k: usize) -> Vec<Vec<usize>> {
-        let k = k.min(self.len());
-        let mut result = vec![Vec::with_capacity(k); queries.nrows()];
-        if k == 0 {
-            return result;
-        }
-        const BLOCK: usize = 8192;
-        let mut best: Vec<Vec<(f32, usize)>> = vec![Vec::with_capacity(k + 1); queries.nrows()];
-        for start in (0..self.len()).step_by(BLOCK) {
-            let end = (start + BLOCK).min(self.len());
-            let products = queries.dot(&self.embeddings.slice(s![start..end, ..]).t());
-            for (q, row) in products.rows().into_iter().enumerate() {
-                let list = &mut best[q];
-                for (j, &p) in row.iter().enumerate() {
-                    // ‖q − r‖² up to the constant ‖q‖².
-                    let score = self.norms[start + j] - 2.0 * p;
-                    if list.len() < k || score < list[list.len() - 1].0 {
-                        let at = list.partition_point(|&(s, _)| s <= score);
-                        list.insert(at, (score, start + j));
-                        list.truncate(k);
-                    }
-                }
-            }
-        }
-        for (out, list) in result.iter_mut().zip(best) {
-            out.extend(list.into_iter().map(|(_, i)| i));
-        }
-        result
+        crate::neighbours::nearest(queries, self.embeddings.view(), k).into_iter().map(|list| list.into_iter().map(|n| n.index).collect()).collect()
     }
 }
 
@@ -224,17 +214,18 @@ pub fn probabilities(logits: ArrayView2<f32>, multi_label: bool) -> Array2<f32> 
     out
 }
 
-/// Among `candidates` (rows of class probabilities) whose verdict passed, the index of the one
-/// closest to the reference's probabilities by [`mean_bce`]; `None` if none passed.
-pub fn select(reference: &[f32], candidates: ArrayView2<f32>, verdicts: &[Verdict]) -> Option<usize> {
-    candidates
+/// The candidates (rows of class probabilities) whose verdict passed, with their [`mean_bce`]
+/// to the reference's probabilities, closest first.
+pub fn rank(reference: &[f32], candidates: ArrayView2<f32>, verdicts: &[Verdict]) -> Vec<(usize, f32)> {
+    let mut ranked: Vec<(usize, f32)> = candidates
         .rows()
         .into_iter()
         .enumerate()
         .filter(|(i, _)| verdicts[*i].passed)
-        .map(|(i, row)| (i, mean_bce(reference, row.as_slice().expect("contiguous"))))
-        .min_by(|a, b| a.1.total_cmp(&b.1))
-        .map(|(i, _)| i)
+        .map(|(i, row)| (i, mean_bce(reference, &row.to_vec())))
+        .collect();
+    ranked.sort_by(|a, b| a.1.total_cmp(&b.1));
+    ranked
 }
 
 #[cfg(test)]
@@ -256,9 +247,10 @@ mod tests {
         let reference = [0.9f32, 0.1];
         let candidates = array![[0.9f32, 0.1], [0.6, 0.4], [0.2, 0.8]];
         let pass = |passed| Verdict { passed, max_probability: 0.0, closest_reference: None, compared: 1 };
-        assert_eq!(select(&reference, candidates.view(), &[pass(true), pass(true), pass(true)]), Some(0));
-        assert_eq!(select(&reference, candidates.view(), &[pass(false), pass(true), pass(true)]), Some(1));
-        assert_eq!(select(&reference, candidates.view(), &[pass(false), pass(false), pass(false)]), None);
+        let order = |v: &[Verdict]| rank(&reference, candidates.view(), v).into_iter().map(|(i, _)| i).collect::<Vec<_>>();
+        assert_eq!(order(&[pass(true), pass(true), pass(true)]), vec![0, 1, 2]);
+        assert_eq!(order(&[pass(false), pass(true), pass(true)]), vec![1, 2]);
+        assert!(order(&[pass(false), pass(false), pass(false)]).is_empty());
         let p = probabilities(array![[0.0f32, 0.0], [10.0, -10.0]].view(), false);
         assert!((p[[0, 0]] - 0.5).abs() < 1e-6 && p[[1, 0]] > 0.99);
         assert!(mean_bce(&[1.0], &[0.0]).is_finite());

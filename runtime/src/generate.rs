@@ -9,7 +9,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use ndarray::{Array2, Array4, ArrayView2, ArrayView4, Axis};
+use ndarray::{Array2, Array4, ArrayView2, ArrayView3, ArrayView4};
 use serde::{Deserialize, Serialize};
 
 use crate::backend::{Backend, Model};
@@ -30,15 +30,19 @@ pub struct Settings {
     pub sigma_max: f64,
     /// Schedule exponent.
     pub rho: f64,
-    /// Guidance weight w.
+    /// Guidance weight w of the first round.
     pub guidance: f32,
-    /// Synthetic images per reference image.
-    pub per_image: usize,
+    /// How much w drops from one round to the next.
+    pub guidance_decrement: f32,
+    /// Candidates drawn per reference image and round.
+    pub candidates: usize,
+    /// Rounds at most per reference image.
+    pub rounds: usize,
 }
 
 impl Settings {
-    /// The bundle's sampler defaults with `per_image` images per reference and `seed`.
-    pub fn from_bundle(sampler: &SamplerSpec, per_image: usize, seed: u64) -> Settings {
+    /// The bundle's sampler defaults with `seed`.
+    pub fn from_bundle(sampler: &SamplerSpec, seed: u64) -> Settings {
         Settings {
             seed,
             steps: sampler.steps,
@@ -46,8 +50,26 @@ impl Settings {
             sigma_max: sampler.sigma_max,
             rho: sampler.rho,
             guidance: sampler.guidance,
-            per_image,
+            guidance_decrement: sampler.guidance_decrement,
+            candidates: sampler.candidates_per_image,
+            rounds: sampler.max_rounds,
         }
+    }
+
+    /// Noise streams per reference image: every candidate of every round has its own.
+    pub fn streams(&self) -> usize {
+        self.candidates * self.rounds
+    }
+
+    /// The guidance weight of round `round` (0-based): `guidance − round · decrement`.
+    pub fn guidance_in_round(&self, round: usize) -> f32 {
+        self.guidance - round as f32 * self.guidance_decrement
+    }
+
+    /// The samples of reference `reference` in round `round`.
+    pub fn round_samples(&self, reference: usize, round: usize) -> impl Iterator<Item = SampleId> {
+        let first = round * self.candidates;
+        (first..first + self.candidates).map(move |candidate| SampleId { reference, candidate })
     }
 }
 
@@ -92,28 +114,31 @@ impl FromStr for Shard {
     }
 }
 
-/// One synthetic image: candidate `candidate` of reference image `reference`.
+/// One synthetic image: candidate `candidate` of reference image `reference` (candidates are
+/// numbered across rounds: round t holds `t·candidates ..(t + 1)·candidates`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct SampleId {
     /// Position of the conditioning image in the reference set.
     pub reference: usize,
-    /// Number among that image's candidates, below [`Settings::per_image`].
+    /// Number among that image's candidates, below [`Settings::streams`].
     pub candidate: usize,
 }
 
 impl SampleId {
-    /// The noise stream of this sample: `reference · per_image + candidate`.
-    pub fn noise_id(&self, per_image: usize) -> u64 {
-        (self.reference * per_image + self.candidate) as u64
+    /// The noise stream of this sample: `reference · streams + candidate`.
+    pub fn noise_id(&self, streams: usize) -> u64 {
+        (self.reference * streams + self.candidate) as u64
     }
 }
 
-/// Every sample of `shard` for a reference set of `references` images, in order.
-pub fn shard_samples(references: usize, per_image: usize, shard: Shard) -> Vec<SampleId> {
-    (0..references)
-        .filter(|&r| shard.owns(r))
-        .flat_map(|reference| (0..per_image).map(move |candidate| SampleId { reference, candidate }))
-        .collect()
+/// The reference images of `shard` in a set of `references`, in order.
+pub fn shard_references(references: usize, shard: Shard) -> Vec<usize> {
+    (0..references).filter(|&r| shard.owns(r)).collect()
+}
+
+/// The pixels of one `[C, H, W]` image with channels interleaved (HWC), as PNG stores them.
+pub fn interleaved(image: ArrayView3<u8>) -> Vec<u8> {
+    image.permuted_axes([1, 2, 0]).iter().copied().collect()
 }
 
 /// The denoiser (and guide), the features model and the settings, ready to generate.
@@ -136,8 +161,8 @@ impl Generator {
                 denoiser.image_shape()
             )));
         }
-        if settings.per_image == 0 {
-            return Err(SampleError::Shape("at least one image per reference image is needed".into()));
+        if settings.candidates == 0 || settings.rounds == 0 {
+            return Err(SampleError::Shape("at least one candidate and one round per reference image are needed".into()));
         }
         let sigmas = karras_sigmas(settings.steps, settings.sigma_min, settings.sigma_max, settings.rho)?;
         Ok(Generator { denoiser, features, normalization: bundle.image.normalization.clone(), sigmas, settings })
@@ -183,18 +208,27 @@ impl Generator {
         Ok(features)
     }
 
-    /// The images of `samples` (row k conditioned on row k of `conditions`), as 8-bit pixels
-    /// with channels interleaved (PNG order), one `Vec` per sample.
-    pub fn generate(&mut self, samples: &[SampleId], conditions: ArrayView2<f32>) -> Result<Vec<Vec<u8>>, SampleError> {
+    /// The images of `samples` (row k conditioned on row k of `conditions`) as 8-bit pixels
+    /// `[n, C, H, W]`. All samples must belong to one round, whose guidance weight they are
+    /// drawn with.
+    pub fn generate(&mut self, samples: &[SampleId], conditions: ArrayView2<f32>) -> Result<Array4<u8>, SampleError> {
         let images = self.generate_model_space(samples, conditions)?;
-        Ok(images.axis_iter(Axis(0)).map(|image| sampler::to_pixels(image, &self.normalization)).collect())
+        Ok(images.mapv(|v| self.normalization.to_pixel(v)))
     }
 
     /// Like [`Generator::generate`], in model space (`[n, C, H, W]`, normalised).
     pub fn generate_model_space(&mut self, samples: &[SampleId], conditions: ArrayView2<f32>) -> Result<Array4<f32>, SampleError> {
-        let ids: Vec<u64> = samples.iter().map(|s| s.noise_id(self.settings.per_image)).collect();
-        let noise = sampler::noise_batch(self.settings.seed, &ids, self.denoiser.image_shape());
-        sampler::sample(&mut self.denoiser, &self.sigmas, self.settings.guidance, conditions, noise.view())
+        let s = &self.settings;
+        let round = samples.first().map_or(0, |id| id.candidate / s.candidates);
+        if let Some(id) = samples.iter().find(|id| id.candidate / s.candidates != round || id.candidate >= s.streams()) {
+            return Err(SampleError::Shape(format!(
+                "sample {id:?} is not in round {round} of {} rounds of {} candidates: one call draws one round",
+                s.rounds, s.candidates
+            )));
+        }
+        let ids: Vec<u64> = samples.iter().map(|id| id.noise_id(s.streams())).collect();
+        let noise = sampler::noise_batch(s.seed, &ids, self.denoiser.image_shape());
+        sampler::sample(&mut self.denoiser, &self.sigmas, s.guidance_in_round(round), conditions, noise.view())
     }
 }
 
@@ -208,12 +242,20 @@ mod tests {
         for bad in ["3/3", "0/0", "1", "a/2", "-1/2"] {
             assert!(bad.parse::<Shard>().is_err(), "{bad}");
         }
-        let all = shard_samples(7, 2, Shard::ALL);
-        let mut joined: Vec<SampleId> = (0..3).flat_map(|i| shard_samples(7, 2, Shard { index: i, count: 3 })).collect();
+        let all = shard_references(7, Shard::ALL);
+        let mut joined: Vec<usize> = (0..3).flat_map(|i| shard_references(7, Shard { index: i, count: 3 })).collect();
         joined.sort();
         assert_eq!(joined, all);
-        assert_eq!(all.len(), 14);
-        assert_eq!(all[3], SampleId { reference: 1, candidate: 1 });
-        assert_eq!(all[3].noise_id(2), 3);
+        assert_eq!(all.len(), 7);
+        assert_eq!(SampleId { reference: 1, candidate: 1 }.noise_id(2), 3);
+    }
+
+    #[test]
+    fn rounds_number_their_candidates_and_lower_the_guidance() {
+        let s = Settings { seed: 0, steps: 4, sigma_min: 0.002, sigma_max: 80.0, rho: 7.0, guidance: 1.4, guidance_decrement: 0.1, candidates: 3, rounds: 2 };
+        let second: Vec<usize> = s.round_samples(5, 1).map(|id| id.candidate).collect();
+        assert_eq!(second, vec![3, 4, 5]);
+        assert_eq!(s.streams(), 6);
+        assert!((s.guidance_in_round(1) - 1.3).abs() < 1e-6);
     }
 }

@@ -6,7 +6,11 @@
 //! - [`sampler`]: the EDM Heun sampler with guidance and per-sample seeds.
 //! - [`generate`]: reference images → pseudo-conditions → samples → pixels, and sharding.
 //! - [`gate`]: the privacy gate (re-identification against the source and its nearest
-//!   references, selection among passing candidates); fails closed.
+//!   references, ranking of passing candidates); fails closed.
+//! - [`release`]: gated generation: rounds of candidates per reference image, only passing
+//!   images leave it.
+//! - [`audit`]: the statistics of `unpersonal audit` (DCR, precision/recall, memorisation,
+//!   singling-out risk, Fréchet distance); pure functions, no I/O.
 //!
 //! - `data` (feature `fs`): labelled image sets on disk (IDX files, filelists).
 //!
@@ -17,10 +21,13 @@
 
 #[cfg(feature = "fs")]
 pub mod atomic;
+pub mod audit;
 pub mod backend;
 pub mod bundle;
 #[cfg(feature = "fs")]
 pub mod data;
 pub mod gate;
 pub mod generate;
+pub mod neighbours;
+pub mod release;
 pub mod sampler;

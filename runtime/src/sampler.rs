@@ -9,13 +9,13 @@
 //!
 //! Arithmetic is float32, with the σ values computed in float64 and rounded to float32.
 
-use ndarray::{Array1, Array2, Array3, Array4, ArrayView2, ArrayView3, ArrayView4, Axis, Zip, concatenate, s};
+use ndarray::{Array1, Array2, Array3, Array4, ArrayView2, ArrayView4, Axis, Zip, concatenate, s};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 use rand_distr::StandardNormal;
 
 use crate::backend::{BackendError, Model};
-use crate::bundle::{Dim, ModelSpec, Normalization};
+use crate::bundle::{Dim, ModelSpec};
 
 /// Why sampling failed.
 #[derive(Debug, thiserror::Error)]
@@ -271,10 +271,4 @@ fn derivative(
 ) -> Result<Array4<f32>, SampleError> {
     let denoised = denoiser.denoise(x.view(), sigma, condition, guidance)?;
     Ok(Zip::from(x).and(&denoised).map_collect(|&x, &d| (x - d) / sigma))
-}
-
-/// The 8-bit pixels of one image in model space (`[C, H, W]`), channels interleaved
-/// (`[H, W, C]` row-major, as PNG stores them), by [`Normalization::to_pixel`].
-pub fn to_pixels(image: ArrayView3<f32>, normalization: &Normalization) -> Vec<u8> {
-    image.permuted_axes([1, 2, 0]).iter().map(|&v| normalization.to_pixel(v)).collect()
 }

@@ -256,6 +256,14 @@ pub struct ReidSpec {
     /// How the threshold was chosen (free-form: validation set, target rates, …).
     #[serde(default)]
     pub calibration: serde_json::Value,
+    /// Besides its source, a candidate is compared with this many nearest references to it
+    /// and to its source, by embedding. Default 8.
+    #[serde(default = "default_neighbours")]
+    pub neighbours: usize,
+}
+
+fn default_neighbours() -> usize {
+    8
 }
 
 impl Bundle {

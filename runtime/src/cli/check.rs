@@ -2,9 +2,10 @@
 //! re-identification test; the exit status is 0 only if every image passes.
 
 use std::path::PathBuf;
+use std::time::Instant;
 
 use anyhow::{Context, bail};
-use ndarray::{Array4, Axis, concatenate};
+use ndarray::Array4;
 use serde_json::json;
 use unpersonal_runtime::backend::Model;
 use unpersonal_runtime::bundle::{BundleDir, Role};
@@ -27,9 +28,10 @@ pub struct Args {
     /// (default: the bundle's shipped sample).
     #[arg(long, value_name = "DATA")]
     pub reference: Option<PathBuf>,
-    /// Each image is compared with this many nearest references by embedding.
-    #[arg(long, value_name = "K", default_value_t = 8)]
-    pub neighbours: usize,
+    /// Each image is compared with this many nearest references by embedding (default: the
+    /// bundle's reid.neighbours).
+    #[arg(long, value_name = "K")]
+    pub neighbours: Option<usize>,
     #[command(flatten)]
     pub backend: BackendArgs,
 }
@@ -38,10 +40,10 @@ pub struct Args {
 pub fn run(args: &Args, out: &Output) -> anyhow::Result<()> {
     let loaded = BundleDir::load(&args.bundle).with_context(|| format!("cannot use the bundle in {}", args.bundle.display()))?;
     let bundle = &loaded.bundle;
-    let threshold = bundle
+    let (threshold, neighbours) = bundle
         .reid
         .as_ref()
-        .map(|r| r.threshold)
+        .map(|r| (r.threshold, args.neighbours.unwrap_or(r.neighbours)))
         .with_context(|| format!("the bundle {} has no re-identification model: nothing can be checked", args.bundle.display()))?;
     let backend = args.backend.backend()?;
     let load = |role: Role| -> anyhow::Result<Model> { Ok(Model::load(backend.as_ref(), bundle.model(role)?, loaded.onnx(role)?)?) };
@@ -50,26 +52,23 @@ pub fn run(args: &Args, out: &Output) -> anyhow::Result<()> {
     let [c, h, w] = [bundle.image.channels, bundle.image.height, bundle.image.width];
 
     let references = reference::load(args.reference.as_deref(), &loaded)?;
-    let mut embeddings = Vec::new();
-    for start in (0..references.len()).step_by(256) {
-        let end = (start + 256).min(references.len());
-        let pixels = &references.images[start * c * h * w..end * c * h * w];
-        let x = Array4::from_shape_vec((end - start, c, h, w), pixels.iter().map(|&p| norm.normalize(p)).collect())?;
-        embeddings.push(reid.embed(x.view())?);
-    }
-    let views: Vec<_> = embeddings.iter().map(|e| e.view()).collect();
-    let refs = ReferenceSet::new(concatenate(Axis(0), &views)?);
+    let started = Instant::now();
+    let all: Vec<usize> = (0..references.len()).collect();
+    let refs = ReferenceSet::new(reid.embed_pixels(references.batch(&all).view(), norm)?);
+    let indexed = started.elapsed().as_secs_f64();
 
-    let mut x = Array4::<f32>::zeros((args.images.len(), c, h, w));
-    for (mut row, path) in x.outer_iter_mut().zip(&args.images) {
+    let mut pixels = Array4::<u8>::zeros((args.images.len(), c, h, w));
+    for (mut row, path) in pixels.outer_iter_mut().zip(&args.images) {
         let (ih, iw, bytes) = load_image(path, c)?;
         if (ih, iw) != (h, w) {
             bail!("{}: the image is {iw}×{ih} pixels, the bundle's images are {w}×{h}", path.display());
         }
-        row.iter_mut().zip(bytes).for_each(|(v, p)| *v = norm.normalize(p));
+        row.iter_mut().zip(bytes).for_each(|(v, p)| *v = p);
     }
-    let image_embeddings = reid.embed(x.view())?;
-    let verdicts = check(&mut reid, &refs, image_embeddings.view(), &vec![None; args.images.len()], args.neighbours)?;
+    let started = Instant::now();
+    let image_embeddings = reid.embed_pixels(pixels.view(), norm)?;
+    let verdicts = check(&mut reid, &refs, image_embeddings.view(), &vec![None; args.images.len()], neighbours)?;
+    let checking = started.elapsed().as_secs_f64();
 
     let failed = verdicts.iter().filter(|v| !v.passed).count();
     let rows: Vec<_> = args
@@ -81,7 +80,8 @@ pub fn run(args: &Args, out: &Output) -> anyhow::Result<()> {
                     "closest_reference": v.closest_reference, "references_compared": v.compared })
         })
         .collect();
-    out.json(&json!({ "threshold": threshold, "reference": references.name, "reference_images": references.len(), "images": rows, "failed": failed }))?;
+    let seconds = json!({ "embedding_references": indexed, "checking_images": checking, "images_per_second": args.images.len() as f64 / checking.max(1e-9) });
+    out.json(&json!({ "threshold": threshold, "reference": references.name, "reference_images": references.len(), "images": rows, "failed": failed, "seconds": seconds }))?;
     for (path, v) in args.images.iter().zip(&verdicts) {
         let verdict = if v.passed { "PASS" } else { "FAIL" };
         let closest = v.closest_reference.map_or("none".to_string(), |r| format!("reference #{r}"));

@@ -1,19 +1,20 @@
-//! `unpersonal generate`: synthetic images pseudo-conditioned on each reference image.
+//! `unpersonal generate`: synthetic images pseudo-conditioned on each reference image, released
+//! only when the privacy gate passes them.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
-use ndarray::{Array2, Array4};
 use serde_json::json;
 use unpersonal_runtime::bundle::{BundleDir, Role};
 use unpersonal_runtime::data::Dataset;
-use unpersonal_runtime::generate::{Generator, SampleId, Settings, Shard, shard_samples};
+use unpersonal_runtime::generate::{Generator, Settings, Shard, interleaved, shard_references};
+use unpersonal_runtime::release::{Gate, References, draw_unfiltered, release};
 
-use super::outdir::{self, Entry, Manifest, RunInfo};
+use super::outdir::{self, Dirs, GateRule, Record, RunInfo};
 use super::{BackendArgs, Output, reference};
 
 /// Arguments of `unpersonal generate`.
@@ -22,93 +23,133 @@ pub struct Args {
     /// The bundle directory (bundle.json and the ONNX files it names).
     #[arg(long, value_name = "DIR", default_value = "models/fashion-mnist")]
     pub bundle: PathBuf,
-    /// The reference images each synthetic image is pseudo-conditioned on: a filelist
-    /// (`relative/path.png l0 l1 …`) or a directory of IDX files (its training split).
-    /// Default: the bundle's shipped sample, DIR/reference/filelist.txt.
+    /// The reference images each synthetic image is pseudo-conditioned on, and that no
+    /// released image may re-identify: a filelist (`relative/path.png l0 l1 …`) or a directory
+    /// of IDX files (its training split). Default: the bundle's shipped sample,
+    /// DIR/reference/filelist.txt.
     #[arg(long, value_name = "DATA")]
     pub reference: Option<PathBuf>,
-    /// Output directory (created; an existing run there is resumed).
+    /// The release directory (created; an existing run there is resumed): images, filelist,
+    /// aggregate report. Only images that passed the gate are ever written here.
     #[arg(long, value_name = "DIR", default_value = "unpersonal-out")]
     pub out: PathBuf,
-    /// Synthetic images per reference image.
-    #[arg(long, value_name = "N", default_value_t = 1)]
-    pub per_image: usize,
+    /// The audit directory: which real image each released image was drawn for, with its
+    /// scores. It is personal data; it must lie outside --out. Default: OUT-audit beside OUT.
+    #[arg(long, value_name = "DIR")]
+    pub audit: Option<PathBuf>,
+    /// Candidates drawn per reference image and round (default: the bundle's
+    /// sampler.candidates_per_image).
+    #[arg(long, value_name = "N")]
+    pub candidates: Option<usize>,
+    /// Rounds per reference image, each with guidance lowered by the bundle's
+    /// sampler.guidance_decrement, before it releases nothing (default: sampler.max_rounds).
+    #[arg(long, value_name = "R")]
+    pub rounds: Option<usize>,
+    /// Release the two best passing candidates of a reference image instead of one.
+    #[arg(long)]
+    pub keep_second: bool,
     /// Heun steps (default: the bundle's sampler.steps).
     #[arg(long, value_name = "S")]
     pub steps: Option<usize>,
-    /// Guidance weight w in D_u + w·(D_c − D_u) (default: the bundle's sampler.guidance).
+    /// Guidance weight w in D_u + w·(D_c − D_u) of the first round (default: the bundle's
+    /// sampler.guidance).
     #[arg(long, value_name = "W")]
     pub guidance: Option<f32>,
-    /// Seed of the initial noise; each image's noise depends only on the seed and the image's
-    /// number, so results do not depend on --batch or --shard.
+    /// Seed of the initial noise; each candidate's noise depends only on the seed and the
+    /// candidate's number, so results do not depend on --batch, --jobs or --shard.
     #[arg(long, value_name = "S", default_value_t = 0)]
     pub seed: u64,
-    /// Handle only shard i of n (0-based) of the reference images; n such runs, with the same
-    /// other flags, followed by `unpersonal merge`, give exactly the single-run result.
+    /// Handle only shard i of n (0-based) of the reference images; n such runs into the same
+    /// --out and --audit, then `unpersonal merge`, give exactly the single-run result.
     #[arg(long, value_name = "i/n")]
     pub shard: Option<Shard>,
-    /// Images sampled together in one batch of model calls (memory vs. speed only).
+    /// Reference images handled together in one batch of model calls (memory vs. speed only).
     #[arg(long, value_name = "B", default_value_t = 16)]
     pub batch: usize,
+    /// RESEARCH ONLY: skip the privacy gate and write every candidate of the first round.
+    /// The output is not anonymous and must not be released.
+    #[arg(long)]
+    pub unfiltered_research_only: bool,
     #[command(flatten)]
     pub backend: BackendArgs,
 }
 
-/// Generates (or resumes) the run and writes images, filelist and report.
+/// Generates (or resumes) the run and writes the release and the audit log.
 pub fn run(args: &Args, out: &Output) -> anyhow::Result<()> {
     let started = Instant::now();
     let loaded = BundleDir::load(&args.bundle).with_context(|| format!("cannot use the bundle in {}", args.bundle.display()))?;
     let bundle = &loaded.bundle;
     let reference = reference::load(args.reference.as_deref(), &loaded)?;
-    let mut settings = Settings::from_bundle(&bundle.sampler, args.per_image, args.seed);
+    let mut settings = Settings::from_bundle(&bundle.sampler, args.seed);
     settings.steps = args.steps.unwrap_or(settings.steps);
     settings.guidance = args.guidance.unwrap_or(settings.guidance);
+    settings.candidates = args.candidates.unwrap_or(settings.candidates);
+    settings.rounds = if args.unfiltered_research_only { 1 } else { args.rounds.unwrap_or(settings.rounds) };
+    let gated = !args.unfiltered_research_only;
+    let keep = if args.keep_second { 2 } else { 1 };
 
     let backend_name = args.backend.backend()?.name();
-    // One generator per worker: models are loaded per thread, results do not depend on which
-    // worker draws which sample.
-    let make_generator = || -> anyhow::Result<Generator> { Ok(Generator::load(&loaded, args.backend.backend()?.as_ref(), settings.clone())?) };
-    let first = make_generator()?;
-
-    let used: BTreeMap<&str, &str> = [Role::Denoiser, Role::Guide, Role::Features]
-        .into_iter()
-        .filter_map(|r| bundle.models.get(&r).map(|m| (r.as_str(), m.sha256.as_str())))
-        .collect();
+    // One generator (and gate) per worker: models are loaded per thread; results do not
+    // depend on which worker handles which batch.
+    let make_worker = || -> anyhow::Result<Worker> {
+        let backend = args.backend.backend()?;
+        let gate = if gated { Some(Gate::load(&loaded, backend.as_ref())?) } else { None };
+        Ok(Worker { generator: Generator::load(&loaded, backend.as_ref(), settings.clone())?, gate })
+    };
+    let mut first = make_worker()?;
+    let mut roles = vec![Role::Denoiser, Role::Guide, Role::Features];
+    if gated {
+        roles.extend([Role::Classifier, Role::ReidEmbed, Role::ReidHead]);
+    }
+    let used: BTreeMap<&str, &str> = roles.into_iter().filter_map(|r| bundle.models.get(&r).map(|m| (r.as_str(), m.sha256.as_str()))).collect();
     let run = RunInfo {
         bundle: json!({ "name": bundle.name, "models": used }),
         reference: json!({ "name": reference.name, "images": reference.len() }),
         backend: backend_name.to_string(),
         settings: settings.clone(),
+        gate: first.gate.as_ref().map(|g| GateRule { threshold: g.threshold(), neighbours: g.neighbours(), keep }),
     };
-    outdir::claim(&args.out, &run)?;
-
-    let shard = args.shard.unwrap_or(Shard::ALL);
-    let samples = shard_samples(reference.len(), args.per_image, shard);
-    let pending: Vec<SampleId> = samples.iter().copied().filter(|&id| !args.out.join(outdir::image_file(id)).is_file()).collect();
-    if !out.quiet {
-        eprintln!("WARNING: the privacy gate is not applied yet: every candidate is written unfiltered (see report.json).");
+    let dirs = Dirs { release: args.out.clone(), audit: args.audit.clone().unwrap_or_else(|| outdir::default_audit(&args.out)) };
+    dirs.claim(&run)?;
+    if !gated && !out.quiet {
+        eprintln!("WARNING: --unfiltered-research-only: the privacy gate is OFF; every candidate is written unfiltered. Do not release them.");
     }
-    let bar = progress_bar(out, samples.len(), samples.len() - pending.len());
-    let chunks: Vec<&[SampleId]> = pending.chunks(args.batch.max(1)).collect();
+
+    // The gate compares every candidate with the whole reference set, not only its shard.
+    let index = match &mut first.gate {
+        Some(gate) => {
+            if !out.quiet && !out.json {
+                eprintln!("indexing {} reference images for the gate …", reference.len());
+            }
+            let all: Vec<usize> = (0..reference.len()).collect();
+            Some(gate.index(reference.batch(&all).view())?)
+        }
+        None => None,
+    };
+    let shard = args.shard.unwrap_or(Shard::ALL);
+    let mine = shard_references(reference.len(), shard);
+    let done = dirs.records()?;
+    let pending: Vec<usize> = mine.iter().copied().filter(|r| !done.contains_key(r)).collect();
+    let bar = progress_bar(out, mine.len(), mine.len() - pending.len());
+    let chunks: Vec<&[usize]> = pending.chunks(args.batch.max(1)).collect();
     let jobs = args.backend.jobs().min(chunks.len()).max(1);
     let failed = AtomicBool::new(false);
-    let work = |worker: usize, mut generator: Generator| -> anyhow::Result<()> {
+    let work = |worker: usize, mut w: Worker| -> anyhow::Result<()> {
         for chunk in chunks.iter().skip(worker).step_by(jobs) {
             if failed.load(Ordering::Relaxed) {
                 break;
             }
-            let result = write_chunk(&mut generator, &reference, chunk, &args.out, &bar);
+            let result = w.write_chunk(&reference, index.as_ref(), chunk, keep, &dirs);
             if result.is_err() {
                 failed.store(true, Ordering::Relaxed);
                 return result;
             }
+            bar.inc(chunk.len() as u64);
         }
         Ok(())
     };
     std::thread::scope(|scope| -> anyhow::Result<()> {
-        let others: Vec<_> = (1..jobs)
-            .map(|worker| scope.spawn(move || make_generator().and_then(|g| work(worker, g))))
-            .collect();
+        let others: Vec<_> = (1..jobs).map(|worker| scope.spawn(move || make_worker().and_then(|w| work(worker, w)))).collect();
         let mine = work(0, first);
         for handle in others {
             handle.join().map_err(|_| anyhow::anyhow!("a generation worker panicked"))??;
@@ -117,52 +158,74 @@ pub fn run(args: &Args, out: &Output) -> anyhow::Result<()> {
     })?;
     bar.finish_and_clear();
 
-    let entries: Vec<Entry> = samples
-        .iter()
-        .map(|&id| Entry { id, file: outdir::image_file(id), labels: reference.label(id.reference).to_vec() })
-        .collect();
     let seconds = started.elapsed().as_secs_f64();
     if shard.count > 1 {
-        let manifest = Manifest { run, shard, entries };
-        let path = outdir::manifest_file(&args.out, shard);
-        outdir::write_atomically(&path, &outdir::json_bytes(&manifest)?)?;
-        out.json(&json!({ "shard": shard.to_string(), "images": samples.len(), "generated_now": pending.len(), "manifest": path, "seconds": seconds }))?;
+        let path = dirs.shard_file(shard);
+        outdir::write_atomically(&path, &outdir::json_bytes(&json!({ "run": run, "shard": shard, "reference_images": mine.len() }))?)?;
+        out.json(&json!({ "shard": shard.to_string(), "reference_images": mine.len(), "handled_now": pending.len(), "seconds": seconds }))?;
         out.text(&format!(
-            "shard {shard}: {} images ({} new) in {} in {seconds:.1} s; join the shards with `unpersonal merge`",
-            samples.len(),
+            "shard {shard}: {} reference images ({} now) in {seconds:.1} s; when every shard is done: unpersonal merge --out {}",
+            mine.len(),
             pending.len(),
             args.out.display()
         ));
         return Ok(());
     }
-    let report = outdir::finish(&args.out, &run, entries)?;
-    out.json(&json!({ "out": args.out, "generated_now": pending.len(), "seconds": seconds, "report": report }))?;
-    out.text(&format!(
-        "{} images ({} new) from {} reference images in {:.1} s → {} (images/, filelist.txt, report.json)\n\
-         WARNING: privacy gate NOT applied: these are unfiltered candidates, not a release.",
-        samples.len(),
-        pending.len(),
-        reference.len(),
-        seconds,
-        args.out.display()
-    ));
+    let report = dirs.finish(&run, reference.len())?;
+    out.json(&json!({ "out": args.out, "audit": dirs.audit, "handled_now": pending.len(), "seconds": seconds, "report": report }))?;
+    out.text(&format!("done in {seconds:.1} s\n{}", summary(&report, &dirs)));
     Ok(())
 }
 
-/// Generates the samples of `chunk` and writes their PNGs atomically.
-fn write_chunk(generator: &mut Generator, reference: &Dataset, chunk: &[SampleId], out: &Path, bar: &ProgressBar) -> anyhow::Result<()> {
-    let [c, h, w] = [reference.channels, reference.height, reference.width];
-    let mut pixels = Array4::<u8>::zeros((chunk.len(), c, h, w));
-    for (mut row, id) in pixels.outer_iter_mut().zip(chunk) {
-        row.as_slice_mut().expect("standard layout").copy_from_slice(reference.image(id.reference));
+/// The closing lines of `generate` and `merge`.
+pub fn summary(report: &serde_json::Value, dirs: &Dirs) -> String {
+    let count = |key: &str| report[key].as_u64().unwrap_or(0);
+    let mut text = format!(
+        "{} images released for {} of {} reference images → {} (images/, filelist.txt, report.json)\n\
+         audit log (personal data, keep it inside the hospital): {}",
+        count("released_images"),
+        count("reference_images_released"),
+        count("reference_images"),
+        dirs.release.display(),
+        dirs.audit.join("audit-log.jsonl").display()
+    );
+    if report["privacy_gate"]["applied"] == true {
+        text.push_str(&format!(
+            "\nprivacy gate applied: {} reference images released nothing (every candidate was too close to a real image)",
+            count("reference_images_withheld")
+        ));
+    } else {
+        text.push_str("\nWARNING: privacy gate NOT applied (--unfiltered-research-only): these are unfiltered candidates, not a release.");
     }
-    let conditions: Array2<f32> = generator.conditions(pixels.view())?;
-    let images = generator.generate(chunk, conditions.view())?;
-    for (id, image) in chunk.iter().zip(images) {
-        outdir::write_atomically(&out.join(outdir::image_file(*id)), &outdir::encode_png(&image, c, h, w)?)?;
-        bar.inc(1);
+    text
+}
+
+/// The models of one worker.
+struct Worker {
+    generator: Generator,
+    gate: Option<Gate>,
+}
+
+impl Worker {
+    /// Draws (and gates) the images of the reference images in `chunk`, writes the released
+    /// ones into the release directory, then their records into the audit directory.
+    fn write_chunk(&mut self, reference: &Dataset, index: Option<&References>, chunk: &[usize], keep: usize, dirs: &Dirs) -> anyhow::Result<()> {
+        let conditions = self.generator.conditions(reference.batch(chunk).view())?;
+        let outcomes = match (&mut self.gate, index) {
+            (Some(gate), Some(index)) => release(&mut self.generator, gate, index, chunk, conditions.view(), keep)?,
+            _ => draw_unfiltered(&mut self.generator, chunk, conditions.view())?,
+        };
+        let [c, h, w] = [reference.channels, reference.height, reference.width];
+        let mut records = Vec::with_capacity(outcomes.len());
+        for (outcome, images) in outcomes {
+            let files = images
+                .iter()
+                .map(|image| dirs.write_image(&outdir::encode_png(&interleaved(image.view()), c, h, w)?))
+                .collect::<anyhow::Result<Vec<String>>>()?;
+            records.push(Record { labels: reference.label(outcome.reference).to_vec(), outcome, files });
+        }
+        dirs.write_records(&records)
     }
-    Ok(())
 }
 
 fn progress_bar(out: &Output, total: usize, done: usize) -> ProgressBar {
@@ -170,6 +233,6 @@ fn progress_bar(out: &Output, total: usize, done: usize) -> ProgressBar {
         return ProgressBar::hidden();
     }
     let bar = ProgressBar::new(total as u64).with_position(done as u64);
-    bar.set_style(ProgressStyle::with_template("{bar:30} {pos}/{len} images  {per_sec}  ETA {eta}").expect("valid progress template"));
+    bar.set_style(ProgressStyle::with_template("{bar:30} {pos}/{len} reference images  {per_sec}  ETA {eta}").expect("valid progress template"));
     bar
 }

@@ -1,17 +1,32 @@
-//! The output directory of `generate` and `merge`:
+//! The two directories of `generate` and `merge`. The release directory holds only what may
+//! be shared:
 //!
 //! ```text
-//! images/<reference>-<candidate>.png   one synthetic image each, written atomically
-//! run.json                             what decides every pixel; a re-run must match it
-//! shards/<i>-of-<n>.json               a shard's images and labels (sharded runs only)
-//! filelist.txt                         every image with its labels, in the reference format
-//! report.json                          the run, the counts and the privacy status
+//! images/<hash>.png       released images, named by a hash of their bytes (a name says
+//!                         nothing about the reference image the image was drawn for)
+//! run.json                what decides every pixel; a re-run must match it
+//! filelist.txt            every image with its labels, in the reference format
+//! report.json             aggregate counts of the gate and the privacy status
+//! ```
+//!
+//! The audit directory holds the mapping from each released image to the real image it was
+//! drawn for, with its scores. That mapping is personal data (it says which patient's image
+//! each synthetic one stands for), so it never sits inside the release directory:
+//!
+//! ```text
+//! run.json                the same run
+//! records/<a>-<b>.jsonl   one line per reference image of a finished batch (a..b)
+//! shards/<i>-of-<n>.json  the shards of a sharded run that finished
+//! audit-log.jsonl         every record in reference order, written when the run finishes
 //! ```
 //!
 //! Every file is written to a temporary sibling and renamed, so a killed run leaves only
-//! complete files (and temporaries that the next run removes). Nothing holds a time or a
-//! path, so a resumed or sharded run produces the same bytes as an uninterrupted one.
+//! complete files (and temporaries that the next run removes); images are written before
+//! the record that names them, and a reference counts as done only once its record exists.
+//! Nothing holds a time, so a resumed or sharded run produces the same bytes as an
+//! uninterrupted one.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
@@ -19,7 +34,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 pub use unpersonal_runtime::atomic::write_atomically;
 use unpersonal_runtime::atomic::PARTIAL;
-use unpersonal_runtime::generate::{SampleId, Settings, Shard};
+use unpersonal_runtime::bundle::sha256_hex;
+use unpersonal_runtime::generate::{Settings, Shard};
+use unpersonal_runtime::release::Outcome;
 
 /// What decides the images of a run, besides the code: stored as `run.json`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -32,40 +49,47 @@ pub struct RunInfo {
     pub backend: String,
     /// Sampler settings.
     pub settings: Settings,
+    /// The gate's rule, or `None` for an unfiltered research run.
+    pub gate: Option<GateRule>,
 }
 
-/// One generated image: which sample it is, its file and the labels it carries (those of
-/// its reference image).
+/// The decision rule of the privacy gate in a run.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Entry {
-    /// The sample.
+pub struct GateRule {
+    /// Same-person probability at or above which a candidate is rejected.
+    pub threshold: f32,
+    /// Nearest references compared besides the source.
+    pub neighbours: usize,
+    /// Images released at most per reference image.
+    pub keep: usize,
+}
+
+/// The audit record of one reference image: its outcome, its labels and the files of its
+/// released images (in the order of `outcome.released`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    /// What the gate did.
     #[serde(flatten)]
-    pub id: SampleId,
-    /// Path relative to the output directory.
-    pub file: String,
-    /// Labels (0 or 1 each).
+    pub outcome: Outcome,
+    /// The reference image's labels, carried by its released images.
     pub labels: Vec<f32>,
+    /// Paths of the released images, relative to the release directory.
+    pub files: Vec<String>,
 }
 
-/// A shard's record: the run, the shard and its entries.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Manifest {
-    /// The run (identical across the shards of one run).
-    pub run: RunInfo,
-    /// Which shard.
-    pub shard: Shard,
-    /// Its images, in sample order.
-    pub entries: Vec<Entry>,
+/// The release directory and the audit directory of a run.
+#[derive(Clone, Debug)]
+pub struct Dirs {
+    /// What may be shared.
+    pub release: PathBuf,
+    /// The mapping to real images: personal data.
+    pub audit: PathBuf,
 }
 
-/// The relative path of a sample's image.
-pub fn image_file(id: SampleId) -> String {
-    format!("images/{:06}-{:03}.png", id.reference, id.candidate)
-}
-
-/// The manifest path of `shard` in `out`.
-pub fn manifest_file(out: &Path, shard: Shard) -> PathBuf {
-    out.join("shards").join(format!("{}-of-{}.json", shard.index, shard.count))
+/// The default audit directory of release directory `release`: its sibling `<name>-audit`.
+pub fn default_audit(release: &Path) -> PathBuf {
+    let name = release.file_name().map_or("unpersonal-out".into(), |n| n.to_string_lossy().into_owned());
+    release.with_file_name(format!("{name}-audit"))
 }
 
 /// Pretty JSON with a final newline.
@@ -75,28 +99,148 @@ pub fn json_bytes(value: &impl Serialize) -> anyhow::Result<Vec<u8>> {
     Ok(text.into_bytes())
 }
 
-/// Starts or resumes a run in `out`: creates the directory, removes temporaries a killed run
-/// left, and records `run` in `run.json`, or checks that the run already there is the same.
-pub fn claim(out: &Path, run: &RunInfo) -> anyhow::Result<()> {
-    std::fs::create_dir_all(out.join("images")).with_context(|| format!("cannot create {}", out.join("images").display()))?;
-    for dir in [out.to_path_buf(), out.join("images"), out.join("shards")] {
-        let Ok(listing) = std::fs::read_dir(&dir) else { continue };
+impl Dirs {
+    /// Starts or resumes a run: creates both directories (refusing one inside the other),
+    /// removes temporaries a killed run left, and records `run` in both `run.json`s, or
+    /// checks that the run already there is the same.
+    pub fn claim(&self, run: &RunInfo) -> anyhow::Result<()> {
+        for dir in [self.release.join("images"), self.audit.join("records")] {
+            std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        }
+        let (release, audit) = (canonical(&self.release)?, canonical(&self.audit)?);
+        if release.starts_with(&audit) || audit.starts_with(&release) {
+            bail!(
+                "the audit directory {} and the release directory {} must not contain each other: \
+                 the audit log maps synthetic images to real ones and must never be released",
+                self.audit.display(),
+                self.release.display()
+            );
+        }
+        for dir in [&self.release, &self.release.join("images"), &self.audit, &self.audit.join("records"), &self.audit.join("shards")] {
+            let Ok(listing) = std::fs::read_dir(dir) else { continue };
+            for entry in listing {
+                let entry = entry?;
+                if entry.file_name().to_string_lossy().starts_with(PARTIAL) {
+                    std::fs::remove_file(entry.path()).with_context(|| format!("cannot remove {}", entry.path().display()))?;
+                }
+            }
+        }
+        for dir in [&self.release, &self.audit] {
+            check_or_write_run(dir, run)?;
+        }
+        Ok(())
+    }
+
+    /// The run recorded in the release directory.
+    pub fn run(&self) -> anyhow::Result<RunInfo> {
+        let path = self.release.join("run.json");
+        let bytes = std::fs::read(&path).with_context(|| format!("cannot read {}: no run there", path.display()))?;
+        serde_json::from_slice(&bytes).with_context(|| format!("{} is not a run description", path.display()))
+    }
+
+    /// Writes a released image (PNG bytes) under a name made from its hash and returns the
+    /// name, relative to the release directory.
+    pub fn write_image(&self, png: &[u8]) -> anyhow::Result<String> {
+        let file = format!("images/{}.png", &sha256_hex(png)[..16]);
+        write_atomically(&self.release.join(&file), png)?;
+        Ok(file)
+    }
+
+    /// Records a finished batch of reference images.
+    pub fn write_records(&self, records: &[Record]) -> anyhow::Result<()> {
+        let (Some(first), Some(last)) = (records.first(), records.last()) else { return Ok(()) };
+        let mut text = String::new();
+        for r in records {
+            text.push_str(&serde_json::to_string(r)?);
+            text.push('\n');
+        }
+        let path = self.audit.join("records").join(format!("{:06}-{:06}.jsonl", first.outcome.reference, last.outcome.reference));
+        Ok(write_atomically(&path, text.as_bytes())?)
+    }
+
+    /// Every record written so far, by reference.
+    pub fn records(&self) -> anyhow::Result<BTreeMap<usize, Record>> {
+        let dir = self.audit.join("records");
+        let mut all = BTreeMap::new();
+        let listing = std::fs::read_dir(&dir).with_context(|| format!("cannot read {}", dir.display()))?;
         for entry in listing {
+            let path = entry?.path();
+            if path.extension().is_none_or(|e| e != "jsonl") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+            for (n, line) in text.lines().enumerate() {
+                let record: Record = serde_json::from_str(line).with_context(|| format!("{} line {}: not an audit record", path.display(), n + 1))?;
+                all.entry(record.outcome.reference).or_insert(record);
+            }
+        }
+        Ok(all)
+    }
+
+    /// The record file of a finished shard.
+    pub fn shard_file(&self, shard: Shard) -> PathBuf {
+        self.audit.join("shards").join(format!("{}-of-{}.json", shard.index, shard.count))
+    }
+
+    /// Writes `filelist.txt`, `report.json` (aggregates only) and the audit log for a run
+    /// whose every reference image has a record; removes images no record names (left by a
+    /// run killed between an image and its record). Returns the report.
+    pub fn finish(&self, run: &RunInfo, references: usize) -> anyhow::Result<Value> {
+        let records = self.records()?;
+        let missing = (0..references).filter(|r| !records.contains_key(r)).count();
+        if missing > 0 {
+            bail!("{missing} of {references} reference images have no record in {}: the run is incomplete", self.audit.join("records").display());
+        }
+        let mut filelist: BTreeMap<&str, &[f32]> = BTreeMap::new();
+        for record in records.values() {
+            for file in &record.files {
+                filelist.entry(file).or_insert(&record.labels);
+            }
+        }
+        let named: BTreeSet<String> = filelist.keys().map(|f| f.to_string()).collect();
+        let images = self.release.join("images");
+        for entry in std::fs::read_dir(&images).with_context(|| format!("cannot read {}", images.display()))? {
             let entry = entry?;
-            if entry.file_name().to_string_lossy().starts_with(PARTIAL) {
+            let file = format!("images/{}", entry.file_name().to_string_lossy());
+            if !named.contains(&file) {
                 std::fs::remove_file(entry.path()).with_context(|| format!("cannot remove {}", entry.path().display()))?;
             }
         }
+        let mut text = String::new();
+        for (file, labels) in &filelist {
+            text.push_str(file);
+            for l in labels.iter() {
+                text.push_str(if *l >= 0.5 { " 1" } else { " 0" });
+            }
+            text.push('\n');
+        }
+        write_atomically(&self.release.join("filelist.txt"), text.as_bytes())?;
+        let report = report(run, records.values(), filelist.len());
+        write_atomically(&self.release.join("report.json"), &json_bytes(&report)?)?;
+        let mut log = String::new();
+        for record in records.values() {
+            log.push_str(&serde_json::to_string(record)?);
+            log.push('\n');
+        }
+        write_atomically(&self.audit.join("audit-log.jsonl"), log.as_bytes())?;
+        Ok(report)
     }
-    let path = out.join("run.json");
+}
+
+fn canonical(dir: &Path) -> anyhow::Result<PathBuf> {
+    dir.canonicalize().with_context(|| format!("cannot resolve {}", dir.display()))
+}
+
+fn check_or_write_run(dir: &Path, run: &RunInfo) -> anyhow::Result<()> {
+    let path = dir.join("run.json");
     match std::fs::read(&path) {
         Ok(bytes) => {
             let existing: RunInfo = serde_json::from_slice(&bytes).with_context(|| format!("{} is not a run description", path.display()))?;
             if &existing != run {
                 bail!(
-                    "{} holds a run with other settings, bundle, reference set or backend; \
+                    "{} holds a run with other settings, bundle, reference set, gate or backend; \
                      choose another --out (or delete it)\n  there: {}\n  now:   {}",
-                    out.display(),
+                    dir.display(),
                     serde_json::to_string(&existing)?,
                     serde_json::to_string(run)?
                 );
@@ -108,33 +252,63 @@ pub fn claim(out: &Path, run: &RunInfo) -> anyhow::Result<()> {
     }
 }
 
-/// What `generate` says about the privacy gate until the gate lands.
-pub const UNFILTERED: &str = "NOT APPLIED: these are unfiltered candidates. No re-identification check ran, so \
-     nothing here is known to be unlinkable to a real person; do not release them as anonymous data.";
+/// What `generate --unfiltered-research-only` says about the privacy gate.
+pub const UNFILTERED: &str = "NOT APPLIED (--unfiltered-research-only): these are unfiltered candidates. No \
+     re-identification check ran, so nothing here is known to be unlinkable to a real person; do not release them.";
 
-/// Writes `filelist.txt` and `report.json` for the complete set of `entries` (any order) and
-/// returns the report.
-pub fn finish(out: &Path, run: &RunInfo, mut entries: Vec<Entry>) -> anyhow::Result<Value> {
-    entries.sort_by_key(|e| e.id);
-    let mut filelist = String::new();
-    for e in &entries {
-        filelist.push_str(&e.file);
-        for l in &e.labels {
-            filelist.push_str(if *l >= 0.5 { " 1" } else { " 0" });
+/// The aggregate report: counts only, nothing about any single reference image.
+fn report<'a>(run: &RunInfo, records: impl Iterator<Item = &'a Record>, images: usize) -> Value {
+    let records: Vec<&Record> = records.collect();
+    let released = records.iter().filter(|r| !r.outcome.released.is_empty()).count();
+    let mut rounds_needed: BTreeMap<String, usize> = BTreeMap::new();
+    let mut guidance: BTreeMap<String, usize> = BTreeMap::new();
+    let mut per_round: Vec<(usize, usize)> = Vec::new();
+    for r in &records {
+        if !r.outcome.released.is_empty() {
+            *rounds_needed.entry(r.outcome.rejected.len().to_string()).or_default() += 1;
         }
-        filelist.push('\n');
+        for d in &r.outcome.released {
+            *guidance.entry(format!("{:.2}", d.guidance)).or_default() += 1;
+        }
+        for (t, &rejected) in r.outcome.rejected.iter().enumerate() {
+            if per_round.len() <= t {
+                per_round.push((0, 0));
+            }
+            per_round[t].0 += 1;
+            per_round[t].1 += rejected;
+        }
     }
-    write_atomically(&out.join("filelist.txt"), filelist.as_bytes())?;
-    let references = entries.iter().map(|e| e.id.reference).collect::<std::collections::BTreeSet<_>>().len();
-    let report = json!({
-        "privacy_gate": { "applied": false, "status": UNFILTERED },
-        "images": entries.len(),
-        "reference_images_used": references,
+    let candidates = run.settings.candidates;
+    let rounds: Vec<Value> = per_round
+        .iter()
+        .enumerate()
+        .map(|(t, &(refs, rejected))| {
+            json!({ "round": t + 1, "guidance": run.settings.guidance_in_round(t), "reference_images": refs,
+                    "candidates": refs * candidates, "rejected": rejected,
+                    "rejection_rate": rejected as f64 / (refs * candidates).max(1) as f64 })
+        })
+        .collect();
+    let gate = match &run.gate {
+        Some(rule) => json!({
+            "applied": true,
+            "status": "every released image passed the re-identification check against its source reference image and \
+                       the nearest reference images by embedding; references all of whose candidates failed released nothing",
+            "threshold": rule.threshold, "neighbours": rule.neighbours, "released_per_reference_at_most": rule.keep,
+        }),
+        None => json!({ "applied": false, "status": UNFILTERED }),
+    };
+    json!({
+        "privacy_gate": gate,
+        "reference_images": records.len(),
+        "released_images": images,
+        "reference_images_released": released,
+        "reference_images_withheld": records.len() - released,
+        "rounds_needed": rounds_needed,
+        "rounds": rounds,
+        "guidance_of_released_images": guidance,
         "filelist": "filelist.txt",
         "run": run,
-    });
-    write_atomically(&out.join("report.json"), &json_bytes(&report)?)?;
-    Ok(report)
+    })
 }
 
 /// PNG bytes of one image (`pixels` interleaved, `channels` 1 or 3).

@@ -165,6 +165,16 @@ impl Dataset {
         &self.images[i * size..(i + 1) * size]
     }
 
+    /// Pixels of the rows `indices` as one batch `[n, c, h, w]`. Panics on an index out of
+    /// range, like slice indexing.
+    pub fn batch(&self, indices: &[usize]) -> ndarray::Array4<u8> {
+        let mut pixels = ndarray::Array4::<u8>::zeros((indices.len(), self.channels, self.height, self.width));
+        for (mut row, &i) in pixels.outer_iter_mut().zip(indices) {
+            row.as_slice_mut().expect("standard layout").copy_from_slice(self.image(i));
+        }
+        pixels
+    }
+
     /// Labels of row `i`. Panics if `i >= len()`, like slice indexing.
     pub fn label(&self, i: usize) -> &[f32] {
         &self.labels[i * self.num_labels..(i + 1) * self.num_labels]

@@ -27,6 +27,20 @@ pub enum Body {
     Mask { cond: f32, uncond: f32 },
     /// `ln(−(x² + 1))`: NaN everywhere.
     Nan,
+    /// `0·x + reshape(condition)`: returns its conditioning vector as the image. Its bundle
+    /// (see [`write_bundle`]) has identity features (D = C·H·W), so every sample is exactly its
+    /// reference image: a planted leak.
+    Leak,
+}
+
+impl Body {
+    /// The condition size of a denoiser computing this body.
+    pub fn condition_size(&self) -> usize {
+        match self {
+            Body::Leak => C * H * W,
+            _ => D,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -115,6 +129,7 @@ fn image_dims() -> Vec<Option<i64>> {
 /// A denoiser with the bundle interface (`x`, `sigma`, `condition`, `condition_mask` →
 /// `denoised`) computing `body`.
 pub fn denoiser(body: Body) -> Vec<u8> {
+    let d = body.condition_size();
     let mut g = Graph::default();
     g.f32("zero", &[], &[0.0]);
     g.i64("per_row", &[-1, 1, 1, 1]);
@@ -151,9 +166,14 @@ pub fn denoiser(body: Body) -> Vec<u8> {
             g.node("Neg", &["x2_1"], "negative");
             g.node("Log", &["negative"], "denoised");
         }
+        Body::Leak => {
+            g.i64("image_shape", &[-1, C as i64, H as i64, W as i64]);
+            g.node("Reshape", &["condition", "image_shape"], "leaked");
+            g.node("Add", &["zero_x", "leaked"], "denoised");
+        }
     }
     g.encode(
-        &[("x", image_dims()), ("sigma", vec![None]), ("condition", vec![None, Some(D as i64)]), ("condition_mask", vec![None])],
+        &[("x", image_dims()), ("sigma", vec![None]), ("condition", vec![None, Some(d as i64)]), ("condition_mask", vec![None])],
         &[("denoised", image_dims())],
     )
 }
@@ -179,11 +199,35 @@ impl Graph {
     }
 }
 
-/// A features model: `features = flatten(image) · weights` (`weights` `[C·H·W, D]`).
+/// A features model: `features = flatten(image) · weights` (`weights` `[C·H·W, d]`).
 pub fn features(weights: &[f32]) -> Vec<u8> {
+    let d = weights.len() / (C * H * W);
     let mut g = Graph::default();
-    g.flatten_matmul(weights, D, "features");
-    g.encode(&[("image", image_dims())], &[("features", vec![None, Some(D as i64)])])
+    g.flatten_matmul(weights, d, "features");
+    g.encode(&[("image", image_dims())], &[("features", vec![None, Some(d as i64)])])
+}
+
+/// A model of an `image` input whose `output` (`[batch, cols]`) is `ln(−(z² + 1))` of a
+/// linear map `z`: NaN everywhere.
+pub fn nan_model(output: &str, cols: usize) -> Vec<u8> {
+    let mut g = Graph::default();
+    g.flatten_matmul(&vec![0.1; C * H * W * cols], cols, "z");
+    g.f32("one", &[], &[1.0]);
+    g.node("Mul", &["z", "z"], "z2");
+    g.node("Add", &["z2", "one"], "z2_1");
+    g.node("Neg", &["z2_1"], "negative");
+    g.node("Log", &["negative"], output);
+    g.encode(&[("image", image_dims())], &[(output, vec![None, Some(cols as i64)])])
+}
+
+/// Number of classes of the test bundles.
+pub const CLASSES: usize = 10;
+
+/// A classifier: `logits = flatten(image) · weights` (`weights` `[C·H·W, CLASSES]`).
+pub fn classifier(weights: &[f32]) -> Vec<u8> {
+    let mut g = Graph::default();
+    g.flatten_matmul(weights, CLASSES, "logits");
+    g.encode(&[("image", image_dims())], &[("logits", vec![None, Some(CLASSES as i64)])])
 }
 
 /// Embedding size of the test re-identification models.
@@ -263,15 +307,23 @@ pub fn backends() -> Vec<Box<dyn unpersonal_runtime::backend::Backend>> {
     all
 }
 
-/// Writes a bundle with a test denoiser computing `body`, a features model and 12 sampler
-/// steps into `dir`.
+/// Writes a bundle with a test denoiser computing `body`, a features model (the identity for
+/// [`Body::Leak`]) and 12 sampler steps into `dir`.
 pub fn write_bundle(dir: &std::path::Path, body: Body) {
+    let d = body.condition_size();
+    let weights: Vec<f32> = match body {
+        Body::Leak => (0..d * d).map(|i| if i % (d + 1) == 0 { 1.0 } else { 0.0 }).collect(),
+        _ => (0..C * H * W * D).map(|i| ((i % 7) as f32 - 3.0) * 0.1).collect(),
+    };
     let den = denoiser(body);
-    let feat = features(&(0..C * H * W * D).map(|i| ((i % 7) as f32 - 3.0) * 0.1).collect::<Vec<_>>());
+    let feat = features(&weights);
     let mut value = bundle_json(json!({
         "denoiser": denoiser_entry("denoiser.onnx", &den),
         "features": features_entry("features.onnx", &feat),
     }));
+    // The entries are written for condition size D; the leak's is C·H·W.
+    value["models"]["denoiser"]["inputs"][2]["shape"] = json!(["batch", d]);
+    value["models"]["features"]["outputs"][0]["shape"] = json!(["batch", d]);
     value["sampler"] = json!({ "steps": 12 });
     std::fs::write(dir.join("bundle.json"), value.to_string()).unwrap();
     std::fs::write(dir.join("denoiser.onnx"), den).unwrap();
@@ -296,6 +348,22 @@ pub fn reid_entries(embed: &[u8], head: &[u8]) -> (Value, Value) {
 pub fn reid_models() -> (Vec<u8>, Vec<u8>) {
     let weights: Vec<f32> = (0..C * H * W * E).map(|i| ((i * 7 % 11) as f32 - 5.0) * 0.05).collect();
     (reid_embed(&weights), reid_head(40.0, 4.0))
+}
+
+/// Adds the test classifier (the gate ranks survivors by it) and re-identification model to
+/// the bundle in `dir`: a bundle that `generate` can gate.
+pub fn add_gate(dir: &std::path::Path) {
+    add_reid(dir);
+    let onnx = classifier(&(0..C * H * W * CLASSES).map(|i| ((i * 5 % 13) as f32 - 6.0) * 0.05).collect::<Vec<_>>());
+    let path = dir.join("bundle.json");
+    let mut value: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    value["models"]["classifier"] = json!({
+        "file": "classifier.onnx", "sha256": sha256_hex(&onnx),
+        "inputs": [ { "name": "image", "shape": ["batch", C, H, W] } ],
+        "outputs": [ { "name": "logits", "shape": ["batch", CLASSES] } ], "provenance": {},
+    });
+    std::fs::write(&path, value.to_string()).unwrap();
+    std::fs::write(dir.join("classifier.onnx"), onnx).unwrap();
 }
 
 /// Adds the test re-identification model (threshold 0.5) to the bundle in `dir`.

@@ -1,5 +1,7 @@
-//! `unpersonal generate` and `unpersonal merge` on tiny test bundles: reproducibility across
-//! runs, batch sizes and shards, resumption after `kill -9`, and failing closed on bad input.
+//! `unpersonal generate` and `unpersonal merge` on tiny test bundles: the privacy gate (planted
+//! leaks release nothing, released images pass `unpersonal check`, the audit log stays out of
+//! the release), reproducibility across runs, batch sizes and shards, resumption after
+//! `kill -9`, and failing closed on bad input or models that cannot run.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -7,9 +9,10 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::cli::unpersonal;
-use crate::common::{Body, C, H, W, write_bundle};
+use crate::common::{Body, C, H, W, add_gate, write_bundle};
 
-/// A bundle (denoiser `0.5·x`) and a reference filelist of `n` distinct 4×4 PNGs.
+/// A bundle (a test denoiser, features, and with `gate` a classifier and re-id model) and a
+/// reference filelist of `n` distinct 4×4 PNGs.
 struct Fixture {
     _tmp: tempfile::TempDir,
     root: PathBuf,
@@ -17,10 +20,21 @@ struct Fixture {
 
 impl Fixture {
     fn new(body: Body, n: usize) -> Fixture {
+        Fixture::with_gate(body, n, false)
+    }
+
+    fn gated(body: Body, n: usize) -> Fixture {
+        Fixture::with_gate(body, n, true)
+    }
+
+    fn with_gate(body: Body, n: usize, gate: bool) -> Fixture {
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path().to_path_buf();
         std::fs::create_dir_all(root.join("bundle/reference/images")).unwrap();
         write_bundle(&root.join("bundle"), body);
+        if gate {
+            add_gate(&root.join("bundle"));
+        }
         let mut list = String::new();
         for i in 0..n {
             let pixels: Vec<u8> = (0..C * H * W).map(|p| ((i * 37 + p * 11) % 256) as u8).collect();
@@ -37,24 +51,41 @@ impl Fixture {
         self.root.join(rel).to_str().unwrap().to_string()
     }
 
-    /// Runs `generate` on the fixture's bundle into `out` with extra flags; panics on failure.
-    fn generate(&self, out: &str, extra: &[&str]) -> String {
+    /// Runs `generate` on the fixture's bundle into `out` with extra flags.
+    fn try_generate(&self, out: &str, extra: &[&str]) -> std::process::Output {
         let out = self.path(out);
         let bundle = self.path("bundle");
         let mut args = vec!["generate", "--bundle", &bundle, "--out", &out];
         args.extend_from_slice(extra);
-        let result = unpersonal(&args);
+        unpersonal(&args)
+    }
+
+    /// Like [`Fixture::try_generate`]; panics on failure and returns standard output.
+    fn generate(&self, out: &str, extra: &[&str]) -> String {
+        let result = self.try_generate(out, extra);
         assert!(result.status.success(), "generate {extra:?} failed: {}", String::from_utf8_lossy(&result.stderr));
         String::from_utf8_lossy(&result.stdout).into_owned()
     }
+
+    fn report(&self, out: &str) -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(self.root.join(out).join("report.json")).unwrap()).unwrap()
+    }
+
+    fn audit_log(&self, out: &str) -> Vec<serde_json::Value> {
+        let text = std::fs::read_to_string(self.root.join(format!("{out}-audit/audit-log.jsonl"))).unwrap();
+        text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    }
 }
 
-/// Every file of a generated output that holds results, by relative path.
+/// Every file of a generated output (release and audit directory) that holds results, by
+/// relative path.
 fn results(dir: &Path) -> BTreeMap<String, Vec<u8>> {
     let mut files = BTreeMap::new();
     for name in ["filelist.txt", "report.json", "run.json"] {
         files.insert(name.to_string(), std::fs::read(dir.join(name)).unwrap_or_else(|_| panic!("{name} missing in {}", dir.display())));
     }
+    let audit = PathBuf::from(format!("{}-audit", dir.display())).join("audit-log.jsonl");
+    files.insert("audit-log.jsonl".into(), std::fs::read(&audit).unwrap_or_else(|_| panic!("{} missing", audit.display())));
     for entry in std::fs::read_dir(dir.join("images")).unwrap() {
         let path = entry.unwrap().path();
         files.insert(format!("images/{}", path.file_name().unwrap().to_string_lossy()), std::fs::read(&path).unwrap());
@@ -64,50 +95,154 @@ fn results(dir: &Path) -> BTreeMap<String, Vec<u8>> {
 
 #[test]
 fn same_seed_gives_the_same_bytes_across_runs_batches_and_shards() {
-    let f = Fixture::new(Body::Scale(0.5), 7);
-    let text = f.generate("a", &["--per-image", "2"]);
-    assert!(text.contains("14 images") && text.contains("privacy gate NOT applied"), "{text}");
+    let f = Fixture::gated(Body::Gaussian(0.5), 7);
+    let flags = ["--candidates", "3", "--keep-second"];
+    let text = f.generate("a", &flags);
+    assert!(text.contains("privacy gate applied"), "{text}");
     let a = results(&f.root.join("a"));
-    assert_eq!(a.len(), 3 + 14);
-    let filelist = String::from_utf8(a["filelist.txt"].clone()).unwrap();
-    assert!(filelist.starts_with("images/000000-000.png 1 0 0 0 0 0 0 0 0 0\nimages/000000-001.png 1 0"), "{filelist}");
-    let report: serde_json::Value = serde_json::from_slice(&a["report.json"]).unwrap();
-    assert_eq!(report["privacy_gate"]["applied"], false);
-    assert_eq!(report["images"], 14);
+    let report = f.report("a");
+    assert_eq!(report["privacy_gate"]["applied"], true);
+    assert_eq!(report["reference_images"], 7);
+    let images = report["released_images"].as_u64().unwrap() as usize;
+    assert!(images > 0 && a.len() == 4 + images, "{report}");
 
-    f.generate("b", &["--per-image", "2", "--batch", "3"]);
-    assert_eq!(results(&f.root.join("b")), a, "batch size changed the output");
+    f.generate("b", &[&flags[..], &["--batch", "3", "--jobs", "2"]].concat());
+    assert_eq!(results(&f.root.join("b")), a, "batch size or workers changed the output");
 
-    // Three shards into one shared directory, merged in place.
+    // Three shards into one release and audit directory, then merged.
     for i in 0..3 {
-        let text = f.generate("shared", &["--per-image", "2", "--shard", &format!("{i}/3")]);
+        let text = f.generate("shared", &[&flags[..], &["--shard", &format!("{i}/3")]].concat());
         assert!(text.contains(&format!("shard {i}/3")), "{text}");
+        assert!(!f.root.join("shared/filelist.txt").exists(), "a shard must not write the final filelist");
+        if i == 1 {
+            let early = unpersonal(&["merge", "--out", &f.path("shared")]);
+            assert!(!early.status.success());
+            assert!(String::from_utf8_lossy(&early.stderr).contains("shards 2/3 are missing"), "{}", String::from_utf8_lossy(&early.stderr));
+        }
     }
-    assert!(!f.root.join("shared/filelist.txt").exists(), "a shard must not write the final filelist");
-    let merged = unpersonal(&["merge", "--out", &f.path("shared"), &f.path("shared")]);
+    let merged = unpersonal(&["merge", "--out", &f.path("shared")]);
     assert!(merged.status.success(), "{}", String::from_utf8_lossy(&merged.stderr));
     assert_eq!(results(&f.root.join("shared")), a, "merged shards differ from the single run");
 
-    // One directory per shard, merged elsewhere; a missing shard is named.
-    for i in 0..2 {
-        f.generate(&format!("s{i}"), &["--per-image", "2", "--shard", &format!("{i}/2")]);
-    }
-    let incomplete = unpersonal(&["merge", "--out", &f.path("m"), &f.path("s0")]);
-    assert!(!incomplete.status.success());
-    assert!(String::from_utf8_lossy(&incomplete.stderr).contains("shards 1/2 are missing"));
-    let merged = unpersonal(&["merge", "--out", &f.path("m"), &f.path("s0"), &f.path("s1")]);
-    assert!(merged.status.success(), "{}", String::from_utf8_lossy(&merged.stderr));
-    assert_eq!(results(&f.root.join("m")), a);
-
     // Another seed gives other images.
-    f.generate("c", &["--per-image", "2", "--seed", "1"]);
-    assert_ne!(results(&f.root.join("c"))["images/000003-001.png"], a["images/000003-001.png"]);
+    f.generate("c", &[&flags[..], &["--seed", "1"]].concat());
+    assert_ne!(results(&f.root.join("c"))["filelist.txt"], a["filelist.txt"]);
+}
+
+#[test]
+fn the_release_holds_only_checked_images_and_no_mapping_to_real_ones() {
+    let f = Fixture::gated(Body::Gaussian(0.5), 6);
+    f.generate("out", &["--candidates", "4"]);
+    let filelist = std::fs::read_to_string(f.root.join("out/filelist.txt")).unwrap();
+    let files: Vec<&str> = filelist.lines().map(|l| l.split(' ').next().unwrap()).collect();
+    assert_eq!(std::fs::read_dir(f.root.join("out/images")).unwrap().count(), files.len(), "every image in the release is listed");
+    // Image names are content hashes, not reference numbers.
+    for file in &files {
+        let stem = file.trim_start_matches("images/").trim_end_matches(".png");
+        assert!(stem.len() == 16 && stem.chars().all(|c| c.is_ascii_hexdigit()), "{file}");
+    }
+    // The mapping to real images lives only in the audit directory.
+    let release: Vec<String> = walk(&f.root.join("out"));
+    assert!(release.iter().all(|p| !p.contains("audit")), "{release:?}");
+    let report = std::fs::read_to_string(f.root.join("out/report.json")).unwrap();
+    assert!(!report.contains("closest_reference") && !report.contains("max_same_person"), "the report must hold aggregates only: {report}");
+    let log = f.audit_log("out");
+    assert_eq!(log.len(), 6);
+    let logged: usize = log.iter().map(|r| r["files"].as_array().unwrap().len()).sum();
+    assert_eq!(logged, files.len());
+    for record in &log {
+        for draw in record["released"].as_array().unwrap() {
+            assert!(draw["scores"]["max_same_person"].as_f64().unwrap() < 0.5, "{record}");
+        }
+    }
+
+    // Every released image passes `unpersonal check` against the same reference set.
+    let bundle = f.path("bundle");
+    let paths: Vec<String> = files.iter().map(|file| f.path(&format!("out/{file}"))).collect();
+    let mut args = vec!["check", "--bundle", bundle.as_str()];
+    args.extend(paths.iter().map(String::as_str));
+    let checked = unpersonal(&args);
+    assert!(checked.status.success(), "{}", String::from_utf8_lossy(&checked.stdout));
+
+    // The audit directory may not sit inside the release (or the other way round).
+    let nested = f.try_generate("out2", &["--audit", &f.path("out2/audit")]);
+    assert!(!nested.status.success());
+    assert!(String::from_utf8_lossy(&nested.stderr).contains("must not contain each other"));
+}
+
+#[test]
+fn a_planted_leak_releases_nothing_and_says_why() {
+    // The denoiser returns its conditioning image and the features are the identity: every
+    // candidate is an exact copy of its reference image.
+    let f = Fixture::gated(Body::Leak, 5);
+    let text = f.generate("out", &["--candidates", "3", "--rounds", "2"]);
+    assert!(text.contains("0 images released") && text.contains("5 reference images released nothing"), "{text}");
+    assert_eq!(std::fs::read_dir(f.root.join("out/images")).unwrap().count(), 0);
+    assert_eq!(std::fs::read_to_string(f.root.join("out/filelist.txt")).unwrap(), "");
+    let report = f.report("out");
+    assert_eq!(report["released_images"], 0);
+    assert_eq!(report["reference_images_withheld"], 5);
+    assert_eq!(report["rounds"][1]["rejection_rate"], 1.0);
+    assert!((report["rounds"][1]["guidance"].as_f64().unwrap() - (report["rounds"][0]["guidance"].as_f64().unwrap() - 0.1)).abs() < 1e-6);
+    for record in f.audit_log("out") {
+        assert_eq!(record["rejected"], serde_json::json!([3, 3]), "{record}");
+    }
+
+    // Without the gate the same bundle writes the copies: the gate is what stops them.
+    let unfiltered = f.generate("raw", &["--candidates", "1", "--unfiltered-research-only"]);
+    assert!(unfiltered.contains("5 images released") && unfiltered.contains("NOT applied"), "{unfiltered}");
+}
+
+#[test]
+fn a_gate_that_cannot_run_releases_nothing() {
+    // No re-identification model: refused, with the research flag named.
+    let f = Fixture::new(Body::Scale(0.5), 3);
+    let result = f.try_generate("out", &[]);
+    assert!(!result.status.success());
+    let err = String::from_utf8_lossy(&result.stderr);
+    assert!(err.contains("no re-identification model") && err.contains("nothing can be released"), "{err}");
+    assert!(!f.root.join("out/images").exists() || std::fs::read_dir(f.root.join("out/images")).unwrap().count() == 0);
+
+    // A re-id model that emits NaN (its hash is right, it just cannot give an answer).
+    let f = Fixture::gated(Body::Scale(0.5), 3);
+    let bundle = f.root.join("bundle");
+    let broken = crate::common::nan_model("embedding", crate::common::E);
+    let mut value: serde_json::Value = serde_json::from_slice(&std::fs::read(bundle.join("bundle.json")).unwrap()).unwrap();
+    value["models"]["reid_embed"]["sha256"] = serde_json::json!(unpersonal_runtime::bundle::sha256_hex(&broken));
+    std::fs::write(bundle.join("bundle.json"), value.to_string()).unwrap();
+    std::fs::write(bundle.join("reid_embed.onnx"), &broken).unwrap();
+    let result = f.try_generate("out", &[]);
+    assert!(!result.status.success());
+    let err = String::from_utf8_lossy(&result.stderr);
+    assert!(err.contains("reid_embed.onnx") && err.contains("NaN"), "{err}");
+    assert_eq!(std::fs::read_dir(f.root.join("out/images")).unwrap().count(), 0, "no image may be released");
+    assert!(!f.root.join("out/filelist.txt").exists() && !f.root.join("out/report.json").exists());
+
+    // A corrupt model file (its bytes no longer match the bundle's hash).
+    std::fs::write(bundle.join("reid_embed.onnx"), b"not onnx").unwrap();
+    let result = f.try_generate("out3", &[]);
+    assert!(!result.status.success());
+    assert!(String::from_utf8_lossy(&result.stderr).contains("reid_embed.onnx"));
+    assert!(!f.root.join("out3").exists(), "nothing may be created for an unusable bundle");
+}
+
+/// Every path under `dir`, relative.
+fn walk(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        }
+        out.push(path.display().to_string());
+    }
+    out
 }
 
 #[test]
 fn a_run_killed_mid_way_resumes_to_the_same_bytes() {
     let f = Fixture::new(Body::Scale(0.5), 40);
-    let flags = ["--per-image", "20", "--steps", "150", "--batch", "1"];
+    let flags = ["--unfiltered-research-only", "--candidates", "20", "--steps", "150", "--batch", "1"];
     f.generate("whole", &flags);
     let whole = results(&f.root.join("whole"));
 
@@ -130,10 +265,10 @@ fn a_run_killed_mid_way_resumes_to_the_same_bytes() {
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     assert!(!f.root.join("killed/report.json").exists(), "the run was killed before it finished");
-    assert!(count() < whole.len() - 3, "the kill came too late to test resumption");
+    assert!(count() < whole.len() - 4, "the kill came too late to test resumption");
 
     let text = f.generate("killed", &flags);
-    assert!(text.contains("800 images"), "{text}");
+    assert!(text.contains("800 images released"), "{text}");
     assert_eq!(results(&f.root.join("killed")), whole, "a resumed run differs from an uninterrupted one");
     let leftovers: Vec<_> = std::fs::read_dir(&images).unwrap().filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().starts_with('.')).collect();
     assert!(leftovers.is_empty(), "temporary files remain: {leftovers:?}");
@@ -141,20 +276,18 @@ fn a_run_killed_mid_way_resumes_to_the_same_bytes() {
 
 #[test]
 fn resuming_with_other_settings_is_refused() {
-    let f = Fixture::new(Body::Scale(0.5), 3);
+    let f = Fixture::gated(Body::Scale(0.5), 3);
     f.generate("out", &[]);
-    let (out, bundle) = (f.path("out"), f.path("bundle"));
-    let second = unpersonal(&["generate", "--bundle", &bundle, "--out", &out, "--seed", "9"]);
+    let second = f.try_generate("out", &["--seed", "9"]);
     assert!(!second.status.success());
     let err = String::from_utf8_lossy(&second.stderr);
     assert!(err.contains("other settings") && err.contains("\"seed\":9"), "{err}");
 }
 
 #[test]
-fn a_model_emitting_nan_writes_no_image() {
-    let f = Fixture::new(Body::Nan, 3);
-    let (out, bundle) = (f.path("out"), f.path("bundle"));
-    let result = unpersonal(&["generate", "--bundle", &bundle, "--out", &out]);
+fn a_denoiser_emitting_nan_writes_no_image() {
+    let f = Fixture::gated(Body::Nan, 3);
+    let result = f.try_generate("out", &[]);
     assert!(!result.status.success());
     let err = String::from_utf8_lossy(&result.stderr);
     assert!(err.contains("denoiser.onnx") && err.contains("NaN"), "{err}");
@@ -192,7 +325,10 @@ fn bad_reference_data_is_named() {
 fn generate_help_explains_every_flag() {
     let out = unpersonal(&["generate", "--help"]);
     let text = String::from_utf8_lossy(&out.stdout);
-    for flag in ["--bundle", "--reference", "--out", "--per-image", "--steps", "--guidance", "--seed", "--shard", "--batch", "--backend", "--json", "--quiet"] {
+    for flag in [
+        "--bundle", "--reference", "--out", "--audit", "--candidates", "--rounds", "--keep-second", "--steps", "--guidance", "--seed",
+        "--shard", "--batch", "--unfiltered-research-only", "--backend", "--json", "--quiet",
+    ] {
         assert!(text.contains(flag), "help lacks {flag}:\n{text}");
     }
 }

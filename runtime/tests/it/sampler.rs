@@ -4,7 +4,7 @@ use ndarray::{Array2, Array4, Axis, concatenate};
 use serde_json::json;
 use unpersonal_runtime::backend::{Backend, BackendError, Model};
 use unpersonal_runtime::bundle::{Bundle, Normalization, Role};
-use unpersonal_runtime::sampler::{self, Denoiser, SampleError, karras_sigmas, noise, noise_batch, to_pixels};
+use unpersonal_runtime::sampler::{self, Denoiser, SampleError, karras_sigmas, noise, noise_batch};
 
 use crate::common::{Body, C, D, H, W, backends, bundle_json, denoiser, denoiser_entry};
 
@@ -181,13 +181,13 @@ fn mismatched_arrays_are_refused() {
 fn pixels_follow_the_bundle_normalisation() {
     let norm = Normalization { mean: 0.5, std: 0.5, formula: String::new() };
     let image = ndarray::Array3::from_shape_vec((1, 1, 5), vec![-1.0, 0.0, 1.0, -3.0, 7.0]).unwrap();
-    assert_eq!(to_pixels(image.view(), &norm), vec![0, 128, 255, 0, 255]);
+    assert_eq!(image.mapv(|v| norm.to_pixel(v)).into_raw_vec_and_offset().0, vec![0, 128, 255, 0, 255]);
     for pixel in [0u8, 1, 127, 200, 255] {
         assert_eq!(norm.to_pixel(norm.normalize(pixel)), pixel);
     }
     // Channels come out interleaved (HWC), as PNG stores them.
-    let rgb = ndarray::Array3::from_shape_vec((3, 1, 2), vec![-1.0, -1.0, 0.0, 0.0, 1.0, 1.0]).unwrap();
-    assert_eq!(to_pixels(rgb.view(), &norm), vec![0, 128, 255, 0, 128, 255]);
+    let rgb = ndarray::Array3::from_shape_vec((3, 1, 2), vec![0u8, 0, 128, 128, 255, 255]).unwrap();
+    assert_eq!(unpersonal_runtime::generate::interleaved(rgb.view()), vec![0, 128, 255, 0, 128, 255]);
 }
 
 #[cfg(feature = "ort")]

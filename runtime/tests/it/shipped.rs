@@ -1,13 +1,15 @@
 //! The shipped Fashion-MNIST bundle: an independent Python sampler written from
-//! docs/bundle.md reproduces the runtime's images, and tract and ONNX Runtime agree.
+//! docs/bundle.md reproduces the runtime's images, tract and ONNX Runtime agree, and its gate
+//! rejects copies and near-copies of reference images while letting its own samples through.
 
 use std::path::{Path, PathBuf};
 
-use ndarray::{Array2, Array4};
+use ndarray::Array2;
 use unpersonal_runtime::backend::{Backend, Tract};
 use unpersonal_runtime::bundle::BundleDir;
 use unpersonal_runtime::data::{FilelistOptions, load_filelist};
 use unpersonal_runtime::generate::{Generator, SampleId, Settings};
+use unpersonal_runtime::release::{Gate, release};
 use unpersonal_runtime::sampler;
 
 fn workspace() -> PathBuf {
@@ -20,8 +22,8 @@ fn shipped() -> BundleDir {
 
 /// Few steps keep the test quick; the schedule code is the same for any count.
 fn settings(bundle: &BundleDir) -> Settings {
-    let mut s = Settings::from_bundle(&bundle.bundle.sampler, 1, 42);
-    s.steps = 5;
+    let mut s = Settings::from_bundle(&bundle.bundle.sampler, 42);
+    (s.steps, s.candidates, s.rounds) = (5, 1, 1);
     s
 }
 
@@ -32,10 +34,9 @@ fn generator(bundle: &BundleDir, backend: &dyn Backend) -> Generator {
 /// Conditions of the first `n` shipped reference images and the sample ids 0..n.
 fn probe(bundle: &BundleDir, generator: &mut Generator, n: usize) -> (Vec<SampleId>, Array2<f32>) {
     let reference = load_filelist(&bundle.dir.join("reference/filelist.txt"), &FilelistOptions::default()).unwrap();
-    let [c, h, w] = [reference.channels, reference.height, reference.width];
-    let pixels = Array4::from_shape_vec((n, c, h, w), reference.images[..n * c * h * w].to_vec()).unwrap();
+    let all: Vec<usize> = (0..n).collect();
     let ids = (0..n).map(|reference| SampleId { reference, candidate: 0 }).collect();
-    (ids, generator.conditions(pixels.view()).unwrap())
+    (ids, generator.conditions(reference.batch(&all).view()).unwrap())
 }
 
 fn write_f32(path: &Path, values: impl IntoIterator<Item = f32>) {
@@ -89,4 +90,38 @@ fn tract_and_onnx_runtime_make_the_same_images() {
     println!("tract vs ONNX Runtime: images max |diff| {worst:e}, features {features:e}");
     assert!(worst <= 1e-3, "tract and ONNX Runtime differ by {worst} on the denoised images");
     assert!(features <= 1e-4, "tract and ONNX Runtime differ by {features} on the features");
+}
+
+#[test]
+fn the_shipped_gate_rejects_copies_and_near_copies_of_reference_images() {
+    let bundle = shipped();
+    let reference = load_filelist(&bundle.dir.join("reference/filelist.txt"), &FilelistOptions::default()).unwrap();
+    let all: Vec<usize> = (0..reference.len()).collect();
+    let pixels = reference.batch(&all);
+    let mut gate = Gate::load(&bundle, &Tract).expect("the shipped bundle has a gate");
+    let index = gate.index(pixels.view()).unwrap();
+
+    let (copies, _) = gate.judge(&index, pixels.view(), &all).unwrap();
+    assert!(copies.iter().all(|v| !v.passed), "an exact copy of a reference image passed the gate");
+
+    // Near-copies: shifted by one pixel, contrast −10 %, and a fixed ±8-level dither.
+    let near = ndarray::Array4::from_shape_fn(pixels.dim(), |(n, c, y, x)| {
+        let v = f32::from(pixels[[n, c, y, x.saturating_sub(1)]]) * 0.9;
+        let dither = if (x * 7 + y * 3 + n) % 2 == 0 { 8.0 } else { -8.0 };
+        (v + dither).clamp(0.0, 255.0) as u8
+    });
+    let (verdicts, _) = gate.judge(&index, near.view(), &all).unwrap();
+    let caught = verdicts.iter().filter(|v| !v.passed).count();
+    println!("near-copies rejected: {caught} of {}", verdicts.len());
+    assert!(caught * 100 >= verdicts.len() * 95, "only {caught} of {} near-copies were rejected", verdicts.len());
+
+    // The gate still lets the bundle's own samples through for most reference images.
+    let mut settings = settings(&bundle);
+    (settings.candidates, settings.rounds) = (2, 2);
+    let mut generator = Generator::load(&bundle, &Tract, settings).unwrap();
+    let first: Vec<usize> = (0..4).collect();
+    let conditions = generator.conditions(reference.batch(&first).view()).unwrap();
+    let released = release(&mut generator, &mut gate, &index, &first, conditions.view(), 1).unwrap();
+    let count = released.iter().filter(|(o, _)| !o.released.is_empty()).count();
+    assert!(count >= 3, "only {count} of 4 reference images released a sample: {:?}", released.iter().map(|(o, _)| &o.rejected).collect::<Vec<_>>());
 }

@@ -16,7 +16,7 @@ use std::time::Instant;
 use anyhow::Context;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use ndarray::{Array2, Array4, ArrayView2, Axis, concatenate};
+use ndarray::{Array2, ArrayView2, Axis, concatenate};
 use serde_json::{Value, json};
 
 use unpersonal_runtime::backend::ort::{Device as OrtDevice, Ort};
@@ -132,7 +132,8 @@ pub fn run(args: EvaluateArgs) -> anyhow::Result<()> {
 
     let mut table = Vec::new();
     for (wi, &w) in args.guidance.iter().enumerate() {
-        let mut settings = Settings::from_bundle(&bundle.sampler, m, args.seed);
+        let mut settings = Settings::from_bundle(&bundle.sampler, args.seed);
+        (settings.candidates, settings.rounds) = (m, 1);
         settings.steps = args.steps.unwrap_or(settings.steps);
         settings.guidance = w;
         let mut generator = Generator::load(&loaded, &backend, settings)?;
@@ -191,13 +192,10 @@ fn sample(generator: &mut Generator, train: &Dataset, ids: &[SampleId], batch: u
     let size = train.image_size();
     let mut rows = Array2::<u8>::zeros((ids.len(), size));
     for (chunk_index, chunk) in ids.chunks(batch.max(1)).enumerate() {
-        let mut pixels = Array4::<u8>::zeros((chunk.len(), train.channels, train.height, train.width));
-        for (mut row, id) in pixels.outer_iter_mut().zip(chunk) {
-            row.as_slice_mut().expect("contiguous").copy_from_slice(train.image(id.reference));
-        }
-        let conditions = generator.conditions(pixels.view())?;
-        for (i, image) in generator.generate(chunk, conditions.view())?.into_iter().enumerate() {
-            rows.row_mut(chunk_index * batch.max(1) + i).as_slice_mut().expect("contiguous").copy_from_slice(&image);
+        let references: Vec<usize> = chunk.iter().map(|id| id.reference).collect();
+        let conditions = generator.conditions(train.batch(&references).view())?;
+        for (i, image) in generator.generate(chunk, conditions.view())?.outer_iter().enumerate() {
+            rows.row_mut(chunk_index * batch.max(1) + i).assign(&ndarray::Array1::from_iter(image.iter().copied()));
         }
         bar.inc(chunk.len() as u64);
     }
@@ -235,7 +233,7 @@ fn write_grid(path: &std::path::Path, generator: &mut Generator, train: &Dataset
     let [c, h, w] = shape;
     anyhow::ensure!(c == 1, "grids are written for grayscale images");
     let classes = train.num_labels;
-    let cols = 9;
+    let cols = generator.settings().candidates + 1;
     let mut grid = image::GrayImage::new((cols * w) as u32, (classes * h) as u32);
     for class in 0..classes {
         let Some(index) = (0..train.len()).find(|&j| argmax(train.label(j)) == class) else { continue };

@@ -12,7 +12,7 @@ use unpersonal_trainer::data::strong::Strong;
 use unpersonal_trainer::data::{Augment, Dataset, Normalization};
 use unpersonal_trainer::engine::{self, HostTensor, SessionConfig, State};
 use unpersonal_trainer::export::{self, Weights};
-use unpersonal_trainer::metrics::{roc_auc, tpr_at_fpr};
+use unpersonal_trainer::metrics::{roc_auc, threshold_detecting, tpr_at_fpr};
 use unpersonal_trainer::models::{Model, ReidConfig, ReidHead};
 use unpersonal_trainer::pairs::PairFeed;
 use unpersonal_trainer::step::AdamW;
@@ -57,10 +57,16 @@ pub struct ReidArgs {
     /// Embedding size.
     #[arg(long, default_value_t = 128)]
     embedding: usize,
-    /// The operating point: the shipped threshold lets this fraction of held-out pairs of
-    /// different images through as "same person" (a false alarm rejects a harmless candidate).
+    /// The operating point: the shipped threshold lets at most this fraction of held-out pairs
+    /// of different images through as "same person" (a false alarm rejects a harmless
+    /// candidate) — unless --near-copy-detection needs a lower threshold.
     #[arg(long, default_value_t = 0.01)]
     false_match_rate: f64,
+    /// The shipped threshold detects at least this share of planted near-copies of held-out
+    /// images; where the --false-match-rate threshold misses more, the lower threshold is
+    /// shipped (privacy first: more false alarms, no missed copies).
+    #[arg(long, default_value_t = 0.99)]
+    near_copy_detection: f64,
     /// Held-out images for calibration (one positive and one negative pair each).
     #[arg(long, default_value_t = 2000)]
     calibration_images: usize,
@@ -122,9 +128,17 @@ pub fn run(args: ReidArgs) -> anyhow::Result<()> {
 
     let measured = calibration.measure(env, &model, &state, &session, args.false_match_rate)?;
     let near = Calibration::new(PairFeed::new(&held_out, near_copy(), norm, u64::MAX).plain_anchor(), &held_out, args.batch).measure(env, &model, &state, &session, args.false_match_rate)?;
-    let near_detected = near.positives.iter().filter(|&&s| s >= measured.threshold).count() as f64 / near.positives.len() as f64;
+    let threshold = measured.threshold.min(threshold_detecting(&near.positives, args.near_copy_detection));
+    let share = |scores: &[f32]| scores.iter().filter(|&&s| s >= threshold).count() as f64 / scores.len().max(1) as f64;
     let mut calibration_json = measured.summary.clone();
-    calibration_json["near_copy_detection"] = json!(near_detected);
+    calibration_json["threshold_logit"] = json!(threshold);
+    calibration_json["false_match_rate"] = json!(share(&measured.negatives));
+    calibration_json["true_match_rate"] = json!(share(&measured.positives));
+    calibration_json["near_copy_detection"] = json!(share(&near.positives));
+    calibration_json["operating_point"] = json!(format!(
+        "the lower of the thresholds at a false-match rate of {} and at a near-copy detection of {}",
+        args.false_match_rate, args.near_copy_detection
+    ));
     calibration_json["near_copies"] = json!("original vs copy shifted ≤ 2 px, noise σ ≤ 0.1 of the pixel range, contrast ±20 %, zoom ≤ 5 %");
     calibration_json["dataset"] = json!(held_out.name);
 
@@ -153,7 +167,7 @@ pub fn run(args: ReidArgs) -> anyhow::Result<()> {
             provenance: json!({ "same_model_as": "reid_embed" }),
         },
     ];
-    let probability = 1.0 / (1.0 + (-f64::from(measured.threshold)).exp());
+    let probability = 1.0 / (1.0 + (-f64::from(threshold)).exp());
     let sections = json!({ "reid": { "threshold": probability, "calibration": calibration_json } });
     bundle::write(&args.out, &data, norm, entries, sections)?;
     println!("{}", json!({ "out": args.out, "threshold": probability, "calibration": calibration_json, "steps": summary.steps }));
@@ -170,6 +184,7 @@ struct Calibration {
 /// Scores of the held-out pairs and the operating point.
 struct Measured {
     positives: Vec<f32>,
+    negatives: Vec<f32>,
     threshold: f32,
     summary: Value,
 }
@@ -221,6 +236,6 @@ impl Calibration {
             "false_match_rate": fmr, "true_match_rate": tpr, "threshold_logit": threshold,
             "positive_pairs": positives.len(), "negative_pairs": negatives.len(),
         });
-        Ok(Measured { positives, threshold, summary })
+        Ok(Measured { positives, negatives, threshold, summary })
     }
 }

@@ -1,0 +1,226 @@
+//! Gated generation, backend-agnostic and free of I/O: for each reference image, rounds of
+//! candidates from the [`Generator`], each candidate judged by the privacy [`gate`] on the
+//! 8-bit pixels that would be released. A candidate leaves this module only after it passed.
+//!
+//! Round t draws `candidates` images with guidance `w − t·decrement` and fresh noise streams;
+//! the survivors are ranked by the mean binary cross-entropy of their class probabilities to
+//! the reference's, and the best (optionally the two best) are released with the reference's
+//! labels. A reference whose every candidate of every round was rejected releases nothing.
+
+use ndarray::{Array2, Array3, ArrayView2, ArrayView4, Axis};
+use serde::{Deserialize, Serialize};
+
+use crate::backend::{Backend, Model};
+use crate::bundle::{BundleDir, BundleError, Normalization, Role};
+use crate::gate::{self, GateError, ReferenceSet, Reid, Verdict};
+use crate::generate::{Generator, SampleId};
+use crate::sampler::SampleError;
+
+/// Why a gated release could not run. Nothing is released when this is returned.
+#[derive(Debug, thiserror::Error)]
+pub enum ReleaseError {
+    /// Generation failed.
+    #[error(transparent)]
+    Sample(#[from] SampleError),
+    /// A gate model failed.
+    #[error(transparent)]
+    Gate(#[from] GateError),
+    /// The bundle lacks what the gate needs.
+    #[error(transparent)]
+    Bundle(#[from] BundleError),
+    /// The bundle has no re-identification decision rule.
+    #[error("the bundle {0} has no re-identification model (models reid_embed, reid_head and a `reid` section): nothing can be released")]
+    NoReid(String),
+}
+
+/// The models of the gate: the re-identification halves with their threshold and the
+/// classifier that ranks the survivors.
+#[derive(Debug)]
+pub struct Gate {
+    reid: Reid,
+    classifier: Model,
+    normalization: Normalization,
+    multi_label: bool,
+    neighbours: usize,
+}
+
+/// The reference set as the gate sees it: every reference's re-identification embedding
+/// (searched exhaustively) and class probabilities.
+#[derive(Clone, Debug)]
+pub struct References {
+    set: ReferenceSet,
+    probabilities: Array2<f32>,
+}
+
+impl References {
+    /// Number of reference images.
+    pub fn len(&self) -> usize {
+        self.set.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.set.is_empty()
+    }
+}
+
+impl Gate {
+    /// Loads the gate of the bundle (`reid_embed`, `reid_head`, `classifier` and the `reid`
+    /// section) on `backend`; fails when any is missing.
+    pub fn load(loaded: &BundleDir, backend: &dyn Backend) -> Result<Gate, ReleaseError> {
+        let bundle = &loaded.bundle;
+        let rule = bundle.reid.as_ref().ok_or_else(|| ReleaseError::NoReid(bundle.name.clone()))?;
+        let load = |role: Role| -> Result<Model, ReleaseError> {
+            Ok(Model::load(backend, bundle.model(role)?, loaded.onnx(role)?).map_err(GateError::from)?)
+        };
+        let reid = Reid::new(load(Role::ReidEmbed)?, load(Role::ReidHead)?, rule.threshold)?;
+        Ok(Gate {
+            reid,
+            classifier: load(Role::Classifier)?,
+            normalization: bundle.image.normalization.clone(),
+            multi_label: bundle.labels.multi_label,
+            neighbours: rule.neighbours,
+        })
+    }
+
+    /// The re-identification threshold (a probability).
+    pub fn threshold(&self) -> f32 {
+        self.reid.threshold()
+    }
+
+    /// Nearest references compared besides the source.
+    pub fn neighbours(&self) -> usize {
+        self.neighbours
+    }
+
+    /// Embeds and classifies every reference image (`[n, C, H, W]` pixels).
+    pub fn index(&mut self, pixels: ArrayView4<u8>) -> Result<References, ReleaseError> {
+        let embeddings = self.reid.embed_pixels(pixels, &self.normalization)?;
+        let probabilities = self.classify(pixels)?;
+        Ok(References { set: ReferenceSet::new(embeddings), probabilities })
+    }
+
+    /// Class probabilities of 8-bit images.
+    fn classify(&mut self, pixels: ArrayView4<u8>) -> Result<Array2<f32>, ReleaseError> {
+        let mut rows = Vec::new();
+        for chunk in pixels.axis_chunks_iter(Axis(0), gate::EMBED_BATCH) {
+            let x = chunk.mapv(|p| self.normalization.normalize(p));
+            let logits = gate::output2(&mut self.classifier, &[("image", x.view().into_dyn())], "logits")?;
+            rows.push(gate::probabilities(logits.view(), self.multi_label));
+        }
+        let views: Vec<_> = rows.iter().map(|r| r.view()).collect();
+        Ok(ndarray::concatenate(Axis(0), &views).unwrap_or_else(|_| Array2::zeros((0, 0))))
+    }
+
+    /// Verdicts on 8-bit candidates, each against its source reference and the nearest
+    /// references, and their class probabilities.
+    pub fn judge(&mut self, references: &References, pixels: ArrayView4<u8>, sources: &[usize]) -> Result<(Vec<Verdict>, Array2<f32>), ReleaseError> {
+        let embeddings = self.reid.embed_pixels(pixels, &self.normalization)?;
+        let sources: Vec<Option<usize>> = sources.iter().map(|&s| Some(s)).collect();
+        let verdicts = gate::check(&mut self.reid, &references.set, embeddings.view(), &sources, self.neighbours)?;
+        Ok((verdicts, self.classify(pixels)?))
+    }
+}
+
+/// The gate's scores of a released image.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Scores {
+    /// The highest same-person probability against any reference it was compared with.
+    pub max_same_person: f32,
+    /// The reference that probability was against.
+    pub closest_reference: Option<usize>,
+    /// References compared.
+    pub compared: usize,
+    /// Mean binary cross-entropy of its class probabilities to its source's.
+    pub bce: f32,
+}
+
+/// One image drawn for a reference and released.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Draw {
+    /// Which sample it is.
+    pub id: SampleId,
+    /// The guidance weight it was drawn with.
+    pub guidance: f32,
+    /// The gate's scores (`None` when the gate was not applied).
+    pub scores: Option<Scores>,
+}
+
+/// What happened to one reference image.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Outcome {
+    /// The reference image's position in the reference set.
+    pub reference: usize,
+    /// Candidates rejected in each round that ran.
+    pub rejected: Vec<usize>,
+    /// The released images, best first (empty: the reference released nothing).
+    pub released: Vec<Draw>,
+}
+
+/// Draws and gates images for `references` (positions in the reference set, row k
+/// conditioned on row k of `conditions`) and returns each one's outcome with the pixels of
+/// its released images (`[C, H, W]` each). At most `keep` images are released per reference.
+pub fn release(
+    generator: &mut Generator,
+    gate: &mut Gate,
+    index: &References,
+    references: &[usize],
+    conditions: ArrayView2<f32>,
+    keep: usize,
+) -> Result<Vec<(Outcome, Vec<Array3<u8>>)>, ReleaseError> {
+    let settings = generator.settings().clone();
+    let n = settings.candidates;
+    let mut results: Vec<(Outcome, Vec<Array3<u8>>)> =
+        references.iter().map(|&reference| (Outcome { reference, rejected: Vec::new(), released: Vec::new() }, Vec::new())).collect();
+    let mut pending: Vec<usize> = (0..references.len()).collect();
+    for round in 0..settings.rounds {
+        if pending.is_empty() {
+            break;
+        }
+        let ids: Vec<SampleId> = pending.iter().flat_map(|&k| settings.round_samples(references[k], round)).collect();
+        let rows: Vec<usize> = pending.iter().flat_map(|&k| std::iter::repeat_n(k, n)).collect();
+        let pixels = generator.generate(&ids, conditions.select(Axis(0), &rows).view())?;
+        let sources: Vec<usize> = ids.iter().map(|id| id.reference).collect();
+        let (verdicts, probabilities) = gate.judge(index, pixels.view(), &sources)?;
+        let guidance = settings.guidance_in_round(round);
+        let mut still = Vec::new();
+        for (slot, &k) in pending.iter().enumerate() {
+            let span = slot * n..(slot + 1) * n;
+            let verdicts = &verdicts[span.clone()];
+            let own = index.probabilities.row(references[k]).to_vec();
+            let ranked = gate::rank(&own, probabilities.slice(ndarray::s![span.clone(), ..]), verdicts);
+            let (outcome, images) = &mut results[k];
+            outcome.rejected.push(verdicts.iter().filter(|v| !v.passed).count());
+            if ranked.is_empty() {
+                still.push(k);
+            }
+            for &(i, bce) in ranked.iter().take(keep) {
+                let v = &verdicts[i];
+                let scores = Scores { max_same_person: v.max_probability, closest_reference: v.closest_reference, compared: v.compared, bce };
+                outcome.released.push(Draw { id: ids[span.start + i], guidance, scores: Some(scores) });
+                images.push(pixels.index_axis(Axis(0), span.start + i).to_owned());
+            }
+        }
+        pending = still;
+    }
+    Ok(results)
+}
+
+/// **Research only**: draws round 0's candidates for `references` and returns all of them
+/// unjudged (`scores: None`), in the shape of [`release`]'s result.
+pub fn draw_unfiltered(generator: &mut Generator, references: &[usize], conditions: ArrayView2<f32>) -> Result<Vec<(Outcome, Vec<Array3<u8>>)>, ReleaseError> {
+    let settings = generator.settings().clone();
+    let ids: Vec<SampleId> = references.iter().flat_map(|&r| settings.round_samples(r, 0)).collect();
+    let rows: Vec<usize> = (0..references.len()).flat_map(|k| std::iter::repeat_n(k, settings.candidates)).collect();
+    let pixels = generator.generate(&ids, conditions.select(Axis(0), &rows).view())?;
+    let guidance = settings.guidance_in_round(0);
+    let mut images = pixels.outer_iter().map(|p| p.to_owned());
+    Ok(references
+        .iter()
+        .map(|&reference| {
+            let released: Vec<Draw> = settings.round_samples(reference, 0).map(|id| Draw { id, guidance, scores: None }).collect();
+            let pixels = images.by_ref().take(released.len()).collect();
+            (Outcome { reference, rejected: vec![0], released }, pixels)
+        })
+        .collect())
+}
