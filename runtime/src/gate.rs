@@ -33,12 +33,14 @@ pub enum GateError {
 /// Images per call of the embedding network.
 pub const EMBED_BATCH: usize = 256;
 
-/// The two halves of the re-identification model and its decision threshold.
+/// The two halves of the re-identification model and its decision thresholds: one against
+/// the reference image a candidate was drawn for, one against other references.
 #[derive(Debug)]
 pub struct Reid {
     embed: Model,
     head: Model,
     threshold: f32,
+    neighbour_threshold: f32,
 }
 
 pub(crate) fn output2(model: &mut Model, inputs: &[(&str, ndarray::ArrayViewD<'_, f32>)], name: &str) -> Result<Array2<f32>, GateError> {
@@ -51,18 +53,26 @@ pub(crate) fn output2(model: &mut Model, inputs: &[(&str, ndarray::ArrayViewD<'_
 }
 
 impl Reid {
-    /// `embed` (`image` → `embedding`), `head` (`a`, `b` → `logit`) and the probability at or
-    /// above which two images show the same person.
-    pub fn new(embed: Model, head: Model, threshold: f32) -> Result<Reid, GateError> {
-        if !(threshold > 0.0 && threshold < 1.0) {
-            return Err(GateError::Threshold(threshold));
+    /// `embed` (`image` → `embedding`), `head` (`a`, `b` → `logit`), the probability at or
+    /// above which an image shows the same person as its source reference, and the one for
+    /// any other reference.
+    pub fn new(embed: Model, head: Model, threshold: f32, neighbour_threshold: f32) -> Result<Reid, GateError> {
+        for t in [threshold, neighbour_threshold] {
+            if !(t > 0.0 && t < 1.0) {
+                return Err(GateError::Threshold(t));
+            }
         }
-        Ok(Reid { embed, head, threshold })
+        Ok(Reid { embed, head, threshold, neighbour_threshold })
     }
 
-    /// The decision threshold (a probability).
+    /// The decision threshold against an image's source reference (a probability).
     pub fn threshold(&self) -> f32 {
         self.threshold
+    }
+
+    /// The decision threshold against other references (a probability).
+    pub fn neighbour_threshold(&self) -> f32 {
+        self.neighbour_threshold
     }
 
     /// Embeddings of normalised images `[n, C, H, W]`.
@@ -140,8 +150,8 @@ pub struct Verdict {
 
 /// Checks images by their embeddings (`[m, E]`): each is compared with `sources[i]` (the
 /// reference it was drawn for, if any) and with the `k` nearest references to it and to its
-/// source, all in one batched call of the head. It passes when every probability stays below
-/// the threshold.
+/// source, all in one batched call of the head. It passes when the probability against its
+/// source stays below the threshold and every other one below the neighbour threshold.
 pub fn check(reid: &mut Reid, references: &ReferenceSet, embeddings: ArrayView2<f32>, sources: &[Option<usize>], k: usize) -> Result<Vec<Verdict>, GateError> {
     assert_eq!(embeddings.nrows(), sources.len(), "one source (or none) per image");
     let near_self = references.nearest(embeddings, k);
@@ -175,7 +185,8 @@ pub fn check(reid: &mut Reid, references: &ReferenceSet, embeddings: ArrayView2<
             v.max_probability = p;
             v.closest_reference = Some(r);
         }
-        if p >= reid.threshold {
+        let threshold = if sources[i] == Some(r) { reid.threshold } else { reid.neighbour_threshold };
+        if p >= threshold {
             v.passed = false;
         }
     }

@@ -73,7 +73,7 @@ impl Gate {
         let load = |role: Role| -> Result<Model, ReleaseError> {
             Ok(Model::load(backend, bundle.model(role)?, loaded.onnx(role)?).map_err(GateError::from)?)
         };
-        let reid = Reid::new(load(Role::ReidEmbed)?, load(Role::ReidHead)?, rule.threshold)?;
+        let reid = Reid::new(load(Role::ReidEmbed)?, load(Role::ReidHead)?, rule.threshold, rule.neighbour_threshold())?;
         Ok(Gate {
             reid,
             classifier: load(Role::Classifier)?,
@@ -83,9 +83,14 @@ impl Gate {
         })
     }
 
-    /// The re-identification threshold (a probability).
+    /// The re-identification threshold against a candidate's source (a probability).
     pub fn threshold(&self) -> f32 {
         self.reid.threshold()
+    }
+
+    /// The re-identification threshold against other references (a probability).
+    pub fn neighbour_threshold(&self) -> f32 {
+        self.reid.neighbour_threshold()
     }
 
     /// Nearest references compared besides the source.

@@ -93,7 +93,7 @@ pub fn mann_whitney_less(x: &[f64], y: &[f64]) -> MannWhitney {
 mod tests {
     use super::*;
     use crate::audit::gaussian;
-    use ndarray::{Array2, array};
+    use ndarray::array;
     use rand::SeedableRng;
     use rand_distr::{Distribution, StandardNormal};
 

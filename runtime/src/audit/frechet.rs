@@ -57,9 +57,7 @@ pub fn frechet_distance(a: ArrayView2<f32>, b: ArrayView2<f32>) -> f64 {
 mod tests {
     use super::*;
     use crate::audit::gaussian;
-    use ndarray::{Array1, Array2, array};
-    use rand::SeedableRng;
-    use rand_distr::{Distribution, StandardNormal};
+    use ndarray::{Array1, array};
 
 
     #[test]

@@ -71,9 +71,7 @@ pub fn precision_recall(real: ArrayView2<f32>, generated: ArrayView2<f32>, k: us
 mod tests {
     use super::*;
     use crate::audit::gaussian;
-    use ndarray::{Array2, array};
-    use rand::SeedableRng;
-    use rand_distr::{Distribution, StandardNormal};
+    use ndarray::array;
 
 
     #[test]

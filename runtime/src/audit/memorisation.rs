@@ -63,9 +63,7 @@ pub fn memorisation(released: ArrayView2<f32>, train: ArrayView2<f32>, neighbour
 mod tests {
     use super::*;
     use crate::audit::gaussian;
-    use ndarray::{Array2, array};
-    use rand::SeedableRng;
-    use rand_distr::{Distribution, StandardNormal};
+    use ndarray::array;
 
 
     #[test]

@@ -267,8 +267,7 @@ pub fn singling_out(released: ArrayView2<f32>, train: ArrayView2<f32>, control: 
 mod tests {
     use super::*;
     use crate::audit::gaussian;
-    use ndarray::{Array2, array};
-    use rand_distr::{Distribution, StandardNormal};
+    use ndarray::array;
 
 
     fn config(mode: Mode) -> SinglingOutConfig {

@@ -251,8 +251,13 @@ impl Default for SamplerSpec {
 /// The re-identification decision rule.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ReidSpec {
-    /// Two images show the same person when `sigmoid(logit) ≥ threshold` (0 < threshold < 1).
+    /// A candidate shows the same person as the reference image it was drawn for when
+    /// `sigmoid(logit) ≥ threshold` (0 < threshold < 1).
     pub threshold: f32,
+    /// The same for any other reference image; absent: `threshold`. Calibrated on people the
+    /// model never saw against their nearest references, where resemblance is the rule.
+    #[serde(default)]
+    pub neighbour_threshold: Option<f32>,
     /// How the threshold was chosen (free-form: validation set, target rates, …).
     #[serde(default)]
     pub calibration: serde_json::Value,
@@ -264,6 +269,13 @@ pub struct ReidSpec {
 
 fn default_neighbours() -> usize {
     8
+}
+
+impl ReidSpec {
+    /// The threshold against references other than a candidate's source.
+    pub fn neighbour_threshold(&self) -> f32 {
+        self.neighbour_threshold.unwrap_or(self.threshold)
+    }
 }
 
 impl Bundle {

@@ -40,14 +40,16 @@ pub struct Args {
 pub fn run(args: &Args, out: &Output) -> anyhow::Result<()> {
     let loaded = BundleDir::load(&args.bundle).with_context(|| format!("cannot use the bundle in {}", args.bundle.display()))?;
     let bundle = &loaded.bundle;
-    let (threshold, neighbours) = bundle
+    // An image checked here has no source: every reference is "another" one for it.
+    let (rule, neighbours) = bundle
         .reid
         .as_ref()
-        .map(|r| (r.threshold, args.neighbours.unwrap_or(r.neighbours)))
+        .map(|r| (r, args.neighbours.unwrap_or(r.neighbours)))
         .with_context(|| format!("the bundle {} has no re-identification model: nothing can be checked", args.bundle.display()))?;
     let backend = args.backend.backend()?;
     let load = |role: Role| -> anyhow::Result<Model> { Ok(Model::load(backend.as_ref(), bundle.model(role)?, loaded.onnx(role)?)?) };
-    let mut reid = Reid::new(load(Role::ReidEmbed)?, load(Role::ReidHead)?, threshold)?;
+    let mut reid = Reid::new(load(Role::ReidEmbed)?, load(Role::ReidHead)?, rule.threshold, rule.neighbour_threshold())?;
+    let threshold = rule.neighbour_threshold();
     let norm = &bundle.image.normalization;
     let [c, h, w] = [bundle.image.channels, bundle.image.height, bundle.image.width];
 

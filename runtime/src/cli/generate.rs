@@ -107,7 +107,13 @@ pub fn run(args: &Args, out: &Output) -> anyhow::Result<()> {
         reference: json!({ "name": reference.name, "images": reference.len() }),
         backend: backend_name.to_string(),
         settings: settings.clone(),
-        gate: first.gate.as_ref().map(|g| GateRule { threshold: g.threshold(), neighbours: g.neighbours(), keep }),
+        gate: first.gate.as_ref().map(|g| GateRule {
+            threshold: g.threshold(),
+            neighbour_threshold: g.neighbour_threshold(),
+            neighbours: g.neighbours(),
+            keep,
+            calibration: bundle.reid.as_ref().map_or(serde_json::Value::Null, |r| r.calibration.clone()),
+        }),
     };
     let dirs = Dirs { release: args.out.clone(), audit: args.audit.clone().unwrap_or_else(|| outdir::default_audit(&args.out)) };
     dirs.claim(&run)?;

@@ -56,12 +56,17 @@ pub struct RunInfo {
 /// The decision rule of the privacy gate in a run.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct GateRule {
-    /// Same-person probability at or above which a candidate is rejected.
+    /// Same-person probability against its source at or above which a candidate is rejected.
     pub threshold: f32,
+    /// The same against any other reference.
+    pub neighbour_threshold: f32,
     /// Nearest references compared besides the source.
     pub neighbours: usize,
     /// Images released at most per reference image.
     pub keep: usize,
+    /// How the bundle's thresholds were calibrated and what they catch (the bundle's
+    /// `reid.calibration`), so the report carries the numbers its reader must weigh.
+    pub calibration: Value,
 }
 
 /// The audit record of one reference image: its outcome, its labels and the files of its
@@ -293,7 +298,8 @@ fn report<'a>(run: &RunInfo, records: impl Iterator<Item = &'a Record>, images: 
             "applied": true,
             "status": "every released image passed the re-identification check against its source reference image and \
                        the nearest reference images by embedding; references all of whose candidates failed released nothing",
-            "threshold": rule.threshold, "neighbours": rule.neighbours, "released_per_reference_at_most": rule.keep,
+            "threshold": rule.threshold, "neighbour_threshold": rule.neighbour_threshold, "neighbours": rule.neighbours,
+            "calibration": rule.calibration, "released_per_reference_at_most": rule.keep,
         }),
         None => json!({ "applied": false, "status": UNFILTERED }),
     };

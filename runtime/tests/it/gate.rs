@@ -10,7 +10,7 @@ use crate::common::{C, E, H, W, bundle_json, reid_embed, reid_entries, reid_head
 
 fn models(scale: f32) -> Reid {
     let (embed, head) = halves(scale);
-    Reid::new(embed, head, 0.5).unwrap()
+    Reid::new(embed, head, 0.5, 0.5).unwrap()
 }
 
 /// The embedding and head models, loaded through a verified bundle description.
@@ -53,6 +53,26 @@ fn a_copy_of_any_reference_is_caught_and_distinct_images_pass() {
     // Checked without a source (`unpersonal check`), a copy is still caught by its neighbours.
     let verdicts = check(&mut reid, &refs, embeddings.view(), &[None; 4], 1).unwrap();
     assert!(!verdicts[0].passed && !verdicts[1].passed && verdicts[2].passed);
+}
+
+#[test]
+fn other_references_are_judged_by_the_neighbour_threshold() {
+    // A copy of reference 4 drawn for reference 0 scores sigmoid(4) ≈ 0.982 against 4.
+    let references = images(6, 0);
+    let mut candidate = images(1, 100);
+    candidate.index_axis_mut(ndarray::Axis(0), 0).assign(&references.index_axis(ndarray::Axis(0), 4));
+    let verdict = |neighbour_threshold: f32| {
+        let (embed, head) = halves(40.0);
+        let mut reid = Reid::new(embed, head, 0.5, neighbour_threshold).unwrap();
+        let refs = ReferenceSet::new(reid.embed(references.view()).unwrap());
+        let e = reid.embed(candidate.view()).unwrap();
+        let source = check(&mut reid, &refs, e.view(), &[Some(4)], 2).unwrap().remove(0);
+        let other = check(&mut reid, &refs, e.view(), &[Some(0)], 2).unwrap().remove(0);
+        (source.passed, other.passed)
+    };
+    assert_eq!(verdict(0.5), (false, false));
+    // Above the copy's score, only the source's threshold still catches it.
+    assert_eq!(verdict(0.99), (false, true));
 }
 
 #[test]

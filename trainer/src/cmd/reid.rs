@@ -67,6 +67,14 @@ pub struct ReidArgs {
     /// shipped (privacy first: more false alarms, no missed copies).
     #[arg(long, default_value_t = 0.99)]
     near_copy_detection: f64,
+    /// The gate also compares a candidate with this many nearest references.
+    #[arg(long, default_value_t = 8)]
+    neighbours: usize,
+    /// The neighbour threshold flags at most this share of held-out images (people the model
+    /// never saw) against their nearest training images: against those, a candidate is
+    /// rejected only if it resembles one more than nearly every new person does.
+    #[arg(long, default_value_t = 0.01)]
+    neighbour_false_match_rate: f64,
     /// Held-out images for calibration (one positive and one negative pair each).
     #[arg(long, default_value_t = 2000)]
     calibration_images: usize,
@@ -167,8 +175,26 @@ pub fn run(args: ReidArgs) -> anyhow::Result<()> {
             provenance: json!({ "same_model_as": "reid_embed" }),
         },
     ];
-    let probability = 1.0 / (1.0 + (-f64::from(threshold)).exp());
-    let sections = json!({ "reid": { "threshold": probability, "calibration": calibration_json } });
+    // Against its nearest references, a never-seen person scores far higher than against a
+    // random image: the neighbour threshold flags only --neighbour-false-match-rate of them.
+    let mut scorer = Scorer::new(env, &model, &state, &session, [data.channels, data.height, data.width])?;
+    let held_out_best = neighbour_scores(&mut scorer, &data, &held_out, norm, args.neighbours)?;
+    let (_, neighbour_threshold) = tpr_at_fpr(&[], &held_out_best, args.neighbour_false_match_rate);
+    let neighbour_threshold = neighbour_threshold.max(threshold);
+    let flagged_at = |t: f32| held_out_best.iter().filter(|&&s| s >= t).count() as f64 / held_out_best.len().max(1) as f64;
+    calibration_json["neighbours"] = json!({
+        "compared": args.neighbours, "reference_images": data.len(),
+        "held_out_flagged_at_threshold": flagged_at(threshold),
+        "neighbour_threshold_logit": neighbour_threshold,
+        "held_out_flagged_at_neighbour_threshold": flagged_at(neighbour_threshold),
+        "near_copy_detection_at_neighbour_threshold": near.positives.iter().filter(|&&s| s >= neighbour_threshold).count() as f64 / near.positives.len().max(1) as f64,
+    });
+    let sigmoid = |z: f32| 1.0 / (1.0 + (-f64::from(z)).exp());
+    let probability = sigmoid(threshold);
+    let sections = json!({ "reid": {
+        "threshold": probability, "neighbour_threshold": sigmoid(neighbour_threshold), "neighbours": args.neighbours,
+        "calibration": calibration_json,
+    } });
     bundle::write(&args.out, &data, norm, entries, sections)?;
     println!("{}", json!({ "out": args.out, "threshold": probability, "calibration": calibration_json, "steps": summary.steps }));
     Ok(())
@@ -206,25 +232,11 @@ impl Calibration {
 
     /// Scores every pair with the exported EMA halves on ONNX Runtime.
     fn measure(&self, env: &ort::environment::Environment, model: &ReidConfig, state: &State, session: &SessionConfig, fmr: f64) -> anyhow::Result<Measured> {
-        let embed = export::onnx_bytes(model, state, Weights::Ema, vec![])?;
-        let head = export::onnx_bytes(&ReidHead(model), state, Weights::Ema, vec![])?;
-        let mut embed = engine::session(env, &embed, session)?;
-        let mut head = engine::session(env, &head, session)?;
-        let n = self.pairs[2].len();
-        let [c, h, w] = self.shape;
-        let mut embed_all = |images: &[f32]| -> anyhow::Result<HostTensor> {
-            let mut data = Vec::new();
-            for chunk in images.chunks(500 * c * h * w) {
-                let x = HostTensor { shape: vec![chunk.len() / (c * h * w), c, h, w], data: chunk.to_vec() };
-                let e = engine::run(&mut embed, &[("image", &x)])?.remove("embedding").ok_or_else(|| anyhow::anyhow!("no `embedding` output"))?;
-                data.extend(e.data);
-            }
-            Ok(HostTensor { shape: vec![n, model.embedding], data })
-        };
-        let (ea, eb) = (embed_all(&self.pairs[0])?, embed_all(&self.pairs[1])?);
-        let logits = engine::run(&mut head, &[("a", &ea), ("b", &eb)])?.remove("logit").ok_or_else(|| anyhow::anyhow!("no `logit` output"))?;
+        let mut scorer = Scorer::new(env, model, state, session, self.shape)?;
+        let (ea, eb) = (scorer.embed(&self.pairs[0])?, scorer.embed(&self.pairs[1])?);
+        let logits = scorer.logits(ea, eb)?;
         let (mut positives, mut negatives) = (Vec::new(), Vec::new());
-        for (&s, &same) in logits.data.iter().zip(&self.pairs[2]) {
+        for (&s, &same) in logits.iter().zip(&self.pairs[2]) {
             if same == 1.0 { positives.push(s) } else { negatives.push(s) }
         }
         let auc = roc_auc(&positives, &negatives);
@@ -238,4 +250,68 @@ impl Calibration {
         });
         Ok(Measured { positives, negatives, threshold, summary })
     }
+}
+
+/// The exported EMA halves on ONNX Runtime.
+struct Scorer {
+    embed: ort::session::Session,
+    head: ort::session::Session,
+    shape: [usize; 3],
+    embedding: usize,
+}
+
+impl Scorer {
+    fn new(env: &ort::environment::Environment, model: &ReidConfig, state: &State, session: &SessionConfig, shape: [usize; 3]) -> anyhow::Result<Scorer> {
+        let embed = engine::session(env, &export::onnx_bytes(model, state, Weights::Ema, vec![])?, session)?;
+        let head = engine::session(env, &export::onnx_bytes(&ReidHead(model), state, Weights::Ema, vec![])?, session)?;
+        Ok(Scorer { embed, head, shape, embedding: model.embedding })
+    }
+
+    /// Embeddings `[n, E]` of normalised images (`n` of `shape` each, concatenated).
+    fn embed(&mut self, images: &[f32]) -> anyhow::Result<HostTensor> {
+        let size: usize = self.shape.iter().product();
+        let mut data = Vec::with_capacity(images.len() / size * self.embedding);
+        for chunk in images.chunks(500 * size) {
+            let mut shape = vec![chunk.len() / size];
+            shape.extend(self.shape);
+            let x = HostTensor { shape, data: chunk.to_vec() };
+            let e = engine::run(&mut self.embed, &[("image", &x)])?.remove("embedding").ok_or_else(|| anyhow::anyhow!("no `embedding` output"))?;
+            data.extend(e.data);
+        }
+        Ok(HostTensor { shape: vec![data.len() / self.embedding, self.embedding], data })
+    }
+
+    /// Same-person logits of row pairs of two embedding matrices.
+    fn logits(&mut self, a: HostTensor, b: HostTensor) -> anyhow::Result<Vec<f32>> {
+        Ok(engine::run(&mut self.head, &[("a", &a), ("b", &b)])?.remove("logit").ok_or_else(|| anyhow::anyhow!("no `logit` output"))?.data)
+    }
+}
+
+/// The gate's situation for people it never saw: every held-out image against its `k`
+/// nearest training images by embedding; per held-out image, the highest same-person logit.
+fn neighbour_scores(scorer: &mut Scorer, train: &Dataset, held_out: &Dataset, norm: Normalization, k: usize) -> anyhow::Result<Vec<f32>> {
+    let table = norm.table();
+    let pixels = |d: &Dataset| -> Vec<f32> { d.images.iter().map(|&b| table[usize::from(b)]).collect() };
+    let (train_e, held_e) = (scorer.embed(&pixels(train))?, scorer.embed(&pixels(held_out))?);
+    let e = scorer.embedding;
+    fn rows(t: &HostTensor, e: usize) -> ndarray::ArrayView2<'_, f32> {
+        ndarray::ArrayView2::from_shape((t.data.len() / e, e), &t.data).expect("rows of E values")
+    }
+    let nearest = unpersonal_runtime::neighbours::nearest(rows(&held_e, e), rows(&train_e, e), k);
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for (q, list) in nearest.iter().enumerate() {
+        for n in list {
+            a.extend_from_slice(&held_e.data[q * e..(q + 1) * e]);
+            b.extend_from_slice(&train_e.data[n.index * e..(n.index + 1) * e]);
+        }
+    }
+    let pairs = a.len() / e;
+    let logits = scorer.logits(HostTensor { shape: vec![pairs, e], data: a }, HostTensor { shape: vec![pairs, e], data: b })?;
+    let mut best = Vec::with_capacity(nearest.len());
+    let mut at = 0;
+    for list in &nearest {
+        best.push(logits[at..at + list.len()].iter().copied().fold(f32::NEG_INFINITY, f32::max));
+        at += list.len();
+    }
+    Ok(best)
 }
