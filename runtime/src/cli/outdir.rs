@@ -109,18 +109,12 @@ impl Dirs {
     /// removes temporaries a killed run left, and records `run` in both `run.json`s, or
     /// checks that the run already there is the same.
     pub fn claim(&self, run: &RunInfo) -> anyhow::Result<()> {
+        // Checked before anything is created (as written) and after (symbolic links resolved).
+        self.check_apart(absolute(&self.release)?, absolute(&self.audit)?)?;
         for dir in [self.release.join("images"), self.audit.join("records")] {
             std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
         }
-        let (release, audit) = (canonical(&self.release)?, canonical(&self.audit)?);
-        if release.starts_with(&audit) || audit.starts_with(&release) {
-            bail!(
-                "the audit directory {} and the release directory {} must not contain each other: \
-                 the audit log maps synthetic images to real ones and must never be released",
-                self.audit.display(),
-                self.release.display()
-            );
-        }
+        self.check_apart(canonical(&self.release)?, canonical(&self.audit)?)?;
         for dir in [&self.release, &self.release.join("images"), &self.audit, &self.audit.join("records"), &self.audit.join("shards")] {
             let Ok(listing) = std::fs::read_dir(dir) else { continue };
             for entry in listing {
@@ -132,6 +126,18 @@ impl Dirs {
         }
         for dir in [&self.release, &self.audit] {
             check_or_write_run(dir, run)?;
+        }
+        Ok(())
+    }
+
+    fn check_apart(&self, release: PathBuf, audit: PathBuf) -> anyhow::Result<()> {
+        if release.starts_with(&audit) || audit.starts_with(&release) {
+            bail!(
+                "the audit directory {} and the release directory {} must not contain each other: \
+                 the audit log maps synthetic images to real ones and must never be released",
+                self.audit.display(),
+                self.release.display()
+            );
         }
         Ok(())
     }
@@ -230,6 +236,10 @@ impl Dirs {
         write_atomically(&self.audit.join("audit-log.jsonl"), log.as_bytes())?;
         Ok(report)
     }
+}
+
+fn absolute(dir: &Path) -> anyhow::Result<PathBuf> {
+    std::path::absolute(dir).with_context(|| format!("cannot resolve {}", dir.display()))
 }
 
 fn canonical(dir: &Path) -> anyhow::Result<PathBuf> {

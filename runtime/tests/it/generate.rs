@@ -168,6 +168,7 @@ fn the_release_holds_only_checked_images_and_no_mapping_to_real_ones() {
     let nested = f.try_generate("out2", &["--audit", &f.path("out2/audit")]);
     assert!(!nested.status.success());
     assert!(String::from_utf8_lossy(&nested.stderr).contains("must not contain each other"));
+    assert!(!f.root.join("out2").exists(), "nothing may be created for a refused layout");
 }
 
 #[test]
