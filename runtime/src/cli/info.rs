@@ -55,7 +55,13 @@ fn describe(loaded: &BundleDir) -> anyhow::Result<String> {
         p.steps, p.sigma_max, p.sigma_min, p.rho, p.guidance, p.candidates_per_image, p.guidance_decrement, p.max_rounds
     )?;
     if let Some(reid) = &b.reid {
-        writeln!(s, "reid    same person when sigmoid(logit) ≥ {}", reid.threshold)?;
+        writeln!(
+            s,
+            "reid    same person when sigmoid(logit) ≥ {} against a candidate's source, ≥ {} against any of the {} nearest other references",
+            reid.threshold,
+            reid.neighbour_threshold(),
+            reid.neighbours
+        )?;
     }
     writeln!(s, "models")?;
     for &role in Role::ALL.iter().filter(|r| b.models.contains_key(r)) {

@@ -298,7 +298,8 @@ fn report<'a>(run: &RunInfo, records: impl Iterator<Item = &'a Record>, images: 
         .iter()
         .enumerate()
         .map(|(t, &(refs, rejected))| {
-            json!({ "round": t + 1, "guidance": run.settings.guidance_in_round(t), "reference_images": refs,
+            let guidance = (f64::from(run.settings.guidance_in_round(t)) * 1000.0).round() / 1000.0;
+            json!({ "round": t + 1, "guidance": guidance, "reference_images": refs,
                     "candidates": refs * candidates, "rejected": rejected,
                     "rejection_rate": rejected as f64 / (refs * candidates).max(1) as f64 })
         })
