@@ -7,7 +7,7 @@ use unpersonal_trainer::engine::{self, HostTensor, SessionConfig, TrainingEngine
 use unpersonal_trainer::eval::argmax;
 use unpersonal_trainer::export::{self, Weights};
 use unpersonal_trainer::models::{ReidConfig, ReidHead};
-use unpersonal_trainer::pairs::PairFeed;
+use unpersonal_trainer::pairs::{PairFeed, pixel_neighbours};
 use unpersonal_trainer::step::{self, AdamW};
 use unpersonal_trainer::train::Feed;
 
@@ -115,4 +115,41 @@ fn pairs_are_balanced_reproducible_and_correct() {
     assert_ne!(strong.feed(&batch, 1)[0], strong.feed(&batch, 2)[0]);
     let out = strong.feed(&batch, 1);
     assert_ne!(&out[0][..64], &out[1][..64], "the two views of a positive are augmented independently");
+}
+
+#[test]
+fn neighbour_negatives_are_look_alikes_and_skip_duplicates() {
+    let mut d = data();
+    // Image 5 becomes a copy of image 0: a duplicate, never a neighbour.
+    let copy = d.image(0).to_vec();
+    d.images[5 * 64..6 * 64].copy_from_slice(&copy);
+    let norm = Normalization::SYMMETRIC;
+    let table = pixel_neighbours(&d, norm, 2, 1e-3);
+    assert_eq!(table.len(), 12);
+    for (i, near) in table.iter().enumerate() {
+        assert_eq!(near.len(), 2);
+        assert!(!near.contains(&(i as u32)), "an image is not its own neighbour");
+        // The nearest listed is the nearest non-duplicate by brute force.
+        let dist = |j: usize| normalized(&d, i).iter().zip(normalized(&d, j)).map(|(a, b)| f64::from(a - b).powi(2)).sum::<f64>().sqrt();
+        let best = (0..12).filter(|&j| j != i && dist(j) >= 1e-3).min_by(|&a, &b| dist(a).total_cmp(&dist(b))).unwrap();
+        assert_eq!(near[0] as usize, best, "image {i}");
+    }
+    assert!(!table[0].contains(&5) && !table[5].contains(&0), "duplicates are skipped");
+
+    // A third of the negatives come from the table.
+    let none = Strong { shift: 0.0, rotate: 0.0, scale: 0.0, warp: 0.0, brightness: 0.0, contrast: 0.0, blur: 0.0, noise: 0.0, occlude: 0.0 };
+    let feed = PairFeed::new(&d, none, norm, 5).neighbour_negatives(table.clone());
+    let batch = Batch { images: vec![], labels: vec![], indices: (0..12).collect(), n: 12 };
+    let (mut negatives, mut from_table) = (0, 0);
+    for step in 0..40 {
+        let out = feed.feed(&batch, step);
+        for i in (1..12).step_by(2) {
+            let rb = &out[1][i * 64..(i + 1) * 64];
+            let partner = (0..12).find(|&j| close(rb, &normalized(&d, j))).unwrap();
+            negatives += 1;
+            from_table += usize::from(table[i].contains(&(partner as u32)));
+        }
+    }
+    let share = from_table as f64 / negatives as f64;
+    assert!(share > 0.3 && share < 0.7, "{from_table} of {negatives} negatives were look-alikes");
 }

@@ -14,7 +14,7 @@ use unpersonal_trainer::engine::{self, HostTensor, SessionConfig, State};
 use unpersonal_trainer::export::{self, Weights};
 use unpersonal_trainer::metrics::{roc_auc, threshold_detecting, tpr_at_fpr};
 use unpersonal_trainer::models::{Model, ReidConfig, ReidHead};
-use unpersonal_trainer::pairs::PairFeed;
+use unpersonal_trainer::pairs::{PairFeed, pixel_neighbours};
 use unpersonal_trainer::step::AdamW;
 use unpersonal_trainer::train::{self, Feed, Schedule, TrainConfig};
 
@@ -51,6 +51,11 @@ pub struct ReidArgs {
     /// Channel widths of stem, stage 1 and stage 2.
     #[arg(long, value_delimiter = ',', default_values_t = [32, 64, 128])]
     widths: Vec<usize>,
+    /// Draw a third of the negatives from each image's K nearest images in pixel space (0: a
+    /// half from the same class, a half from anywhere), so the model learns to tell apart the
+    /// look-alikes it meets among a large reference set's nearest neighbours.
+    #[arg(long, value_name = "K", default_value_t = 0)]
+    neighbour_negatives: usize,
     /// Channels of the flattened spatial descriptor before the embedding layer.
     #[arg(long, default_value_t = 16)]
     descriptor: usize,
@@ -87,6 +92,10 @@ pub struct ReidArgs {
     engine: EngineArgs,
 }
 
+/// Pixel distance (normalised units) below which two training images count as copies of each
+/// other, not as look-alikes: a one-pixel shift of a garment is far above it.
+const DUPLICATE: f64 = 0.5;
+
 /// Mild edits a leak could hide behind: shift ≤ 2 px, noise σ ≤ 0.1 of the pixel range (0.2 in
 /// the symmetric normalisation's units), contrast ±20 %, small crops (a zoom of up to 5 %). The
 /// gate must catch such near-copies of an original.
@@ -106,7 +115,7 @@ pub fn run(args: ReidArgs) -> anyhow::Result<()> {
     let norm = Normalization::SYMMETRIC;
     let strong = Strong::default();
     let cfg = TrainConfig {
-        model: json!({ "kind": model.kind(), "config": model, "augment": strong }),
+        model: json!({ "kind": model.kind(), "config": model, "augment": strong, "neighbour_negatives": args.neighbour_negatives }),
         data: args.data.data.display().to_string(),
         samples: data.len(),
         batch: args.batch,
@@ -122,7 +131,13 @@ pub fn run(args: ReidArgs) -> anyhow::Result<()> {
     if !args.control.quiet {
         eprintln!("training the re-identification model on {} ({} images, {} steps of {} pairs)", data.name, data.len(), args.steps, args.batch);
     }
-    let feed = PairFeed::new(&data, strong.clone(), norm, args.seed);
+    let mut feed = PairFeed::new(&data, strong.clone(), norm, args.seed);
+    if args.neighbour_negatives > 0 {
+        if !args.control.quiet {
+            eprintln!("finding the {} nearest images of each training image (pixel space) …", args.neighbour_negatives);
+        }
+        feed = feed.neighbour_negatives(pixel_neighbours(&data, norm, args.neighbour_negatives, DUPLICATE));
+    }
     // The gate compares candidates with unmodified reference images, so the held-out pairs
     // do too: an original and a strong augmentation of it, or of another image.
     let calibration = Calibration::new(PairFeed::new(&held_out, strong.clone(), norm, u64::MAX).plain_anchor(), &held_out, args.batch);
