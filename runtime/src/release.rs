@@ -98,7 +98,9 @@ impl Gate {
         self.neighbours
     }
 
-    /// Embeds and classifies every reference image (`[n, C, H, W]` pixels).
+    /// Embeds and classifies every reference image (`[n, C, H, W]` pixels). Classifying them
+    /// here, in one pass, rather than per batch of sources keeps the selection (mean BCE to the
+    /// source's probabilities) independent of `--batch`: batching changes the last float bits.
     pub fn index(&mut self, pixels: ArrayView4<u8>) -> Result<References, ReleaseError> {
         let embeddings = self.reid.embed_pixels(pixels, &self.normalization)?;
         let probabilities = self.classify(pixels)?;
