@@ -2,7 +2,9 @@
 //!
 //! A candidate drawn for reference image r passes only if the re-identification model calls it
 //! "not the same person" as r **and** as each of r's k nearest references by embedding (and,
-//! for images checked without a source, as each of its own k nearest references). Among the
+//! for images checked without a source, as each of its own k nearest references). Every
+//! threshold is capped at the reference's probability against itself, so no calibration can
+//! let an exact copy of a compared reference through. Among the
 //! passing candidates the one whose classifier output is closest to r's (mean binary
 //! cross-entropy) is kept. Anything that cannot be checked is an error: the gate fails closed.
 
@@ -29,6 +31,10 @@ pub enum GateError {
     #[error("the re-identification threshold must lie strictly between 0 and 1, got {0}")]
     Threshold(f32),
 }
+
+/// How far below a reference's probability against itself its thresholds are capped: room for
+/// the last-bit differences between embeddings of one image computed in different batches.
+pub const SELF_MARGIN: f32 = 1e-3;
 
 /// Images per call of the embedding network.
 pub const EMBED_BATCH: usize = 256;
@@ -151,7 +157,9 @@ pub struct Verdict {
 /// Checks images by their embeddings (`[m, E]`): each is compared with `sources[i]` (the
 /// reference it was drawn for, if any) and with the `k` nearest references to it and to its
 /// source, all in one batched call of the head. It passes when the probability against its
-/// source stays below the threshold and every other one below the neighbour threshold.
+/// source stays below the threshold and every other one below the neighbour threshold, each
+/// threshold capped at the reference's probability against itself (so that no threshold can
+/// let an exact copy through).
 pub fn check(reid: &mut Reid, references: &ReferenceSet, embeddings: ArrayView2<f32>, sources: &[Option<usize>], k: usize) -> Result<Vec<Verdict>, GateError> {
     assert_eq!(embeddings.nrows(), sources.len(), "one source (or none) per image");
     let near_self = references.nearest(embeddings, k);
@@ -177,6 +185,14 @@ pub fn check(reid: &mut Reid, references: &ReferenceSet, embeddings: ArrayView2<
     let a = Array2::from_shape_fn((pairs.len(), e), |(p, j)| embeddings[[pairs[p].0, j]]);
     let b = Array2::from_shape_fn((pairs.len(), e), |(p, j)| references.embeddings[[pairs[p].1, j]]);
     let probabilities = if pairs.is_empty() { Array1::zeros(0) } else { reid.same_person(a.view(), b.view())? };
+    // Each reference's probability against itself caps its thresholds: an exact copy of any
+    // compared reference is flagged whatever the calibrated thresholds say.
+    let mut compared: Vec<usize> = pairs.iter().map(|&(_, r)| r).collect();
+    compared.sort_unstable();
+    compared.dedup();
+    let own = references.embeddings.select(Axis(0), &compared);
+    let itself = if compared.is_empty() { Array1::zeros(0) } else { reid.same_person(own.view(), own.view())? };
+    let cap = |r: usize| compared.binary_search(&r).map_or(f32::INFINITY, |k| itself[k] - SELF_MARGIN);
     let mut verdicts = vec![Verdict { passed: true, max_probability: 0.0, closest_reference: None, compared: 0 }; sources.len()];
     for (&(i, r), &p) in pairs.iter().zip(&probabilities) {
         let v = &mut verdicts[i];
@@ -185,7 +201,7 @@ pub fn check(reid: &mut Reid, references: &ReferenceSet, embeddings: ArrayView2<
             v.max_probability = p;
             v.closest_reference = Some(r);
         }
-        let threshold = if sources[i] == Some(r) { reid.threshold } else { reid.neighbour_threshold };
+        let threshold = if sources[i] == Some(r) { reid.threshold } else { reid.neighbour_threshold }.min(cap(r));
         if p >= threshold {
             v.passed = false;
         }

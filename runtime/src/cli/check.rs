@@ -87,7 +87,7 @@ pub fn run(args: &Args, out: &Output) -> anyhow::Result<()> {
     for (path, v) in args.images.iter().zip(&verdicts) {
         let verdict = if v.passed { "PASS" } else { "FAIL" };
         let closest = v.closest_reference.map_or("none".to_string(), |r| format!("reference #{r}"));
-        out.text(&format!("{verdict} {}  (max same-person probability {:.4} vs {closest}; threshold {threshold})", path.display(), v.max_probability));
+        out.text(&format!("{verdict} {}  (max same-person probability {:.4} vs {closest}; threshold {threshold}, or the reference's own probability against itself if lower)", path.display(), v.max_probability));
     }
     if failed > 0 {
         bail!("{failed} of {} images could single out a person in {} (same-person probability ≥ {threshold})", args.images.len(), references.name);

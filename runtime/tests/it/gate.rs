@@ -56,23 +56,33 @@ fn a_copy_of_any_reference_is_caught_and_distinct_images_pass() {
 }
 
 #[test]
-fn other_references_are_judged_by_the_neighbour_threshold() {
-    // A copy of reference 4 drawn for reference 0 scores sigmoid(4) ≈ 0.982 against 4.
+fn other_references_are_judged_by_the_neighbour_threshold_capped_at_a_copy() {
+    // Reference 4 scores sigmoid(4) ≈ 0.982 against itself; a near copy of it scores less.
     let references = images(6, 0);
-    let mut candidate = images(1, 100);
-    candidate.index_axis_mut(ndarray::Axis(0), 0).assign(&references.index_axis(ndarray::Axis(0), 4));
-    let verdict = |neighbour_threshold: f32| {
+    let copy = references.index_axis(ndarray::Axis(0), 4).to_owned().insert_axis(ndarray::Axis(0));
+    let near = copy.mapv(|v| v + 0.1);
+    let verdict = |candidate: &Array4<f32>, neighbour_threshold: f32| {
         let (embed, head) = halves(40.0);
         let mut reid = Reid::new(embed, head, 0.5, neighbour_threshold).unwrap();
         let refs = ReferenceSet::new(reid.embed(references.view()).unwrap());
         let e = reid.embed(candidate.view()).unwrap();
         let source = check(&mut reid, &refs, e.view(), &[Some(4)], 2).unwrap().remove(0);
         let other = check(&mut reid, &refs, e.view(), &[Some(0)], 2).unwrap().remove(0);
-        (source.passed, other.passed)
+        (source.passed, other.passed, other.max_probability)
     };
-    assert_eq!(verdict(0.5), (false, false));
-    // Above the copy's score, only the source's threshold still catches it.
-    assert_eq!(verdict(0.99), (false, true));
+    let passed = |candidate: &Array4<f32>, t: f32| {
+        let (source, other, _) = verdict(candidate, t);
+        (source, other)
+    };
+    let (_, _, p_near) = verdict(&near, 0.5);
+    let (_, _, p_copy) = verdict(&copy, 0.5);
+    assert!(p_near > 0.6 && p_near < p_copy - 0.02, "near copy {p_near}, copy {p_copy}");
+    assert_eq!(passed(&near, 0.5), (false, false));
+    // Above the near copy's score, only the source's threshold still catches it …
+    let between = 0.5 * (p_near + p_copy);
+    assert_eq!(passed(&near, between), (false, true));
+    // … but no threshold lets an exact copy of any reference through.
+    assert_eq!(passed(&copy, 0.999), (false, false));
 }
 
 #[test]

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use clap::Args;
 use serde_json::{Value, json};
 
+use unpersonal_runtime::gate::SELF_MARGIN;
 use unpersonal_trainer::bundle;
 use unpersonal_trainer::checkpoint;
 use unpersonal_trainer::data::strong::Strong;
@@ -195,12 +196,16 @@ pub fn run(args: ReidArgs) -> anyhow::Result<()> {
     let mut scorer = Scorer::new(env, &model, &state, &session, [data.channels, data.height, data.width])?;
     let held_out_best = neighbour_scores(&mut scorer, &data, &held_out, norm, args.neighbours)?;
     let (_, neighbour_threshold) = tpr_at_fpr(&[], &held_out_best, args.neighbour_false_match_rate);
-    let neighbour_threshold = neighbour_threshold.max(threshold);
+    // The gate caps every threshold at a reference's score against itself (an exact copy is
+    // always flagged); the shipped thresholds and the numbers below are the capped ones.
+    let cap = self_score_cap(&mut scorer, &held_out, norm)?;
+    let neighbour_threshold = neighbour_threshold.max(threshold).min(cap);
     let flagged_at = |t: f32| held_out_best.iter().filter(|&&s| s >= t).count() as f64 / held_out_best.len().max(1) as f64;
     calibration_json["neighbours"] = json!({
         "compared": args.neighbours, "reference_images": data.len(),
         "held_out_flagged_at_threshold": flagged_at(threshold),
         "neighbour_threshold_logit": neighbour_threshold,
+        "self_cap_logit": cap,
         "held_out_flagged_at_neighbour_threshold": flagged_at(neighbour_threshold),
         "near_copy_detection_at_neighbour_threshold": near.positives.iter().filter(|&&s| s >= neighbour_threshold).count() as f64 / near.positives.len().max(1) as f64,
     });
@@ -300,6 +305,16 @@ impl Scorer {
     fn logits(&mut self, a: HostTensor, b: HostTensor) -> anyhow::Result<Vec<f32>> {
         Ok(engine::run(&mut self.head, &[("a", &a), ("b", &b)])?.remove("logit").ok_or_else(|| anyhow::anyhow!("no `logit` output"))?.data)
     }
+}
+
+/// The lowest threshold logit the gate's self-cap allows: the smallest same-person logit of a
+/// held-out image against itself, less the runtime's margin ([`SELF_MARGIN`] in probability).
+fn self_score_cap(scorer: &mut Scorer, held_out: &Dataset, norm: Normalization) -> anyhow::Result<f32> {
+    let table = norm.table();
+    let e = scorer.embed(&held_out.images.iter().map(|&b| table[usize::from(b)]).collect::<Vec<_>>())?;
+    let lowest = scorer.logits(e.clone(), e)?.into_iter().fold(f32::INFINITY, f32::min);
+    let p = 1.0 / (1.0 + (-lowest).exp()) - SELF_MARGIN;
+    Ok((p / (1.0 - p)).ln())
 }
 
 /// The gate's situation for people it never saw: every held-out image against its `k`
