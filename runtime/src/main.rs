@@ -16,6 +16,7 @@ fn main() -> ExitCode {
         Command::Generate(args) => cli::generate::run(args, &out),
         Command::Merge(args) => cli::merge::run(args, &out),
         Command::Check(args) => cli::check::run(args, &out),
+        Command::Audit(args) => cli::audit::run(args, &out),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

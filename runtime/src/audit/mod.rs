@@ -9,19 +9,25 @@
 //! - [`memorisation`]: near copies of training records (Carlini et al. 2023).
 //! - [`singling_out`]: predicate singling-out risk (Anonymeter, Giomi et al. 2023).
 //! - [`frechet`]: the Fréchet distance between two feature sets.
+//! - [`pca`]: principal components (the singling-out attack's feature space).
+//! - [`auroc`]: mean AUROC of multi-label classifiers and a paired bootstrap of its difference.
 
+pub mod auroc;
 pub mod dcr;
 pub mod frechet;
 pub mod intervals;
 pub mod manifold;
 pub mod memorisation;
+pub mod pca;
 pub mod singling_out;
 
+pub use auroc::{auroc, bootstrap_auroc_difference, mean_auroc};
 pub use dcr::{Dcr, MannWhitney, closest_record_distances, dcr, mann_whitney_less};
 pub use frechet::{Frechet, frechet, frechet_distance};
 pub use intervals::{Interval, Pairing, bootstrap_accuracy_difference, normal_cdf, percentile, wilson};
 pub use manifold::{PrecisionRecall, precision_recall};
 pub use memorisation::{Memorisation, MemorisationRow, memorisation};
+pub use pca::Pca;
 pub use singling_out::{Mode, Rate, SinglingOut, SinglingOutConfig, singling_out};
 
 /// `n × d` rows of `shift + scale · N(0, 1)` noise from a seeded generator, for the tests.

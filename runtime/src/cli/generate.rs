@@ -63,6 +63,10 @@ pub struct Args {
     /// --out and --audit, then `unpersonal merge`, give exactly the single-run result.
     #[arg(long, value_name = "i/n")]
     pub shard: Option<Shard>,
+    /// Draw only for the first N reference images (the gate still checks every candidate
+    /// against all of them): a release standing for a subset of the reference set.
+    #[arg(long, value_name = "N")]
+    pub sources: Option<usize>,
     /// Reference images handled together in one batch of model calls (memory vs. speed only).
     #[arg(long, value_name = "B", default_value_t = 16)]
     pub batch: usize,
@@ -86,6 +90,13 @@ pub fn run(args: &Args, out: &Output) -> anyhow::Result<()> {
     settings.candidates = args.candidates.unwrap_or(settings.candidates);
     settings.rounds = if args.unfiltered_research_only { 1 } else { args.rounds.unwrap_or(settings.rounds) };
     let gated = !args.unfiltered_research_only;
+    let sources = args.sources.unwrap_or(reference.len());
+    anyhow::ensure!(
+        (1..=reference.len()).contains(&sources),
+        "--sources {sources}: the reference set {} holds {} images",
+        reference.name,
+        reference.len()
+    );
     let keep = if args.keep_second { 2 } else { 1 };
 
     let backend_name = args.backend.backend()?.name();
@@ -104,7 +115,7 @@ pub fn run(args: &Args, out: &Output) -> anyhow::Result<()> {
     let used: BTreeMap<&str, &str> = roles.into_iter().filter_map(|r| bundle.models.get(&r).map(|m| (r.as_str(), m.sha256.as_str()))).collect();
     let run = RunInfo {
         bundle: json!({ "name": bundle.name, "models": used }),
-        reference: json!({ "name": reference.name, "images": reference.len() }),
+        reference: json!({ "name": reference.name, "images": reference.len(), "sources": sources }),
         backend: backend_name.to_string(),
         settings: settings.clone(),
         gate: first.gate.as_ref().map(|g| GateRule {
@@ -133,7 +144,7 @@ pub fn run(args: &Args, out: &Output) -> anyhow::Result<()> {
         None => None,
     };
     let shard = args.shard.unwrap_or(Shard::ALL);
-    let mine = shard_references(reference.len(), shard);
+    let mine = shard_references(sources, shard);
     let done = dirs.records()?;
     let pending: Vec<usize> = mine.iter().copied().filter(|r| !done.contains_key(r)).collect();
     let bar = progress_bar(out, mine.len(), mine.len() - pending.len());
@@ -177,7 +188,7 @@ pub fn run(args: &Args, out: &Output) -> anyhow::Result<()> {
         ));
         return Ok(());
     }
-    let report = dirs.finish(&run, reference.len())?;
+    let report = dirs.finish(&run, sources)?;
     out.json(&json!({ "out": args.out, "audit": dirs.audit, "handled_now": pending.len(), "seconds": seconds, "report": report }))?;
     out.text(&format!("done in {seconds:.1} s\n{}", summary(&report, &dirs)));
     Ok(())

@@ -53,8 +53,8 @@ pub fn run(args: &Args, out: &Output) -> anyhow::Result<()> {
     if !missing.is_empty() {
         bail!("shards {} are missing from {}: run them, then merge again", missing.join(", "), shards_dir.display());
     }
-    let references = run.reference["images"].as_u64().context("run.json names no reference size")? as usize;
-    let report = dirs.finish(&run, references)?;
+    let sources = run.reference["sources"].as_u64().context("run.json names no number of source images")? as usize;
+    let report = dirs.finish(&run, sources)?;
     out.json(&json!({ "out": args.out, "audit": dirs.audit, "shards": count, "report": report }))?;
     out.text(&format!("merged {count} shards\n{}", summary(&report, &dirs)));
     Ok(())

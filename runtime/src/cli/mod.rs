@@ -1,5 +1,6 @@
 //! Command-line arguments and output conventions shared by every subcommand.
 
+pub mod audit;
 pub mod check;
 pub mod generate;
 pub mod info;
@@ -41,6 +42,9 @@ pub enum Command {
     /// Check images against a reference set with the re-identification model; exit status 0
     /// only if no image could single out a person of the reference set.
     Check(check::Args),
+    /// Measure what a release is worth and what it risks: utility, fidelity, re-identification,
+    /// distance to closest record, singling-out, memorisation (audit.json + audit.html).
+    Audit(audit::Args),
 }
 
 /// The ONNX engine, as `--backend` (and for ONNX Runtime `--device`, `--threads`) say.

@@ -194,13 +194,13 @@ impl Dirs {
     }
 
     /// Writes `filelist.txt`, `report.json` (aggregates only) and the audit log for a run
-    /// whose every reference image has a record; removes images no record names (left by a
+    /// whose every source image has a record; removes images no record names (left by a
     /// run killed between an image and its record). Returns the report.
-    pub fn finish(&self, run: &RunInfo, references: usize) -> anyhow::Result<Value> {
+    pub fn finish(&self, run: &RunInfo, sources: usize) -> anyhow::Result<Value> {
         let records = self.records()?;
-        let missing = (0..references).filter(|r| !records.contains_key(r)).count();
+        let missing = (0..sources).filter(|r| !records.contains_key(r)).count();
         if missing > 0 {
-            bail!("{missing} of {references} reference images have no record in {}: the run is incomplete", self.audit.join("records").display());
+            bail!("{missing} of {sources} source images have no record in {}: the run is incomplete", self.audit.join("records").display());
         }
         let mut filelist: BTreeMap<&str, &[f32]> = BTreeMap::new();
         for record in records.values() {

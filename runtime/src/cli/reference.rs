@@ -1,5 +1,5 @@
-//! The reference set of `generate` and `check`: `--reference DATA`, or the bundle's shipped
-//! sample, checked against the bundle's image size and labels.
+//! The image sets of `generate`, `check` and `audit` (`--reference DATA`, or the bundle's
+//! shipped sample), checked against the bundle's image size and labels.
 
 use std::path::{Path, PathBuf};
 
@@ -9,8 +9,8 @@ use unpersonal_runtime::data::{Dataset, FilelistOptions, Split, load_filelist};
 /// Loads `path` (a filelist or an IDX directory), or the bundle's shipped sample when `None`.
 pub fn load(path: Option<&Path>, loaded: &BundleDir) -> anyhow::Result<Dataset> {
     match path {
-        Some(path) => load_from(path, loaded),
-        None => load_from(&default_path(&loaded.dir)?, loaded),
+        Some(path) => load_split(path, Split::Train, loaded),
+        None => load_split(&default_path(&loaded.dir)?, Split::Train, loaded),
     }
 }
 
@@ -21,18 +21,18 @@ fn default_path(bundle_dir: &Path) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
-/// Loads the reference set (images with the bundle's channel count) and checks that it fits
-/// the bundle.
-fn load_from(path: &Path, loaded: &BundleDir) -> anyhow::Result<Dataset> {
+/// Loads an image set (a filelist, or `split` of an IDX directory) with the bundle's channel
+/// count and checks that it fits the bundle.
+pub fn load_split(path: &Path, split: Split, loaded: &BundleDir) -> anyhow::Result<Dataset> {
     let image = &loaded.bundle.image;
     let data = if path.is_file() {
         load_filelist(path, &FilelistOptions { channels: image.channels, ..FilelistOptions::default() })?
     } else {
-        Dataset::load(path, Split::Train)?
+        Dataset::load(path, split)?
     };
     anyhow::ensure!(
         (data.channels, data.height, data.width) == (image.channels, image.height, image.width),
-        "{}: reference images are {}×{}×{} (channels × height × width), the bundle {} makes {}×{}×{}",
+        "{}: images are {}×{}×{} (channels × height × width), the bundle {} makes {}×{}×{}",
         path.display(),
         data.channels,
         data.height,
@@ -44,7 +44,7 @@ fn load_from(path: &Path, loaded: &BundleDir) -> anyhow::Result<Dataset> {
     );
     anyhow::ensure!(
         data.num_labels == loaded.bundle.labels.count,
-        "{}: reference images carry {} labels, the bundle {} has {}",
+        "{}: images carry {} labels, the bundle {} has {}",
         path.display(),
         data.num_labels,
         loaded.bundle.name,

@@ -180,6 +180,22 @@ impl Dataset {
         &self.labels[i * self.num_labels..(i + 1) * self.num_labels]
     }
 
+    /// The rows `indices`, in that order, as a set of their own named `name`. Panics on an
+    /// index out of range, like slice indexing.
+    pub fn select(&self, indices: &[usize], name: String) -> Dataset {
+        Dataset {
+            name,
+            images: indices.iter().flat_map(|&i| self.image(i).iter().copied()).collect(),
+            labels: indices.iter().flat_map(|&i| self.label(i).iter().copied()).collect(),
+            channels: self.channels,
+            height: self.height,
+            width: self.width,
+            num_labels: self.num_labels,
+            multi_label: self.multi_label,
+            allows_hflip: self.allows_hflip,
+        }
+    }
+
     /// Keeps the first `n` rows (all of them if there are fewer).
     pub fn truncate(&mut self, n: usize) {
         let n = n.min(self.len());

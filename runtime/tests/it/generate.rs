@@ -130,6 +130,30 @@ fn same_seed_gives_the_same_bytes_across_runs_batches_and_shards() {
 }
 
 #[test]
+fn sources_draws_for_a_subset_and_gates_against_every_reference() {
+    let f = Fixture::gated(Body::Gaussian(0.5), 7);
+    f.generate("all", &["--candidates", "2"]);
+    f.generate("first3", &["--candidates", "2", "--sources", "3"]);
+    let report = f.report("first3");
+    assert_eq!(report["reference_images"], 3, "{report}");
+    assert_eq!(report["run"]["reference"]["images"], 7, "the gate must still see every reference");
+    // Each source's outcome, compared against all seven references, is the full run's.
+    assert_eq!(f.audit_log("first3")[..], f.audit_log("all")[..3]);
+
+    // Shards of a subset merge into the same release.
+    for i in 0..2 {
+        f.generate("sharded", &["--candidates", "2", "--sources", "3", "--shard", &format!("{i}/2")]);
+    }
+    let merged = unpersonal(&["merge", "--out", &f.path("sharded")]);
+    assert!(merged.status.success(), "{}", String::from_utf8_lossy(&merged.stderr));
+    assert_eq!(f.audit_log("sharded"), f.audit_log("first3"));
+
+    let too_many = f.try_generate("bad", &["--sources", "8"]);
+    assert!(!too_many.status.success());
+    assert!(String::from_utf8_lossy(&too_many.stderr).contains("--sources 8"), "{}", String::from_utf8_lossy(&too_many.stderr));
+}
+
+#[test]
 fn the_release_holds_only_checked_images_and_no_mapping_to_real_ones() {
     let f = Fixture::gated(Body::Gaussian(0.5), 6);
     f.generate("out", &["--candidates", "4"]);

@@ -1,5 +1,6 @@
 //! Integration tests of the runtime library and the `unpersonal` binary (one test binary).
 
+mod audit;
 mod backend;
 mod bundle;
 mod check;

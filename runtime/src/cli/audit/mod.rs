@@ -1,0 +1,311 @@
+//! `unpersonal audit`: what a release is worth (utility, fidelity, diversity) and what it
+//! risks (re-identification, distance to closest record, singling-out, memorisation), each
+//! risk next to the same number for people the models never saw. Writes `audit.json` and a
+//! self-contained `audit.html`.
+
+mod html;
+mod utility;
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use ndarray::{Array2, ArrayView2, Axis};
+use rand::SeedableRng;
+use rand::seq::index::sample;
+use serde_json::{Value, json};
+use unpersonal_runtime::audit::{self, Pca, SinglingOutConfig, wilson};
+use unpersonal_runtime::backend::Model;
+use unpersonal_runtime::bundle::{BundleDir, Normalization, Role};
+use unpersonal_runtime::data::{Dataset, Split};
+use unpersonal_runtime::gate::{ReferenceSet, Reid, check};
+
+use super::outdir::{self, Record};
+use super::{BackendArgs, Output, reference};
+
+/// Arguments of `unpersonal audit`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The release directory `generate` wrote (filelist.txt, images/, report.json).
+    #[arg(long, value_name = "DIR")]
+    pub release: PathBuf,
+    /// The records the models were trained on and the release was gated against (the
+    /// `generate --reference`): a filelist or an IDX directory (its training split).
+    #[arg(long, value_name = "DATA")]
+    pub train: PathBuf,
+    /// Records of the same population no model ever saw: the baseline every risk is compared
+    /// with. A filelist or an IDX directory (its test split).
+    #[arg(long, value_name = "DATA")]
+    pub holdout: PathBuf,
+    /// The real test set the utility classifiers and the Fréchet distance are measured on: a
+    /// filelist or an IDX directory (its test split).
+    #[arg(long, value_name = "DATA")]
+    pub test: PathBuf,
+    /// The real images the release stands for (utility's real-data side). Default: the source
+    /// images of the release, read from its audit log (RELEASE-audit/audit-log.jsonl).
+    #[arg(long, value_name = "DATA")]
+    pub real: Option<PathBuf>,
+    /// The release's audit directory (default: RELEASE-audit beside RELEASE).
+    #[arg(long, value_name = "DIR")]
+    pub release_audit: Option<PathBuf>,
+    /// Where audit.json and audit.html go (created). The HTML shows real training images
+    /// next to their closest released ones: keep it where the training data may be.
+    #[arg(long, value_name = "DIR", default_value = "unpersonal-audit")]
+    pub out: PathBuf,
+    /// The bundle whose classifier gives the feature space and whose re-identification model
+    /// links images to people.
+    #[arg(long, value_name = "DIR", default_value = "models/fashion-mnist")]
+    pub bundle: PathBuf,
+    /// Utility training length: epochs over the real set, the same number of steps for both.
+    #[arg(long, value_name = "N", default_value_t = 15)]
+    pub epochs: u64,
+    /// The `unpersonal-train` executable (default: the one beside this `unpersonal`).
+    #[arg(long, value_name = "PATH")]
+    pub trainer: Option<PathBuf>,
+    /// ONNX Runtime threads of the trainer (0: one per core).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub trainer_threads: usize,
+    /// Principal components of the classifier features the singling-out attack works on.
+    #[arg(long, value_name = "K", default_value_t = 8)]
+    pub components: usize,
+    /// Bootstrap resamples of the utility gap's interval.
+    #[arg(long, value_name = "N", default_value_t = 2000)]
+    pub resamples: usize,
+    /// Seed of every random choice (subsamples, predicates, bootstrap, training).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[command(flatten)]
+    pub backend: BackendArgs,
+}
+
+/// Images per model call.
+const BATCH: usize = 256;
+/// Neighbours of the manifold estimate (Kynkäänniemi et al.'s k).
+const MANIFOLD_K: usize = 3;
+/// Released images shown with their nearest training image.
+const GALLERY: usize = 8;
+
+/// The classifier's logits and features of every image of `data`.
+pub(crate) fn outputs(model: &mut Model, data: &Dataset, normalization: &Normalization) -> anyhow::Result<(Array2<f32>, Array2<f32>)> {
+    let (mut logits, mut features) = (Vec::new(), Vec::new());
+    let all: Vec<usize> = (0..data.len()).collect();
+    for chunk in all.chunks(BATCH) {
+        let x = data.batch(chunk).mapv(|p| normalization.normalize(p));
+        let mut out = model.run(&[("image", x.view().into_dyn())])?;
+        let file = &model.spec().file;
+        for (name, into) in [("logits", &mut logits), ("features", &mut features)] {
+            let value = out.remove(name).with_context(|| format!("{file}: the classifier has no output `{name}`"))?;
+            into.push(value.into_dimensionality::<ndarray::Ix2>().with_context(|| format!("{file}: output `{name}` is not 2-D"))?);
+        }
+    }
+    let join = |parts: Vec<Array2<f32>>| -> anyhow::Result<Array2<f32>> {
+        let views: Vec<_> = parts.iter().map(|p| p.view()).collect();
+        Ok(ndarray::concatenate(Axis(0), &views)?)
+    };
+    Ok((join(logits)?, join(features)?))
+}
+
+/// Pixels scaled to [0, 1], one flattened row per image.
+fn pixel_rows(data: &Dataset) -> Array2<f32> {
+    Array2::from_shape_fn((data.len(), data.image_size()), |(i, j)| f32::from(data.image(i)[j]) / 255.0)
+}
+
+/// `n` rows of `x` drawn without replacement (all of them, in order, when it has no more).
+fn subsample(x: ArrayView2<f32>, n: usize, seed: u64) -> Array2<f32> {
+    if x.nrows() <= n {
+        return x.to_owned();
+    }
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let mut rows = sample(&mut rng, x.nrows(), n).into_vec();
+    rows.sort_unstable();
+    x.select(Axis(0), &rows)
+}
+
+/// The release: its images and labels, and its report (`None` when it has none).
+fn load_release(dir: &Path, loaded: &BundleDir) -> anyhow::Result<(Dataset, Value)> {
+    let filelist = dir.join("filelist.txt");
+    let images = reference::load_split(&filelist, Split::Train, loaded).with_context(|| format!("{} is not a finished release", dir.display()))?;
+    let path = dir.join("report.json");
+    let report: Value = serde_json::from_slice(&std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?)
+        .with_context(|| format!("{} is not a release report", path.display()))?;
+    Ok((images, report))
+}
+
+/// The real images the release stands for: `--real`, or the sources its audit log names.
+fn real_images(args: &Args, loaded: &BundleDir, train: &Dataset, report: &Value) -> anyhow::Result<Dataset> {
+    if let Some(path) = &args.real {
+        return reference::load_split(path, Split::Train, loaded);
+    }
+    let drawn_from = &report["run"]["reference"];
+    let mismatch = || {
+        anyhow::anyhow!(
+            "the release was drawn from {} ({} images) but --train is {} ({} images): pass the release's --reference as --train, or the real images it stands for as --real",
+            drawn_from["name"], drawn_from["images"], train.name, train.len()
+        )
+    };
+    if drawn_from["images"] != json!(train.len()) {
+        return Err(mismatch());
+    }
+    let dir = args.release_audit.clone().unwrap_or_else(|| outdir::default_audit(&args.release));
+    let log = dir.join("audit-log.jsonl");
+    let text = std::fs::read_to_string(&log).with_context(|| format!("cannot read {} (the release's sources; or pass --real)", log.display()))?;
+    let mut sources = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let record: Record = serde_json::from_str(line).with_context(|| format!("{}:{}: not an audit record", log.display(), n + 1))?;
+        // The records carry their source's labels: a different --train of the same size shows.
+        if record.outcome.reference >= train.len() || record.labels != train.label(record.outcome.reference) {
+            return Err(mismatch().context(format!("{}:{}: source #{} is not that image of --train", log.display(), n + 1, record.outcome.reference)));
+        }
+        sources.push(record.outcome.reference);
+    }
+    if sources.is_empty() {
+        bail!("{} names no source image", log.display());
+    }
+    Ok(train.select(&sources, format!("{} (the release's {} sources)", train.name, sources.len())))
+}
+
+/// A share of `flagged` out of `n` with its 95 % Wilson interval.
+fn share(flagged: usize, n: usize) -> Value {
+    json!({ "flagged": flagged, "of": n, "share": flagged as f64 / n.max(1) as f64, "ci95": wilson(flagged, n, 1.96) })
+}
+
+/// Runs the audit and writes audit.json and audit.html.
+pub fn run(args: &Args, out: &Output) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let loaded = BundleDir::load(&args.bundle).with_context(|| format!("cannot use the bundle in {}", args.bundle.display()))?;
+    let bundle = &loaded.bundle;
+    let rule = bundle.reid.as_ref().with_context(|| format!("the bundle {} has no re-identification model: the audit cannot link images to people", args.bundle.display()))?;
+    let trainer = match &args.trainer {
+        Some(path) => path.clone(),
+        None => std::env::current_exe()?.with_file_name("unpersonal-train"),
+    };
+    if !trainer.is_file() {
+        bail!("cannot find the trainer {} (build it: cargo build --release -p unpersonal-trainer), or pass --trainer PATH", trainer.display());
+    }
+    let (release, report) = load_release(&args.release, &loaded)?;
+    if report["privacy_gate"]["applied"] != json!(true) {
+        eprintln!("WARNING: {} was generated without the privacy gate; auditing it anyway", args.release.display());
+    }
+    let train = reference::load_split(&args.train, Split::Train, &loaded)?;
+    let holdout = reference::load_split(&args.holdout, Split::Test, &loaded)?;
+    let test = reference::load_split(&args.test, Split::Test, &loaded)?;
+    let real = real_images(args, &loaded, &train, &report)?;
+    for (what, set) in [("--train", &train), ("--holdout", &holdout), ("--test", &test), ("the release", &release)] {
+        if set.len() < 2 {
+            bail!("{what} ({}) holds {} images; the audit needs at least 2", set.name, set.len());
+        }
+    }
+    let progress = |what: &str| {
+        if !out.quiet && !out.json {
+            eprintln!("[{:>6.1} s] {what}", started.elapsed().as_secs_f64());
+        }
+    };
+
+    let backend = args.backend.backend()?;
+    let load = |role: Role| -> anyhow::Result<Model> { Ok(Model::load(backend.as_ref(), bundle.model(role)?, loaded.onnx(role)?)?) };
+    let norm = &bundle.image.normalization;
+    progress("classifier features of every set");
+    let mut classifier = load(Role::Classifier)?;
+    let features = |data: &Dataset, model: &mut Model| -> anyhow::Result<Array2<f32>> { Ok(outputs(model, data, norm)?.1) };
+    let f_release = features(&release, &mut classifier)?;
+    let f_train = features(&train, &mut classifier)?;
+    let f_holdout = features(&holdout, &mut classifier)?;
+    let f_test = features(&test, &mut classifier)?;
+    let f_real = features(&real, &mut classifier)?;
+
+    progress("fidelity and diversity");
+    let fidelity = json!({
+        "feature_space": format!("{} `features` output ({} values)", bundle.model(Role::Classifier)?.file, f_release.ncols()),
+        "frechet_release_vs_test": audit::frechet(f_release.view(), f_test.view()),
+        "frechet_real_vs_test": audit::frechet(f_real.view(), f_test.view()),
+        "manifold_release_vs_real": audit::precision_recall(f_real.view(), f_release.view(), MANIFOLD_K),
+    });
+
+    progress("re-identification against every training image");
+    let mut reid = Reid::new(load(Role::ReidEmbed)?, load(Role::ReidHead)?, rule.threshold, rule.neighbour_threshold())?;
+    let embed = |data: &Dataset, reid: &mut Reid| -> anyhow::Result<Array2<f32>> { Ok(reid.embed_pixels(data.batch(&(0..data.len()).collect::<Vec<_>>()).view(), norm)?) };
+    let e_train = embed(&train, &mut reid)?;
+    let e_release = embed(&release, &mut reid)?;
+    let e_holdout = embed(&holdout, &mut reid)?;
+    let references = ReferenceSet::new(e_train.clone());
+    let linked = |e: &Array2<f32>, reid: &mut Reid| -> anyhow::Result<usize> {
+        Ok(check(reid, &references, e.view(), &vec![None; e.nrows()], rule.neighbours)?.iter().filter(|v| !v.passed).count())
+    };
+    let reidentification = json!({
+        "rule": format!("same-person probability ≥ {} against any of the {} nearest training images by re-id embedding", rule.neighbour_threshold(), rule.neighbours),
+        "release": share(linked(&e_release, &mut reid)?, release.len()),
+        "holdout": share(linked(&e_holdout, &mut reid)?, holdout.len()),
+    });
+
+    progress("distance to closest record");
+    let (p_release, p_train, p_holdout) = (pixel_rows(&release), pixel_rows(&train), pixel_rows(&holdout));
+    let pixel_dcr = audit::dcr(p_release.view(), p_holdout.view(), p_train.view());
+    let embedding_dcr = audit::dcr(e_release.view(), e_holdout.view(), e_train.view());
+    let histograms = json!({
+        "pixels": { "release": audit::closest_record_distances(p_release.view(), p_train.view()), "holdout": audit::closest_record_distances(p_holdout.view(), p_train.view()) },
+        "embedding": { "release": audit::closest_record_distances(e_release.view(), e_train.view()), "holdout": audit::closest_record_distances(e_holdout.view(), e_train.view()) },
+    });
+
+    progress("memorisation (Carlini et al.)");
+    let memorised = audit::memorisation(p_release.view(), p_train.view(), audit::memorisation::DEFAULT_NEIGHBOURS, audit::memorisation::DEFAULT_THRESHOLD);
+    let holdout_memorised = audit::memorisation(p_holdout.view(), p_train.view(), audit::memorisation::DEFAULT_NEIGHBOURS, audit::memorisation::DEFAULT_THRESHOLD);
+    let worst: Vec<_> = memorised.rows.iter().take(GALLERY).cloned().collect();
+    let memorisation = json!({
+        "criterion": format!("ℓ2 pixel distance to the nearest training image < {:.3} × the mean distance to its {} nearest", memorised.threshold, memorised.neighbours),
+        "release": share(memorised.memorised, release.len()),
+        "holdout": share(holdout_memorised.memorised, holdout.len()),
+        "worst": worst,
+    });
+
+    progress("singling-out (Anonymeter)");
+    let pca = Pca::fit(f_release.view(), args.components);
+    let size = train.len().min(holdout.len());
+    let (s_release, s_train, s_control) = (
+        pca.project(f_release.view()),
+        pca.project(subsample(f_train.view(), size, args.seed).view()),
+        pca.project(subsample(f_holdout.view(), size, args.seed ^ 1).view()),
+    );
+    let modes: Vec<_> = [audit::Mode::Univariate, audit::Mode::Multivariate]
+        .into_iter()
+        .map(|mode| audit::singling_out(s_release.view(), s_train.view(), s_control.view(), &SinglingOutConfig { mode, seed: args.seed, ..SinglingOutConfig::default() }))
+        .collect();
+    let singling_out = json!({
+        "feature_space": format!("the {} leading principal components (fitted on the release) of the classifier features", pca.variances.len()),
+        "records_each": size,
+        "modes": modes,
+    });
+
+    progress("utility: training the classifier on the release and on the real images");
+    let work = tempfile::Builder::new().prefix(".audit-work-").tempdir_in(std::env::temp_dir()).context("cannot create a scratch directory")?;
+    let batch = 128.min(real.len()).min(release.len());
+    let steps = args.epochs.max(1) * (real.len() / batch) as u64;
+    let recipe = utility::Recipe { trainer, steps, batch, seed: args.seed, threads: args.trainer_threads };
+    let utility = utility::compare(recipe, &args.release.join("filelist.txt"), &real, &test, work.path(), backend.as_ref(), norm, args.resamples)?;
+
+    let seconds = started.elapsed().as_secs_f64();
+    let report_json = json!({
+        "release": { "dir": args.release, "images": release.len(), "report": report },
+        "data": {
+            "train": { "name": train.name, "images": train.len() },
+            "holdout": { "name": holdout.name, "images": holdout.len() },
+            "test": { "name": test.name, "images": test.len() },
+            "real": { "name": real.name, "images": real.len() },
+        },
+        "bundle": { "name": bundle.name, "dir": args.bundle },
+        "backend": backend.name(),
+        "utility": utility,
+        "fidelity": fidelity,
+        "reidentification": reidentification,
+        "dcr": { "pixels": pixel_dcr, "embedding": embedding_dcr },
+        "memorisation": memorisation,
+        "singling_out": singling_out,
+        "seconds": seconds,
+    });
+    let page = html::render(&report_json, &histograms, &release, &train)?;
+    outdir::write_atomically(&args.out.join("audit.json"), &outdir::json_bytes(&report_json)?)?;
+    outdir::write_atomically(&args.out.join("audit.html"), page.as_bytes())?;
+    out.json(&report_json)?;
+    out.text(&html::summary(&report_json));
+    out.text(&format!("audit of {} images in {seconds:.0} s → {}", release.len(), args.out.join("audit.html").display()));
+    Ok(())
+}
