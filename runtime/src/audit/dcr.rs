@@ -49,16 +49,20 @@ pub fn closest_record_distances(queries: ArrayView2<f32>, reference: ArrayView2<
 /// Compares the distances to the closest `train` row of the `released` rows with those of the
 /// `holdout` rows (same features, one row per record).
 pub fn dcr(released: ArrayView2<f32>, holdout: ArrayView2<f32>, train: ArrayView2<f32>) -> Dcr {
-    let released_d = closest_record_distances(released, train);
-    let holdout_d = closest_record_distances(holdout, train);
-    let (released_p5, holdout_p5) = (percentile(&released_d, 0.05), percentile(&holdout_d, 0.05));
+    dcr_of_distances(&closest_record_distances(released, train), &closest_record_distances(holdout, train))
+}
+
+/// [`dcr`] from the distances already found: each released and each holdout record's distance
+/// to its closest training record.
+pub fn dcr_of_distances(released_d: &[f64], holdout_d: &[f64]) -> Dcr {
+    let (released_p5, holdout_p5) = (percentile(released_d, 0.05), percentile(holdout_d, 0.05));
     Dcr {
         released_p5,
         holdout_p5,
         dcr_ratio: released_p5 / holdout_p5,
-        released_median: percentile(&released_d, 0.5),
-        holdout_median: percentile(&holdout_d, 0.5),
-        test: mann_whitney_less(&released_d, &holdout_d),
+        released_median: percentile(released_d, 0.5),
+        holdout_median: percentile(holdout_d, 0.5),
+        test: mann_whitney_less(released_d, holdout_d),
     }
 }
 

@@ -22,7 +22,7 @@ pub mod pca;
 pub mod singling_out;
 
 pub use auroc::{auroc, bootstrap_auroc_difference, mean_auroc};
-pub use dcr::{Dcr, MannWhitney, closest_record_distances, dcr, mann_whitney_less};
+pub use dcr::{Dcr, MannWhitney, closest_record_distances, dcr, dcr_of_distances, mann_whitney_less};
 pub use frechet::{Frechet, frechet, frechet_distance};
 pub use intervals::{Interval, Pairing, bootstrap_accuracy_difference, normal_cdf, percentile, wilson};
 pub use manifold::{PrecisionRecall, precision_recall};

@@ -237,18 +237,21 @@ pub fn run(args: &Args, out: &Output) -> anyhow::Result<()> {
         "holdout": share(linked(&e_holdout, &mut reid)?, holdout.len()),
     });
 
-    progress("distance to closest record");
+    progress("distance to closest record and memorisation (Carlini et al.)");
+    // One nearest-neighbour search per set and space: the Carlini rows carry each record's
+    // distance to its closest training image, which is the pixel DCR.
     let (p_release, p_train, p_holdout) = (pixel_rows(&release), pixel_rows(&train), pixel_rows(&holdout));
-    let pixel_dcr = audit::dcr(p_release.view(), p_holdout.view(), p_train.view());
-    let embedding_dcr = audit::dcr(e_release.view(), e_holdout.view(), e_train.view());
+    let carlini = |x: &Array2<f32>| audit::memorisation(x.view(), p_train.view(), audit::memorisation::DEFAULT_NEIGHBOURS, audit::memorisation::DEFAULT_THRESHOLD);
+    let (memorised, holdout_memorised) = (carlini(&p_release), carlini(&p_holdout));
+    let closest = |m: &audit::Memorisation| -> Vec<f64> { m.rows.iter().map(|r| r.distance).collect() };
+    let (pixels_release, pixels_holdout) = (closest(&memorised), closest(&holdout_memorised));
+    let (embedding_release, embedding_holdout) = (audit::closest_record_distances(e_release.view(), e_train.view()), audit::closest_record_distances(e_holdout.view(), e_train.view()));
+    let pixel_dcr = audit::dcr_of_distances(&pixels_release, &pixels_holdout);
+    let embedding_dcr = audit::dcr_of_distances(&embedding_release, &embedding_holdout);
     let histograms = json!({
-        "pixels": { "release": audit::closest_record_distances(p_release.view(), p_train.view()), "holdout": audit::closest_record_distances(p_holdout.view(), p_train.view()) },
-        "embedding": { "release": audit::closest_record_distances(e_release.view(), e_train.view()), "holdout": audit::closest_record_distances(e_holdout.view(), e_train.view()) },
+        "pixels": { "release": pixels_release, "holdout": pixels_holdout },
+        "embedding": { "release": embedding_release, "holdout": embedding_holdout },
     });
-
-    progress("memorisation (Carlini et al.)");
-    let memorised = audit::memorisation(p_release.view(), p_train.view(), audit::memorisation::DEFAULT_NEIGHBOURS, audit::memorisation::DEFAULT_THRESHOLD);
-    let holdout_memorised = audit::memorisation(p_holdout.view(), p_train.view(), audit::memorisation::DEFAULT_NEIGHBOURS, audit::memorisation::DEFAULT_THRESHOLD);
     let worst: Vec<_> = memorised.rows.iter().take(GALLERY).cloned().collect();
     let memorisation = json!({
         "criterion": format!("ℓ2 pixel distance to the nearest training image < {:.3} × the mean distance to its {} nearest", memorised.threshold, memorised.neighbours),
