@@ -152,6 +152,21 @@ pub struct Verdict {
     pub closest_reference: Option<usize>,
     /// How many references it was compared with.
     pub compared: usize,
+    /// Why it failed: the comparison that exceeded its threshold by the widest margin.
+    pub rejection: Option<Rejection>,
+}
+
+/// The comparison that rejected an image.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Rejection {
+    /// The reference the image re-identifies.
+    pub reference: usize,
+    /// Whether that reference is the image's own source (else a neighbour).
+    pub source: bool,
+    /// The same-person probability.
+    pub probability: f32,
+    /// The threshold it reached (after the self-cap).
+    pub threshold: f32,
 }
 
 /// Checks images by their embeddings (`[m, E]`): each is compared with `sources[i]` (the
@@ -193,7 +208,7 @@ pub fn check(reid: &mut Reid, references: &ReferenceSet, embeddings: ArrayView2<
     let own = references.embeddings.select(Axis(0), &compared);
     let itself = if compared.is_empty() { Array1::zeros(0) } else { reid.same_person(own.view(), own.view())? };
     let cap = |r: usize| compared.binary_search(&r).map_or(f32::INFINITY, |k| itself[k] - SELF_MARGIN);
-    let mut verdicts = vec![Verdict { passed: true, max_probability: 0.0, closest_reference: None, compared: 0 }; sources.len()];
+    let mut verdicts = vec![Verdict { passed: true, max_probability: 0.0, closest_reference: None, compared: 0, rejection: None }; sources.len()];
     for (&(i, r), &p) in pairs.iter().zip(&probabilities) {
         let v = &mut verdicts[i];
         v.compared += 1;
@@ -201,9 +216,13 @@ pub fn check(reid: &mut Reid, references: &ReferenceSet, embeddings: ArrayView2<
             v.max_probability = p;
             v.closest_reference = Some(r);
         }
-        let threshold = if sources[i] == Some(r) { reid.threshold } else { reid.neighbour_threshold }.min(cap(r));
+        let source = sources[i] == Some(r);
+        let threshold = if source { reid.threshold } else { reid.neighbour_threshold }.min(cap(r));
         if p >= threshold {
             v.passed = false;
+            if v.rejection.is_none_or(|worst| p - threshold > worst.probability - worst.threshold) {
+                v.rejection = Some(Rejection { reference: r, source, probability: p, threshold });
+            }
         }
     }
     for v in &mut verdicts {
@@ -273,7 +292,7 @@ mod tests {
     fn selection_prefers_the_closest_passing_candidate() {
         let reference = [0.9f32, 0.1];
         let candidates = array![[0.9f32, 0.1], [0.6, 0.4], [0.2, 0.8]];
-        let pass = |passed| Verdict { passed, max_probability: 0.0, closest_reference: None, compared: 1 };
+        let pass = |passed| Verdict { passed, max_probability: 0.0, closest_reference: None, compared: 1, rejection: None };
         let order = |v: &[Verdict]| rank(&reference, candidates.view(), v).into_iter().map(|(i, _)| i).collect::<Vec<_>>();
         assert_eq!(order(&[pass(true), pass(true), pass(true)]), vec![0, 1, 2]);
         assert_eq!(order(&[pass(false), pass(true), pass(true)]), vec![1, 2]);

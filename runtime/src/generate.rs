@@ -161,11 +161,19 @@ impl Generator {
                 denoiser.image_shape()
             )));
         }
+        let mut generator = Generator { denoiser, features, normalization: bundle.image.normalization.clone(), sigmas: Vec::new(), settings: settings.clone() };
+        generator.configure(settings)?;
+        Ok(generator)
+    }
+
+    /// Replaces the settings (the models stay loaded).
+    pub fn configure(&mut self, settings: Settings) -> Result<(), SampleError> {
         if settings.candidates == 0 || settings.rounds == 0 {
             return Err(SampleError::Shape("at least one candidate and one round per reference image are needed".into()));
         }
-        let sigmas = karras_sigmas(settings.steps, settings.sigma_min, settings.sigma_max, settings.rho)?;
-        Ok(Generator { denoiser, features, normalization: bundle.image.normalization.clone(), sigmas, settings })
+        self.sigmas = karras_sigmas(settings.steps, settings.sigma_min, settings.sigma_max, settings.rho)?;
+        self.settings = settings;
+        Ok(())
     }
 
     /// Loads the bundle's denoiser, its guide (only when `guide` names another file than the
@@ -212,12 +220,21 @@ impl Generator {
     /// `[n, C, H, W]`. All samples must belong to one round, whose guidance weight they are
     /// drawn with.
     pub fn generate(&mut self, samples: &[SampleId], conditions: ArrayView2<f32>) -> Result<Array4<u8>, SampleError> {
-        let images = self.generate_model_space(samples, conditions)?;
+        self.generate_watched(samples, conditions, &mut |_, _| {})
+    }
+
+    /// [`Generator::generate`], calling `on_step(done, total)` after each denoising step.
+    pub fn generate_watched(&mut self, samples: &[SampleId], conditions: ArrayView2<f32>, on_step: &mut dyn FnMut(usize, usize)) -> Result<Array4<u8>, SampleError> {
+        let images = self.model_space(samples, conditions, on_step)?;
         Ok(images.mapv(|v| self.normalization.to_pixel(v)))
     }
 
     /// Like [`Generator::generate`], in model space (`[n, C, H, W]`, normalised).
     pub fn generate_model_space(&mut self, samples: &[SampleId], conditions: ArrayView2<f32>) -> Result<Array4<f32>, SampleError> {
+        self.model_space(samples, conditions, &mut |_, _| {})
+    }
+
+    fn model_space(&mut self, samples: &[SampleId], conditions: ArrayView2<f32>, on_step: &mut dyn FnMut(usize, usize)) -> Result<Array4<f32>, SampleError> {
         let s = &self.settings;
         let round = samples.first().map_or(0, |id| id.candidate / s.candidates);
         if let Some(id) = samples.iter().find(|id| id.candidate / s.candidates != round || id.candidate >= s.streams()) {
@@ -228,7 +245,7 @@ impl Generator {
         }
         let ids: Vec<u64> = samples.iter().map(|id| id.noise_id(s.streams())).collect();
         let noise = sampler::noise_batch(s.seed, &ids, self.denoiser.image_shape());
-        sampler::sample(&mut self.denoiser, &self.sigmas, s.guidance_in_round(round), conditions, noise.view())
+        sampler::sample_watched(&mut self.denoiser, &self.sigmas, s.guidance_in_round(round), conditions, noise.view(), on_step)
     }
 }
 

@@ -12,7 +12,10 @@
 //! - [`audit`]: the statistics of `unpersonal audit` (DCR, precision/recall, memorisation,
 //!   singling-out risk, Fréchet distance); pure functions, no I/O.
 //!
-//! - `data` (feature `fs`): labelled image sets on disk (IDX files, filelists).
+//! - [`report`]: what a release says about itself (run, records, aggregate report, filelist).
+//! - `pixels` (feature `image`): PNG/JPEG bytes to CHW pixels and back.
+//! - `data` (feature `data`): labelled image sets (IDX files, filelists).
+//! - `atomic` (feature `fs`): files written whole or not at all.
 //!
 //! The library does no file-system access outside [`bundle::BundleDir`], `data` (and the ONNX Runtime
 //! library lookup of the `ort` backend), and starts no threads.
@@ -24,10 +27,13 @@ pub mod atomic;
 pub mod audit;
 pub mod backend;
 pub mod bundle;
-#[cfg(feature = "fs")]
+#[cfg(feature = "data")]
 pub mod data;
 pub mod gate;
 pub mod generate;
 pub mod neighbours;
+#[cfg(feature = "image")]
+pub mod pixels;
 pub mod release;
+pub mod report;
 pub mod sampler;

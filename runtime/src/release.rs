@@ -7,7 +7,7 @@
 //! the reference's, and the best (optionally the two best) are released with the reference's
 //! labels. A reference whose every candidate of every round was rejected releases nothing.
 
-use ndarray::{Array2, Array3, ArrayView2, ArrayView4, Axis};
+use ndarray::{Array2, Array3, ArrayView2, ArrayView3, ArrayView4, Axis};
 use serde::{Deserialize, Serialize};
 
 use crate::backend::{Backend, Model};
@@ -61,6 +61,11 @@ impl References {
     /// Whether there are none.
     pub fn is_empty(&self) -> bool {
         self.set.is_empty()
+    }
+
+    /// Every reference's class probabilities (`[n, labels]`).
+    pub fn probabilities(&self) -> ArrayView2<'_, f32> {
+        self.probabilities.view()
     }
 }
 
@@ -164,6 +169,19 @@ pub struct Outcome {
     pub released: Vec<Draw>,
 }
 
+/// What a caller may watch while [`release_watched`] runs, for a user interface on the machine
+/// that holds the reference images: denoising progress and the rejected candidates. Rejected
+/// candidates are shown, never released.
+pub trait Watch {
+    /// Round `round` finished denoising step `done` of `total`.
+    fn step(&mut self, _round: usize, _done: usize, _total: usize) {}
+    /// The gate rejected candidate `id`, drawn with `guidance`.
+    fn rejected(&mut self, _id: SampleId, _guidance: f32, _verdict: &Verdict, _pixels: ArrayView3<u8>) {}
+}
+
+/// Watches nothing.
+impl Watch for () {}
+
 /// Draws and gates images for `references` (positions in the reference set, row k
 /// conditioned on row k of `conditions`) and returns each one's outcome with the pixels of
 /// its released images (`[C, H, W]` each). At most `keep` images are released per reference.
@@ -174,6 +192,19 @@ pub fn release(
     references: &[usize],
     conditions: ArrayView2<f32>,
     keep: usize,
+) -> Result<Vec<(Outcome, Vec<Array3<u8>>)>, ReleaseError> {
+    release_watched(generator, gate, index, references, conditions, keep, &mut ())
+}
+
+/// [`release`], reporting progress and rejected candidates to `watch`.
+pub fn release_watched(
+    generator: &mut Generator,
+    gate: &mut Gate,
+    index: &References,
+    references: &[usize],
+    conditions: ArrayView2<f32>,
+    keep: usize,
+    watch: &mut dyn Watch,
 ) -> Result<Vec<(Outcome, Vec<Array3<u8>>)>, ReleaseError> {
     let settings = generator.settings().clone();
     let n = settings.candidates;
@@ -186,7 +217,7 @@ pub fn release(
         }
         let ids: Vec<SampleId> = pending.iter().flat_map(|&k| settings.round_samples(references[k], round)).collect();
         let rows: Vec<usize> = pending.iter().flat_map(|&k| std::iter::repeat_n(k, n)).collect();
-        let pixels = generator.generate(&ids, conditions.select(Axis(0), &rows).view())?;
+        let pixels = generator.generate_watched(&ids, conditions.select(Axis(0), &rows).view(), &mut |done, total| watch.step(round, done, total))?;
         let sources: Vec<usize> = ids.iter().map(|id| id.reference).collect();
         let (verdicts, probabilities) = gate.judge(index, pixels.view(), &sources)?;
         let guidance = settings.guidance_in_round(round);
@@ -198,6 +229,9 @@ pub fn release(
             let ranked = gate::rank(&own, probabilities.slice(ndarray::s![span.clone(), ..]), verdicts);
             let (outcome, images) = &mut results[k];
             outcome.rejected.push(verdicts.iter().filter(|v| !v.passed).count());
+            for (i, v) in verdicts.iter().enumerate().filter(|(_, v)| !v.passed) {
+                watch.rejected(ids[span.start + i], guidance, v, pixels.index_axis(Axis(0), span.start + i));
+            }
             if ranked.is_empty() {
                 still.push(k);
             }

@@ -235,6 +235,19 @@ pub fn sample(
     condition: ArrayView2<f32>,
     noise: ArrayView4<f32>,
 ) -> Result<Array4<f32>, SampleError> {
+    sample_watched(denoiser, sigmas, guidance, condition, noise, &mut |_, _| {})
+}
+
+/// [`sample`], calling `on_step(done, total)` after each of the `total = sigmas.len() − 1`
+/// steps (progress for a user interface).
+pub fn sample_watched(
+    denoiser: &mut Denoiser,
+    sigmas: &[f64],
+    guidance: f32,
+    condition: ArrayView2<f32>,
+    noise: ArrayView4<f32>,
+    on_step: &mut dyn FnMut(usize, usize),
+) -> Result<Array4<f32>, SampleError> {
     if sigmas.len() < 2 || sigmas.last() != Some(&0.0) {
         return Err(SampleError::Schedule("a schedule needs at least two noise levels, the last 0".into()));
     }
@@ -246,7 +259,8 @@ pub fn sample(
         )));
     }
     let mut x = noise.mapv(|v| v * sigmas[0] as f32);
-    for pair in sigmas.windows(2) {
+    let total = sigmas.len() - 1;
+    for (step, pair) in sigmas.windows(2).enumerate() {
         let (t, t_next) = (pair[0] as f32, pair[1] as f32);
         let h = t_next - t;
         let d = derivative(denoiser, &x, t, condition, guidance)?;
@@ -257,6 +271,7 @@ pub fn sample(
         } else {
             euler
         };
+        on_step(step + 1, total);
     }
     Ok(x)
 }

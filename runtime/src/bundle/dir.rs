@@ -19,8 +19,16 @@ impl BundleDir {
     /// Reads `dir/bundle.json` and every ONNX file it names, and verifies each (hash, parse,
     /// interface). Errors name the file and the problem.
     pub fn load(dir: &Path) -> Result<BundleDir, BundleError> {
+        BundleDir::read_with(dir, |path| std::fs::read(path))
+    }
+
+    /// [`BundleDir::load`] with the files' bytes coming from `read` (given `dir` joined with a
+    /// file's name): a bundle fetched over the network or held in memory.
+    pub fn read_with(dir: &Path, mut read: impl FnMut(&Path) -> std::io::Result<Vec<u8>>) -> Result<BundleDir, BundleError> {
         let json_path = dir.join(BUNDLE_JSON);
-        let text = std::fs::read_to_string(&json_path).map_err(|error| BundleError::Io { path: json_path.clone(), error })?;
+        let io = |path: &Path, error| BundleError::Io { path: path.to_path_buf(), error };
+        let bytes = read(&json_path).map_err(|e| io(&json_path, e))?;
+        let text = String::from_utf8(bytes).map_err(|e| io(&json_path, std::io::Error::new(std::io::ErrorKind::InvalidData, e)))?;
         let mut bundle = Bundle::from_json_at(&text, &json_path.display().to_string())?;
         if bundle.name.is_empty() {
             bundle.name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
@@ -28,7 +36,7 @@ impl BundleDir {
         let mut onnx = BTreeMap::new();
         for (&role, spec) in &bundle.models {
             let path = dir.join(&spec.file);
-            let bytes = std::fs::read(&path).map_err(|error| BundleError::Io { path, error })?;
+            let bytes = read(&path).map_err(|e| io(&path, e))?;
             bundle.verify(role, &bytes)?;
             onnx.insert(role, bytes);
         }

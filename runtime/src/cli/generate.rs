@@ -12,6 +12,7 @@ use serde_json::json;
 use unpersonal_runtime::bundle::{BundleDir, Role};
 use unpersonal_runtime::data::Dataset;
 use unpersonal_runtime::generate::{Generator, Settings, Shard, interleaved, shard_references};
+use unpersonal_runtime::pixels::encode_png;
 use unpersonal_runtime::release::{Gate, References, draw_unfiltered, release};
 
 use super::outdir::{self, Dirs, GateRule, Record, RunInfo};
@@ -118,13 +119,7 @@ pub fn run(args: &Args, out: &Output) -> anyhow::Result<()> {
         reference: json!({ "name": reference.name, "images": reference.len(), "sources": sources }),
         backend: backend_name.to_string(),
         settings: settings.clone(),
-        gate: first.gate.as_ref().map(|g| GateRule {
-            threshold: g.threshold(),
-            neighbour_threshold: g.neighbour_threshold(),
-            neighbours: g.neighbours(),
-            keep,
-            calibration: bundle.reid.as_ref().map_or(serde_json::Value::Null, |r| r.calibration.clone()),
-        }),
+        gate: first.gate.as_ref().map(|g| GateRule::new(g, keep, bundle)),
     };
     let dirs = Dirs { release: args.out.clone(), audit: args.audit.clone().unwrap_or_else(|| outdir::default_audit(&args.out)) };
     dirs.claim(&run)?;
@@ -237,7 +232,7 @@ impl Worker {
         for (outcome, images) in outcomes {
             let files = images
                 .iter()
-                .map(|image| dirs.write_image(&outdir::encode_png(&interleaved(image.view()), c, h, w)?))
+                .map(|image| dirs.write_image(&encode_png(&interleaved(image.view()), c, h, w).map_err(anyhow::Error::msg)?))
                 .collect::<anyhow::Result<Vec<String>>>()?;
             records.push(Record { labels: reference.label(outcome.reference).to_vec(), outcome, files });
         }

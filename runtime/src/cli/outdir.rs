@@ -30,57 +30,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::Value;
 pub use unpersonal_runtime::atomic::write_atomically;
 use unpersonal_runtime::atomic::PARTIAL;
-use unpersonal_runtime::bundle::sha256_hex;
-use unpersonal_runtime::generate::{Settings, Shard};
-use unpersonal_runtime::release::Outcome;
-
-/// What decides the images of a run, besides the code: stored as `run.json`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct RunInfo {
-    /// The bundle's name and the SHA-256 of each model used, by role.
-    pub bundle: Value,
-    /// The reference set's name and size.
-    pub reference: Value,
-    /// The backend (`tract`, `ort`); backends agree to about 1e-3, not bit for bit.
-    pub backend: String,
-    /// Sampler settings.
-    pub settings: Settings,
-    /// The gate's rule, or `None` for an unfiltered research run.
-    pub gate: Option<GateRule>,
-}
-
-/// The decision rule of the privacy gate in a run.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct GateRule {
-    /// Same-person probability against its source at or above which a candidate is rejected.
-    pub threshold: f32,
-    /// The same against any other reference.
-    pub neighbour_threshold: f32,
-    /// Nearest references compared besides the source.
-    pub neighbours: usize,
-    /// Images released at most per reference image.
-    pub keep: usize,
-    /// How the bundle's thresholds were calibrated and what they catch (the bundle's
-    /// `reid.calibration`), so the report carries the numbers its reader must weigh.
-    pub calibration: Value,
-}
-
-/// The audit record of one reference image: its outcome, its labels and the files of its
-/// released images (in the order of `outcome.released`).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Record {
-    /// What the gate did.
-    #[serde(flatten)]
-    pub outcome: Outcome,
-    /// The reference image's labels, carried by its released images.
-    pub labels: Vec<f32>,
-    /// Paths of the released images, relative to the release directory.
-    pub files: Vec<String>,
-}
+use unpersonal_runtime::generate::Shard;
+pub use unpersonal_runtime::report::{GateRule, Record, RunInfo};
+use unpersonal_runtime::report::{self, report};
 
 /// The release directory and the audit directory of a run.
 #[derive(Clone, Debug)]
@@ -152,7 +108,7 @@ impl Dirs {
     /// Writes a released image (PNG bytes) under a name made from its hash and returns the
     /// name, relative to the release directory.
     pub fn write_image(&self, png: &[u8]) -> anyhow::Result<String> {
-        let file = format!("images/{}.png", &sha256_hex(png)[..16]);
+        let file = report::image_file(png);
         write_atomically(&self.release.join(&file), png)?;
         Ok(file)
     }
@@ -217,15 +173,7 @@ impl Dirs {
                 std::fs::remove_file(entry.path()).with_context(|| format!("cannot remove {}", entry.path().display()))?;
             }
         }
-        let mut text = String::new();
-        for (file, labels) in &filelist {
-            text.push_str(file);
-            for l in labels.iter() {
-                text.push_str(if *l >= 0.5 { " 1" } else { " 0" });
-            }
-            text.push('\n');
-        }
-        write_atomically(&self.release.join("filelist.txt"), text.as_bytes())?;
+        write_atomically(&self.release.join("filelist.txt"), report::filelist_text(&filelist).as_bytes())?;
         let report = report(run, records.values(), filelist.len());
         write_atomically(&self.release.join("report.json"), &json_bytes(&report)?)?;
         let mut log = String::new();
@@ -265,78 +213,4 @@ fn check_or_write_run(dir: &Path, run: &RunInfo) -> anyhow::Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(write_atomically(&path, &json_bytes(run)?)?),
         Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
     }
-}
-
-/// What `generate --unfiltered-research-only` says about the privacy gate.
-pub const UNFILTERED: &str = "NOT APPLIED (--unfiltered-research-only): these are unfiltered candidates. No \
-     re-identification check ran, so nothing here is known to be unlinkable to a real person; do not release them.";
-
-/// The aggregate report: counts only, nothing about any single reference image.
-fn report<'a>(run: &RunInfo, records: impl Iterator<Item = &'a Record>, images: usize) -> Value {
-    let records: Vec<&Record> = records.collect();
-    let released = records.iter().filter(|r| !r.outcome.released.is_empty()).count();
-    let mut rounds_needed: BTreeMap<String, usize> = BTreeMap::new();
-    let mut guidance: BTreeMap<String, usize> = BTreeMap::new();
-    let mut per_round: Vec<(usize, usize)> = Vec::new();
-    for r in &records {
-        if !r.outcome.released.is_empty() {
-            *rounds_needed.entry(r.outcome.rejected.len().to_string()).or_default() += 1;
-        }
-        for d in &r.outcome.released {
-            *guidance.entry(format!("{:.2}", d.guidance)).or_default() += 1;
-        }
-        for (t, &rejected) in r.outcome.rejected.iter().enumerate() {
-            if per_round.len() <= t {
-                per_round.push((0, 0));
-            }
-            per_round[t].0 += 1;
-            per_round[t].1 += rejected;
-        }
-    }
-    let candidates = run.settings.candidates;
-    let rounds: Vec<Value> = per_round
-        .iter()
-        .enumerate()
-        .map(|(t, &(refs, rejected))| {
-            let guidance = (f64::from(run.settings.guidance_in_round(t)) * 1000.0).round() / 1000.0;
-            json!({ "round": t + 1, "guidance": guidance, "reference_images": refs,
-                    "candidates": refs * candidates, "rejected": rejected,
-                    "rejection_rate": rejected as f64 / (refs * candidates).max(1) as f64 })
-        })
-        .collect();
-    let gate = match &run.gate {
-        Some(rule) => json!({
-            "applied": true,
-            "status": "every released image passed the re-identification check against its source reference image and \
-                       the nearest reference images by embedding; references all of whose candidates failed released nothing",
-            "threshold": rule.threshold, "neighbour_threshold": rule.neighbour_threshold, "neighbours": rule.neighbours,
-            "calibration": rule.calibration, "released_per_reference_at_most": rule.keep,
-        }),
-        None => json!({ "applied": false, "status": UNFILTERED }),
-    };
-    json!({
-        "privacy_gate": gate,
-        "reference_images": records.len(),
-        "released_images": images,
-        "reference_images_released": released,
-        "reference_images_withheld": records.len() - released,
-        "rounds_needed": rounds_needed,
-        "rounds": rounds,
-        "guidance_of_released_images": guidance,
-        "filelist": "filelist.txt",
-        "run": run,
-    })
-}
-
-/// PNG bytes of one image (`pixels` interleaved, `channels` 1 or 3).
-pub fn encode_png(pixels: &[u8], channels: usize, height: usize, width: usize) -> anyhow::Result<Vec<u8>> {
-    use image::ImageEncoder;
-    let color = match channels {
-        1 => image::ExtendedColorType::L8,
-        3 => image::ExtendedColorType::Rgb8,
-        c => bail!("cannot write {c}-channel images as PNG (1 or 3 channels)"),
-    };
-    let mut bytes = Vec::new();
-    image::codecs::png::PngEncoder::new(&mut bytes).write_image(pixels, width as u32, height as u32, color)?;
-    Ok(bytes)
 }

@@ -17,6 +17,7 @@ use std::path::{Component, Path, PathBuf};
 use image::DynamicImage;
 
 use super::{DataError, Dataset};
+use crate::pixels::{self, push_chw};
 
 /// How a filelist is read.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -38,13 +39,13 @@ impl Default for FilelistOptions {
 
 /// One parsed line of a filelist.
 #[derive(Debug)]
-struct Row {
+pub struct Row {
     /// 1-based line number.
-    line: usize,
+    pub line: usize,
     /// Path relative to the data root, as written.
-    path: PathBuf,
+    pub path: PathBuf,
     /// Multi-hot labels.
-    labels: Vec<f32>,
+    pub labels: Vec<f32>,
 }
 
 /// Parses one label token: 0 or 1, written as an integer or a float.
@@ -98,8 +99,9 @@ fn parse_line(list: &Path, line: usize, content: &str, expected: Option<&Row>) -
     Ok(Row { line, path: rel.to_path_buf(), labels })
 }
 
-/// Parses a filelist's text into rows.
-fn parse(list: &Path, text: &str) -> Result<Vec<Row>, DataError> {
+/// Parses a filelist's text into rows; `list` names the filelist in errors. Every line must
+/// have as many labels as the first, and no path may leave the root lexically.
+pub fn parse(list: &Path, text: &str) -> Result<Vec<Row>, DataError> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut rows: Vec<Row> = Vec::new();
     for (i, raw) in text.lines().enumerate() {
@@ -132,11 +134,11 @@ fn read_image(list: &Path, root: &Path, canonical_root: &Path, row: &Row) -> Res
     decode(&real).map_err(|problem| err(format!("{problem} {}", file.display())))
 }
 
-/// Decodes an image file; the error says what failed ("cannot read image", "cannot decode
-/// image") and why, for the caller to complete with the path it shows.
+/// Decodes an image file; the error says what failed and why, for the caller to complete
+/// with the path it shows.
 fn decode(file: &Path) -> Result<DynamicImage, String> {
-    let reader = image::ImageReader::open(file).and_then(|r| r.with_guessed_format()).map_err(|e| format!("cannot read image ({e}):"))?;
-    reader.decode().map_err(|e| format!("cannot decode image ({e}):"))
+    let bytes = std::fs::read(file).map_err(|e| format!("cannot read image ({e}):"))?;
+    pixels::decode(&bytes).map_err(|e| format!("{e}:"))
 }
 
 /// Reads one image file as CHW bytes with `channels` (1 or 3) channels: `(height, width,
@@ -146,18 +148,6 @@ pub fn load_image(path: &Path, channels: usize) -> Result<(usize, usize, Vec<u8>
     let mut bytes = Vec::new();
     push_chw(&mut bytes, &img, channels);
     Ok((img.height() as usize, img.width() as usize, bytes))
-}
-
-/// Appends `img` to `out` as CHW bytes with `channels` (1 or 3) channels.
-fn push_chw(out: &mut Vec<u8>, img: &DynamicImage, channels: usize) {
-    if channels == 1 {
-        out.extend_from_slice(img.to_luma8().as_raw());
-    } else {
-        let rgb = img.to_rgb8();
-        for c in 0..3 {
-            out.extend(rgb.as_raw().iter().skip(c).step_by(3));
-        }
-    }
 }
 
 /// Loads the images and labels named by the filelist at `path`.

@@ -1,6 +1,6 @@
 //! Labelled image sets on disk: Fashion-MNIST/MNIST IDX files and folders of images described
 //! by a filelist (`relative/path.png l0 l1 …`), held in memory as u8 pixels (NCHW). This is a
-//! file-system edge (feature `fs`): the trainer's training data, and the runtime's reference
+//! file-system edge (feature `data`): the trainer's training data, and the runtime's reference
 //! sets, are read here.
 //!
 //! [`Dataset::load`] takes what `--data` names: a directory of IDX files or a filelist.

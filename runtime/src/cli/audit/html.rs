@@ -9,7 +9,7 @@ use serde_json::Value;
 use unpersonal_runtime::data::Dataset;
 use unpersonal_runtime::generate::interleaved;
 
-use super::super::outdir::encode_png;
+use unpersonal_runtime::pixels::encode_png;
 
 /// One line of the headline table: what, the release's number, the baseline, the verdict.
 struct Row {
@@ -168,7 +168,7 @@ fn histogram(title: &str, release: &[f64], holdout: &[f64]) -> String {
 /// An `<img>` of row `i` of `data` as a PNG data URL, scaled up for the eye.
 fn thumbnail(data: &Dataset, i: usize) -> anyhow::Result<String> {
     let pixels = data.batch(&[i]);
-    let png = encode_png(&interleaved(pixels.index_axis(ndarray::Axis(0), 0)), data.channels, data.height, data.width)?;
+    let png = encode_png(&interleaved(pixels.index_axis(ndarray::Axis(0), 0)), data.channels, data.height, data.width).map_err(anyhow::Error::msg)?;
     let url = base64::engine::general_purpose::STANDARD.encode(png);
     Ok(format!(r#"<img src="data:image/png;base64,{url}" width="{}" height="{}" alt="" style="image-rendering:pixelated">"#, data.width * 3, data.height * 3))
 }

@@ -15,7 +15,7 @@ use unpersonal_runtime::bundle::{BundleDir, Normalization, Role};
 use unpersonal_runtime::data::Dataset;
 use unpersonal_runtime::generate::interleaved;
 
-use super::super::outdir::encode_png;
+use unpersonal_runtime::pixels::encode_png;
 use super::outputs;
 
 /// How the two classifiers are trained.
@@ -68,7 +68,7 @@ pub fn write_filelist(data: &Dataset, dir: &Path) -> anyhow::Result<PathBuf> {
     for i in 0..data.len() {
         let pixels = data.batch(&[i]);
         let file = format!("images/{i:06}.png");
-        let png = encode_png(&interleaved(pixels.index_axis(Axis(0), 0)), data.channels, data.height, data.width)?;
+        let png = encode_png(&interleaved(pixels.index_axis(Axis(0), 0)), data.channels, data.height, data.width).map_err(anyhow::Error::msg)?;
         std::fs::write(dir.join(&file), png).with_context(|| format!("cannot write {}", dir.join(&file).display()))?;
         text.push_str(&file);
         for l in data.label(i) {
