@@ -18,3 +18,4 @@ if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c "import onnxruntime, onnx"
     python3 -m venv .venv
     .venv/bin/pip install -q --disable-pip-version-check onnxruntime==1.31.1 onnx==1.23.2
 fi
+

@@ -1,1 +1,15 @@
-//! Browser front end for Unpersonal. Built in issue 7.
+//! Unpersonal in the browser: the page's Web Worker loads a bundle, reads the reference
+//! images the user picked (they stay in the worker's memory), draws candidates with the tract
+//! backend compiled to wasm, gates every one against all references, and packs the released
+//! images into a zip. Nothing is sent anywhere; the page's Content-Security-Policy forbids it.
+//!
+//! - [`studio`]: the generator as plain Rust (tested natively).
+//! - [`references`]: decoding picked images into the bundle's shape, labels from a filelist.
+//! - [`archive`]: the zip.
+//! - `bindings` (wasm32): the JavaScript face.
+
+pub mod archive;
+#[cfg(target_arch = "wasm32")]
+mod bindings;
+pub mod references;
+pub mod studio;

@@ -1,0 +1,181 @@
+// The page in dist/ in headless Debian Chromium, end to end: serves dist/ on 127.0.0.1 with
+// the page's Content-Security-Policy as a header, picks reference images through the file
+// input, generates on the CPU backend, downloads the zip and checks it, and checks that no
+// request left the page's origin and none carried a body.
+//
+//   node tests/web/page.test.mjs            the test (README's test command runs it)
+//   node tests/web/page.test.mjs --timing N time to first sample and total for the default
+//                                           settings on N shipped reference images
+//
+// Output (screenshots, the zip, timings): $WEB_TEST_OUT, default target/web-test/.
+
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs/promises';
+import http from 'node:http';
+import path from 'node:path';
+import zlib from 'node:zlib';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+const dist = path.join(root, 'dist');
+const out = process.env.WEB_TEST_OUT || path.join(root, 'target/web-test');
+const sample = path.join(root, 'models/fashion-mnist/reference');
+const timing = process.argv[2] === '--timing' ? Number(process.argv[3] || 4) : 0;
+const CSP = "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; worker-src 'self'; connect-src 'self'; img-src 'self' data: blob:; style-src 'self'; font-src 'none'; object-src 'none'; base-uri 'none'; form-action 'none'";
+const TYPES = { '.html': 'text/html', '.js': 'text/javascript', '.wasm': 'application/wasm', '.css': 'text/css', '.json': 'application/json', '.png': 'image/png', '.txt': 'text/plain' };
+
+// A grayscale PNG (for the wrong-size case), with node's zlib and a table-free CRC-32.
+function png(width, height, value) {
+  const crc = (bytes) => {
+    let c = ~0;
+    for (const b of bytes) { c ^= b; for (let k = 0; k < 8; k++) c = (c >>> 1) ^ (0xedb88320 & -(c & 1)); }
+    return ~c >>> 0;
+  };
+  const chunk = (type, data) => {
+    const body = Buffer.concat([Buffer.from(type), data]);
+    const head = Buffer.alloc(4); head.writeUInt32BE(data.length);
+    const tail = Buffer.alloc(4); tail.writeUInt32BE(crc(body));
+    return Buffer.concat([head, body, tail]);
+  };
+  const ihdr = Buffer.alloc(13);
+  ihdr.writeUInt32BE(width, 0); ihdr.writeUInt32BE(height, 4); ihdr[8] = 8; ihdr[9] = 0;
+  const rows = Buffer.alloc((width + 1) * height, value);
+  for (let y = 0; y < height; y++) rows[y * (width + 1)] = 0;
+  return Buffer.concat([Buffer.from([137, 80, 78, 71, 13, 10, 26, 10]), chunk('IHDR', ihdr), chunk('IDAT', zlib.deflateSync(rows)), chunk('IEND', Buffer.alloc(0))]);
+}
+
+const served = [];
+const server = http.createServer(async (req, res) => {
+  let body = 0;
+  for await (const part of req) body += part.length;
+  served.push({ method: req.method, url: req.url, body });
+  const file = path.join(dist, decodeURIComponent(new URL(req.url, 'http://host').pathname));
+  if (!file.startsWith(dist)) return res.writeHead(403).end();
+  try {
+    const target = (await fs.stat(file)).isDirectory() ? path.join(file, 'index.html') : file;
+    const data = await fs.readFile(target);
+    res.writeHead(200, { 'content-type': TYPES[path.extname(target)] || 'application/octet-stream', 'content-security-policy': CSP, 'cache-control': 'no-store' });
+    res.end(data);
+  } catch {
+    res.writeHead(404).end();
+  }
+});
+await new Promise((ok) => server.listen(0, '127.0.0.1', ok));
+const origin = `http://127.0.0.1:${server.address().port}`;
+await fs.mkdir(out, { recursive: true });
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+  args: ['--no-sandbox', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+});
+const requests = [];
+const offOrigin = [];
+try {
+  const context = await browser.newContext({ acceptDownloads: true, viewport: { width: 1200, height: 1000 } });
+  context.on('request', (r) => requests.push({ url: r.url(), method: r.method(), body: r.postDataBuffer() }));
+  await context.route('**/*', (route) => {
+    const url = route.request().url();
+    if (url.startsWith(`${origin}/`) || url.startsWith('data:') || url.startsWith('blob:')) return route.continue();
+    offOrigin.push(url);
+    return route.abort();
+  });
+  const page = await context.newPage();
+  const consoleErrors = [];
+  page.on('console', (m) => { if (m.type() === 'error') consoleErrors.push(m.text()); });
+  page.on('pageerror', (e) => consoleErrors.push(String(e)));
+
+  const loadStart = Date.now();
+  await page.goto(`${origin}/`);
+  await page.waitForSelector('#bundle[data-ready="true"]', { timeout: 300_000 });
+  const loadMs = Date.now() - loadStart;
+  assert.match(await page.textContent('#backend'), /CPU \(tract compiled to WebAssembly/);
+  const names = (await fs.readFile(path.join(sample, 'filelist.txt'), 'utf8')).split('\n').filter((l) => l && !l.startsWith('#')).map((l) => l.split(/\s+/)[0]);
+  const file = async (name) => ({ name: path.basename(name), mimeType: 'image/png', buffer: await fs.readFile(path.join(sample, name)) });
+  const pick = async (files) => {
+    await page.setInputFiles('#files', files);
+    await page.waitForFunction(() => !document.getElementById('generate').disabled || !document.getElementById('error').hidden);
+  };
+
+  if (timing) {
+    await pick(await Promise.all(names.slice(0, timing).map(file)));
+    await page.click('#generate');
+    await page.waitForSelector('#timing[data-done="true"]', { timeout: 3_600_000 });
+    const t = await page.$eval('#timing', (e) => ({ ...e.dataset, text: e.textContent }));
+    const settings = await page.$$eval('#settings input', (inputs) => Object.fromEntries(inputs.map((i) => [i.id, i.value])));
+    const result = { references: timing, settings, load_ms: loadMs, first_sample_ms: Number(t.firstSampleMs), total_ms: Number(t.totalMs), page: t.text };
+    console.log(JSON.stringify(result, null, 2));
+    await fs.writeFile(path.join(out, 'timing.json'), JSON.stringify(result, null, 2));
+  } else {
+    // Bad input is shown in the page: a file named .png that is no image refuses the set.
+    await page.setInputFiles('#files', [{ name: 'notes.png', mimeType: 'image/png', buffer: Buffer.from('not an image') }]);
+    await page.waitForSelector('#error:not([hidden])');
+    assert.match(await page.textContent('#error'), /notes\.png: cannot decode image/);
+    assert.equal(await page.isDisabled('#generate'), true, 'nothing to generate from a refused set');
+
+    // Three shipped images, one image of the wrong size (resized with a notice), and the filelist.
+    const big = path.basename(names[3]);
+    const listText = (await fs.readFile(path.join(sample, 'filelist.txt'), 'utf8')).replace(names[3], `images/${big}`);
+    await pick([
+      ...(await Promise.all(names.slice(0, 3).map(file))),
+      { name: big, mimeType: 'image/png', buffer: png(56, 56, 200) },
+      { name: 'filelist.txt', mimeType: 'text/plain', buffer: Buffer.from(listText) },
+    ]);
+    assert.equal(await page.isHidden('#error'), true, await page.textContent('#error'));
+    assert.match(await page.textContent('#references'), /^4 reference images picked/);
+    assert.match(await page.textContent('#notices'), new RegExp(`${big}: resized from 56×56 to 28×28`));
+
+    for (const [id, value] of Object.entries({ candidates: 2, steps: 6, rounds: 2, seed: 1 })) await page.fill(`#${id}`, String(value));
+    await page.click('#generate');
+    await page.waitForSelector('#timing[data-done="true"]', { timeout: 900_000 });
+    assert.equal(await page.isHidden('#error'), true, await page.textContent('#error'));
+    const released = await page.$$eval('#grid .cell.pass', (cells) => cells.length);
+    const rejected = await page.$$eval('#grid .cell.rejected', (cells) => cells.length);
+    assert.ok(released >= 1 && released <= 4, `released ${released}`);
+    await page.check('#show-rejected');
+    await page.screenshot({ path: path.join(out, 'page.png'), fullPage: true });
+
+    const [download] = await Promise.all([page.waitForEvent('download'), page.click('#download')]);
+    const zipPath = path.join(out, 'release.zip');
+    await download.saveAs(zipPath);
+    const listing = JSON.parse(execFileSync('python3', ['-c', `
+import json, sys, zipfile
+z = zipfile.ZipFile(sys.argv[1])
+print(json.dumps({"names": z.namelist(), "filelist": z.read("filelist.txt").decode(), "report": json.loads(z.read("report.json"))}))`, zipPath]));
+    const images = listing.names.filter((n) => /^images\/[0-9a-f]{16}\.png$/.test(n));
+    assert.equal(images.length, released, `zip images vs grid: ${listing.names}`);
+    assert.deepEqual(listing.names.filter((n) => !images.includes(n)).sort(), ['filelist.txt', 'report.json']);
+    const lines = listing.filelist.trim().split('\n');
+    assert.equal(lines.length, released);
+    for (const line of lines) {
+      const [file, ...labels] = line.split(' ');
+      assert.ok(images.includes(file), line);
+      assert.equal(labels.length, 10, line);
+      assert.equal(labels.filter((l) => l === '1').length, 1, line);
+    }
+    const report = listing.report;
+    assert.equal(report.privacy_gate.applied, true);
+    assert.equal(report.released_images, released);
+    assert.equal(report.reference_images, 4);
+    assert.equal(report.run.reference.labels, 'filelist');
+    assert.equal(report.run.settings.candidates, 2);
+    assert.equal(report.rounds[0].rejected + (report.rounds[1]?.rejected ?? 0), rejected);
+    assert.ok(!JSON.stringify(report).includes(big), 'the report names no reference image');
+    console.log(`released ${released}, rejected ${rejected}; page loaded in ${loadMs} ms; ${await page.textContent('#timing')}`);
+  }
+
+  // Nothing left the origin, nothing carried a body; the worker's fetches were seen too.
+  assert.deepEqual(offOrigin, [], 'requests outside the page origin');
+  for (const r of requests) {
+    assert.ok(r.url.startsWith(`${origin}/`) || r.url.startsWith('data:') || r.url.startsWith('blob:'), r.url);
+    assert.equal(r.body, null, `${r.method} ${r.url} carried a body`);
+  }
+  assert.ok(requests.some((r) => r.url.endsWith('/fashion-mnist/denoiser.onnx')), 'the worker\'s requests are observed');
+  for (const s of served) assert.ok(s.method === 'GET' && s.body === 0, `${s.method} ${s.url} with ${s.body} bytes`);
+  assert.deepEqual(consoleErrors, []);
+  console.log(`${requests.length} requests, all to ${origin}, none with a body`);
+} finally {
+  await browser.close();
+  server.close();
+}

@@ -1,0 +1,112 @@
+//! The browser's generator end to end on the shipped bundle, natively (the same code runs in
+//! the Web Worker): references in, gated images out, the zip checked.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use unpersonal_web::studio::{Choices, Studio};
+
+fn bundle_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/fashion-mnist")
+}
+
+/// Loads the shipped bundle as the worker does: every file through a reader keyed by name.
+fn load(tamper: impl Fn(&Path, &mut Vec<u8>)) -> Result<Studio, String> {
+    let dir = bundle_dir();
+    Studio::load("fashion-mnist", |path| {
+        let mut bytes = std::fs::read(dir.join(path.strip_prefix("fashion-mnist").unwrap()))?;
+        tamper(path, &mut bytes);
+        Ok(bytes)
+    })
+}
+
+#[test]
+fn picked_references_give_a_gated_zip() {
+    let mut studio = load(|_, _| {}).unwrap();
+    let sample = bundle_dir().join("reference");
+    let list = std::fs::read_to_string(sample.join("filelist.txt")).unwrap();
+    let paths = unpersonal_web::references::filelist_paths("filelist.txt", &list).unwrap();
+    for path in &paths[..3] {
+        let notice = studio.add_reference(&format!("picked/{path}"), &std::fs::read(sample.join(path)).unwrap()).unwrap();
+        assert_eq!(notice, None, "the shipped sample has the bundle's shape");
+    }
+    studio.label_references("filelist.txt", &list).unwrap();
+    studio.configure(&Choices { candidates: 2, guidance: 1.2, steps: 4, seed: 3, rounds: 2 }).unwrap();
+    assert!(studio.zip().is_err(), "nothing to download before generating");
+    studio.prepare().unwrap();
+
+    let info = studio.info();
+    let threshold = info["threshold"].as_f64().unwrap() as f32;
+    let mut released = 0;
+    for k in 0..3 {
+        let mut steps = Vec::new();
+        let drawn = studio.draw(k, &mut |round, done, total| steps.push((round, done, total))).unwrap();
+        assert_eq!(steps.first(), Some(&(0, 1, 4)), "step progress from the first step of round 0");
+        assert!(steps.contains(&(0, 4, 4)));
+        assert!(drawn.released.len() <= 1);
+        for shown in &drawn.released {
+            assert!(shown.file.as_deref().is_some_and(|f| f.starts_with("images/") && f.ends_with(".png")));
+            assert!(shown.score < threshold, "a released image scored {} against threshold {threshold}", shown.score);
+        }
+        assert_eq!(drawn.rejected.len(), drawn.rejected_per_round.iter().sum::<usize>());
+        for shown in &drawn.rejected {
+            assert!(shown.file.is_none() && shown.reason.as_deref().is_some_and(|r| r.contains("re-identifies")));
+        }
+        released += drawn.released.len();
+    }
+    assert!(studio.draw(3, &mut |_, _, _| {}).is_err(), "only picked references can be drawn for");
+
+    let zip = studio.zip().unwrap();
+    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(zip)).unwrap();
+    let names: Vec<String> = archive.file_names().map(str::to_string).collect();
+    assert_eq!(names.iter().filter(|n| n.starts_with("images/")).count(), released);
+    assert!(names.contains(&"filelist.txt".to_string()) && names.contains(&"report.json".to_string()));
+    assert_eq!(names.len(), released + 2, "only images, filelist and report: {names:?}");
+    let mut text = String::new();
+    archive.by_name("filelist.txt").unwrap().read_to_string(&mut text).unwrap();
+    assert_eq!(text.lines().count(), released);
+    for line in text.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(fields.len(), 11, "{line}");
+        assert!(names.contains(&fields[0].to_string()));
+    }
+    let mut report = String::new();
+    archive.by_name("report.json").unwrap().read_to_string(&mut report).unwrap();
+    let report: serde_json::Value = serde_json::from_str(&report).unwrap();
+    assert_eq!(report["privacy_gate"]["applied"], true);
+    assert_eq!(report["released_images"], released);
+    assert_eq!(report["reference_images"], 3);
+    assert_eq!(report["run"]["reference"]["labels"], "filelist");
+    assert!(!report.to_string().contains("picked/"), "the report names no reference image");
+}
+
+#[test]
+fn a_tampered_bundle_file_is_refused_by_name() {
+    let error = load(|path, bytes| {
+        if path.ends_with("reid_head.onnx") {
+            bytes.truncate(bytes.len() / 2);
+        }
+    })
+    .err()
+    .unwrap();
+    assert!(error.contains("reid_head.onnx"), "{error}");
+    let error = Studio::load("fashion-mnist", |_| Err(std::io::Error::new(std::io::ErrorKind::NotFound, "gone"))).err().unwrap();
+    assert!(error.contains("bundle.json"), "{error}");
+}
+
+#[test]
+fn unlabelled_references_take_the_classifiers_labels_and_bad_files_are_named() {
+    let mut studio = load(|_, _| {}).unwrap();
+    assert!(studio.prepare().unwrap_err().contains("no reference images"));
+    let error = studio.add_reference("notes.png", b"not an image").unwrap_err();
+    assert!(error.contains("notes.png") && error.contains("cannot decode"), "{error}");
+    let sample = bundle_dir().join("reference");
+    let list = std::fs::read_to_string(sample.join("filelist.txt")).unwrap();
+    let path = &unpersonal_web::references::filelist_paths("filelist.txt", &list).unwrap()[0];
+    studio.add_reference("a.png", &std::fs::read(sample.join(path)).unwrap()).unwrap();
+    studio.configure(&Choices { candidates: 1, guidance: 1.2, steps: 2, seed: 0, rounds: 1 }).unwrap();
+    studio.prepare().unwrap();
+    studio.draw(0, &mut |_, _, _| {}).unwrap();
+    assert_eq!(studio.report()["run"]["reference"]["labels"], "predicted by the bundle's classifier");
+    assert!(studio.configure(&Choices { candidates: 0, guidance: 1.2, steps: 2, seed: 0, rounds: 1 }).is_err());
+}
