@@ -95,7 +95,7 @@ try {
   const file = async (name) => ({ name: path.basename(name), mimeType: 'image/png', buffer: await fs.readFile(path.join(sample, name)) });
   const pick = async (files) => {
     await page.setInputFiles('#files', files);
-    await page.waitForFunction(() => !document.getElementById('generate').disabled || !document.getElementById('error').hidden);
+    await page.waitForSelector('#references:is([data-state="ready"], [data-state="refused"])');
   };
 
   if (timing) {
@@ -109,8 +109,8 @@ try {
     await fs.writeFile(path.join(out, 'timing.json'), JSON.stringify(result, null, 2));
   } else {
     // Bad input is shown in the page: a file named .png that is no image refuses the set.
-    await page.setInputFiles('#files', [{ name: 'notes.png', mimeType: 'image/png', buffer: Buffer.from('not an image') }]);
-    await page.waitForSelector('#error:not([hidden])');
+    await pick([{ name: 'notes.png', mimeType: 'image/png', buffer: Buffer.from('not an image') }]);
+    assert.equal(await page.getAttribute('#references', 'data-state'), 'refused');
     assert.match(await page.textContent('#error'), /notes\.png: cannot decode image/);
     assert.equal(await page.isDisabled('#generate'), true, 'nothing to generate from a refused set');
 
@@ -163,6 +163,23 @@ print(json.dumps({"names": z.namelist(), "filelist": z.read("filelist.txt").deco
     assert.equal(report.rounds[0].rejected + (report.rounds[1]?.rejected ?? 0), rejected);
     assert.ok(!JSON.stringify(report).includes(big), 'the report names no reference image');
     console.log(`released ${released}, rejected ${rejected}; page loaded in ${loadMs} ms; ${await page.textContent('#timing')}`);
+  }
+
+  if (!timing) {
+    // A corrupt bundle file is reported on the page, by name, and nothing can be generated.
+    const broken = await browser.newContext();
+    broken.on('request', (r) => requests.push({ url: r.url(), method: r.method(), body: r.postDataBuffer() }));
+    await broken.route('**/fashion-mnist/reid_head.onnx', async (route) => {
+      const response = await route.fetch();
+      const body = await response.body();
+      await route.fulfill({ response, body: body.subarray(0, body.length >> 1) });
+    });
+    const page = await broken.newPage();
+    await page.goto(`${origin}/`);
+    await page.waitForSelector('#error:not([hidden])', { timeout: 300_000 });
+    assert.match(await page.textContent('#error'), /Cannot load the model bundle: .*reid_head\.onnx/);
+    assert.equal(await page.isDisabled('#generate'), true);
+    await broken.close();
   }
 
   // Nothing left the origin, nothing carried a body; the worker's fetches were seen too.

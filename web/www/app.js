@@ -56,6 +56,7 @@ function readSettings() {
 // Files from the picker or a drop: images by extension, a filelist by name; the rest is listed
 // as ignored. Paths inside a picked folder are kept so that the filelist can name them.
 async function sendFiles(entries) {
+  $('references').dataset.state = 'reading';
   const images = [];
   let filelist = null;
   let ignored = 0;
@@ -66,6 +67,7 @@ async function sendFiles(entries) {
   }
   if (images.length === 0) {
     showError('None of the picked files is a PNG or JPEG image.');
+    $('references').dataset.state = 'refused';
     return;
   }
   showError('');
@@ -135,6 +137,7 @@ worker.onmessage = ({ data }) => {
       referenceCount = data.count;
       $('references').textContent = `${data.count} reference images ${data.source === 'sample' ? "from the bundle's sample" : 'picked'}${data.ignored ? ` (${data.ignored} other files ignored)` : ''}; they stay in this tab's memory.`;
       $('notices').replaceChildren(...data.notices.map((n) => Object.assign(document.createElement('li'), { textContent: n })));
+      $('references').dataset.state = 'ready';
       busy(false);
       break;
     }
@@ -178,6 +181,7 @@ worker.onmessage = ({ data }) => {
       if (data.during === 'files' || data.during === 'sample') {
         referenceCount = 0;
         $('references').textContent = 'No reference images: the picked set was refused.';
+        $('references').dataset.state = 'refused';
       }
       if (data.during === 'load') $('bundle').textContent = 'The model bundle could not be loaded; nothing can be generated.';
       busy(false);
@@ -190,7 +194,7 @@ worker.onerror = (event) => showError(`The worker failed: ${event.message || 'it
 
 $('files').addEventListener('change', (e) => sendFiles([...e.target.files].map((file) => ({ file, path: file.name }))));
 $('folder').addEventListener('change', (e) => sendFiles([...e.target.files].map((file) => ({ file, path: file.webkitRelativePath || file.name }))));
-$('sample').addEventListener('click', () => { showError(''); busy(true); worker.postMessage({ type: 'sample' }); });
+$('sample').addEventListener('click', () => { showError(''); busy(true); $('references').dataset.state = 'reading'; worker.postMessage({ type: 'sample' }); });
 const drop = $('drop');
 drop.addEventListener('dragover', (e) => { e.preventDefault(); drop.classList.add('over'); });
 drop.addEventListener('dragleave', () => drop.classList.remove('over'));
