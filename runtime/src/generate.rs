@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::backend::{Backend, Model};
 use crate::bundle::{Bundle, BundleDir, Normalization, Role, SamplerSpec};
-use crate::sampler::{self, Denoiser, SampleError, karras_sigmas};
+use crate::sampler::{self, Denoiser, SampleError, Solver, karras_sigmas};
 
 /// The settings that decide every generated pixel (besides the bundle, the reference images
 /// and the backend).
@@ -22,7 +22,9 @@ use crate::sampler::{self, Denoiser, SampleError, karras_sigmas};
 pub struct Settings {
     /// Seed of the initial noise.
     pub seed: u64,
-    /// Heun steps.
+    /// The ODE solver.
+    pub solver: Solver,
+    /// Solver steps.
     pub steps: usize,
     /// Smallest nonzero noise level.
     pub sigma_min: f64,
@@ -45,6 +47,7 @@ impl Settings {
     pub fn from_bundle(sampler: &SamplerSpec, seed: u64) -> Settings {
         Settings {
             seed,
+            solver: sampler.solver,
             steps: sampler.steps,
             sigma_min: sampler.sigma_min,
             sigma_max: sampler.sigma_max,
@@ -245,7 +248,7 @@ impl Generator {
         }
         let ids: Vec<u64> = samples.iter().map(|id| id.noise_id(s.streams())).collect();
         let noise = sampler::noise_batch(s.seed, &ids, self.denoiser.image_shape());
-        sampler::sample_watched(&mut self.denoiser, &self.sigmas, s.guidance_in_round(round), conditions, noise.view(), on_step)
+        sampler::sample_watched(&mut self.denoiser, &self.sigmas, s.solver, s.guidance_in_round(round), conditions, noise.view(), on_step)
     }
 }
 
@@ -269,7 +272,7 @@ mod tests {
 
     #[test]
     fn rounds_number_their_candidates_and_lower_the_guidance() {
-        let s = Settings { seed: 0, steps: 4, sigma_min: 0.002, sigma_max: 80.0, rho: 7.0, guidance: 1.4, guidance_decrement: 0.1, candidates: 3, rounds: 2 };
+        let s = Settings { seed: 0, solver: Solver::Heun, steps: 4, sigma_min: 0.002, sigma_max: 80.0, rho: 7.0, guidance: 1.4, guidance_decrement: 0.1, candidates: 3, rounds: 2 };
         let second: Vec<usize> = s.round_samples(5, 1).map(|id| id.candidate).collect();
         assert_eq!(second, vec![3, 4, 5]);
         assert_eq!(s.streams(), 6);

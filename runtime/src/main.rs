@@ -17,6 +17,7 @@ fn main() -> ExitCode {
         Command::Merge(args) => cli::merge::run(args, &out),
         Command::Check(args) => cli::check::run(args, &out),
         Command::Audit(args) => cli::audit::run(args, &out),
+        Command::Bench(args) => cli::bench::run(args, &out),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

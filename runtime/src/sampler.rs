@@ -1,4 +1,5 @@
-//! The EDM Heun sampler (Karras et al. 2022, Algorithm 1 with S_churn = 0) with guidance.
+//! The samplers: EDM's Heun method (Karras et al. 2022, Algorithm 1 with S_churn = 0) and
+//! DPM-Solver++(2M) (Lu et al. 2022), both with guidance; [`Solver`] picks one.
 //!
 //! - Schedule: [`karras_sigmas`], σ_0 = σ_max … σ_{N−1} = σ_min, then σ_N = 0.
 //! - Guidance: `D = D_u + w·(D_c − D_u)`; conditional and unconditional rows go through one
@@ -9,10 +10,14 @@
 //!
 //! Arithmetic is float32, with the σ values computed in float64 and rounded to float32.
 
+use std::fmt;
+use std::str::FromStr;
+
 use ndarray::{Array1, Array2, Array3, Array4, ArrayView2, ArrayView4, Axis, Zip, concatenate, s};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 use rand_distr::StandardNormal;
+use serde::{Deserialize, Serialize};
 
 use crate::backend::{BackendError, Model};
 use crate::bundle::{Dim, ModelSpec};
@@ -40,6 +45,50 @@ pub enum SampleError {
     /// The caller's arrays do not fit the denoiser or each other.
     #[error("{0}")]
     Shape(String),
+}
+
+/// How the sampler integrates the probability-flow ODE through the noise levels.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Solver {
+    /// EDM's second-order Heun method: 2N − 1 guided evaluations for N steps.
+    #[default]
+    #[serde(rename = "heun")]
+    Heun,
+    /// DPM-Solver++(2M): second-order multistep in log σ, reusing the previous step's
+    /// denoised image; N guided evaluations for N steps.
+    #[serde(rename = "dpmpp-2m")]
+    DpmPp2M,
+}
+
+impl Solver {
+    /// Guided denoiser evaluations per image for `steps` steps.
+    pub fn evaluations(self, steps: usize) -> usize {
+        match self {
+            Solver::Heun => (2 * steps).saturating_sub(1),
+            Solver::DpmPp2M => steps,
+        }
+    }
+}
+
+impl fmt::Display for Solver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Solver::Heun => "heun",
+            Solver::DpmPp2M => "dpmpp-2m",
+        })
+    }
+}
+
+impl FromStr for Solver {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Solver, String> {
+        match s {
+            "heun" => Ok(Solver::Heun),
+            "dpmpp-2m" => Ok(Solver::DpmPp2M),
+            _ => Err(format!("unknown solver `{s}` (known: heun, dpmpp-2m)")),
+        }
+    }
 }
 
 /// The Karras et al. noise levels for `steps` Heun steps:
@@ -221,21 +270,26 @@ fn run(
         .map_err(|e| SampleError::Interface { file: file.clone(), problem: format!("`denoised` is not 4-D: {e}") })
 }
 
-/// Runs the Heun sampler from `noise` (standard normal, `[n, C, H, W]`; the start is
+/// Runs `solver` from `noise` (standard normal, `[n, C, H, W]`; the start is
 /// `x_0 = σ_0·noise`) through `sigmas` (from [`karras_sigmas`]), conditioning row k on row k
 /// of `condition` with guidance weight `guidance`. Returns the images in model space
 /// (normalised; map to pixels with [`to_pixels`]).
 ///
-/// Step i (σ = σ_i, σ' = σ_{i+1}, h = σ' − σ): `d = (x − D(x; σ))/σ`, `x' = x + h·d`; when
-/// σ' > 0, `d' = (x' − D(x'; σ'))/σ'` and `x' = x + h·(d/2 + d'/2)`.
+/// Heun, step i (σ = σ_i, σ' = σ_{i+1}, h = σ' − σ): `d = (x − D(x; σ))/σ`, `x' = x + h·d`;
+/// when σ' > 0, `d' = (x' − D(x'; σ'))/σ'` and `x' = x + h·(d/2 + d'/2)`.
+///
+/// DPM-Solver++(2M), step i (λ = −ln σ, h = λ_{i+1} − λ_i, D_i = D(x; σ_i)):
+/// `x' = (σ'/σ)·x + (1 − σ'/σ)·D̂` with `D̂ = D_i` at the first and the last step, else
+/// `D̂ = (1 + 1/(2r))·D_i − 1/(2r)·D_{i−1}`, r = h_{i−1}/h_i.
 pub fn sample(
     denoiser: &mut Denoiser,
     sigmas: &[f64],
+    solver: Solver,
     guidance: f32,
     condition: ArrayView2<f32>,
     noise: ArrayView4<f32>,
 ) -> Result<Array4<f32>, SampleError> {
-    sample_watched(denoiser, sigmas, guidance, condition, noise, &mut |_, _| {})
+    sample_watched(denoiser, sigmas, solver, guidance, condition, noise, &mut |_, _| {})
 }
 
 /// [`sample`], calling `on_step(done, total)` after each of the `total = sigmas.len() − 1`
@@ -243,6 +297,7 @@ pub fn sample(
 pub fn sample_watched(
     denoiser: &mut Denoiser,
     sigmas: &[f64],
+    solver: Solver,
     guidance: f32,
     condition: ArrayView2<f32>,
     noise: ArrayView4<f32>,
@@ -260,20 +315,52 @@ pub fn sample_watched(
     }
     let mut x = noise.mapv(|v| v * sigmas[0] as f32);
     let total = sigmas.len() - 1;
+    // DPM-Solver++(2M)'s memory: the previous step's denoised image and its h.
+    let mut previous: Option<(Array4<f32>, f64)> = None;
     for (step, pair) in sigmas.windows(2).enumerate() {
-        let (t, t_next) = (pair[0] as f32, pair[1] as f32);
-        let h = t_next - t;
-        let d = derivative(denoiser, &x, t, condition, guidance)?;
-        let euler = Zip::from(&x).and(&d).map_collect(|&x, &d| x + h * d);
-        x = if pair[1] > 0.0 {
-            let d_next = derivative(denoiser, &euler, t_next, condition, guidance)?;
-            Zip::from(&x).and(&d).and(&d_next).map_collect(|&x, &d, &d2| x + h * (0.5 * d + 0.5 * d2))
-        } else {
-            euler
+        x = match solver {
+            Solver::Heun => heun_step(denoiser, &x, pair[0], pair[1], condition, guidance)?,
+            Solver::DpmPp2M => {
+                let (t, t_next) = (pair[0], pair[1]);
+                let denoised = denoiser.denoise(x.view(), t as f32, condition, guidance)?;
+                let h = (t / t_next).ln();
+                let target = match &previous {
+                    Some((old, h_last)) if t_next > 0.0 => {
+                        let half_r = 0.5 * h / h_last;
+                        let (a, b) = ((1.0 + half_r) as f32, half_r as f32);
+                        Zip::from(&denoised).and(old).map_collect(|&d, &o| a * d - b * o)
+                    }
+                    _ => denoised.clone(),
+                };
+                let ratio = (t_next / t) as f32;
+                previous = Some((denoised, h));
+                Zip::from(&x).and(&target).map_collect(|&x, &d| ratio * x + (1.0 - ratio) * d)
+            }
         };
         on_step(step + 1, total);
     }
     Ok(x)
+}
+
+/// One Heun step from σ = `t` to σ' = `t_next`.
+fn heun_step(
+    denoiser: &mut Denoiser,
+    x: &Array4<f32>,
+    t: f64,
+    t_next: f64,
+    condition: ArrayView2<f32>,
+    guidance: f32,
+) -> Result<Array4<f32>, SampleError> {
+    let (t32, t_next32) = (t as f32, t_next as f32);
+    let h = t_next32 - t32;
+    let d = derivative(denoiser, x, t32, condition, guidance)?;
+    let euler = Zip::from(x).and(&d).map_collect(|&x, &d| x + h * d);
+    if t_next > 0.0 {
+        let d_next = derivative(denoiser, &euler, t_next32, condition, guidance)?;
+        Ok(Zip::from(x).and(&d).and(&d_next).map_collect(|&x, &d, &d2| x + h * (0.5 * d + 0.5 * d2)))
+    } else {
+        Ok(euler)
+    }
 }
 
 /// `(x − D(x; σ))/σ`.

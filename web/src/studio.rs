@@ -28,7 +28,7 @@ pub struct Choices {
     pub candidates: usize,
     /// Guidance weight of the first round.
     pub guidance: f32,
-    /// Heun steps.
+    /// Solver steps (the bundle's solver).
     pub steps: usize,
     /// Seed of the initial noise.
     pub seed: u64,

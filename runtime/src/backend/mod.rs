@@ -17,7 +17,7 @@ use ndarray::{ArrayD, ArrayViewD, Dimension};
 
 use crate::bundle::{Dim, ModelSpec, TensorSpec, shape_string};
 
-pub use self::tract::Tract;
+pub use self::tract::{Tract, flops};
 
 /// Named output tensors of one call.
 pub type Outputs = BTreeMap<String, ArrayD<f32>>;

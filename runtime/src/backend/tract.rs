@@ -8,6 +8,7 @@ use ndarray::ArrayViewD;
 use prost::Message;
 use tract_onnx::pb;
 use tract_onnx::prelude::*;
+use tract_onnx::tract_core::internal::Cost;
 
 use super::{Backend, EngineError, Outputs, Session};
 use crate::bundle::{Dim, ModelSpec, TensorSpec};
@@ -23,19 +24,58 @@ impl Backend for Tract {
 
     fn load(&self, onnx: &[u8], spec: &ModelSpec) -> Result<Box<dyn Session>, EngineError> {
         let proto = pb::ModelProto::decode(onnx)?;
-        let model = tract_onnx::onnx().model_for_proto_model(&proto).map_err(|e| format!("{e:#}"))?;
-        let mut inputs = Vec::new();
-        for outlet in model.input_outlets().map_err(|e| format!("{e:#}"))? {
-            let name = &model.node(outlet.node).name;
-            let t = spec.input(name).ok_or_else(|| format!("the graph has an input `{name}` the bundle does not declare"))?;
-            inputs.push(t.clone());
-        }
+        let (model, inputs) = parse(&proto, spec)?;
         let outputs: Vec<String> = proto.graph.iter().flat_map(|g| g.output.iter().map(|o| o.name.clone())).collect();
         let mut session = TractSession { model, inputs, outputs, plans: HashMap::new() };
         // Plan batch size 1 now, so a graph tract cannot run fails at load time.
         session.plan(1)?;
         Ok(Box::new(session))
     }
+}
+
+/// Parses `proto` and pairs each graph input, in the graph's order, with its declaration in
+/// `spec`.
+fn parse(proto: &pb::ModelProto, spec: &ModelSpec) -> Result<(InferenceModel, Vec<TensorSpec>), EngineError> {
+    let model = tract_onnx::onnx().model_for_proto_model(proto).map_err(|e| format!("{e:#}"))?;
+    let mut inputs = Vec::new();
+    for outlet in model.input_outlets().map_err(|e| format!("{e:#}"))? {
+        let name = &model.node(outlet.node).name;
+        let t = spec.input(name).ok_or_else(|| format!("the graph has an input `{name}` the bundle does not declare"))?;
+        inputs.push(t.clone());
+    }
+    Ok((model, inputs))
+}
+
+/// `model` with every input's shape fixed for batch size `batch`.
+fn with_batch(model: &InferenceModel, inputs: &[TensorSpec], batch: usize) -> Result<InferenceModel, EngineError> {
+    let mut model = model.clone();
+    for (i, t) in inputs.iter().enumerate() {
+        model = model.with_input_fact(i, f32::fact(t.concrete(batch)).into()).map_err(|e| format!("{e:#}"))?;
+    }
+    Ok(model)
+}
+
+/// Floating-point operations of one call of `onnx` on a batch of `batch` rows, from tract's
+/// cost model of the typed graph: 2 per float32 multiply-add (convolutions, matrix products
+/// and the element-wise work tract costs as multiply-adds) plus 1 per division.
+pub fn flops(onnx: &[u8], spec: &ModelSpec, batch: usize) -> Result<u64, EngineError> {
+    let proto = pb::ModelProto::decode(onnx)?;
+    let (model, inputs) = parse(&proto, spec)?;
+    let typed = with_batch(&model, &inputs, batch)?.into_typed().and_then(|m| m.into_decluttered()).map_err(|e| format!("{e:#}"))?;
+    let mut total = 0u64;
+    for node in typed.eval_order().map_err(|e| format!("{e:#}"))? {
+        let facts = typed.node_input_facts(node).map_err(|e| format!("{e:#}"))?;
+        for (cost, count) in typed.node(node).op.cost(&facts).map_err(|e| format!("{e:#}"))? {
+            let weight = match cost {
+                Cost::FMA(DatumType::F32) => 2,
+                Cost::Div(DatumType::F32) => 1,
+                _ => continue,
+            };
+            let count = count.to_i64().map_err(|e| format!("node {}: cost not concrete: {e:#}", typed.node(node).name))?;
+            total += weight * count.max(0) as u64;
+        }
+    }
+    Ok(total)
 }
 
 struct TractSession {
@@ -54,11 +94,7 @@ impl TractSession {
         if let Some(plan) = self.plans.get(&batch) {
             return Ok(plan.clone());
         }
-        let mut model = self.model.clone();
-        for (i, t) in self.inputs.iter().enumerate() {
-            model = model.with_input_fact(i, f32::fact(t.concrete(batch)).into()).map_err(|e| format!("{e:#}"))?;
-        }
-        let plan = model
+        let plan = with_batch(&self.model, &self.inputs, batch)?
             .into_optimized()
             .and_then(|m| m.into_runnable())
             .map_err(|e| format!("cannot plan batch size {batch}: {e:#}"))?;

@@ -16,6 +16,8 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::sampler::Solver;
+
 pub use dir::BundleDir;
 pub use error::BundleError;
 pub use roles::Role;
@@ -214,7 +216,9 @@ pub struct EdmSpec {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct SamplerSpec {
-    /// Heun steps N (2N − 1 denoiser evaluations). Default 18.
+    /// The ODE solver. Default `heun`.
+    pub solver: Solver,
+    /// Steps N (Heun: 2N − 1 denoiser evaluations, DPM-Solver++(2M): N). Default 18.
     pub steps: usize,
     /// Smallest nonzero noise level σ_min. Default 0.002.
     pub sigma_min: f64,
@@ -236,6 +240,7 @@ pub struct SamplerSpec {
 impl Default for SamplerSpec {
     fn default() -> Self {
         SamplerSpec {
+            solver: Solver::Heun,
             steps: 18,
             sigma_min: 0.002,
             sigma_max: 80.0,

@@ -46,7 +46,7 @@ pub fn run(args: &Args, out: &Output) -> anyhow::Result<()> {
         .as_ref()
         .map(|r| (r, args.neighbours.unwrap_or(r.neighbours)))
         .with_context(|| format!("the bundle {} has no re-identification model: nothing can be checked", args.bundle.display()))?;
-    let backend = args.backend.backend()?;
+    let backend = args.backend.single_backend()?;
     let load = |role: Role| -> anyhow::Result<Model> { Ok(Model::load(backend.as_ref(), bundle.model(role)?, loaded.onnx(role)?)?) };
     let mut reid = Reid::new(load(Role::ReidEmbed)?, load(Role::ReidHead)?, rule.threshold, rule.neighbour_threshold())?;
     let threshold = rule.neighbour_threshold();

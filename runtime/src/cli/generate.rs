@@ -14,6 +14,7 @@ use unpersonal_runtime::data::Dataset;
 use unpersonal_runtime::generate::{Generator, Settings, Shard, interleaved, shard_references};
 use unpersonal_runtime::pixels::encode_png;
 use unpersonal_runtime::release::{Gate, References, draw_unfiltered, release};
+use unpersonal_runtime::sampler::Solver;
 
 use super::outdir::{self, Dirs, GateRule, Record, RunInfo};
 use super::{BackendArgs, Output, reference};
@@ -49,7 +50,10 @@ pub struct Args {
     /// Release the two best passing candidates of a reference image instead of one.
     #[arg(long)]
     pub keep_second: bool,
-    /// Heun steps (default: the bundle's sampler.steps).
+    /// ODE solver: `heun` or `dpmpp-2m` (default: the bundle's sampler.solver).
+    #[arg(long)]
+    pub solver: Option<Solver>,
+    /// Solver steps (default: the bundle's sampler.steps).
     #[arg(long, value_name = "S")]
     pub steps: Option<usize>,
     /// Guidance weight w in D_u + w·(D_c − D_u) of the first round (default: the bundle's
@@ -86,6 +90,7 @@ pub fn run(args: &Args, out: &Output) -> anyhow::Result<()> {
     let bundle = &loaded.bundle;
     let reference = reference::load(args.reference.as_deref(), &loaded)?;
     let mut settings = Settings::from_bundle(&bundle.sampler, args.seed);
+    settings.solver = args.solver.unwrap_or(settings.solver);
     settings.steps = args.steps.unwrap_or(settings.steps);
     settings.guidance = args.guidance.unwrap_or(settings.guidance);
     settings.candidates = args.candidates.unwrap_or(settings.candidates);
@@ -100,7 +105,7 @@ pub fn run(args: &Args, out: &Output) -> anyhow::Result<()> {
     );
     let keep = if args.keep_second { 2 } else { 1 };
 
-    let backend_name = args.backend.backend()?.name();
+    let backend_name = args.backend.single_backend()?.name();
     // One generator (and gate) per worker: models are loaded per thread; results do not
     // depend on which worker handles which batch.
     let make_worker = || -> anyhow::Result<Worker> {

@@ -51,7 +51,8 @@ fn describe(loaded: &BundleDir) -> anyhow::Result<String> {
     let p = &b.sampler;
     writeln!(
         s,
-        "sampler {} Heun steps, sigma {}…{}, rho {}, guidance {}; {} candidates per image, guidance −{} per round, at most {} rounds",
+        "sampler {} {} steps, sigma {}…{}, rho {}, guidance {}; {} candidates per image, guidance −{} per round, at most {} rounds",
+        p.solver,
         p.steps, p.sigma_max, p.sigma_min, p.rho, p.guidance, p.candidates_per_image, p.guidance_decrement, p.max_rounds
     )?;
     if let Some(reid) = &b.reid {

@@ -1,6 +1,7 @@
 //! Command-line arguments and output conventions shared by every subcommand.
 
 pub mod audit;
+pub mod bench;
 pub mod check;
 pub mod generate;
 pub mod info;
@@ -45,6 +46,10 @@ pub enum Command {
     /// Measure what a release is worth and what it risks: utility, fidelity, re-identification,
     /// distance to closest record, singling-out, memorisation (audit.json + audit.html).
     Audit(audit::Args),
+    /// Measure how fast a backend runs the bundle's models here: denoiser evaluations/s and
+    /// GFLOP/s at several batch sizes against the backend's matrix-product peak, images/s at
+    /// the default settings, gate checks/s against 10k and 100k references.
+    Bench(bench::Args),
 }
 
 /// The ONNX engine, as `--backend` (and for ONNX Runtime `--device`, `--threads`) say.
@@ -59,11 +64,12 @@ pub struct BackendArgs {
     /// CPU fallback).
     #[arg(long, value_enum, default_value_t = DeviceKind::Cpu)]
     pub device: DeviceKind,
-    /// ONNX Runtime's intra-op threads (0: one per core).
+    /// ONNX Runtime's intra-op threads per job (0: the cores shared out among the jobs).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
-    /// Batches run in parallel, each by its own copy of the models (default: one per core with
-    /// tract, which runs a batch on one core; 1 with ONNX Runtime, which uses --threads).
+    /// Batches run in parallel, each by its own copy of the models (default: one per core on
+    /// the CPU, where independent single-threaded sessions outrun one multi-threaded session;
+    /// 1 on CUDA).
     #[arg(long, value_name = "N")]
     pub jobs: Option<usize>,
 }
@@ -90,11 +96,21 @@ impl BackendArgs {
     /// Parallel workers, as `--jobs` says or by default.
     pub fn jobs(&self) -> usize {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        self.jobs.unwrap_or(if self.backend == BackendKind::Tract { cores } else { 1 }).max(1)
+        self.jobs.unwrap_or(if self.device == DeviceKind::Cuda { 1 } else { cores }).max(1)
     }
 
-    /// The backend the flags ask for.
+    /// The backend of one of [`BackendArgs::jobs`] workers.
     pub fn backend(&self) -> anyhow::Result<Box<dyn unpersonal_runtime::backend::Backend>> {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        self.backend_with(if self.threads > 0 { self.threads } else { (cores / self.jobs()).max(1) })
+    }
+
+    /// The backend of a single worker with the whole machine (`--threads`, else every core).
+    pub fn single_backend(&self) -> anyhow::Result<Box<dyn unpersonal_runtime::backend::Backend>> {
+        self.backend_with(self.threads)
+    }
+
+    fn backend_with(&self, threads: usize) -> anyhow::Result<Box<dyn unpersonal_runtime::backend::Backend>> {
         match self.backend {
             BackendKind::Tract => {
                 anyhow::ensure!(self.device == DeviceKind::Cpu, "--device cuda needs --backend ort (tract runs on the CPU)");
@@ -107,12 +123,15 @@ impl BackendArgs {
                     DeviceKind::Cpu => Device::Cpu,
                     DeviceKind::Cuda => Device::Cuda,
                 };
-                Ok(Box::new(Ort::new(None, device, self.threads)?))
+                Ok(Box::new(Ort::new(None, device, threads)?))
             }
             #[cfg(not(feature = "ort"))]
-            BackendKind::Ort => anyhow::bail!(
-                "this `unpersonal` was built without ONNX Runtime: rebuild with `--features ort` (e.g. cargo run --release -p unpersonal-runtime --features ort -- …)"
-            ),
+            BackendKind::Ort => {
+                let _ = threads;
+                anyhow::bail!(
+                    "this `unpersonal` was built without ONNX Runtime: rebuild with `--features ort` (e.g. cargo run --release -p unpersonal-runtime --features ort -- …)"
+                )
+            }
         }
     }
 }

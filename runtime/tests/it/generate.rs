@@ -127,6 +127,14 @@ fn same_seed_gives_the_same_bytes_across_runs_batches_and_shards() {
     // Another seed gives other images.
     f.generate("c", &[&flags[..], &["--seed", "1"]].concat());
     assert_ne!(results(&f.root.join("c"))["filelist.txt"], a["filelist.txt"]);
+
+    // Another solver gives other images, and the run says which it used.
+    f.generate("d", &[&flags[..], &["--solver", "dpmpp-2m"]].concat());
+    let d = results(&f.root.join("d"));
+    assert!(String::from_utf8_lossy(&d["run.json"]).contains("\"dpmpp-2m\""));
+    assert_ne!(d["filelist.txt"], a["filelist.txt"]);
+    let unknown = f.try_generate("e", &["--solver", "euler"]);
+    assert!(!unknown.status.success() && String::from_utf8_lossy(&unknown.stderr).contains("known: heun, dpmpp-2m"));
 }
 
 #[test]

@@ -10,7 +10,7 @@ use unpersonal_runtime::bundle::BundleDir;
 use unpersonal_runtime::data::{FilelistOptions, load_filelist};
 use unpersonal_runtime::generate::{Generator, SampleId, Settings};
 use unpersonal_runtime::release::{Gate, release};
-use unpersonal_runtime::sampler;
+use unpersonal_runtime::sampler::{self, Solver};
 
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
@@ -49,28 +49,31 @@ fn a_python_sampler_written_from_the_docs_reproduces_the_runtime() {
     let bundle = shipped();
     let mut generator = generator(&bundle, &Tract);
     let (ids, conditions) = probe(&bundle, &mut generator, 3);
-    let images = generator.generate_model_space(&ids, conditions.view()).unwrap();
-    let s = generator.settings();
-    let noise = sampler::noise_batch(s.seed, &ids.iter().map(|id| id.noise_id(1)).collect::<Vec<_>>(), [1, 28, 28]);
+    for solver in [Solver::Heun, Solver::DpmPp2M] {
+        generator.configure(Settings { solver, ..settings(&bundle) }).unwrap();
+        let images = generator.generate_model_space(&ids, conditions.view()).unwrap();
+        let s = generator.settings();
+        let noise = sampler::noise_batch(s.seed, &ids.iter().map(|id| id.noise_id(1)).collect::<Vec<_>>(), [1, 28, 28]);
 
-    let case = tempfile::tempdir().unwrap();
-    write_f32(&case.path().join("noise.f32"), noise.iter().copied());
-    write_f32(&case.path().join("condition.f32"), conditions.iter().copied());
-    write_f32(&case.path().join("runtime.f32"), images.iter().copied());
-    let json = serde_json::json!({ "steps": s.steps, "sigma_min": s.sigma_min, "sigma_max": s.sigma_max, "rho": s.rho, "guidance": s.guidance });
-    std::fs::write(case.path().join("case.json"), json.to_string()).unwrap();
+        let case = tempfile::tempdir().unwrap();
+        write_f32(&case.path().join("noise.f32"), noise.iter().copied());
+        write_f32(&case.path().join("condition.f32"), conditions.iter().copied());
+        write_f32(&case.path().join("runtime.f32"), images.iter().copied());
+        let json = serde_json::json!({ "solver": solver.to_string(), "steps": s.steps, "sigma_min": s.sigma_min, "sigma_max": s.sigma_max, "rho": s.rho, "guidance": s.guidance });
+        std::fs::write(case.path().join("case.json"), json.to_string()).unwrap();
 
-    let python = workspace().join(".venv/bin/python");
-    assert!(python.is_file(), "{} is missing: run scripts/setup.sh", python.display());
-    let out = std::process::Command::new(python)
-        .arg(workspace().join("tests/sampler_check.py"))
-        .arg(&bundle.dir)
-        .arg(case.path())
-        .output()
-        .unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    println!("{text}");
-    assert!(out.status.success(), "the Python sampler disagrees with the runtime:\n{text}");
+        let python = workspace().join(".venv/bin/python");
+        assert!(python.is_file(), "{} is missing: run scripts/setup.sh", python.display());
+        let out = std::process::Command::new(python)
+            .arg(workspace().join("tests/sampler_check.py"))
+            .arg(&bundle.dir)
+            .arg(case.path())
+            .output()
+            .unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        println!("{text}");
+        assert!(out.status.success(), "the Python {solver} sampler disagrees with the runtime:\n{text}");
+    }
 }
 
 #[cfg(feature = "ort")]

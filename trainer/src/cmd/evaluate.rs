@@ -23,6 +23,7 @@ use unpersonal_runtime::backend::ort::{Device as OrtDevice, Ort};
 use unpersonal_runtime::backend::{Backend, Model};
 use unpersonal_runtime::bundle::{BundleDir, Role};
 use unpersonal_runtime::generate::{Generator, SampleId, Settings};
+use unpersonal_runtime::sampler::Solver;
 use unpersonal_trainer::checkpoint::write_atomically;
 use unpersonal_trainer::data::{Dataset, Split};
 use unpersonal_trainer::engine::Device;
@@ -52,7 +53,10 @@ pub struct EvaluateArgs {
     /// Candidates per conditioning image for the diversity metrics.
     #[arg(long, default_value_t = 8)]
     candidates: usize,
-    /// Heun steps (default: the bundle's sampler.steps).
+    /// ODE solver, `heun` or `dpmpp-2m` (default: the bundle's sampler.solver).
+    #[arg(long)]
+    solver: Option<Solver>,
+    /// Solver steps (default: the bundle's sampler.steps).
     #[arg(long)]
     steps: Option<usize>,
     /// Seed of the initial noise.
@@ -134,6 +138,7 @@ pub fn run(args: EvaluateArgs) -> anyhow::Result<()> {
     for (wi, &w) in args.guidance.iter().enumerate() {
         let mut settings = Settings::from_bundle(&bundle.sampler, args.seed);
         (settings.candidates, settings.rounds) = (m, 1);
+        settings.solver = args.solver.unwrap_or(settings.solver);
         settings.steps = args.steps.unwrap_or(settings.steps);
         settings.guidance = w;
         let mut generator = Generator::load(&loaded, &backend, settings)?;
@@ -174,7 +179,9 @@ pub fn run(args: EvaluateArgs) -> anyhow::Result<()> {
     let report = json!({
         "bundle": args.bundle, "denoiser_sha256": bundle.model(Role::Denoiser)?.sha256,
         "denoiser_steps": bundle.model(Role::Denoiser)?.provenance.get("steps"),
+        "sampler_solver": args.solver.unwrap_or(bundle.sampler.solver).to_string(),
         "sampler_steps": args.steps.unwrap_or(bundle.sampler.steps), "seed": args.seed,
+        "guided_evaluations_per_image": args.solver.unwrap_or(bundle.sampler.solver).evaluations(args.steps.unwrap_or(bundle.sampler.steps)),
         "fidelity_reference": format!("first {n} test images"), "frechet_distance_floor": floor,
         "real_same_class_spread": real_spread, "diversity_images": k, "candidates": m,
         "per_guidance": table, "seconds": started.elapsed().as_secs_f64(),

@@ -201,7 +201,7 @@ pub fn run(args: &Args, out: &Output) -> anyhow::Result<()> {
         }
     };
 
-    let backend = args.backend.backend()?;
+    let backend = args.backend.single_backend()?;
     let load = |role: Role| -> anyhow::Result<Model> { Ok(Model::load(backend.as_ref(), bundle.model(role)?, loaded.onnx(role)?)?) };
     let norm = &bundle.image.normalization;
     progress("classifier features of every set");
