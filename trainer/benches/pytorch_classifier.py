@@ -21,7 +21,7 @@ GroupNorm params) + an EMA of all parameters (decay 0.999) updated every step.
 Data is one synthetic, deterministic batch created once (values in [-1, 1],
 label of sample i is i % 10, one-hot), so only compute is timed.
 
-Setup (CPU only; from the repository root):
+Setup (from the repository root; on an NVIDIA GPU pass --device cuda to a CUDA build of torch):
   python3 -m venv .venv-torch
   .venv-torch/bin/pip install torch
 
@@ -97,13 +97,16 @@ def main():
     p.add_argument("--warmup", type=int, default=3, help="untimed warm-up steps")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--device", default="cpu", help="cpu, or cuda (timed after torch.cuda.synchronize)")
     args = p.parse_args()
 
     torch.set_num_threads(args.threads)
     torch.set_num_interop_threads(1)
     torch.manual_seed(0)
 
-    model = Classifier().train()
+    device = torch.device(args.device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    model = Classifier().to(device).train()
     params = [q for q in model.parameters() if q.requires_grad]
     n_params = sum(q.numel() for q in params)
 
@@ -122,7 +125,7 @@ def main():
     ema_decay = 0.999
     ema = [q.detach().clone() for q in params]
 
-    x, y = synthetic_batch(args.batch)
+    x, y = (t.to(device) for t in synthetic_batch(args.batch))
 
     def step():
         opt.zero_grad(set_to_none=True)
@@ -137,10 +140,12 @@ def main():
     for _ in range(args.warmup):
         step()
 
+    sync()
     t0 = time.perf_counter()
     loss = None
     for _ in range(args.steps):
         loss = step()
+    sync()
     elapsed = time.perf_counter() - t0
 
     steps = max(args.steps, 1)
@@ -155,11 +160,12 @@ def main():
             "images_per_second": images_per_second,
             "ms_per_step": ms_per_step,
             "threads": args.threads,
+            "device": args.device,
             "torch_version": torch.__version__,
             "parameters": n_params,
         }))
     else:
-        print(f"torch {torch.__version__}, threads {args.threads}")
+        print(f"torch {torch.__version__}, device {args.device}, threads {args.threads}")
         print(f"parameters: {n_params}")
         print(f"batch {args.batch}, warmup {args.warmup}, timed steps {args.steps}")
         if loss is not None:
