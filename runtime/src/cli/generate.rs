@@ -17,7 +17,7 @@ use unpersonal_runtime::release::{Gate, References, draw_unfiltered, release};
 use unpersonal_runtime::sampler::Solver;
 
 use super::outdir::{self, Dirs, GateRule, Record, RunInfo};
-use super::{BackendArgs, Output, reference};
+use super::{BackendArgs, DeviceKind, Output, reference};
 
 /// Arguments of `unpersonal generate`.
 #[derive(Debug, clap::Args)]
@@ -72,9 +72,11 @@ pub struct Args {
     /// against all of them): a release standing for a subset of the reference set.
     #[arg(long, value_name = "N")]
     pub sources: Option<usize>,
-    /// Reference images handled together in one batch of model calls (memory vs. speed only).
-    #[arg(long, value_name = "B", default_value_t = 16)]
-    pub batch: usize,
+    /// Reference images handled together in one batch of model calls (memory vs. speed only;
+    /// default 16 on the CPU, 128 on CUDA, whose throughput grows up to about 500 images per
+    /// call).
+    #[arg(long, value_name = "B")]
+    pub batch: Option<usize>,
     /// RESEARCH ONLY: skip the privacy gate and write every candidate of the first round.
     /// The output is not anonymous and must not be released.
     #[arg(long)]
@@ -148,7 +150,8 @@ pub fn run(args: &Args, out: &Output) -> anyhow::Result<()> {
     let done = dirs.records()?;
     let pending: Vec<usize> = mine.iter().copied().filter(|r| !done.contains_key(r)).collect();
     let bar = progress_bar(out, mine.len(), mine.len() - pending.len());
-    let chunks: Vec<&[usize]> = pending.chunks(args.batch.max(1)).collect();
+    let batch = args.batch.unwrap_or(if args.backend.device == DeviceKind::Cuda { 128 } else { 16 });
+    let chunks: Vec<&[usize]> = pending.chunks(batch.max(1)).collect();
     let jobs = args.backend.jobs().min(chunks.len()).max(1);
     let failed = AtomicBool::new(false);
     let work = |worker: usize, mut w: Worker| -> anyhow::Result<()> {
