@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
-# Every test: the Rust workspace, then the page built by trunk and tested in Chromium.
+# Every test: the Rust workspace (with the WebGPU backend on lavapipe when no GPU is there),
+# then the page built by trunk and tested in Chromium.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 bash scripts/setup-web.sh
-cargo test --workspace --release
+bash scripts/setup-webgpu.sh
+# wgpu wants a private runtime directory; a fresh CI machine may have none.
+export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$(mktemp -d)}"
+cargo test --workspace --release --features unpersonal-runtime/webgpu
 bash scripts/web.sh test

@@ -2,7 +2,8 @@
 //!
 //! - [`bundle`]: `bundle.json` (schema in `docs/bundle.md`), hashes and interface checks.
 //! - [`backend`]: the [`backend::Backend`] trait and its implementations (tract by default,
-//!   ONNX Runtime with the `ort` feature); every call is checked for NaN/Inf.
+//!   ONNX Runtime with the `ort` feature, WGSL kernels through wgpu with the `webgpu` feature);
+//!   every call is checked for NaN/Inf.
 //! - [`sampler`]: the EDM Heun sampler with guidance and per-sample seeds.
 //! - [`generate`]: reference images → pseudo-conditions → samples → pixels, and sharding.
 //! - [`gate`]: the privacy gate (re-identification against the source and its nearest

@@ -10,6 +10,9 @@ mod tract;
 #[cfg(feature = "ort")]
 pub mod ort;
 
+#[cfg(feature = "webgpu")]
+pub mod webgpu;
+
 use std::collections::BTreeMap;
 use std::error::Error;
 

@@ -55,9 +55,10 @@ pub enum Command {
 /// The ONNX engine, as `--backend` (and for ONNX Runtime `--device`, `--threads`) say.
 #[derive(Debug, clap::Args)]
 pub struct BackendArgs {
-    /// Engine running the models: `tract` (pure Rust, CPU) or `ort` (ONNX Runtime; needs a
+    /// Engine running the models: `tract` (pure Rust, CPU), `ort` (ONNX Runtime; needs a
     /// build with `--features ort` and the ONNX Runtime library, found through
-    /// $ORT_DYLIB_PATH or a ./.venv made by scripts/setup.sh).
+    /// $ORT_DYLIB_PATH or a ./.venv made by scripts/setup.sh) or `webgpu` (WGSL kernels on
+    /// a GPU adapter; needs `--features webgpu`).
     #[arg(long, value_enum, default_value_t = BackendKind::Tract)]
     pub backend: BackendKind,
     /// ONNX Runtime's device: `cpu`, or `cuda` (an error if CUDA cannot run, never a silent
@@ -69,7 +70,7 @@ pub struct BackendArgs {
     pub threads: usize,
     /// Batches run in parallel, each by its own copy of the models (default: one per core on
     /// the CPU, where independent single-threaded sessions outrun one multi-threaded session;
-    /// 1 on CUDA).
+    /// 1 on CUDA and WebGPU).
     #[arg(long, value_name = "N")]
     pub jobs: Option<usize>,
 }
@@ -81,6 +82,8 @@ pub enum BackendKind {
     Tract,
     /// ONNX Runtime.
     Ort,
+    /// WebGPU through wgpu: Vulkan, Metal or DX12 (needs a build with `--features webgpu`).
+    Webgpu,
 }
 
 /// `--device` values.
@@ -96,7 +99,8 @@ impl BackendArgs {
     /// Parallel workers, as `--jobs` says or by default.
     pub fn jobs(&self) -> usize {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        self.jobs.unwrap_or(if self.device == DeviceKind::Cuda { 1 } else { cores }).max(1)
+        let gpu = self.device == DeviceKind::Cuda || self.backend == BackendKind::Webgpu;
+        self.jobs.unwrap_or(if gpu { 1 } else { cores }).max(1)
     }
 
     /// The backend of one of [`BackendArgs::jobs`] workers.
@@ -125,6 +129,13 @@ impl BackendArgs {
                 };
                 Ok(Box::new(Ort::new(None, device, threads)?))
             }
+            #[cfg(feature = "webgpu")]
+            BackendKind::Webgpu => {
+                anyhow::ensure!(self.device == DeviceKind::Cpu, "--device is ONNX Runtime's; --backend webgpu picks the GPU adapter itself");
+                Ok(Box::new(unpersonal_runtime::backend::webgpu::WebGpu::new().map_err(anyhow::Error::msg)?))
+            }
+            #[cfg(not(feature = "webgpu"))]
+            BackendKind::Webgpu => anyhow::bail!("this `unpersonal` was built without WebGPU: rebuild with `--features webgpu`"),
             #[cfg(not(feature = "ort"))]
             BackendKind::Ort => {
                 let _ = threads;

@@ -43,24 +43,31 @@ impl Body {
     }
 }
 
+/// An ONNX graph under construction.
 #[derive(Default)]
-struct Graph {
+pub struct Graph {
     nodes: Vec<pb::NodeProto>,
     initializers: Vec<pb::TensorProto>,
 }
 
 impl Graph {
-    fn node(&mut self, op: &str, inputs: &[&str], output: &str) {
+    pub fn node(&mut self, op: &str, inputs: &[&str], output: &str) {
+        self.node_with(op, inputs, output, Vec::new());
+    }
+
+    /// A node with attributes.
+    pub fn node_with(&mut self, op: &str, inputs: &[&str], output: &str, attribute: Vec<pb::AttributeProto>) {
         self.nodes.push(pb::NodeProto {
             input: inputs.iter().map(|s| s.to_string()).collect(),
             output: vec![output.to_string()],
             name: format!("{op}_{}", self.nodes.len()),
             op_type: op.into(),
+            attribute,
             ..Default::default()
         });
     }
 
-    fn f32(&mut self, name: &str, dims: &[i64], values: &[f32]) {
+    pub fn f32(&mut self, name: &str, dims: &[i64], values: &[f32]) {
         self.initializers.push(pb::TensorProto {
             name: name.into(),
             dims: dims.to_vec(),
@@ -70,7 +77,7 @@ impl Graph {
         });
     }
 
-    fn i64(&mut self, name: &str, values: &[i64]) {
+    pub fn i64(&mut self, name: &str, values: &[i64]) {
         self.initializers.push(pb::TensorProto {
             name: name.into(),
             dims: vec![values.len() as i64],
@@ -81,7 +88,7 @@ impl Graph {
     }
 
     /// Serialises with the given inputs and outputs (`None` in a shape: the `batch` axis).
-    fn encode(self, inputs: &[(&str, Vec<Option<i64>>)], outputs: &[(&str, Vec<Option<i64>>)]) -> Vec<u8> {
+    pub fn encode(self, inputs: &[(&str, Vec<Option<i64>>)], outputs: &[(&str, Vec<Option<i64>>)]) -> Vec<u8> {
         let info = |(name, dims): &(&str, Vec<Option<i64>>)| pb::ValueInfoProto {
             name: name.to_string(),
             r#type: Some(pb::TypeProto {
@@ -295,7 +302,8 @@ pub fn bundle_json(models: Value) -> Value {
     })
 }
 
-/// Every backend this build has: tract, and ONNX Runtime with the `ort` feature.
+/// Every backend this build has: tract, ONNX Runtime with the `ort` feature, WebGPU with the
+/// `webgpu` feature.
 pub fn backends() -> Vec<Box<dyn unpersonal_runtime::backend::Backend>> {
     #[allow(unused_mut)]
     let mut all: Vec<Box<dyn unpersonal_runtime::backend::Backend>> = vec![Box::new(unpersonal_runtime::backend::Tract)];
@@ -304,6 +312,8 @@ pub fn backends() -> Vec<Box<dyn unpersonal_runtime::backend::Backend>> {
         use unpersonal_runtime::backend::ort::{Device, Ort};
         all.push(Box::new(Ort::new(None, Device::Cpu, 1).expect("the ort feature's tests need the ONNX Runtime library")));
     }
+    #[cfg(feature = "webgpu")]
+    all.push(Box::new(unpersonal_runtime::backend::webgpu::WebGpu::new().expect("the webgpu feature's tests need a GPU adapter (lavapipe: mesa-vulkan-drivers)")));
     all
 }
 

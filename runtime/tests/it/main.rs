@@ -10,3 +10,5 @@ mod gate;
 mod generate;
 mod sampler;
 mod shipped;
+#[cfg(feature = "webgpu")]
+mod webgpu;

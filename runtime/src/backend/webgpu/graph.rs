@@ -1,0 +1,83 @@
+//! An ONNX graph as the WebGPU backend runs it: nodes with their kernels, constants, and the
+//! shapes of every value for a batch size.
+
+use std::collections::HashMap;
+
+use prost::Message;
+use tract_onnx::pb;
+
+use super::ops::{self, Op};
+use crate::bundle::{ModelSpec, TensorSpec};
+
+/// An initializer, as the host reads it.
+#[derive(Debug)]
+pub(crate) struct Constant {
+    pub dims: Vec<usize>,
+    /// Float32 values (float initializers).
+    pub floats: Option<Vec<f32>>,
+    /// Int64 values (shapes, axes, slice bounds).
+    pub ints: Option<Vec<i64>>,
+}
+
+/// One node.
+#[derive(Debug)]
+pub(crate) struct Node {
+    pub name: String,
+    pub op: Box<dyn Op>,
+    /// Input value names (the GPU tensors the op reads, in order).
+    pub inputs: Vec<String>,
+    pub output: String,
+}
+
+/// A parsed graph.
+#[derive(Debug)]
+pub(crate) struct Graph {
+    pub nodes: Vec<Node>,
+    pub constants: HashMap<String, Constant>,
+    /// Declared inputs in the graph's order.
+    pub inputs: Vec<TensorSpec>,
+    /// Output names in the graph's order.
+    pub outputs: Vec<String>,
+}
+
+impl Graph {
+    /// Parses `onnx`; every node must have a kernel, or the error names the first that has
+    /// none.
+    pub fn parse(onnx: &[u8], spec: &ModelSpec) -> Result<Graph, String> {
+        let proto = pb::ModelProto::decode(onnx).map_err(|e| format!("not an ONNX model: {e}"))?;
+        let graph = proto.graph.ok_or("the model has no graph")?;
+        let mut constants = HashMap::new();
+        for t in &graph.initializer {
+            constants.insert(t.name.clone(), constant(t)?);
+        }
+        let inputs = graph
+            .input
+            .iter()
+            .filter(|i| !constants.contains_key(&i.name))
+            .map(|i| spec.input(&i.name).cloned().ok_or_else(|| format!("the graph has an input `{}` the bundle does not declare", i.name)))
+            .collect::<Result<Vec<_>, String>>()?;
+        let mut nodes = Vec::with_capacity(graph.node.len());
+        for n in &graph.node {
+            let name = if n.name.is_empty() { n.output.first().cloned().unwrap_or_default() } else { n.name.clone() };
+            let op = ops::build(n, &constants).map_err(|e| format!("node `{name}` ({}): {e}", n.op_type))?;
+            let [output] = n.output.as_slice() else {
+                return Err(format!("node `{name}` ({}) has {} outputs; the WebGPU backend runs single-output nodes", n.op_type, n.output.len()));
+            };
+            let inputs = n.input.iter().take(op.gpu_inputs(n.input.len())).cloned().collect();
+            nodes.push(Node { name, op, inputs, output: output.clone() });
+        }
+        Ok(Graph { nodes, constants, inputs, outputs: graph.output.iter().map(|o| o.name.clone()).collect() })
+    }
+}
+
+fn constant(t: &pb::TensorProto) -> Result<Constant, String> {
+    let dims = t.dims.iter().map(|&d| usize::try_from(d).map_err(|_| format!("initializer `{}` has a negative extent", t.name))).collect::<Result<Vec<_>, _>>()?;
+    let raw = |width: usize| (!t.raw_data.is_empty()).then(|| t.raw_data.chunks_exact(width));
+    let (mut floats, mut ints) = (None, None);
+    match t.data_type {
+        1 => floats = Some(raw(4).map_or_else(|| t.float_data.clone(), |c| c.map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect())),
+        7 => ints = Some(raw(8).map_or_else(|| t.int64_data.clone(), |c| c.map(|b| i64::from_le_bytes(b.try_into().expect("8 bytes"))).collect())),
+        other => return Err(format!("initializer `{}` has ONNX element type {other}; the WebGPU backend reads float32 and int64", t.name)),
+    }
+    Ok(Constant { dims, floats, ints })
+}
