@@ -36,7 +36,21 @@ impl Backend for Tract {
 /// Parses `proto` and pairs each graph input, in the graph's order, with its declaration in
 /// `spec`.
 fn parse(proto: &pb::ModelProto, spec: &ModelSpec) -> Result<(InferenceModel, Vec<TensorSpec>), EngineError> {
-    let model = tract_onnx::onnx().model_for_proto_model(proto).map_err(|e| format!("{e:#}"))?;
+    if let Some(graph) = &proto.graph {
+        // tract indexes outputs by producer and panics on a dangling one: refuse it here.
+        let produced = |name: &str| {
+            graph.node.iter().any(|n| n.output.iter().any(|o| o == name))
+                || graph.input.iter().any(|i| i.name == name)
+                || graph.initializer.iter().any(|t| t.name == name)
+        };
+        if let Some(output) = graph.output.iter().find(|o| !produced(&o.name)) {
+            return Err(format!("graph output `{}` is produced by no node, input or initializer", output.name).into());
+        }
+    }
+    // Any other malformation tract does not expect becomes an error, not a crash.
+    let parsed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| tract_onnx::onnx().model_for_proto_model(proto)))
+        .map_err(|panic| format!("tract cannot parse this graph ({})", panic_message(panic.as_ref())))?;
+    let model = parsed.map_err(|e| format!("{e:#}"))?;
     let mut inputs = Vec::new();
     for outlet in model.input_outlets().map_err(|e| format!("{e:#}"))? {
         let name = &model.node(outlet.node).name;
@@ -44,6 +58,11 @@ fn parse(proto: &pb::ModelProto, spec: &ModelSpec) -> Result<(InferenceModel, Ve
         inputs.push(t.clone());
     }
     Ok((model, inputs))
+}
+
+/// The text of a caught panic.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| panic.downcast_ref::<String>().cloned()).unwrap_or_else(|| "a panic".into())
 }
 
 /// `model` with every input's shape fixed for batch size `batch`.
