@@ -12,7 +12,7 @@ use std::str::FromStr;
 use ndarray::{Array2, Array4, ArrayView2, ArrayView3, ArrayView4};
 use serde::{Deserialize, Serialize};
 
-use crate::backend::{Backend, Model};
+use crate::backend::{Backend, BackendError, Model, chain};
 use crate::bundle::{Bundle, BundleDir, Normalization, Role, SamplerSpec};
 use crate::sampler::{self, Denoiser, SampleError, Solver, karras_sigmas};
 
@@ -183,14 +183,38 @@ impl Generator {
     /// denoiser; otherwise mask 0 of the denoiser is the guide) and its features model on
     /// `backend`.
     pub fn load(loaded: &BundleDir, backend: &dyn Backend, settings: Settings) -> Result<Generator, SampleError> {
+        Generator::load_on(loaded, backend, backend, settings)
+    }
+
+    /// [`Generator::load`] with the denoiser (and guide) on `sampler` and the features model
+    /// on `backend`. When `sampler` runs whole sampling loops on its device and the denoiser is
+    /// its own guide, the loop runs there.
+    pub fn load_on(loaded: &BundleDir, backend: &dyn Backend, sampler: &dyn Backend, settings: Settings) -> Result<Generator, SampleError> {
         let bundle = &loaded.bundle;
-        let load = |role: Role| -> Result<Model, SampleError> { Ok(Model::load(backend, bundle.model(role)?, loaded.onnx(role)?)?) };
+        let load = |role: Role, on: &dyn Backend| -> Result<Model, SampleError> { Ok(Model::load(on, bundle.model(role)?, loaded.onnx(role)?)?) };
+        let spec = bundle.model(Role::Denoiser)?;
         let guide = match bundle.models.get(&Role::Guide) {
-            Some(g) if g.file != bundle.model(Role::Denoiser)?.file => Some(load(Role::Guide)?),
+            Some(g) if g.file != spec.file => Some(load(Role::Guide, sampler)?),
             _ => None,
         };
-        let denoiser = Denoiser::new(load(Role::Denoiser)?, guide)?;
-        Generator::new(bundle, denoiser, load(Role::Features)?, settings)
+        let device = match guide {
+            Some(_) => None,
+            None => sampler.device_denoiser(loaded.onnx(Role::Denoiser)?, spec).map_err(|e| BackendError::Load {
+                file: spec.file.clone(),
+                backend: sampler.name(),
+                reason: chain(e.as_ref()),
+            })?,
+        };
+        let denoiser = match device {
+            Some(device) => Denoiser::on_device(spec, device)?,
+            None => Denoiser::new(load(Role::Denoiser, sampler)?, guide)?,
+        };
+        Generator::new(bundle, denoiser, load(Role::Features, backend)?, settings)
+    }
+
+    /// Whether the sampling loop runs on the backend's device (only the images come back).
+    pub fn samples_on_device(&self) -> bool {
+        self.denoiser.on_a_device()
     }
 
     /// The settings.
@@ -228,16 +252,22 @@ impl Generator {
 
     /// [`Generator::generate`], calling `on_step(done, total)` after each denoising step.
     pub fn generate_watched(&mut self, samples: &[SampleId], conditions: ArrayView2<f32>, on_step: &mut dyn FnMut(usize, usize)) -> Result<Array4<u8>, SampleError> {
-        let images = self.model_space(samples, conditions, on_step)?;
+        pollster::block_on(self.generate_async(samples, conditions, on_step))
+    }
+
+    /// [`Generator::generate_watched`] as a future (a browser waits for its GPU only through
+    /// futures).
+    pub async fn generate_async(&mut self, samples: &[SampleId], conditions: ArrayView2<'_, f32>, on_step: &mut dyn FnMut(usize, usize)) -> Result<Array4<u8>, SampleError> {
+        let images = self.model_space(samples, conditions, on_step).await?;
         Ok(images.mapv(|v| self.normalization.to_pixel(v)))
     }
 
     /// Like [`Generator::generate`], in model space (`[n, C, H, W]`, normalised).
     pub fn generate_model_space(&mut self, samples: &[SampleId], conditions: ArrayView2<f32>) -> Result<Array4<f32>, SampleError> {
-        self.model_space(samples, conditions, &mut |_, _| {})
+        pollster::block_on(self.model_space(samples, conditions, &mut |_, _| {}))
     }
 
-    fn model_space(&mut self, samples: &[SampleId], conditions: ArrayView2<f32>, on_step: &mut dyn FnMut(usize, usize)) -> Result<Array4<f32>, SampleError> {
+    async fn model_space(&mut self, samples: &[SampleId], conditions: ArrayView2<'_, f32>, on_step: &mut dyn FnMut(usize, usize)) -> Result<Array4<f32>, SampleError> {
         let s = &self.settings;
         let round = samples.first().map_or(0, |id| id.candidate / s.candidates);
         if let Some(id) = samples.iter().find(|id| id.candidate / s.candidates != round || id.candidate >= s.streams()) {
@@ -248,7 +278,7 @@ impl Generator {
         }
         let ids: Vec<u64> = samples.iter().map(|id| id.noise_id(s.streams())).collect();
         let noise = sampler::noise_batch(s.seed, &ids, self.denoiser.image_shape());
-        sampler::sample_watched(&mut self.denoiser, &self.sigmas, s.solver, s.guidance_in_round(round), conditions, noise.view(), on_step)
+        sampler::sample_async(&mut self.denoiser, &self.sigmas, s.solver, s.guidance_in_round(round), conditions, noise.view(), on_step).await
     }
 }
 

@@ -206,6 +206,19 @@ pub fn release_watched(
     keep: usize,
     watch: &mut dyn Watch,
 ) -> Result<Vec<(Outcome, Vec<Array3<u8>>)>, ReleaseError> {
+    pollster::block_on(release_async(generator, gate, index, references, conditions, keep, watch))
+}
+
+/// [`release_watched`] as a future (a browser waits for its GPU only through futures).
+pub async fn release_async(
+    generator: &mut Generator,
+    gate: &mut Gate,
+    index: &References,
+    references: &[usize],
+    conditions: ArrayView2<'_, f32>,
+    keep: usize,
+    watch: &mut dyn Watch,
+) -> Result<Vec<(Outcome, Vec<Array3<u8>>)>, ReleaseError> {
     let settings = generator.settings().clone();
     let n = settings.candidates;
     let mut results: Vec<(Outcome, Vec<Array3<u8>>)> =
@@ -217,7 +230,7 @@ pub fn release_watched(
         }
         let ids: Vec<SampleId> = pending.iter().flat_map(|&k| settings.round_samples(references[k], round)).collect();
         let rows: Vec<usize> = pending.iter().flat_map(|&k| std::iter::repeat_n(k, n)).collect();
-        let pixels = generator.generate_watched(&ids, conditions.select(Axis(0), &rows).view(), &mut |done, total| watch.step(round, done, total))?;
+        let pixels = generator.generate_async(&ids, conditions.select(Axis(0), &rows).view(), &mut |done, total| watch.step(round, done, total)).await?;
         let sources: Vec<usize> = ids.iter().map(|id| id.reference).collect();
         let (verdicts, probabilities) = gate.judge(index, pixels.view(), &sources)?;
         let guidance = settings.guidance_in_round(round);

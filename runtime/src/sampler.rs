@@ -11,6 +11,8 @@
 //! Arithmetic is float32, with the σ values computed in float64 and rounded to float32.
 
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::str::FromStr;
 
 use ndarray::{Array1, Array2, Array3, Array4, ArrayView2, ArrayView4, Axis, Zip, concatenate, s};
@@ -131,17 +133,55 @@ pub fn noise_batch(seed: u64, sample_ids: &[u64], shape: [usize; 3]) -> Array4<f
     batch
 }
 
-/// A denoiser `D(x; σ, c)` and, optionally, a separate unconditional guide model.
+/// A denoiser `D(x; σ, c)`: a model (and, optionally, a separate unconditional guide model)
+/// run call by call with the solver on the host, or a [`DeviceDenoiser`] that runs the whole
+/// sampling loop on its device.
 ///
-/// Both have the denoiser interface: inputs `x` `[batch, C, H, W]`, `sigma` `[batch]`,
+/// Models have the denoiser interface: inputs `x` `[batch, C, H, W]`, `sigma` `[batch]`,
 /// `condition` `[batch, D]`, `condition_mask` `[batch]`; output `denoised` `[batch, C, H, W]`.
 /// Unconditional rows get a zero condition and mask 0.
 #[derive(Debug)]
 pub struct Denoiser {
-    model: Model,
-    guide: Option<Model>,
+    runner: Runner,
     image: [usize; 3],
     condition: usize,
+}
+
+/// Where a [`Denoiser`]'s sampling loop runs.
+enum Runner {
+    /// Model calls from the host, the solver on the host.
+    Host { model: Model, guide: Option<Model> },
+    /// The whole loop on a device.
+    Device { file: String, device: Box<dyn DeviceDenoiser> },
+}
+
+impl fmt::Debug for Runner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Runner::Host { model, guide } => f.debug_struct("Host").field("model", model).field("guide", guide).finish(),
+            Runner::Device { file, .. } => f.debug_struct("Device").field("file", file).finish_non_exhaustive(),
+        }
+    }
+}
+
+/// A denoiser that runs the whole sampling loop — model calls, guidance and the solver's
+/// updates — on its device, so that only the final images come back to the host. Its
+/// model's own mask-0 rows are the unconditional guide.
+pub trait DeviceDenoiser {
+    /// The backend's name, for messages.
+    fn backend(&self) -> &'static str;
+
+    /// Samples like [`sample_watched`] (which checked the arguments): row k of `noise`
+    /// conditioned on row k of `condition`; returns the images in model space.
+    fn sample<'a>(
+        &'a mut self,
+        sigmas: &'a [f64],
+        solver: Solver,
+        guidance: f32,
+        condition: ArrayView2<'a, f32>,
+        noise: ArrayView4<'a, f32>,
+        on_step: &'a mut dyn FnMut(usize, usize),
+    ) -> Pin<Box<dyn Future<Output = Result<Array4<f32>, String>> + 'a>>;
 }
 
 impl Denoiser {
@@ -161,7 +201,19 @@ impl Denoiser {
                 });
             }
         }
-        Ok(Denoiser { model, guide, image, condition })
+        Ok(Denoiser { runner: Runner::Host { model, guide }, image, condition })
+    }
+
+    /// Wraps a denoiser loaded on a device (`spec` describes its model, which is its own
+    /// guide).
+    pub fn on_device(spec: &ModelSpec, device: Box<dyn DeviceDenoiser>) -> Result<Denoiser, SampleError> {
+        let (image, condition) = interface(spec)?;
+        Ok(Denoiser { runner: Runner::Device { file: spec.file.clone(), device }, image, condition })
+    }
+
+    /// Whether the sampling loop runs on a device.
+    pub fn on_a_device(&self) -> bool {
+        matches!(self.runner, Runner::Device { .. })
     }
 
     /// The image shape `[C, H, W]`.
@@ -174,8 +226,20 @@ impl Denoiser {
         self.condition
     }
 
+    /// Checks that `n` rows of `condition` fit the denoiser.
+    fn check_condition(&self, condition: ArrayView2<f32>, n: usize) -> Result<(), SampleError> {
+        if condition.dim() != (n, self.condition) {
+            return Err(SampleError::Shape(format!(
+                "conditions have shape {:?}, the denoiser takes [{n}, {}] for {n} images",
+                condition.shape(),
+                self.condition
+            )));
+        }
+        Ok(())
+    }
+
     /// The guided denoiser output `D_u + w·(D_c − D_u)` for every row of `x` at noise level
-    /// `sigma`, row k conditioned on row k of `condition`.
+    /// `sigma`, row k conditioned on row k of `condition` (host models only).
     pub fn denoise(
         &mut self,
         x: ArrayView4<f32>,
@@ -188,30 +252,17 @@ impl Denoiser {
         if x.shape()[1..] != [c, h, w] {
             return Err(SampleError::Shape(format!("images have shape {:?}, the denoiser takes [n, {c}, {h}, {w}]", x.shape())));
         }
-        if condition.dim() != (n, self.condition) {
-            return Err(SampleError::Shape(format!(
-                "conditions have shape {:?}, the denoiser takes [{n}, {}] for {n} images",
-                condition.shape(),
-                self.condition
-            )));
-        }
+        self.check_condition(condition, n)?;
         let null = Array2::<f32>::zeros((n, self.condition));
-        let (cond, uncond) = match &mut self.guide {
-            None => {
-                let both = run(
-                    &mut self.model,
-                    concatenate![Axis(0), x, x].view(),
-                    sigma,
-                    concatenate![Axis(0), condition, null].view(),
-                    n,
-                )?;
+        let (cond, uncond) = match &mut self.runner {
+            Runner::Device { file, .. } => {
+                return Err(SampleError::Interface { file: file.clone(), problem: "its loop runs on a device: it denoises only inside `sample`".into() });
+            }
+            Runner::Host { model, guide: None } => {
+                let both = run(model, concatenate![Axis(0), x, x].view(), sigma, concatenate![Axis(0), condition, null].view(), n)?;
                 (both.slice(s![..n, .., .., ..]).to_owned(), both.slice(s![n.., .., .., ..]).to_owned())
             }
-            Some(guide) => {
-                let cond = run(&mut self.model, x, sigma, condition, n)?;
-                let uncond = run(guide, x, sigma, null.view(), 0)?;
-                (cond, uncond)
-            }
+            Runner::Host { model, guide: Some(guide) } => (run(model, x, sigma, condition, n)?, run(guide, x, sigma, null.view(), 0)?),
         };
         Ok(Zip::from(&uncond).and(&cond).map_collect(|&u, &c| u + guidance * (c - u)))
     }
@@ -293,7 +344,7 @@ pub fn sample(
 }
 
 /// [`sample`], calling `on_step(done, total)` after each of the `total = sigmas.len() − 1`
-/// steps (progress for a user interface).
+/// steps (progress for a user interface). Blocks until a device's work is done.
 pub fn sample_watched(
     denoiser: &mut Denoiser,
     sigmas: &[f64],
@@ -303,74 +354,142 @@ pub fn sample_watched(
     noise: ArrayView4<f32>,
     on_step: &mut dyn FnMut(usize, usize),
 ) -> Result<Array4<f32>, SampleError> {
+    pollster::block_on(sample_async(denoiser, sigmas, solver, guidance, condition, noise, on_step))
+}
+
+/// [`sample_watched`] as a future, for callers that cannot block (a browser waits for its
+/// GPU only through futures).
+pub async fn sample_async(
+    denoiser: &mut Denoiser,
+    sigmas: &[f64],
+    solver: Solver,
+    guidance: f32,
+    condition: ArrayView2<'_, f32>,
+    noise: ArrayView4<'_, f32>,
+    on_step: &mut dyn FnMut(usize, usize),
+) -> Result<Array4<f32>, SampleError> {
     if sigmas.len() < 2 || sigmas.last() != Some(&0.0) {
         return Err(SampleError::Schedule("a schedule needs at least two noise levels, the last 0".into()));
     }
-    if noise.len_of(Axis(0)) != condition.len_of(Axis(0)) {
-        return Err(SampleError::Shape(format!(
-            "{} noise rows but {} conditions",
-            noise.len_of(Axis(0)),
-            condition.len_of(Axis(0))
-        )));
+    let n = noise.len_of(Axis(0));
+    if n != condition.len_of(Axis(0)) {
+        return Err(SampleError::Shape(format!("{n} noise rows but {} conditions", condition.len_of(Axis(0)))));
     }
-    let mut x = noise.mapv(|v| v * sigmas[0] as f32);
+    let [c, h, w] = denoiser.image;
+    if noise.shape()[1..] != [c, h, w] {
+        return Err(SampleError::Shape(format!("noise has shape {:?}, the denoiser takes [n, {c}, {h}, {w}]", noise.shape())));
+    }
+    denoiser.check_condition(condition, n)?;
+    let Runner::Device { file, device } = &mut denoiser.runner else {
+        let x = noise.to_owned();
+        let mut field = HostField { denoiser, condition, guidance };
+        return solve(&mut field, x, sigmas, solver, on_step).await;
+    };
+    let backend = device.backend();
+    let images = device.sample(sigmas, solver, guidance, condition, noise, on_step).await.map_err(|reason| BackendError::Run { file: file.clone(), backend, reason })?;
+    if images.shape() != noise.shape() {
+        return Err(BackendError::Output { file: file.clone(), problem: format!("the device sampler returned {:?} for {:?}", images.shape(), noise.shape()) }.into());
+    }
+    if let Some((index, &value)) = images.indexed_iter().find(|(_, v)| !v.is_finite()) {
+        let index = vec![index.0, index.1, index.2, index.3];
+        return Err(BackendError::NonFinite { file: file.clone(), output: "denoised".into(), index, value }.into());
+    }
+    Ok(images)
+}
+
+/// What a solver needs from where it runs: guided denoising and linear combinations of
+/// images (on the host: arrays; on a device: its buffers).
+pub(crate) trait Field {
+    /// A batch of images `[n, C, H, W]`.
+    type Images;
+    /// The guided denoiser output `D(x; σ)` of every row.
+    async fn denoise(&mut self, x: &Self::Images, sigma: f32) -> Result<Self::Images, SampleError>;
+    /// `Σ weight·images` over `terms` (one to three).
+    fn combine(&mut self, terms: &[(f32, &Self::Images)]) -> Result<Self::Images, SampleError>;
+    /// Waits until the work of the step so far is done.
+    async fn settle(&mut self) -> Result<(), SampleError>;
+}
+
+/// Runs `solver` on `field` from `noise` (see [`sample`] for the updates).
+pub(crate) async fn solve<F: Field>(
+    field: &mut F,
+    noise: F::Images,
+    sigmas: &[f64],
+    solver: Solver,
+    on_step: &mut dyn FnMut(usize, usize),
+) -> Result<F::Images, SampleError> {
+    let mut x = field.combine(&[(sigmas[0] as f32, &noise)])?;
+    drop(noise);
     let total = sigmas.len() - 1;
     // DPM-Solver++(2M)'s memory: the previous step's denoised image and its h.
-    let mut previous: Option<(Array4<f32>, f64)> = None;
+    let mut previous: Option<(F::Images, f64)> = None;
     for (step, pair) in sigmas.windows(2).enumerate() {
+        let (t, t_next) = (pair[0], pair[1]);
         x = match solver {
-            Solver::Heun => heun_step(denoiser, &x, pair[0], pair[1], condition, guidance)?,
+            Solver::Heun => {
+                let (t32, t_next32) = (t as f32, t_next as f32);
+                let h = t_next32 - t32;
+                let d = derivative(field, &x, t32).await?;
+                let euler = field.combine(&[(1.0, &x), (h, &d)])?;
+                if t_next > 0.0 {
+                    let d_next = derivative(field, &euler, t_next32).await?;
+                    field.combine(&[(1.0, &x), (0.5 * h, &d), (0.5 * h, &d_next)])?
+                } else {
+                    euler
+                }
+            }
             Solver::DpmPp2M => {
-                let (t, t_next) = (pair[0], pair[1]);
-                let denoised = denoiser.denoise(x.view(), t as f32, condition, guidance)?;
+                let denoised = field.denoise(&x, t as f32).await?;
                 let h = (t / t_next).ln();
-                let target = match &previous {
+                let ratio = (t_next / t) as f32;
+                let next = match &previous {
                     Some((old, h_last)) if t_next > 0.0 => {
                         let half_r = 0.5 * h / h_last;
                         let (a, b) = ((1.0 + half_r) as f32, half_r as f32);
-                        Zip::from(&denoised).and(old).map_collect(|&d, &o| a * d - b * o)
+                        field.combine(&[(ratio, &x), ((1.0 - ratio) * a, &denoised), (-(1.0 - ratio) * b, old)])?
                     }
-                    _ => denoised.clone(),
+                    _ => field.combine(&[(ratio, &x), (1.0 - ratio, &denoised)])?,
                 };
-                let ratio = (t_next / t) as f32;
                 previous = Some((denoised, h));
-                Zip::from(&x).and(&target).map_collect(|&x, &d| ratio * x + (1.0 - ratio) * d)
+                next
             }
         };
+        field.settle().await?;
         on_step(step + 1, total);
     }
     Ok(x)
 }
 
-/// One Heun step from σ = `t` to σ' = `t_next`.
-fn heun_step(
-    denoiser: &mut Denoiser,
-    x: &Array4<f32>,
-    t: f64,
-    t_next: f64,
-    condition: ArrayView2<f32>,
-    guidance: f32,
-) -> Result<Array4<f32>, SampleError> {
-    let (t32, t_next32) = (t as f32, t_next as f32);
-    let h = t_next32 - t32;
-    let d = derivative(denoiser, x, t32, condition, guidance)?;
-    let euler = Zip::from(x).and(&d).map_collect(|&x, &d| x + h * d);
-    if t_next > 0.0 {
-        let d_next = derivative(denoiser, &euler, t_next32, condition, guidance)?;
-        Ok(Zip::from(x).and(&d).and(&d_next).map_collect(|&x, &d, &d2| x + h * (0.5 * d + 0.5 * d2)))
-    } else {
-        Ok(euler)
-    }
+/// `(x − D(x; σ))/σ`.
+async fn derivative<F: Field>(field: &mut F, x: &F::Images, sigma: f32) -> Result<F::Images, SampleError> {
+    let denoised = field.denoise(x, sigma).await?;
+    field.combine(&[(1.0 / sigma, x), (-1.0 / sigma, &denoised)])
 }
 
-/// `(x − D(x; σ))/σ`.
-fn derivative(
-    denoiser: &mut Denoiser,
-    x: &Array4<f32>,
-    sigma: f32,
-    condition: ArrayView2<f32>,
+/// The host's field: model calls through [`Denoiser::denoise`], arithmetic on arrays.
+struct HostField<'a, 'c> {
+    denoiser: &'a mut Denoiser,
+    condition: ArrayView2<'c, f32>,
     guidance: f32,
-) -> Result<Array4<f32>, SampleError> {
-    let denoised = denoiser.denoise(x.view(), sigma, condition, guidance)?;
-    Ok(Zip::from(x).and(&denoised).map_collect(|&x, &d| (x - d) / sigma))
+}
+
+impl Field for HostField<'_, '_> {
+    type Images = Array4<f32>;
+
+    async fn denoise(&mut self, x: &Array4<f32>, sigma: f32) -> Result<Array4<f32>, SampleError> {
+        self.denoiser.denoise(x.view(), sigma, self.condition, self.guidance)
+    }
+
+    fn combine(&mut self, terms: &[(f32, &Array4<f32>)]) -> Result<Array4<f32>, SampleError> {
+        let ((w0, first), rest) = terms.split_first().ok_or_else(|| SampleError::Shape("an empty combination".into()))?;
+        let mut out = first.mapv(|v| w0 * v);
+        for (w, t) in rest {
+            out.scaled_add(*w, t);
+        }
+        Ok(out)
+    }
+
+    async fn settle(&mut self) -> Result<(), SampleError> {
+        Ok(())
+    }
 }

@@ -1,11 +1,15 @@
 // The page in dist/ in headless Debian Chromium, end to end: serves dist/ on 127.0.0.1 with
 // the page's Content-Security-Policy as a header, picks reference images through the file
-// input, generates on the CPU backend, downloads the zip and checks it, and checks that no
-// request left the page's origin and none carried a body.
+// input, generates with WebGPU unavailable (the CPU fallback, which the page must announce),
+// downloads the zip and checks it; then generates the same images with WebGPU on (Chromium's
+// SwiftShader adapter, `--enable-unsafe-webgpu`) and compares them pixel by pixel; and checks
+// that no request left the page's origin and none carried a body.
 //
-//   node tests/web/page.test.mjs            the test (README's test command runs it)
-//   node tests/web/page.test.mjs --timing N time to first sample and total for the default
-//                                           settings on N shipped reference images
+//   node tests/web/page.test.mjs                     the test (README's test command runs it)
+//   node tests/web/page.test.mjs --timing N [cpu|webgpu] [C]
+//       time to first sample and total for the default settings on N shipped reference images,
+//       on the CPU or on WebGPU; with C, C candidates per image and one round (C·steps guided
+//       denoiser evaluations per image, at C images per call)
 //
 // Output (screenshots, the zip, timings): $WEB_TEST_OUT, default target/web-test/.
 
@@ -23,6 +27,8 @@ const dist = path.join(root, 'dist');
 const out = process.env.WEB_TEST_OUT || path.join(root, 'target/web-test');
 const sample = path.join(root, 'models/fashion-mnist/reference');
 const timing = process.argv[2] === '--timing' ? Number(process.argv[3] || 4) : 0;
+const timingOnGpu = process.argv[4] === 'webgpu';
+const timingCandidates = Number(process.argv[5] || 0);
 const CSP = "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; worker-src 'self'; connect-src 'self'; img-src 'self' data: blob:; style-src 'self'; font-src 'none'; object-src 'none'; base-uri 'none'; form-action 'none'";
 const TYPES = { '.html': 'text/html', '.js': 'text/javascript', '.wasm': 'application/wasm', '.css': 'text/css', '.json': 'application/json', '.png': 'image/png', '.txt': 'text/plain' };
 
@@ -66,21 +72,34 @@ await new Promise((ok) => server.listen(0, '127.0.0.1', ok));
 const origin = `http://127.0.0.1:${server.address().port}`;
 await fs.mkdir(out, { recursive: true });
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  args: ['--no-sandbox', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-});
+const ARGS = ['--no-sandbox', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'];
+const launch = (webgpu) => chromium.launch({ executablePath: process.env.CHROMIUM || '/usr/bin/chromium', args: webgpu ? [...ARGS, '--enable-unsafe-webgpu'] : ARGS });
+const browser = await launch(timing && timingOnGpu);
+const gpuBrowser = timing ? null : await launch(true);
+
+// The 8-bit gray values of every image in the grid (released and rejected) drawn for the first
+// `references` reference images, in order.
+const gridPixels = (page, references) => page.$$eval(`#grid .cell:is(${[...Array(references).keys()].map((k) => `[data-reference="${k}"]`).join(',')}) img`, (images) => images.map((img) => {
+  const canvas = new OffscreenCanvas(img.naturalWidth, img.naturalHeight);
+  const context = canvas.getContext('2d');
+  context.drawImage(img, 0, 0);
+  return Array.from(context.getImageData(0, 0, img.naturalWidth, img.naturalHeight).data.filter((_, i) => i % 4 === 0));
+}));
 const requests = [];
 const offOrigin = [];
 try {
   const context = await browser.newContext({ acceptDownloads: true, viewport: { width: 1200, height: 1000 } });
-  context.on('request', (r) => requests.push({ url: r.url(), method: r.method(), body: r.postDataBuffer() }));
-  await context.route('**/*', (route) => {
-    const url = route.request().url();
-    if (url.startsWith(`${origin}/`) || url.startsWith('data:') || url.startsWith('blob:')) return route.continue();
-    offOrigin.push(url);
-    return route.abort();
-  });
+  // Every request is recorded; any outside the page's origin is refused and recorded.
+  const watch = async (c) => {
+    c.on('request', (r) => requests.push({ url: r.url(), method: r.method(), body: r.postDataBuffer() }));
+    await c.route('**/*', (route) => {
+      const url = route.request().url();
+      if (url.startsWith(`${origin}/`) || url.startsWith('data:') || url.startsWith('blob:')) return route.continue();
+      offOrigin.push(url);
+      return route.abort();
+    });
+  };
+  await watch(context);
   const page = await context.newPage();
   const consoleErrors = [];
   page.on('console', (m) => { if (m.type() === 'error') consoleErrors.push(m.text()); });
@@ -90,7 +109,11 @@ try {
   await page.goto(`${origin}/`);
   await page.waitForSelector('#bundle[data-ready="true"]', { timeout: 300_000 });
   const loadMs = Date.now() - loadStart;
-  assert.match(await page.textContent('#backend'), /CPU \(tract compiled to WebAssembly/);
+  if (!timing) {
+    assert.equal(await page.getAttribute('#backend', 'data-backend'), 'cpu');
+    assert.match(await page.textContent('#backend'), /CPU \(tract compiled to WebAssembly.*WebGPU is not used: the browser gave no WebGPU adapter/);
+  }
+  console.log(await page.textContent('#backend'));
   const names = (await fs.readFile(path.join(sample, 'filelist.txt'), 'utf8')).split('\n').filter((l) => l && !l.startsWith('#')).map((l) => l.split(/\s+/)[0]);
   const file = async (name) => ({ name: path.basename(name), mimeType: 'image/png', buffer: await fs.readFile(path.join(sample, name)) });
   const pick = async (files) => {
@@ -100,11 +123,13 @@ try {
 
   if (timing) {
     await pick(await Promise.all(names.slice(0, timing).map(file)));
+    if (timingCandidates) for (const [id, value] of Object.entries({ candidates: timingCandidates, rounds: 1 })) await page.fill(`#${id}`, String(value));
     await page.click('#generate');
     await page.waitForSelector('#timing[data-done="true"]', { timeout: 3_600_000 });
     const t = await page.$eval('#timing', (e) => ({ ...e.dataset, text: e.textContent }));
     const settings = await page.$$eval('#settings input', (inputs) => Object.fromEntries(inputs.map((i) => [i.id, i.value])));
-    const result = { references: timing, settings, load_ms: loadMs, first_sample_ms: Number(t.firstSampleMs), total_ms: Number(t.totalMs), page: t.text };
+    const result = { references: timing, backend: await page.textContent('#backend'), settings, load_ms: loadMs, first_sample_ms: Number(t.firstSampleMs), total_ms: Number(t.totalMs), page: t.text };
+    if (timingCandidates) result.guided_evaluations_per_s = (timing * timingCandidates * Number(settings.steps)) / (result.total_ms / 1000);
     console.log(JSON.stringify(result, null, 2));
     await fs.writeFile(path.join(out, 'timing.json'), JSON.stringify(result, null, 2));
   } else {
@@ -132,6 +157,8 @@ try {
     assert.equal(await page.isHidden('#error'), true, await page.textContent('#error'));
     const released = await page.$$eval('#grid .cell.pass', (cells) => cells.length);
     const rejected = await page.$$eval('#grid .cell.rejected', (cells) => cells.length);
+    const cpuTiming = await page.textContent('#timing');
+    const cpuPixels = await gridPixels(page, 2);
     assert.ok(released >= 1 && released <= 4, `released ${released}`);
     await page.check('#show-rejected');
     await page.screenshot({ path: path.join(out, 'page.png'), fullPage: true });
@@ -162,7 +189,37 @@ print(json.dumps({"names": z.namelist(), "filelist": z.read("filelist.txt").deco
     assert.equal(report.run.settings.candidates, 2);
     assert.equal(report.rounds[0].rejected + (report.rounds[1]?.rejected ?? 0), rejected);
     assert.ok(!JSON.stringify(report).includes(big), 'the report names no reference image');
-    console.log(`released ${released}, rejected ${rejected}; page loaded in ${loadMs} ms; ${await page.textContent('#timing')}`);
+    console.log(`CPU: released ${released}, rejected ${rejected}; page loaded in ${loadMs} ms; ${cpuTiming}`);
+
+    // The same settings with WebGPU on: the denoising loop runs on the adapter and draws the
+    // same images for the same references, up to one gray level (float rounding differs).
+    const gpuContext = await gpuBrowser.newContext({ viewport: { width: 1200, height: 1000 } });
+    await watch(gpuContext);
+    const gpuPage = await gpuContext.newPage();
+    gpuPage.on('console', (m) => { if (m.type() === 'error') consoleErrors.push(m.text()); });
+    gpuPage.on('pageerror', (e) => consoleErrors.push(String(e)));
+    await gpuPage.goto(`${origin}/`);
+    await gpuPage.waitForSelector('#bundle[data-ready="true"]', { timeout: 300_000 });
+    assert.equal(await gpuPage.getAttribute('#backend', 'data-backend'), 'webgpu', await gpuPage.textContent('#backend'));
+    console.log(await gpuPage.textContent('#backend'));
+    // The first two of the same references (SwiftShader runs the kernels on the CPU, slowly).
+    await gpuPage.setInputFiles('#files', [
+      ...(await Promise.all(names.slice(0, 2).map(file))),
+      { name: 'filelist.txt', mimeType: 'text/plain', buffer: Buffer.from(listText) },
+    ]);
+    await gpuPage.waitForSelector('#references[data-state="ready"]');
+    for (const [id, value] of Object.entries({ candidates: 2, steps: 6, rounds: 2, seed: 1 })) await gpuPage.fill(`#${id}`, String(value));
+    await gpuPage.click('#generate');
+    await gpuPage.waitForSelector('#timing[data-done="true"]', { timeout: 900_000 });
+    assert.equal(await gpuPage.isHidden('#error'), true, await gpuPage.textContent('#error'));
+    const gpuPixels = await gridPixels(gpuPage, 2);
+    assert.equal(gpuPixels.length, cpuPixels.length, 'WebGPU and the CPU drew as many images');
+    let diff = 0;
+    cpuPixels.forEach((image, i) => image.forEach((v, j) => { diff = Math.max(diff, Math.abs(v - gpuPixels[i][j])); }));
+    console.log(`WebGPU: ${gpuPixels.length} images, max |webgpu − cpu| = ${diff} gray levels; ${await gpuPage.textContent('#timing')}`);
+    assert.ok(diff <= 1, `images drawn on WebGPU differ from the CPU's by ${diff} gray levels`);
+    await gpuPage.screenshot({ path: path.join(out, 'page-webgpu.png'), fullPage: true });
+    await gpuContext.close();
   }
 
   if (!timing) {
@@ -194,5 +251,6 @@ print(json.dumps({"names": z.namelist(), "filelist": z.read("filelist.txt").deco
   console.log(`${requests.length} requests, all to ${origin}, none with a body`);
 } finally {
   await browser.close();
+  if (gpuBrowser) await gpuBrowser.close();
   server.close();
 }

@@ -1,7 +1,8 @@
-//! The browser's generator, as plain Rust: a verified bundle on the tract backend, the
-//! reference images the user picked, and the release being built, one reference image at a
-//! time so that the page can show progress and stop between images. Nothing here touches the
-//! network or the page; [`crate::bindings`] is the JavaScript face of it.
+//! The browser's generator, as plain Rust: a verified bundle on the tract backend (with the
+//! denoising loop on WebGPU when the browser has an adapter), the reference images the user
+//! picked, and the release being built, one reference image at a time so that the page can
+//! show progress and stop between images. Nothing here touches the network or the page;
+//! [`crate::bindings`] is the JavaScript face of it.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -11,6 +12,7 @@ use ndarray::{Array2, Array4, ArrayView3, Axis};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use unpersonal_runtime::backend::Tract;
+use unpersonal_runtime::backend::webgpu::WebGpu;
 use unpersonal_runtime::bundle::{BundleDir, Role};
 use unpersonal_runtime::gate::Verdict;
 use unpersonal_runtime::generate::{Generator, SampleId, Settings, interleaved};
@@ -76,6 +78,8 @@ struct Prepared {
 /// A bundle ready to generate, the picked references and the release so far.
 pub struct Studio {
     loaded: BundleDir,
+    /// What runs the models, in words (for the page and the report).
+    backend: String,
     generator: Generator,
     gate: Gate,
     references: Vec<Reference>,
@@ -109,13 +113,25 @@ fn base64(bytes: &[u8]) -> String {
 
 impl Studio {
     /// Loads and verifies the bundle `name` whose files `read` returns (given `name/<file>`),
-    /// on the tract backend.
-    pub fn load(name: &str, read: impl FnMut(&Path) -> std::io::Result<Vec<u8>>) -> Result<Studio, String> {
+    /// on the tract backend, with the denoising loop on `gpu` when given.
+    pub fn load(name: &str, read: impl FnMut(&Path) -> std::io::Result<Vec<u8>>, gpu: Option<&WebGpu>) -> Result<Studio, String> {
         let loaded = BundleDir::read_with(Path::new(name), read).map_err(|e| e.to_string())?;
         let settings = Settings::from_bundle(&loaded.bundle.sampler, 0);
-        let generator = Generator::load(&loaded, &Tract, settings).map_err(|e| e.to_string())?;
+        let (generator, backend) = match gpu {
+            Some(gpu) => (
+                Generator::load_on(&loaded, &Tract, gpu, settings),
+                format!("webgpu ({}) for the denoising loop, tract (wasm) for the features and the gate", gpu.adapter()),
+            ),
+            None => (Generator::load(&loaded, &Tract, settings), "tract (wasm)".to_string()),
+        };
+        let generator = generator.map_err(|e| e.to_string())?;
         let gate = Gate::load(&loaded, &Tract).map_err(|e| e.to_string())?;
-        Ok(Studio { loaded, generator, gate, references: Vec::new(), prepared: None, records: Vec::new(), images: BTreeMap::new() })
+        Ok(Studio { loaded, backend, generator, gate, references: Vec::new(), prepared: None, records: Vec::new(), images: BTreeMap::new() })
+    }
+
+    /// What runs the models, in words.
+    pub fn backend(&self) -> &str {
+        &self.backend
     }
 
     /// `[channels, height, width]` of the bundle's images.
@@ -124,13 +140,13 @@ impl Studio {
         [image.channels, image.height, image.width]
     }
 
-    /// What the page shows about the bundle: name, image shape, labels, the sampler's
+    /// What the page shows about the bundle: name, backend, image shape, labels, the sampler's
     /// defaults and the gate's thresholds.
     pub fn info(&self) -> Value {
         let bundle = &self.loaded.bundle;
         let s = &bundle.sampler;
         json!({
-            "name": bundle.name, "shape": self.shape(), "labels": bundle.labels.count, "multi_label": bundle.labels.multi_label,
+            "name": bundle.name, "backend": self.backend, "shape": self.shape(), "labels": bundle.labels.count, "multi_label": bundle.labels.multi_label,
             "defaults": Choices { candidates: s.candidates_per_image, guidance: s.guidance, steps: s.steps, seed: 0, rounds: s.max_rounds },
             "threshold": self.gate.threshold(), "neighbour_threshold": self.gate.neighbour_threshold(), "neighbours": self.gate.neighbours(),
         })
@@ -205,7 +221,7 @@ impl Studio {
 
     /// Draws and gates the images of reference `k`, reporting `on_step(round, done, total)`
     /// after each denoising step; released images join the release.
-    pub fn draw(&mut self, k: usize, on_step: &mut dyn FnMut(usize, usize, usize)) -> Result<Drawn, String> {
+    pub async fn draw(&mut self, k: usize, on_step: &mut dyn FnMut(usize, usize, usize)) -> Result<Drawn, String> {
         let prepared = self.prepared.as_ref().ok_or("the references are not prepared")?;
         if k >= self.references.len() {
             return Err(format!("there is no reference image {k} (of {})", self.references.len()));
@@ -213,7 +229,8 @@ impl Studio {
         let shape = self.shape();
         let mut watch = Collect { on_step, rejected: Vec::new(), shape };
         let conditions = prepared.conditions.select(Axis(0), &[k]);
-        let mut results = release::release_watched(&mut self.generator, &mut self.gate, &prepared.index, &[k], conditions.view(), 1, &mut watch)
+        let mut results = release::release_async(&mut self.generator, &mut self.gate, &prepared.index, &[k], conditions.view(), 1, &mut watch)
+            .await
             .map_err(|e| e.to_string())?;
         let (outcome, pixels) = results.pop().ok_or("the gate returned nothing")?;
         let [c, h, w] = shape;
@@ -267,7 +284,7 @@ impl Studio {
         RunInfo {
             bundle: json!({ "name": bundle.name, "models": used }),
             reference: json!({ "name": "picked in the browser", "images": self.references.len(), "sources": self.records.len(), "labels": labels_from }),
-            backend: "tract (wasm)".into(),
+            backend: self.backend.clone(),
             settings: self.generator.settings().clone(),
             gate: Some(GateRule::new(&self.gate, 1, bundle)),
         }

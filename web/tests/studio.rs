@@ -4,7 +4,8 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use unpersonal_web::studio::{Choices, Studio};
+use unpersonal_runtime::backend::webgpu::WebGpu;
+use unpersonal_web::studio::{Choices, Drawn, Studio};
 
 fn bundle_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/fashion-mnist")
@@ -12,25 +13,40 @@ fn bundle_dir() -> PathBuf {
 
 /// Loads the shipped bundle as the worker does: every file through a reader keyed by name.
 fn load(tamper: impl Fn(&Path, &mut Vec<u8>)) -> Result<Studio, String> {
+    load_on(tamper, None)
+}
+
+fn load_on(tamper: impl Fn(&Path, &mut Vec<u8>), gpu: Option<&WebGpu>) -> Result<Studio, String> {
     let dir = bundle_dir();
-    Studio::load("fashion-mnist", |path| {
+    let read = |path: &Path| {
         let mut bytes = std::fs::read(dir.join(path.strip_prefix("fashion-mnist").unwrap()))?;
         tamper(path, &mut bytes);
         Ok(bytes)
-    })
+    };
+    Studio::load("fashion-mnist", read, gpu)
+}
+
+/// [`Studio::draw`], waited for (the worker awaits its promise).
+fn draw(studio: &mut Studio, k: usize, on_step: &mut dyn FnMut(usize, usize, usize)) -> Result<Drawn, String> {
+    pollster::block_on(studio.draw(k, on_step))
+}
+
+/// The first `n` images of the shipped sample with its filelist, picked into `studio`.
+fn pick(studio: &mut Studio, n: usize) {
+    let sample = bundle_dir().join("reference");
+    let list = std::fs::read_to_string(sample.join("filelist.txt")).unwrap();
+    let paths = unpersonal_web::references::filelist_paths("filelist.txt", &list).unwrap();
+    for path in &paths[..n] {
+        let notice = studio.add_reference(&format!("picked/{path}"), &std::fs::read(sample.join(path)).unwrap()).unwrap();
+        assert_eq!(notice, None, "the shipped sample has the bundle's shape");
+    }
+    studio.label_references("filelist.txt", &list).unwrap();
 }
 
 #[test]
 fn picked_references_give_a_gated_zip() {
     let mut studio = load(|_, _| {}).unwrap();
-    let sample = bundle_dir().join("reference");
-    let list = std::fs::read_to_string(sample.join("filelist.txt")).unwrap();
-    let paths = unpersonal_web::references::filelist_paths("filelist.txt", &list).unwrap();
-    for path in &paths[..3] {
-        let notice = studio.add_reference(&format!("picked/{path}"), &std::fs::read(sample.join(path)).unwrap()).unwrap();
-        assert_eq!(notice, None, "the shipped sample has the bundle's shape");
-    }
-    studio.label_references("filelist.txt", &list).unwrap();
+    pick(&mut studio, 3);
     studio.configure(&Choices { candidates: 2, guidance: 1.2, steps: 4, seed: 3, rounds: 2 }).unwrap();
     assert!(studio.zip().is_err(), "nothing to download before generating");
     studio.prepare().unwrap();
@@ -40,7 +56,7 @@ fn picked_references_give_a_gated_zip() {
     let mut released = 0;
     for k in 0..3 {
         let mut steps = Vec::new();
-        let drawn = studio.draw(k, &mut |round, done, total| steps.push((round, done, total))).unwrap();
+        let drawn = draw(&mut studio, k, &mut |round, done, total| steps.push((round, done, total))).unwrap();
         assert_eq!(steps.first(), Some(&(0, 1, 4)), "step progress from the first step of round 0");
         assert!(steps.contains(&(0, 4, 4)));
         assert!(drawn.released.len() <= 1);
@@ -54,7 +70,7 @@ fn picked_references_give_a_gated_zip() {
         }
         released += drawn.released.len();
     }
-    assert!(studio.draw(3, &mut |_, _, _| {}).is_err(), "only picked references can be drawn for");
+    assert!(draw(&mut studio, 3, &mut |_, _, _| {}).is_err(), "only picked references can be drawn for");
 
     let zip = studio.zip().unwrap();
     let mut archive = zip::ZipArchive::new(std::io::Cursor::new(zip)).unwrap();
@@ -90,7 +106,7 @@ fn a_tampered_bundle_file_is_refused_by_name() {
     .err()
     .unwrap();
     assert!(error.contains("reid_head.onnx"), "{error}");
-    let error = Studio::load("fashion-mnist", |_| Err(std::io::Error::new(std::io::ErrorKind::NotFound, "gone"))).err().unwrap();
+    let error = Studio::load("fashion-mnist", |_| Err(std::io::Error::new(std::io::ErrorKind::NotFound, "gone")), None).err().unwrap();
     assert!(error.contains("bundle.json"), "{error}");
 }
 
@@ -106,7 +122,40 @@ fn unlabelled_references_take_the_classifiers_labels_and_bad_files_are_named() {
     studio.add_reference("a.png", &std::fs::read(sample.join(path)).unwrap()).unwrap();
     studio.configure(&Choices { candidates: 1, guidance: 1.2, steps: 2, seed: 0, rounds: 1 }).unwrap();
     studio.prepare().unwrap();
-    studio.draw(0, &mut |_, _, _| {}).unwrap();
+    draw(&mut studio, 0, &mut |_, _, _| {}).unwrap();
     assert_eq!(studio.report()["run"]["reference"]["labels"], "predicted by the bundle's classifier");
     assert!(studio.configure(&Choices { candidates: 0, guidance: 1.2, steps: 2, seed: 0, rounds: 1 }).is_err());
+}
+
+#[test]
+fn the_denoising_loop_on_webgpu_draws_the_images_the_cpu_draws() {
+    let gpu = WebGpu::new().expect("a GPU adapter (lavapipe: apt-get install mesa-vulkan-drivers)");
+    let choices = Choices { candidates: 2, guidance: 1.4, steps: 6, seed: 5, rounds: 1 };
+    let mut runs = Vec::new();
+    for on in [None, Some(&gpu)] {
+        let mut studio = load_on(|_, _| {}, on).unwrap();
+        assert_eq!(studio.backend().starts_with("webgpu"), on.is_some(), "{}", studio.backend());
+        pick(&mut studio, 2);
+        studio.configure(&choices).unwrap();
+        studio.prepare().unwrap();
+        let drawn: Vec<Drawn> = (0..2).map(|k| draw(&mut studio, k, &mut |_, _, _| {}).unwrap()).collect();
+        assert_eq!(studio.report()["run"]["backend"], studio.backend());
+        runs.push(drawn);
+    }
+    let pixels = |shown: &unpersonal_web::studio::Shown| {
+        use base64::Engine;
+        let png = base64::engine::general_purpose::STANDARD.decode(&shown.png).unwrap();
+        image::load_from_memory(&png).unwrap().to_luma8().into_raw()
+    };
+    let mut compared = 0;
+    for (cpu, gpu) in runs[0].iter().zip(&runs[1]) {
+        let (a, b): (Vec<_>, Vec<_>) = (cpu.released.iter().chain(&cpu.rejected).collect(), gpu.released.iter().chain(&gpu.rejected).collect());
+        assert_eq!(a.len(), b.len());
+        for (x, y) in a.iter().zip(&b) {
+            let diff = pixels(x).iter().zip(pixels(y)).map(|(p, q)| p.abs_diff(q)).max().unwrap();
+            assert!(diff <= 1, "an image drawn on WebGPU differs from the CPU's by {diff} in 8-bit pixels");
+            compared += 1;
+        }
+    }
+    assert!(compared >= 2);
 }

@@ -21,19 +21,14 @@ function busy(on) {
   $('cancel').disabled = !on;
 }
 
-// The backend: WebGPU needs its backend (not built yet); the CPU path is tract compiled to wasm.
-async function describeBackend() {
-  let gpu = 'this browser offers no WebGPU';
-  if (navigator.gpu) {
-    try {
-      const adapter = await navigator.gpu.requestAdapter();
-      gpu = adapter ? 'a WebGPU adapter is present, but the WebGPU backend is not part of this build yet' : 'WebGPU gave no adapter';
-    } catch (error) {
-      gpu = `WebGPU failed (${error.message})`;
-    }
-  }
-  $('backend').textContent = `Backend: CPU (tract compiled to WebAssembly, in a Web Worker). WebGPU is not used: ${gpu}.`;
-  $('backend').dataset.backend = 'cpu';
+// The backend, as the worker found it: the denoising loop on WebGPU, or everything on the CPU
+// (tract compiled to WebAssembly) with the reason WebGPU is not used.
+function describeBackend(backend, adapter, fallback) {
+  const gpu = backend.startsWith('webgpu');
+  $('backend').textContent = gpu
+    ? `Backend: WebGPU on ${adapter} — ${backend}, in a Web Worker.`
+    : `Backend: CPU (tract compiled to WebAssembly, in a Web Worker). WebGPU is not used: ${fallback}.`;
+  $('backend').dataset.backend = gpu ? 'webgpu' : 'cpu';
 }
 
 function seconds(ms) {
@@ -94,9 +89,10 @@ async function droppedEntries(items) {
   return out;
 }
 
-function cell(shown, kind) {
+function cell(shown, kind, reference) {
   const div = document.createElement('div');
   div.className = `cell ${kind}`;
+  div.dataset.reference = reference;
   const img = document.createElement('img');
   img.src = `data:image/png;base64,${shown.png}`;
   img.alt = kind === 'pass' ? 'released synthetic image' : 'rejected candidate';
@@ -126,6 +122,7 @@ worker.onmessage = ({ data }) => {
   switch (data.type) {
     case 'ready': {
       info = data.info;
+      describeBackend(info.backend, data.adapter, data.fallback);
       const d = info.defaults;
       for (const id of SETTINGS) $(id).value = id === 'guidance' ? Number(d[id].toFixed(3)) : d[id];
       $('bundle').textContent = `Bundle “${info.name}”: ${info.shape[1]}×${info.shape[2]} images, ${info.labels} labels; the gate rejects a candidate at same-person probability ≥ ${info.threshold.toFixed(3)} against its own reference image and ≥ ${info.neighbour_threshold.toFixed(3)} against the ${info.neighbours} nearest others.`;
@@ -150,8 +147,8 @@ worker.onmessage = ({ data }) => {
     case 'drawn': {
       const now = performance.now();
       if (run.firstSample === null && data.drawn.released.length > 0) run.firstSample = now - run.started;
-      for (const shown of data.drawn.released) $('grid').append(cell(shown, 'pass'));
-      for (const shown of data.drawn.rejected) $('grid').append(cell(shown, 'rejected'));
+      for (const shown of data.drawn.released) $('grid').append(cell(shown, 'pass', data.k));
+      for (const shown of data.drawn.rejected) $('grid').append(cell(shown, 'rejected', data.k));
       run.released += data.drawn.released.length;
       run.rejected += data.drawn.rejected.length;
       run.drawn = data.k + 1;
@@ -183,7 +180,10 @@ worker.onmessage = ({ data }) => {
         $('references').textContent = 'No reference images: the picked set was refused.';
         $('references').dataset.state = 'refused';
       }
-      if (data.during === 'load') $('bundle').textContent = 'The model bundle could not be loaded; nothing can be generated.';
+      if (data.during === 'load') {
+        $('bundle').textContent = 'The model bundle could not be loaded; nothing can be generated.';
+        $('backend').textContent = 'Backend: none (the bundle did not load).';
+      }
       busy(false);
       if (data.during === 'load') $('generate').disabled = true;
       break;
@@ -231,5 +231,5 @@ $('show-rejected').addEventListener('change', (e) => $('grid').classList.toggle(
 $('grid').classList.add('hide-rejected');
 
 busy(true);
-describeBackend();
+$('backend').textContent = 'Backend: looking for WebGPU…';
 worker.postMessage({ type: 'load' });

@@ -1,7 +1,7 @@
 // The page's worker: holds the bundle, the reference images (in memory only) and the release,
 // and runs the wasm build of the `unpersonal-web` crate. Every fetch is relative to this
 // script's own origin; nothing is ever sent.
-import init, { Session, bundleFiles, filelistPaths } from './unpersonal-web.js';
+import init, { openSession, bundleFiles, filelistPaths } from './unpersonal-web.js';
 
 const BUNDLE = 'fashion-mnist';
 let session = null;
@@ -22,8 +22,24 @@ async function load() {
   for (const file of bundleFiles(new TextDecoder().decode(json))) {
     files.set(file, await fetchBytes(`${BUNDLE}/${file}`));
   }
-  session = new Session(BUNDLE, files);
-  post({ type: 'ready', info: JSON.parse(session.info()) });
+  // The denoising loop runs on WebGPU when the browser gives an adapter; otherwise on the CPU,
+  // and the page says why.
+  let fallback = 'this browser offers no WebGPU';
+  let adapter = null;
+  if (self.navigator.gpu) {
+    const found = await self.navigator.gpu.requestAdapter().catch(() => null);
+    fallback = 'the browser gave no WebGPU adapter (WebGPU is switched off, or the GPU is blocked)';
+    if (found) {
+      adapter = [found.info?.vendor, found.info?.architecture, found.info?.description].filter(Boolean).join(' ') || 'unnamed adapter';
+      try {
+        session = await openSession(BUNDLE, files, true);
+      } catch (error) {
+        fallback = `the adapter (${adapter}) could not be used: ${String((error && error.message) || error)}`;
+      }
+    }
+  }
+  if (!session) session = await openSession(BUNDLE, files, false);
+  post({ type: 'ready', info: JSON.parse(session.info()), adapter, fallback });
 }
 
 // Adds picked files: images by name (PNG/JPEG), an optional filelist for labels. A file named
@@ -54,7 +70,7 @@ async function generate(settings, references) {
   session.prepare();
   cancelled = false;
   for (let k = 0; k < references; k++) {
-    const drawn = session.draw(k, (round, done, total) => post({ type: 'step', k, round, done, total }));
+    const drawn = await session.draw(k, (round, done, total) => post({ type: 'step', k, round, done, total }));
     post({ type: 'drawn', k, drawn: JSON.parse(drawn) });
     // Let a cancel message in between reference images.
     await new Promise((resolve) => setTimeout(resolve, 0));

@@ -19,6 +19,7 @@ use std::error::Error;
 use ndarray::{ArrayD, ArrayViewD, Dimension};
 
 use crate::bundle::{Dim, ModelSpec, TensorSpec, shape_string};
+use crate::sampler::DeviceDenoiser;
 
 pub use self::tract::{Tract, flops};
 
@@ -35,6 +36,13 @@ pub trait Backend {
 
     /// Loads `onnx`, whose interface `spec` describes (names, shapes, the symbolic batch axis).
     fn load(&self, onnx: &[u8], spec: &ModelSpec) -> Result<Box<dyn Session>, EngineError>;
+
+    /// Loads the denoiser `onnx` (the sampler's interface, its own guide) so that whole
+    /// sampling loops run on this backend's device; `None` when the backend runs single calls
+    /// only (the solver then runs on the host).
+    fn device_denoiser(&self, _onnx: &[u8], _spec: &ModelSpec) -> Result<Option<Box<dyn DeviceDenoiser>>, EngineError> {
+        Ok(None)
+    }
 }
 
 /// A graph loaded by a [`Backend`], ready to run on batches of any size.
@@ -205,6 +213,18 @@ impl Model {
     }
 }
 
+/// The batch size of `inputs` (checked by [`Model`]) for the declared `specs`: the extent of
+/// the first declared input's batch axis (1 when no input has one).
+pub(crate) fn batch(specs: &[TensorSpec], inputs: &[(&str, ArrayViewD<'_, f32>)]) -> usize {
+    specs
+        .iter()
+        .find_map(|t| {
+            let (_, value) = inputs.iter().find(|(name, _)| *name == t.name)?;
+            batch_of(t, value.shape()).flatten()
+        })
+        .unwrap_or(1)
+}
+
 /// The batch size `shape` gives `t` (`Some(None)`: `t` has no batch axis), or `None` when the
 /// shape does not fit.
 fn batch_of(t: &TensorSpec, shape: &[usize]) -> Option<Option<usize>> {
@@ -224,7 +244,7 @@ fn batch_of(t: &TensorSpec, shape: &[usize]) -> Option<Option<usize>> {
 }
 
 /// An error and its causes, joined by `: `.
-fn chain(error: &(dyn Error + 'static)) -> String {
+pub(crate) fn chain(error: &(dyn Error + 'static)) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {

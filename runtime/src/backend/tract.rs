@@ -11,7 +11,7 @@ use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::Cost;
 
 use super::{Backend, EngineError, Outputs, Session};
-use crate::bundle::{Dim, ModelSpec, TensorSpec};
+use crate::bundle::{ModelSpec, TensorSpec};
 
 /// The tract backend.
 #[derive(Clone, Copy, Debug, Default)]
@@ -125,15 +125,12 @@ impl TractSession {
 impl Session for TractSession {
     fn run(&mut self, inputs: &[(&str, ArrayViewD<'_, f32>)]) -> Result<Outputs, EngineError> {
         let mut values = TVec::new();
-        let mut batch = 1;
         for t in &self.inputs {
             let (_, view) =
                 inputs.iter().find(|(name, _)| *name == t.name).ok_or_else(|| format!("input `{}` is not given", t.name))?;
-            if let Some(axis) = t.shape.iter().position(|d| *d == Dim::Batch) {
-                batch = view.shape()[axis];
-            }
             values.push(Tensor::from(view.to_owned()).into_tvalue());
         }
+        let batch = super::batch(&self.inputs, inputs);
         let results = self.plan(batch)?.run(values).map_err(|e| format!("{e:#}"))?;
         if results.len() != self.outputs.len() {
             return Err(format!("the graph returned {} outputs, it declares {}", results.len(), self.outputs.len()).into());

@@ -43,6 +43,18 @@ impl BundleDir {
         Ok(BundleDir { dir: dir.to_path_buf(), bundle, onnx })
     }
 
+    /// Reads every model file again and checks it against `bundle.json`'s hash: a file
+    /// replaced on disk after loading is reported by name, so that a long run stops before it
+    /// releases more images from a bundle that is no longer the one on disk.
+    pub fn recheck(&self) -> Result<(), BundleError> {
+        for (&role, spec) in &self.bundle.models {
+            let path = self.dir.join(&spec.file);
+            let bytes = std::fs::read(&path).map_err(|error| BundleError::Io { path, error })?;
+            self.bundle.verify_hash(role, &bytes)?;
+        }
+        Ok(())
+    }
+
     /// The verified ONNX bytes of `role`'s model.
     pub fn onnx(&self, role: Role) -> Result<&[u8], BundleError> {
         self.onnx.get(&role).map(Vec::as_slice).ok_or_else(|| BundleError::MissingRole {

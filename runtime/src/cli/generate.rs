@@ -147,7 +147,7 @@ pub fn run(args: &Args, out: &Output) -> anyhow::Result<()> {
     };
     let shard = args.shard.unwrap_or(Shard::ALL);
     let mine = shard_references(sources, shard);
-    let done = dirs.records()?;
+    let done = dirs.complete_records()?;
     let pending: Vec<usize> = mine.iter().copied().filter(|r| !done.contains_key(r)).collect();
     let bar = progress_bar(out, mine.len(), mine.len() - pending.len());
     let batch = args.batch.unwrap_or(if args.backend.device == DeviceKind::Cuda { 128 } else { 16 });
@@ -159,7 +159,7 @@ pub fn run(args: &Args, out: &Output) -> anyhow::Result<()> {
             if failed.load(Ordering::Relaxed) {
                 break;
             }
-            let result = w.write_chunk(&reference, index.as_ref(), chunk, keep, &dirs);
+            let result = recheck(&loaded).and_then(|()| w.write_chunk(&reference, index.as_ref(), chunk, keep, &dirs));
             if result.is_err() {
                 failed.store(true, Ordering::Relaxed);
                 return result;
@@ -191,6 +191,7 @@ pub fn run(args: &Args, out: &Output) -> anyhow::Result<()> {
         ));
         return Ok(());
     }
+    recheck(&loaded)?;
     let report = dirs.finish(&run, sources)?;
     out.json(&json!({ "out": args.out, "audit": dirs.audit, "handled_now": pending.len(), "seconds": seconds, "report": report }))?;
     out.text(&format!("done in {seconds:.1} s\n{}", summary(&report, &dirs)));
@@ -218,6 +219,12 @@ pub fn summary(report: &serde_json::Value, dirs: &Dirs) -> String {
         text.push_str("\nWARNING: privacy gate NOT applied (--unfiltered-research-only): these are unfiltered candidates, not a release.");
     }
     text
+}
+
+/// Fails when a model file on disk is no longer the one the run loaded and verified: nothing
+/// more is released from a bundle that changed under the run.
+fn recheck(loaded: &BundleDir) -> anyhow::Result<()> {
+    loaded.recheck().context("a model file changed on disk during the run: nothing more is released (the run resumes, with the bundle it was started with, when that is restored)")
 }
 
 /// The models of one worker.

@@ -126,7 +126,7 @@ impl Dirs {
     }
 
     /// Every record written so far, by reference.
-    pub fn records(&self) -> anyhow::Result<BTreeMap<usize, Record>> {
+    fn records(&self) -> anyhow::Result<BTreeMap<usize, Record>> {
         let dir = self.audit.join("records");
         let mut all = BTreeMap::new();
         let listing = std::fs::read_dir(&dir).with_context(|| format!("cannot read {}", dir.display()))?;
@@ -144,6 +144,15 @@ impl Dirs {
         Ok(all)
     }
 
+    /// The records of reference images whose every released image is in the release
+    /// directory (a release directory removed or emptied under a run loses images its records
+    /// name; those references are drawn again, to the same bytes).
+    pub fn complete_records(&self) -> anyhow::Result<BTreeMap<usize, Record>> {
+        let mut records = self.records()?;
+        records.retain(|_, record| record.files.iter().all(|file| self.release.join(file).is_file()));
+        Ok(records)
+    }
+
     /// The record file of a finished shard.
     pub fn shard_file(&self, shard: Shard) -> PathBuf {
         self.audit.join("shards").join(format!("{}-of-{}.json", shard.index, shard.count))
@@ -153,10 +162,14 @@ impl Dirs {
     /// whose every source image has a record; removes images no record names (left by a
     /// run killed between an image and its record). Returns the report.
     pub fn finish(&self, run: &RunInfo, sources: usize) -> anyhow::Result<Value> {
-        let records = self.records()?;
+        let records = self.complete_records()?;
         let missing = (0..sources).filter(|r| !records.contains_key(r)).count();
         if missing > 0 {
-            bail!("{missing} of {sources} source images have no record in {}: the run is incomplete", self.audit.join("records").display());
+            bail!(
+                "{missing} of {sources} source images have no record in {} whose images are all in {}: the run is incomplete (run it again to finish)",
+                self.audit.join("records").display(),
+                self.release.display()
+            );
         }
         let mut filelist: BTreeMap<&str, &[f32]> = BTreeMap::new();
         for record in records.values() {

@@ -4,6 +4,8 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+use futures_channel::oneshot;
+
 use wgpu::util::DeviceExt;
 
 /// Invocations per workgroup of the one-dimensional kernels.
@@ -17,6 +19,8 @@ pub(crate) struct Gpu {
     device: wgpu::Device,
     queue: wgpu::Queue,
     info: wgpu::AdapterInfo,
+    /// One zero, bound where a kernel's optional input is absent.
+    zero: wgpu::Buffer,
     pipelines: Mutex<HashMap<&'static str, wgpu::ComputePipeline>>,
 }
 
@@ -64,12 +68,22 @@ impl Gpu {
             })
             .await
             .map_err(|e| format!("the adapter {} refused a device: {e}", adapter.get_info().name))?;
-        Ok(Gpu { device, queue, info: adapter.get_info(), pipelines: Mutex::new(HashMap::new()) })
+        let zero = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some("zero"),
+            contents: bytemuck::cast_slice(&[0f32]),
+            usage: wgpu::BufferUsages::STORAGE,
+        });
+        Ok(Gpu { device, queue, info: adapter.get_info(), zero, pipelines: Mutex::new(HashMap::new()) })
     }
 
     /// The adapter's description.
     pub fn info(&self) -> &wgpu::AdapterInfo {
         &self.info
+    }
+
+    /// A buffer holding one zero, bound where a kernel's optional input is absent.
+    pub fn zero(&self) -> &wgpu::Buffer {
+        &self.zero
     }
 
     /// Largest storage buffer a kernel may bind.
@@ -155,17 +169,34 @@ impl Gpu {
         self.queue.write_buffer(buffer, 0, bytemuck::cast_slice(values));
     }
 
-    /// Runs `dispatches` in order in one compute pass, then reads `outputs` back.
-    pub fn run(&self, dispatches: &[Dispatch], outputs: &[&Tensor]) -> Result<Vec<Vec<f32>>, String> {
-        let mut encoder = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("graph") });
-        {
-            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("graph"), timestamp_writes: None });
-            for d in dispatches {
-                pass.set_pipeline(&d.pipeline);
-                pass.set_bind_group(0, &d.bind_group, &[]);
-                pass.dispatch_workgroups(d.groups[0], d.groups[1], d.groups[2]);
-            }
+    /// A command encoder for a batch of work.
+    pub fn encoder(&self) -> wgpu::CommandEncoder {
+        self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("unpersonal") })
+    }
+
+    /// Records `dispatches` in order into one compute pass of `encoder`.
+    pub fn record(encoder: &mut wgpu::CommandEncoder, dispatches: &[Dispatch]) {
+        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("graph"), timestamp_writes: None });
+        for d in dispatches {
+            pass.set_pipeline(&d.pipeline);
+            pass.set_bind_group(0, &d.bind_group, &[]);
+            pass.dispatch_workgroups(d.groups[0], d.groups[1], d.groups[2]);
         }
+    }
+
+    /// Submits `encoder` and waits until the GPU has done everything submitted so far.
+    pub async fn settle(&self, encoder: wgpu::CommandEncoder) -> Result<(), String> {
+        let (done, finished) = oneshot::channel();
+        self.queue.submit([encoder.finish()]);
+        self.queue.on_submitted_work_done(move || {
+            let _ = done.send(());
+        });
+        self.wait()?;
+        finished.await.map_err(|_| "the GPU device was lost".to_string())
+    }
+
+    /// Submits `encoder` with copies of `outputs` into mappable buffers, then reads them back.
+    pub async fn read(&self, mut encoder: wgpu::CommandEncoder, outputs: &[&Tensor]) -> Result<Vec<Vec<f32>>, String> {
         let staging: Vec<wgpu::Buffer> = outputs
             .iter()
             .map(|t| {
@@ -181,20 +212,32 @@ impl Gpu {
             })
             .collect();
         self.queue.submit([encoder.finish()]);
-        for buffer in &staging {
-            buffer.slice(..).map_async(wgpu::MapMode::Read, |_| {});
-        }
-        self.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| format!("the GPU did not finish: {e}"))?;
-        staging
+        let mapped: Vec<_> = staging
             .iter()
-            .zip(outputs)
-            .map(|(buffer, t)| {
-                let view = buffer.slice(..).get_mapped_range().map_err(|e| format!("cannot read a result back: {e}"))?;
-                let values = bytemuck::cast_slice::<u8, f32>(&view)[..t.len()].to_vec();
-                drop(view);
-                buffer.unmap();
-                Ok(values)
+            .map(|buffer| {
+                let (done, mapped) = oneshot::channel();
+                buffer.slice(..).map_async(wgpu::MapMode::Read, move |result| {
+                    let _ = done.send(result);
+                });
+                mapped
             })
-            .collect()
+            .collect();
+        self.wait()?;
+        let mut values = Vec::with_capacity(outputs.len());
+        for ((buffer, t), mapped) in staging.iter().zip(outputs).zip(mapped) {
+            mapped.await.map_err(|_| "the GPU device was lost".to_string())?.map_err(|e| format!("cannot read a result back: {e}"))?;
+            let view = buffer.slice(..).get_mapped_range().map_err(|e| format!("cannot read a result back: {e}"))?;
+            values.push(bytemuck::cast_slice::<u8, f32>(&view)[..t.len()].to_vec());
+            drop(view);
+            buffer.unmap();
+        }
+        Ok(values)
+    }
+
+    /// Natively, drives the device until the submitted work is done (its callbacks then have
+    /// run); in a browser this returns at once and the page's event loop does that while the
+    /// caller awaits.
+    fn wait(&self) -> Result<(), String> {
+        self.device.poll(wgpu::PollType::wait_indefinitely()).map(|_| ()).map_err(|e| format!("the GPU did not finish: {e}"))
     }
 }

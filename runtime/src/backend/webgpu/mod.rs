@@ -4,23 +4,33 @@
 //! Loading parses the graph, checks that every operator has a kernel (the error names the first
 //! node that has none) and uploads the weights once; each batch size gets a [`plan::Plan`]
 //! with its buffers and kernels recorded, so a call is one upload, one submission and one
-//! read-back. Arithmetic is float32.
+//! read-back. A denoiser loaded with [`Backend::device_denoiser`] runs whole sampling loops on
+//! the GPU ([`sampler`]). Arithmetic is float32.
+//!
+//! In a browser the GPU is reached only through futures: there the sampling loop runs, and
+//! single synchronous calls ([`Session::run`]) are refused.
 
 mod gpu;
 mod graph;
 mod ops;
 mod plan;
+mod sampler;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use ndarray::ArrayViewD;
+use std::future::Future;
+use std::pin::Pin;
+
+use ndarray::{Array4, ArrayView2, ArrayView4, ArrayViewD, Axis};
 
 use self::gpu::{Gpu, Tensor};
 use self::graph::Graph;
 use self::plan::Plan;
+use self::sampler::GpuField;
 use super::{Backend, EngineError, Outputs, Session};
 use crate::bundle::ModelSpec;
+use crate::sampler::{DeviceDenoiser, Solver, solve};
 
 /// The WebGPU backend on one adapter.
 #[derive(Debug, Clone)]
@@ -30,14 +40,21 @@ pub struct WebGpu {
 
 impl WebGpu {
     /// Opens the first high-performance adapter (blocking; native targets).
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn new() -> Result<WebGpu, String> {
-        Ok(WebGpu { gpu: Arc::new(pollster::block_on(Gpu::open())?) })
+        pollster::block_on(WebGpu::open())
     }
 
-    /// The adapter: name, device type and graphics API.
+    /// Opens the first high-performance adapter.
+    pub async fn open() -> Result<WebGpu, String> {
+        Ok(WebGpu { gpu: Arc::new(Gpu::open().await?) })
+    }
+
+    /// The adapter: name (browsers may withhold it), device type and graphics API.
     pub fn adapter(&self) -> String {
         let info = self.gpu.info();
-        format!("{} ({:?}, {:?})", info.name, info.device_type, info.backend)
+        let name = if info.name.is_empty() { "unnamed adapter" } else { info.name.as_str() };
+        format!("{name} ({:?}, {:?})", info.device_type, info.backend)
     }
 }
 
@@ -47,6 +64,16 @@ impl Backend for WebGpu {
     }
 
     fn load(&self, onnx: &[u8], spec: &ModelSpec) -> Result<Box<dyn Session>, EngineError> {
+        Ok(Box::new(self.session(onnx, spec)?))
+    }
+
+    fn device_denoiser(&self, onnx: &[u8], spec: &ModelSpec) -> Result<Option<Box<dyn DeviceDenoiser>>, EngineError> {
+        Ok(Some(Box::new(self.session(onnx, spec)?)))
+    }
+}
+
+impl WebGpu {
+    fn session(&self, onnx: &[u8], spec: &ModelSpec) -> Result<WebGpuSession, EngineError> {
         let graph = Graph::parse(onnx, spec)?;
         let mut weights = HashMap::new();
         for node in &graph.nodes {
@@ -60,7 +87,7 @@ impl Backend for WebGpu {
         let mut session = WebGpuSession { gpu: self.gpu.clone(), graph, weights, plans: HashMap::new() };
         // Lay out batch size 1 now, so a graph the kernels cannot run fails at load time.
         session.plan(1)?;
-        Ok(Box::new(session))
+        Ok(session)
     }
 }
 
@@ -83,16 +110,42 @@ impl WebGpuSession {
 
 impl Session for WebGpuSession {
     fn run(&mut self, inputs: &[(&str, ArrayViewD<'_, f32>)]) -> Result<Outputs, EngineError> {
-        let batch = self
-            .graph
-            .inputs
-            .iter()
-            .find_map(|t| {
-                let axis = t.shape.iter().position(|d| *d == crate::bundle::Dim::Batch)?;
-                inputs.iter().find(|(n, _)| *n == t.name).map(|(_, v)| v.shape().get(axis).copied().unwrap_or(1))
-            })
-            .unwrap_or(1);
-        let gpu = self.gpu.clone();
-        Ok(self.plan(batch)?.run(&gpu, inputs)?)
+        #[cfg(target_arch = "wasm32")]
+        {
+            let _ = inputs;
+            Err("a browser cannot wait for its GPU synchronously: only the sampling loop runs on WebGPU there".into())
+        }
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            let batch = super::batch(&self.graph.inputs, inputs);
+            let gpu = self.gpu.clone();
+            Ok(pollster::block_on(self.plan(batch)?.run(&gpu, inputs))?)
+        }
+    }
+}
+
+impl DeviceDenoiser for WebGpuSession {
+    fn backend(&self) -> &'static str {
+        "webgpu"
+    }
+
+    fn sample<'a>(
+        &'a mut self,
+        sigmas: &'a [f64],
+        solver: Solver,
+        guidance: f32,
+        condition: ArrayView2<'a, f32>,
+        noise: ArrayView4<'a, f32>,
+        on_step: &'a mut dyn FnMut(usize, usize),
+    ) -> Pin<Box<dyn Future<Output = Result<Array4<f32>, String>> + 'a>> {
+        Box::pin(async move {
+            let gpu = self.gpu.clone();
+            let (_, c, h, w) = noise.dim();
+            let plan = self.plan(2 * noise.len_of(Axis(0)))?;
+            let mut field = GpuField::new(&gpu, plan, condition, guidance, [c, h, w])?;
+            let start = field.upload(noise);
+            let images = solve(&mut field, start, sigmas, solver, on_step).await.map_err(|e| e.to_string())?;
+            field.read(&images).await
+        })
     }
 }

@@ -127,8 +127,10 @@ impl Plan {
         Ok(Plan { inputs, outputs, dispatches })
     }
 
-    /// Uploads `inputs`, runs every kernel and reads the outputs back.
-    pub fn run(&self, gpu: &Gpu, inputs: &[(&str, ArrayViewD<'_, f32>)]) -> Result<Outputs, String> {
+    /// Uploads `inputs`, runs every kernel and reads the outputs back (natively: a browser
+    /// cannot wait for it synchronously).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub async fn run(&self, gpu: &Gpu, inputs: &[(&str, ArrayViewD<'_, f32>)]) -> Result<Outputs, String> {
         for (name, tensor) in &self.inputs {
             let (_, view) = inputs.iter().find(|(n, _)| n == name).ok_or_else(|| format!("input `{name}` is not given"))?;
             if view.shape() != tensor.shape.as_slice() {
@@ -136,13 +138,30 @@ impl Plan {
             }
             gpu.write(&tensor.buffer, &view.iter().copied().collect::<Vec<f32>>());
         }
+        let mut encoder = gpu.encoder();
+        Gpu::record(&mut encoder, &self.dispatches);
         let tensors: Vec<&Tensor> = self.outputs.iter().map(|(_, t)| t).collect();
-        let values = gpu.run(&self.dispatches, &tensors)?;
+        let values = gpu.read(encoder, &tensors).await?;
         let mut outputs = Outputs::new();
         for ((name, tensor), data) in self.outputs.iter().zip(values) {
             let array = ArrayD::from_shape_vec(IxDyn(&tensor.shape), data).map_err(|e| format!("output `{name}`: {e}"))?;
             outputs.insert(name.clone(), array);
         }
         Ok(outputs)
+    }
+
+    /// The buffer of input `name`.
+    pub fn input(&self, name: &str) -> Result<&Tensor, String> {
+        self.inputs.iter().find(|(n, _)| n == name).map(|(_, t)| t).ok_or_else(|| format!("the graph has no input `{name}`"))
+    }
+
+    /// The buffer of output `name` (valid after the kernels ran).
+    pub fn output(&self, name: &str) -> Result<&Tensor, String> {
+        self.outputs.iter().find(|(n, _)| n == name).map(|(_, t)| t).ok_or_else(|| format!("the graph has no output `{name}`"))
+    }
+
+    /// The recorded kernels, in order.
+    pub fn dispatches(&self) -> &[Dispatch] {
+        &self.dispatches
     }
 }

@@ -68,14 +68,7 @@ impl Op for Conv {
         let (oh, ow) = (y.shape[2], y.shape[3]);
         let cols = y.shape[0] * oh * ow;
         let k = c * kh * kw;
-        let no_bias;
-        let bias = match inputs.get(2) {
-            Some(b) => &b.buffer,
-            None => {
-                no_bias = gpu.upload(&[0.0]);
-                &no_bias
-            }
-        };
+        let bias = inputs.get(2).map_or(gpu.zero(), |b| &b.buffer);
         let p: Vec<u32> = [
             co, cols, k, c, h, wi, oh, ow, kh, kw, self.strides[0], self.strides[1], self.pads[0], self.pads[1], self.dilations[0],
             self.dilations[1], usize::from(inputs.len() > 2),

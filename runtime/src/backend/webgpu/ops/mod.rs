@@ -13,6 +13,7 @@ macro_rules! kernel_1d {
 mod concat;
 mod conv;
 mod elementwise;
+mod lincomb;
 mod matmul;
 mod reduce;
 mod reshape;
@@ -28,6 +29,8 @@ use tract_onnx::pb;
 
 use super::gpu::{Dispatch, Gpu, Tensor};
 use super::graph::Constant;
+
+pub(crate) use self::lincomb::lincomb;
 
 /// Highest tensor rank the kernels index.
 pub(crate) const MAX_RANK: usize = 6;
