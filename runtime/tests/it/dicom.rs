@@ -35,6 +35,8 @@ fn real_monochrome_files_are_rescaled_and_windowed() {
     let (rle, rle_identity) = decode_real("MR_small_RLE.dcm").unwrap();
     assert_eq!(rle.as_luma8().unwrap(), mr);
     assert!(identity.is_some() && identity == rle_identity);
+    let (big_endian, _) = decode_real("MR_small_bigendian.dcm").unwrap();
+    assert_eq!(big_endian.as_luma8().unwrap(), mr);
     // CT_small: rescale intercept −1024, no window: the full range of its values.
     let (ct, ct_identity) = decode_real("CT_small.dcm").unwrap();
     let ct = ct.as_luma8().expect("grayscale");
