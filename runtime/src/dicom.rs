@@ -37,6 +37,13 @@ pub fn is_dicom(bytes: &[u8]) -> bool {
 /// patient when the file has a PatientID. The error says why, for the caller to complete with
 /// the file's name.
 pub fn decode(bytes: &[u8]) -> Result<(DynamicImage, Option<Identity>), String> {
+    // dicom-rs's codecs can panic on malformed data (fuzzing found an index out of bounds in
+    // its RLE decoder): such a panic is an error here, never a crash.
+    std::panic::catch_unwind(|| decode_unguarded(bytes)).unwrap_or_else(|_| Err("cannot decode DICOM pixel data (the decoder failed on malformed data)".into()))
+}
+
+/// [`decode`], without the guard against panics in dicom-rs.
+fn decode_unguarded(bytes: &[u8]) -> Result<(DynamicImage, Option<Identity>), String> {
     let body = if bytes.get(MAGIC_AT..MAGIC_AT + 4) == Some(b"DICM") { &bytes[MAGIC_AT..] } else { bytes };
     let object = OpenFileOptions::new().from_reader(Cursor::new(body)).map_err(|e| format!("cannot read DICOM file ({e})"))?;
     check_transfer_syntax(object.meta().transfer_syntax())?;
