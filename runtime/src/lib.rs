@@ -14,7 +14,9 @@
 //!   singling-out risk, Fréchet distance); pure functions, no I/O.
 //!
 //! - [`report`]: what a release says about itself (run, records, aggregate report, filelist).
-//! - `pixels` (feature `image`): PNG/JPEG bytes to CHW pixels and back.
+//! - [`identity`]: who an image shows (a hashed PatientID), for the gate's "same person".
+//! - `pixels` (feature `image`): PNG/JPEG/DICOM bytes to CHW pixels, and PNG back.
+//! - `dicom` (feature `image`): DICOM files to 8-bit images (rescale, window, MONOCHROME1).
 //! - `data` (feature `data`): labelled image sets (IDX files, filelists).
 //! - `atomic` (feature `fs`): files written whole or not at all.
 //!
@@ -28,10 +30,13 @@ pub mod atomic;
 pub mod audit;
 pub mod backend;
 pub mod bundle;
+#[cfg(feature = "image")]
+pub mod dicom;
 #[cfg(feature = "data")]
 pub mod data;
 pub mod gate;
 pub mod generate;
+pub mod identity;
 pub mod neighbours;
 #[cfg(feature = "image")]
 pub mod pixels;

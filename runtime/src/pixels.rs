@@ -1,16 +1,28 @@
-//! Image files in memory (feature `image`): decoding PNG/JPEG bytes into the runtime's CHW
-//! layout, and encoding released images as PNG.
+//! Image files in memory (feature `image`): decoding PNG/JPEG/DICOM bytes into the runtime's
+//! CHW layout, and encoding released images as PNG.
 
 use image::{DynamicImage, ImageEncoder};
 
-/// Decodes image bytes of any supported format (PNG, JPEG), guessing the format from the
-/// bytes. The error says why, for the caller to complete with the file's name.
+use crate::dicom;
+use crate::identity::Identity;
+
+/// Decodes image bytes of any supported format (PNG, JPEG, DICOM), guessing the format from
+/// the bytes. The error says why, for the caller to complete with the file's name.
 pub fn decode(bytes: &[u8]) -> Result<DynamicImage, String> {
+    decode_identified(bytes).map(|(image, _)| image)
+}
+
+/// Like [`decode`], with the identity of the person the image shows where the file says (the
+/// PatientID of a DICOM file).
+pub fn decode_identified(bytes: &[u8]) -> Result<(DynamicImage, Option<Identity>), String> {
+    if dicom::is_dicom(bytes) {
+        return dicom::decode(bytes);
+    }
     let reader = image::ImageReader::new(std::io::Cursor::new(bytes)).with_guessed_format().map_err(|e| format!("cannot read image ({e})"))?;
     if reader.format().is_none() {
-        return Err("cannot decode image (not a PNG or JPEG file)".into());
+        return Err("cannot decode image (not a PNG, JPEG or DICOM file)".into());
     }
-    reader.decode().map_err(|e| format!("cannot decode image ({e})"))
+    Ok((reader.decode().map_err(|e| format!("cannot decode image ({e})"))?, None))
 }
 
 /// Appends `img` to `out` as CHW bytes with `channels` (1 or 3) channels.
@@ -51,7 +63,7 @@ mod tests {
         let mut chw = Vec::new();
         push_chw(&mut chw, &img, 1);
         assert_eq!(chw, pixels);
-        assert!(decode(b"not an image").unwrap_err().contains("not a PNG or JPEG"));
+        assert!(decode(b"not an image").unwrap_err().contains("not a PNG, JPEG or DICOM"));
         assert!(decode(&png[..png.len() / 2]).unwrap_err().contains("cannot decode"));
         assert!(encode_png(&pixels, 2, 3, 2).is_err());
     }

@@ -32,6 +32,7 @@ fn data() -> Dataset {
         images: (0..n * 64).map(|p| ((p * 37 + p / 64 * 11) % 256) as u8).collect(),
         labels,
         allows_hflip: false,
+        identities: vec![None; n],
     }
 }
 

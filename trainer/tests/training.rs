@@ -39,6 +39,7 @@ fn toy_data() -> Dataset {
         images,
         labels,
         allows_hflip: false,
+        identities: vec![None; n],
     }
 }
 

@@ -1,4 +1,4 @@
-//! The reference images a user picks: decoded from PNG/JPEG bytes into the bundle's shape,
+//! The reference images a user picks: decoded from PNG/JPEG/DICOM bytes into the bundle's shape,
 //! with a notice when one had to be converted or resized, and labelled from an optional
 //! filelist.
 
@@ -6,7 +6,8 @@ use std::path::Path;
 
 use image::imageops::FilterType;
 use unpersonal_runtime::data::filelist;
-use unpersonal_runtime::pixels::{decode, push_chw};
+use unpersonal_runtime::identity::Identity;
+use unpersonal_runtime::pixels::{decode_identified, push_chw};
 
 /// One reference image in memory.
 #[derive(Clone, Debug)]
@@ -17,13 +18,16 @@ pub struct Reference {
     pub pixels: Vec<u8>,
     /// Its labels, when a filelist gave them.
     pub labels: Option<Vec<f32>>,
+    /// Who it shows, when the file says (a DICOM file's PatientID, hashed).
+    pub identity: Option<Identity>,
 }
 
 /// Decodes `bytes` (the file `name`) into `[channels, height, width]` pixels. An image of
 /// another size is resized, one with other channels converted; both say so in the returned
-/// notice. A file that is not a PNG or JPEG image is an error naming it.
+/// notice. A file that is not a PNG, JPEG or DICOM image is an error naming it. Nothing of a
+/// DICOM header but the hashed PatientID is kept.
 pub fn decode_reference(name: &str, bytes: &[u8], [channels, height, width]: [usize; 3]) -> Result<(Reference, Option<String>), String> {
-    let mut img = decode(bytes).map_err(|problem| format!("{name}: {problem}"))?;
+    let (mut img, identity) = decode_identified(bytes).map_err(|problem| format!("{name}: {problem}"))?;
     let mut notices = Vec::new();
     let have = usize::from(img.color().channel_count()) - usize::from(img.color().has_alpha());
     if have != channels {
@@ -37,7 +41,7 @@ pub fn decode_reference(name: &str, bytes: &[u8], [channels, height, width]: [us
     let mut pixels = Vec::with_capacity(channels * height * width);
     push_chw(&mut pixels, &img, channels);
     let notice = (!notices.is_empty()).then(|| format!("{name}: {}", notices.join(", ")));
-    Ok((Reference { name: name.to_string(), pixels, labels: None }, notice))
+    Ok((Reference { name: name.to_string(), pixels, labels: None, identity }, notice))
 }
 
 /// Labels `references` from the filelist `text` (`path l0 l1 …`, paths relative to the
@@ -90,6 +94,21 @@ mod tests {
         assert_eq!(decode_reference("b.png", &exact, [1, 28, 28]).unwrap().1, None);
         let error = decode_reference("notes.txt", b"hello", [1, 28, 28]).unwrap_err();
         assert!(error.starts_with("notes.txt: cannot decode image"), "{error}");
+    }
+
+    #[test]
+    fn dicom_references_decode_with_their_patient() {
+        let mr = include_bytes!("../../tests/data/dicom/MR_small.dcm");
+        let (r, notice) = decode_reference("series/MR_small.dcm", mr, [1, 28, 28]).unwrap();
+        assert_eq!(r.pixels.len(), 28 * 28);
+        assert!(r.identity.is_some());
+        assert!(notice.unwrap().contains("resized from 64×64 to 28×28"));
+        let rgb = include_bytes!("../../tests/data/dicom/SC_rgb_small_odd.dcm");
+        let (r, _) = decode_reference("rgb.dcm", rgb, [3, 3, 3]).unwrap();
+        assert_eq!(&r.pixels[..3], &[166, 166, 166], "the red plane of the first row");
+        let j2k = include_bytes!("../../tests/data/dicom/JPEG2000.dcm");
+        let error = decode_reference("nm.dcm", j2k, [1, 28, 28]).unwrap_err();
+        assert!(error.starts_with("nm.dcm: unsupported DICOM transfer syntax 1.2.840.10008.1.2.4.91"), "{error}");
     }
 
     #[test]

@@ -3,10 +3,12 @@
 
 use std::path::{Path, PathBuf};
 
+use anyhow::Context;
+
 use unpersonal_runtime::bundle::BundleDir;
 use unpersonal_runtime::data::{Dataset, FilelistOptions, Split, load_filelist};
 
-/// Loads `path` (a filelist or an IDX directory), or the bundle's shipped sample when `None`.
+/// Loads `path` (a filelist, a folder with a filelist, or an IDX directory), or the bundle's shipped sample when `None`.
 pub fn load(path: Option<&Path>, loaded: &BundleDir) -> anyhow::Result<Dataset> {
     match path {
         Some(path) => load_split(path, Split::Train, loaded),
@@ -21,14 +23,20 @@ fn default_path(bundle_dir: &Path) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
-/// Loads an image set (a filelist, or `split` of an IDX directory) with the bundle's channel
-/// count and checks that it fits the bundle.
+/// The filelist a folder of images carries (as the bundle's shipped `reference/` folder does).
+const FOLDER_FILELIST: &str = "filelist.txt";
+
+/// Loads an image set (a filelist, a folder holding a `filelist.txt`, or `split` of an IDX
+/// directory) with the bundle's channel count and checks that it fits the bundle.
 pub fn load_split(path: &Path, split: Split, loaded: &BundleDir) -> anyhow::Result<Dataset> {
     let image = &loaded.bundle.image;
-    let data = if path.is_file() {
-        load_filelist(path, &FilelistOptions { channels: image.channels, ..FilelistOptions::default() })?
-    } else {
-        Dataset::load(path, split)?
+    let folder_list = path.join(FOLDER_FILELIST);
+    let list = if path.is_dir() && folder_list.is_file() { Some(folder_list.as_path()) } else { path.is_file().then_some(path) };
+    let data = match list {
+        Some(list) => load_filelist(list, &FilelistOptions { channels: image.channels, ..FilelistOptions::default() })?,
+        None => Dataset::load(path, split).with_context(|| {
+            format!("{} is neither a filelist, nor a folder holding a {FOLDER_FILELIST} that names its images (PNG, JPEG, DICOM) and their labels, nor an IDX directory", path.display())
+        })?,
     };
     anyhow::ensure!(
         (data.channels, data.height, data.width) == (image.channels, image.height, image.width),

@@ -1,4 +1,4 @@
-//! Folders of PNG/JPEG images described by a filelist, one image per line:
+//! Folders of PNG/JPEG/DICOM images described by a filelist, one image per line:
 //!
 //! ```text
 //! # ChestX-ray14, eight classes
@@ -10,13 +10,16 @@
 //! labels (`0`/`1`, also written `0.0`/`1.0`). Blank lines and lines starting with `#` are
 //! skipped. Every line has as many labels as the first one. Paths may not leave the data root,
 //! neither lexically (`..`, absolute paths) nor through symbolic links. All images must have
-//! one size; they are converted to grayscale or RGB and stored CHW.
+//! one size; they are converted to grayscale or RGB and stored CHW. A DICOM file (`.dcm`, or any
+//! file with the DICOM magic) contributes its pixels and the hashed PatientID as the image's
+//! identity; nothing else of its header is kept.
 
 use std::path::{Component, Path, PathBuf};
 
 use image::DynamicImage;
 
 use super::{DataError, Dataset};
+use crate::identity::Identity;
 use crate::pixels::{self, push_chw};
 
 /// How a filelist is read.
@@ -118,8 +121,9 @@ pub fn parse(list: &Path, text: &str) -> Result<Vec<Row>, DataError> {
     Ok(rows)
 }
 
-/// Reads and decodes one row's image, checking that it stays inside `canonical_root`.
-fn read_image(list: &Path, root: &Path, canonical_root: &Path, row: &Row) -> Result<DynamicImage, DataError> {
+/// Reads and decodes one row's image (and identity), checking that it stays inside
+/// `canonical_root`.
+fn read_image(list: &Path, root: &Path, canonical_root: &Path, row: &Row) -> Result<(DynamicImage, Option<Identity>), DataError> {
     let err = |message: String| DataError::line(list, row.line, message);
     let file = root.join(&row.path);
     let real = file.canonicalize().map_err(|e| err(format!("cannot read image {}: {e}", file.display())))?;
@@ -134,17 +138,17 @@ fn read_image(list: &Path, root: &Path, canonical_root: &Path, row: &Row) -> Res
     decode(&real).map_err(|problem| err(format!("{problem} {}", file.display())))
 }
 
-/// Decodes an image file; the error says what failed and why, for the caller to complete
-/// with the path it shows.
-fn decode(file: &Path) -> Result<DynamicImage, String> {
+/// Decodes an image file and the identity it names; the error says what failed and why, for
+/// the caller to complete with the path it shows.
+fn decode(file: &Path) -> Result<(DynamicImage, Option<Identity>), String> {
     let bytes = std::fs::read(file).map_err(|e| format!("cannot read image ({e}):"))?;
-    pixels::decode(&bytes).map_err(|e| format!("{e}:"))
+    pixels::decode_identified(&bytes).map_err(|e| format!("{e}:"))
 }
 
 /// Reads one image file as CHW bytes with `channels` (1 or 3) channels: `(height, width,
 /// bytes)`. Errors name the file.
 pub fn load_image(path: &Path, channels: usize) -> Result<(usize, usize, Vec<u8>), DataError> {
-    let img = decode(path).map_err(|problem| DataError::invalid(path, problem.trim_end_matches(':').to_string()))?;
+    let (img, _) = decode(path).map_err(|problem| DataError::invalid(path, problem.trim_end_matches(':').to_string()))?;
     let mut bytes = Vec::new();
     push_chw(&mut bytes, &img, channels);
     Ok((img.height() as usize, img.width() as usize, bytes))
@@ -166,9 +170,11 @@ pub fn load_filelist(path: &Path, opts: &FilelistOptions) -> Result<Dataset, Dat
     };
     let canonical_root = root.canonicalize().map_err(|e| DataError::io(&root, e))?;
     let mut images = Vec::new();
+    let mut identities = Vec::with_capacity(rows.len());
     let mut size: Option<(u32, u32)> = None;
     for row in &rows {
-        let img = read_image(path, &root, &canonical_root, row)?;
+        let (img, identity) = read_image(path, &root, &canonical_root, row)?;
+        identities.push(identity);
         let dims = (img.width(), img.height());
         let (w, h) = *size.get_or_insert(dims);
         if dims != (w, h) {
@@ -193,6 +199,7 @@ pub fn load_filelist(path: &Path, opts: &FilelistOptions) -> Result<Dataset, Dat
         images,
         labels: rows.into_iter().flat_map(|r| r.labels).collect(),
         allows_hflip: opts.allows_hflip,
+        identities,
     })
 }
 

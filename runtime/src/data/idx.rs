@@ -18,9 +18,8 @@ pub const LABELS_MAGIC: u32 = 0x0000_0801;
 /// field is only a hint).
 const MAX_PREALLOCATION: usize = 1 << 28;
 
-/// Reads a whole file, gunzipping it when it starts with the gzip magic bytes.
-fn read_all(path: &Path) -> Result<Vec<u8>, DataError> {
-    let raw = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
+/// The bytes of a file, gunzipped when they start with the gzip magic bytes.
+fn unpack(path: &Path, raw: Vec<u8>) -> Result<Vec<u8>, DataError> {
     if !raw.starts_with(&[0x1f, 0x8b]) {
         return Ok(raw);
     }
@@ -83,7 +82,13 @@ fn parse_header(path: &Path, bytes: &[u8], magic: u32, kind: &str) -> Result<(Ve
 /// Reads an IDX image file (raw or gzip): `(count, rows, cols, pixels)`, pixels row-major,
 /// `count · rows · cols` bytes.
 pub fn read_images(path: &Path) -> Result<(usize, usize, usize, Vec<u8>), DataError> {
-    let mut bytes = read_all(path)?;
+    parse_images(path, std::fs::read(path).map_err(|e| DataError::io(path, e))?)
+}
+
+/// Parses the bytes of an IDX image file (raw or gzip) named `path` in errors, as
+/// [`read_images`] does.
+pub fn parse_images(path: &Path, raw: Vec<u8>) -> Result<(usize, usize, usize, Vec<u8>), DataError> {
+    let mut bytes = unpack(path, raw)?;
     let (shape, header) = parse_header(path, &bytes, IMAGES_MAGIC, "image")?;
     let (n, rows, cols) = (shape[0], shape[1], shape[2]);
     if rows == 0 || cols == 0 {
@@ -96,7 +101,13 @@ pub fn read_images(path: &Path) -> Result<(usize, usize, usize, Vec<u8>), DataEr
 /// Reads an IDX label file (raw or gzip). Every label must be a class in `0..10`
 /// (Fashion-MNIST/MNIST).
 pub fn read_labels(path: &Path) -> Result<Vec<u8>, DataError> {
-    let mut bytes = read_all(path)?;
+    parse_labels(path, std::fs::read(path).map_err(|e| DataError::io(path, e))?)
+}
+
+/// Parses the bytes of an IDX label file (raw or gzip) named `path` in errors, as
+/// [`read_labels`] does.
+pub fn parse_labels(path: &Path, raw: Vec<u8>) -> Result<Vec<u8>, DataError> {
+    let mut bytes = unpack(path, raw)?;
     let (_, header) = parse_header(path, &bytes, LABELS_MAGIC, "label")?;
     bytes.drain(..header);
     if let Some((i, &l)) = bytes.iter().enumerate().find(|&(_, &l)| usize::from(l) >= IDX_CLASSES) {

@@ -1,5 +1,6 @@
-//! Labelled image sets on disk: Fashion-MNIST/MNIST IDX files and folders of images described
-//! by a filelist (`relative/path.png l0 l1 …`), held in memory as u8 pixels (NCHW). This is a
+//! Labelled image sets on disk: Fashion-MNIST/MNIST IDX files and folders of images (PNG, JPEG,
+//! DICOM) described by a filelist (`relative/path.png l0 l1 …`), held in memory as u8 pixels
+//! (NCHW) with, where the files say, who each image shows. This is a
 //! file-system edge (feature `data`): the trainer's training data, and the runtime's reference
 //! sets, are read here.
 //!
@@ -12,6 +13,8 @@ pub use filelist::{FilelistOptions, load_filelist, load_image};
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+
+use crate::identity::Identity;
 
 /// Classes of Fashion-MNIST and MNIST: every IDX label must be below this.
 pub const IDX_CLASSES: usize = 10;
@@ -125,6 +128,8 @@ pub struct Dataset {
     pub labels: Vec<f32>,
     /// Horizontal flips keep the meaning of these images (true for Fashion-MNIST).
     pub allows_hflip: bool,
+    /// Who each image shows, where its file says (a DICOM PatientID, hashed); `len` entries.
+    pub identities: Vec<Option<Identity>>,
 }
 
 /// A summary: the pixel and label buffers are far too long to print.
@@ -139,6 +144,7 @@ impl fmt::Debug for Dataset {
             .field("num_labels", &self.num_labels)
             .field("multi_label", &self.multi_label)
             .field("allows_hflip", &self.allows_hflip)
+            .field("identified", &self.identities.iter().flatten().count())
             .finish_non_exhaustive()
     }
 }
@@ -180,6 +186,11 @@ impl Dataset {
         &self.labels[i * self.num_labels..(i + 1) * self.num_labels]
     }
 
+    /// Who row `i` shows, if known. Panics if `i >= len()`, like slice indexing.
+    pub fn identity(&self, i: usize) -> Option<Identity> {
+        self.identities[i]
+    }
+
     /// The rows `indices`, in that order, as a set of their own named `name`. Panics on an
     /// index out of range, like slice indexing.
     pub fn select(&self, indices: &[usize], name: String) -> Dataset {
@@ -187,6 +198,7 @@ impl Dataset {
             name,
             images: indices.iter().flat_map(|&i| self.image(i).iter().copied()).collect(),
             labels: indices.iter().flat_map(|&i| self.label(i).iter().copied()).collect(),
+            identities: indices.iter().map(|&i| self.identity(i)).collect(),
             channels: self.channels,
             height: self.height,
             width: self.width,
@@ -201,6 +213,7 @@ impl Dataset {
         let n = n.min(self.len());
         self.images.truncate(n * self.image_size());
         self.labels.truncate(n * self.num_labels);
+        self.identities.truncate(n);
     }
 
     /// Loads what `--data` names: a directory holding IDX files
@@ -264,6 +277,7 @@ impl Dataset {
             images,
             labels,
             allows_hflip: true,
+            identities: vec![None; n],
         })
     }
 }
@@ -393,7 +407,7 @@ mod tests {
         let mut d = Dataset::load(tmp.path(), Split::Train).unwrap();
         let first = (d.image(0).to_vec(), d.label(0).to_vec());
         d.truncate(1);
-        assert_eq!((d.len(), d.images.len(), d.labels.len()), (1, 6, 10));
+        assert_eq!((d.len(), d.images.len(), d.labels.len(), d.identities.len()), (1, 6, 10, 1));
         assert_eq!((d.image(0).to_vec(), d.label(0).to_vec()), first);
         d.truncate(5);
         assert_eq!(d.len(), 1);

@@ -34,15 +34,41 @@ fn filelist_corpus() {
     }
 }
 
+/// Converts a decoded image to 1 and 3 channels, as the image targets do.
+fn to_both_layouts(image: &image::DynamicImage) {
+    let mut out = Vec::new();
+    for channels in [1, 3] {
+        unpersonal_runtime::pixels::push_chw(&mut out, image, channels);
+    }
+}
+
 #[test]
 fn image_corpus() {
     for (_, bytes) in corpus("image") {
         if let Ok(image) = unpersonal_runtime::pixels::decode(&bytes) {
-            let mut out = Vec::new();
-            for channels in [1, 3] {
-                unpersonal_runtime::pixels::push_chw(&mut out, &image, channels);
-            }
+            to_both_layouts(&image);
         }
+    }
+}
+
+#[test]
+fn dicom_corpus() {
+    let mut decoded = 0;
+    for (_, bytes) in corpus("dicom") {
+        if let Ok((image, _)) = unpersonal_runtime::dicom::decode(&bytes) {
+            to_both_layouts(&image);
+            decoded += 1;
+        }
+    }
+    assert!(decoded > 0, "the corpus holds decodable files");
+}
+
+#[test]
+fn idx_corpus() {
+    let path = Path::new("/data/train-images-idx3-ubyte");
+    for (_, bytes) in corpus("idx") {
+        let _ = unpersonal_runtime::data::idx::parse_images(path, bytes.clone());
+        let _ = unpersonal_runtime::data::idx::parse_labels(path, bytes);
     }
 }
 

@@ -241,6 +241,7 @@ mod tests {
             images: (0..n).flat_map(|i| [(i % 256) as u8; 9]).collect(),
             labels: (0..n).flat_map(|i| (0..3).map(move |k| if k == i % 3 { 1.0 } else { 0.0 })).collect(),
             allows_hflip: true,
+            identities: vec![None; n],
         }
     }
 
