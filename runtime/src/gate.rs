@@ -2,7 +2,8 @@
 //!
 //! A candidate drawn for reference image r passes only if the re-identification model calls it
 //! "not the same person" as r **and** as each of r's k nearest references by embedding (and,
-//! for images checked without a source, as each of its own k nearest references). Every
+//! for images checked without a source, as each of its own k nearest references), and as every
+//! other reference known to show r's person (the same DICOM PatientID). Every
 //! threshold is capped at the reference's probability against itself, so no calibration can
 //! let an exact copy of a compared reference through. Among the
 //! passing candidates the one whose classifier output is closest to r's (mean binary
@@ -112,12 +113,24 @@ impl Reid {
 #[derive(Clone, Debug)]
 pub struct ReferenceSet {
     embeddings: Array2<f32>,
+    /// For each reference, the other references of its person (sorted).
+    same_person: Vec<Vec<usize>>,
 }
 
 impl ReferenceSet {
     /// Indexes `embeddings` (`[n, E]`, one row per reference image).
     pub fn new(embeddings: Array2<f32>) -> ReferenceSet {
-        ReferenceSet { embeddings }
+        let same_person = vec![Vec::new(); embeddings.nrows()];
+        ReferenceSet { embeddings, same_person }
+    }
+
+    /// These references, knowing who each shows (`identities`, one per reference): a candidate
+    /// is also compared with every other reference of its source's person, at the threshold
+    /// for its source.
+    pub fn with_identities(mut self, identities: &[Option<crate::identity::Identity>]) -> ReferenceSet {
+        assert_eq!(identities.len(), self.len(), "one identity (or none) per reference");
+        self.same_person = crate::identity::same_person(identities);
+        self
     }
 
     /// Number of references.
@@ -161,7 +174,8 @@ pub struct Verdict {
 pub struct Rejection {
     /// The reference the image re-identifies.
     pub reference: usize,
-    /// Whether that reference is the image's own source (else a neighbour).
+    /// Whether that reference is the image's own source or shows the source's person (else a
+    /// neighbour).
     pub source: bool,
     /// The same-person probability.
     pub probability: f32,
@@ -188,8 +202,9 @@ pub fn check(reid: &mut Reid, references: &ReferenceSet, embeddings: ArrayView2<
     let mut pairs: Vec<(usize, usize)> = Vec::new();
     for (i, source) in sources.iter().enumerate() {
         let mut compare: Vec<usize> = source.iter().copied().collect();
-        if source.is_some() {
+        if let Some(s) = source {
             compare.extend(near_source.next().unwrap_or_default());
+            compare.extend(&references.same_person[*s]);
         }
         compare.extend(&near_self[i]);
         compare.sort_unstable();
@@ -216,7 +231,7 @@ pub fn check(reid: &mut Reid, references: &ReferenceSet, embeddings: ArrayView2<
             v.max_probability = p;
             v.closest_reference = Some(r);
         }
-        let source = sources[i] == Some(r);
+        let source = sources[i].is_some_and(|s| s == r || references.same_person[s].binary_search(&r).is_ok());
         let threshold = if source { reid.threshold } else { reid.neighbour_threshold }.min(cap(r));
         if p >= threshold {
             v.passed = false;

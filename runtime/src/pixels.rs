@@ -6,6 +6,14 @@ use image::{DynamicImage, ImageEncoder};
 use crate::dicom;
 use crate::identity::Identity;
 
+/// Largest width or height of an image that is decoded; larger ones are refused before their
+/// pixels are decoded (a reference image is brought to the bundle's size anyway, and a small
+/// file can declare a huge image).
+pub const MAX_SIDE: u32 = 16_384;
+
+/// Most bytes one image may take decoded (16384² RGB at 8 bits is 768 MiB).
+const MAX_ALLOC: u64 = 1 << 30;
+
 /// Decodes image bytes of any supported format (PNG, JPEG, DICOM), guessing the format from
 /// the bytes. The error says why, for the caller to complete with the file's name.
 pub fn decode(bytes: &[u8]) -> Result<DynamicImage, String> {
@@ -18,11 +26,26 @@ pub fn decode_identified(bytes: &[u8]) -> Result<(DynamicImage, Option<Identity>
     if dicom::is_dicom(bytes) {
         return dicom::decode(bytes);
     }
-    let reader = image::ImageReader::new(std::io::Cursor::new(bytes)).with_guessed_format().map_err(|e| format!("cannot read image ({e})"))?;
-    if reader.format().is_none() {
+    let reader = || image::ImageReader::new(std::io::Cursor::new(bytes)).with_guessed_format().map_err(|e| format!("cannot read image ({e})"));
+    let mut decoder = reader()?;
+    if decoder.format().is_none() {
         return Err("cannot decode image (not a PNG, JPEG or DICOM file)".into());
     }
-    Ok((reader.decode().map_err(|e| format!("cannot decode image ({e})"))?, None))
+    // The header alone first: the size is checked before any pixel is decoded.
+    let (width, height) = reader()?.into_dimensions().map_err(|e| format!("cannot decode image ({e})"))?;
+    check_size(width, height)?;
+    let mut limits = image::Limits::default();
+    (limits.max_image_width, limits.max_image_height, limits.max_alloc) = (Some(MAX_SIDE), Some(MAX_SIDE), Some(MAX_ALLOC));
+    decoder.limits(limits);
+    Ok((decoder.decode().map_err(|e| format!("cannot decode image ({e})"))?, None))
+}
+
+/// Refuses an image wider or taller than [`MAX_SIDE`].
+pub(crate) fn check_size(width: u32, height: u32) -> Result<(), String> {
+    if width > MAX_SIDE || height > MAX_SIDE {
+        return Err(format!("image of {width}×{height} pixels is larger than the {MAX_SIDE}×{MAX_SIDE} this tool decodes"));
+    }
+    Ok(())
 }
 
 /// Appends `img` to `out` as CHW bytes with `channels` (1 or 3) channels.
@@ -66,5 +89,14 @@ mod tests {
         assert!(decode(b"not an image").unwrap_err().contains("not a PNG, JPEG or DICOM"));
         assert!(decode(&png[..png.len() / 2]).unwrap_err().contains("cannot decode"));
         assert!(encode_png(&pixels, 2, 3, 2).is_err());
+    }
+
+    #[test]
+    fn images_past_the_size_limit_are_refused_before_decoding() {
+        let side = MAX_SIDE as usize;
+        let wide = encode_png(&vec![7; side + 1], 1, 1, side + 1).unwrap();
+        let error = decode(&wide).unwrap_err();
+        assert!(error.contains(&format!("{}×1 pixels is larger than the 16384×16384", side + 1)), "{error}");
+        assert!(decode(&encode_png(&vec![7; side], 1, 1, side).unwrap()).is_ok());
     }
 }

@@ -63,6 +63,13 @@ impl References {
         self.set.is_empty()
     }
 
+    /// These references, knowing who each shows (one identity, or none, per reference): a
+    /// candidate must not re-identify any image of its source's person.
+    pub fn with_identities(mut self, identities: &[Option<crate::identity::Identity>]) -> References {
+        self.set = self.set.with_identities(identities);
+        self
+    }
+
     /// Every reference's class probabilities (`[n, labels]`).
     pub fn probabilities(&self) -> ArrayView2<'_, f32> {
         self.probabilities.view()

@@ -102,3 +102,45 @@ fn cuda_that_cannot_run_fails_instead_of_falling_back() {
     let err = fails(&["bench", "--device", "cuda", "--steps", "1", "--batch", "2"], &[]);
     assert!(err.contains("CUDA"), "{err}");
 }
+
+/// Training killed at points of the run (SIGKILL, then SIGTERM, each soon after a checkpoint)
+/// and resumed exports the model bytes of an uninterrupted run.
+#[test]
+fn training_killed_mid_way_resumes_to_the_same_model() {
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+    let tmp = tempfile::tempdir().unwrap();
+    let path = |name: &str| tmp.path().join(name).to_str().unwrap().to_string();
+    let train = |out: &str, run: &str, resume: bool| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_unpersonal-train"));
+        cmd.args(["classifier", "--data", "/usr/share/datasets/fashion-mnist", "--out", out, "--run", run, "--steps", "60", "--checkpoint-every", "5", "--quiet"]);
+        if resume {
+            cmd.arg("--resume");
+        }
+        cmd.stdout(Stdio::null()).stderr(Stdio::piped());
+        cmd
+    };
+    let whole = train(&path("whole"), &path("whole-run"), false).output().unwrap();
+    assert!(whole.status.success(), "{}", String::from_utf8_lossy(&whole.stderr));
+    let checkpoint = tmp.path().join("killed-run/checkpoint.safetensors");
+    let modified = || std::fs::metadata(&checkpoint).and_then(|m| m.modified()).ok();
+    for (signal, resume) in [("KILL", false), ("TERM", true)] {
+        let before = modified();
+        let mut child = train(&path("killed"), &path("killed-run"), resume).spawn().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while modified() == before {
+            assert!(Instant::now() < deadline, "no checkpoint was written");
+            assert!(child.try_wait().unwrap().is_none(), "training ended before it could be interrupted");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        std::thread::sleep(Duration::from_millis(70));
+        Command::new("kill").args([&format!("-{signal}"), &child.id().to_string()]).status().unwrap();
+        let status = child.wait().unwrap();
+        assert!(!status.success(), "SIG{signal} did not stop training");
+        assert!(!tmp.path().join("killed/classifier.onnx").exists(), "an interrupted run exported a model");
+    }
+    let resumed = train(&path("killed"), &path("killed-run"), true).output().unwrap();
+    assert!(resumed.status.success(), "{}", String::from_utf8_lossy(&resumed.stderr));
+    let read = |dir: &str| std::fs::read(tmp.path().join(dir).join("classifier.onnx")).unwrap();
+    assert!(read("whole") == read("killed"), "a resumed training run exported other weights");
+}

@@ -202,7 +202,8 @@ impl Studio {
         let [c, h, w] = self.shape();
         let flat: Vec<u8> = self.references.iter().flat_map(|r| r.pixels.iter().copied()).collect();
         let pixels = Array4::from_shape_vec((self.references.len(), c, h, w), flat).map_err(|e| e.to_string())?;
-        let index = self.gate.index(pixels.view()).map_err(|e| e.to_string())?;
+        let identities: Vec<_> = self.references.iter().map(|r| r.identity).collect();
+        let index = self.gate.index(pixels.view()).map_err(|e| e.to_string())?.with_identities(&identities);
         let mut rows = Vec::new();
         for chunk in pixels.axis_chunks_iter(Axis(0), 64) {
             rows.push(self.generator.conditions(chunk).map_err(|e| e.to_string())?);

@@ -4,7 +4,7 @@
 
 const $ = (id) => document.getElementById(id);
 const worker = new Worker('worker.js', { type: 'module' });
-const IMAGE = /\.(png|jpe?g)$/i;
+const IMAGE = /\.(png|jpe?g|dcm)$/i;
 const SETTINGS = ['candidates', 'guidance', 'steps', 'rounds', 'seed'];
 
 let info = null;
@@ -61,7 +61,7 @@ async function sendFiles(entries) {
     else ignored += 1;
   }
   if (images.length === 0) {
-    showError('None of the picked files is a PNG or JPEG image.');
+    showError('None of the picked files is a PNG, JPEG or DICOM (.dcm) image.');
     $('references').dataset.state = 'refused';
     return;
   }

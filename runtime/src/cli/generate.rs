@@ -141,7 +141,7 @@ pub fn run(args: &Args, out: &Output) -> anyhow::Result<()> {
                 eprintln!("indexing {} reference images for the gate …", reference.len());
             }
             let all: Vec<usize> = (0..reference.len()).collect();
-            Some(gate.index(reference.batch(&all).view())?)
+            Some(gate.index(reference.batch(&all).view())?.with_identities(&reference.identities))
         }
         None => None,
     };

@@ -56,6 +56,30 @@ fn a_copy_of_any_reference_is_caught_and_distinct_images_pass() {
 }
 
 #[test]
+fn every_image_of_the_source_patient_is_compared_at_the_source_threshold() {
+    use unpersonal_runtime::identity::Identity;
+    // Source threshold 0.5, neighbour threshold 0.99: only a comparison judged as "the
+    // source" can reject a near copy.
+    let (embed, head) = halves(40.0);
+    let mut reid = Reid::new(embed, head, 0.5, 0.99).unwrap();
+    let references = images(6, 0);
+    let embedded = reid.embed(references.view()).unwrap();
+    // A slightly changed copy of reference 4, drawn for reference 0, compared with no neighbours.
+    let mut candidate = references.slice(ndarray::s![4..5, .., .., ..]).to_owned();
+    candidate[[0, 0, 0, 0]] += 0.05;
+    let e = reid.embed(candidate.view()).unwrap();
+    let strangers = check(&mut reid, &ReferenceSet::new(embedded.clone()), e.view(), &[Some(0)], 0).unwrap();
+    assert!(strangers[0].passed && strangers[0].compared == 1, "{:?}", strangers[0]);
+    // References 0 and 4 are one patient: the copy of 4 now re-identifies the source's person.
+    let p = Identity::of_patient_id("P1");
+    let identities = [p, None, None, None, p, Identity::of_patient_id("P2")];
+    let refs = ReferenceSet::new(embedded).with_identities(&identities);
+    let v = check(&mut reid, &refs, e.view(), &[Some(0)], 0).unwrap();
+    let rejection = v[0].rejection.expect("rejected");
+    assert!(!v[0].passed && v[0].compared == 2 && rejection.reference == 4 && rejection.source, "{:?}", v[0]);
+}
+
+#[test]
 fn other_references_are_judged_by_the_neighbour_threshold_capped_at_a_copy() {
     // Reference 4 scores sigmoid(4) ≈ 0.982 against itself; a near copy of it scores less.
     let references = images(6, 0);

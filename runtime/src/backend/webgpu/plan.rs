@@ -4,10 +4,12 @@
 
 use std::collections::HashMap;
 
+#[cfg(not(target_arch = "wasm32"))]
 use ndarray::{ArrayD, ArrayViewD, IxDyn};
 
 use super::gpu::{Dispatch, Gpu, Tensor};
 use super::graph::Graph;
+#[cfg(not(target_arch = "wasm32"))]
 use crate::backend::Outputs;
 
 /// The recorded graph for one batch size.
