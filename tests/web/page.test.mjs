@@ -139,17 +139,21 @@ try {
     assert.match(await page.textContent('#error'), /notes\.png: cannot decode image/);
     assert.equal(await page.isDisabled('#generate'), true, 'nothing to generate from a refused set');
 
-    // Three shipped images, one image of the wrong size (resized with a notice), and the filelist.
+    // Three shipped images, one image of the wrong size (resized with a notice), a 64×64
+    // 16-bit DICOM file (windowed and resized), and the filelist.
     const big = path.basename(names[3]);
-    const listText = (await fs.readFile(path.join(sample, 'filelist.txt'), 'utf8')).replace(names[3], `images/${big}`);
+    const dicom = 'MR_small.dcm';
+    const listText = (await fs.readFile(path.join(sample, 'filelist.txt'), 'utf8')).replace(names[3], `images/${big}`) + `${dicom} 1 0 0 0 0 0 0 0 0 0\n`;
     await pick([
       ...(await Promise.all(names.slice(0, 3).map(file))),
       { name: big, mimeType: 'image/png', buffer: png(56, 56, 200) },
+      { name: dicom, mimeType: 'application/dicom', buffer: await fs.readFile(path.join(root, 'tests/data/dicom', dicom)) },
       { name: 'filelist.txt', mimeType: 'text/plain', buffer: Buffer.from(listText) },
     ]);
     assert.equal(await page.isHidden('#error'), true, await page.textContent('#error'));
-    assert.match(await page.textContent('#references'), /^4 reference images picked/);
+    assert.match(await page.textContent('#references'), /^5 reference images picked/);
     assert.match(await page.textContent('#notices'), new RegExp(`${big}: resized from 56×56 to 28×28`));
+    assert.match(await page.textContent('#notices'), new RegExp(`${dicom}: resized from 64×64 to 28×28`));
 
     for (const [id, value] of Object.entries({ candidates: 2, steps: 6, rounds: 2, seed: 1 })) await page.fill(`#${id}`, String(value));
     await page.click('#generate');
@@ -159,7 +163,7 @@ try {
     const rejected = await page.$$eval('#grid .cell.rejected', (cells) => cells.length);
     const cpuTiming = await page.textContent('#timing');
     const cpuPixels = await gridPixels(page, 2);
-    assert.ok(released >= 1 && released <= 4, `released ${released}`);
+    assert.ok(released >= 1 && released <= 5, `released ${released}`);
     await page.check('#show-rejected');
     await page.screenshot({ path: path.join(out, 'page.png'), fullPage: true });
 
@@ -184,11 +188,11 @@ print(json.dumps({"names": z.namelist(), "filelist": z.read("filelist.txt").deco
     const report = listing.report;
     assert.equal(report.privacy_gate.applied, true);
     assert.equal(report.released_images, released);
-    assert.equal(report.reference_images, 4);
+    assert.equal(report.reference_images, 5);
     assert.equal(report.run.reference.labels, 'filelist');
     assert.equal(report.run.settings.candidates, 2);
     assert.equal(report.rounds[0].rejected + (report.rounds[1]?.rejected ?? 0), rejected);
-    assert.ok(!JSON.stringify(report).includes(big), 'the report names no reference image');
+    assert.ok(!JSON.stringify(report).includes(big) && !JSON.stringify(report).includes(dicom), 'the report names no reference image');
     console.log(`CPU: released ${released}, rejected ${rejected}; page loaded in ${loadMs} ms; ${cpuTiming}`);
 
     // The same settings with WebGPU on: the denoising loop runs on the adapter and draws the

@@ -259,6 +259,20 @@ mod tests {
     }
 
     #[test]
+    fn unicode_and_spaces_in_the_root_and_unicode_names_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("Röntgen Bilder – Größe 2");
+        std::fs::create_dir_all(root.join("Bild ä")).unwrap();
+        image::GrayImage::from_pixel(4, 3, image::Luma([9])).save(root.join("Bild ä/Thorax-Überblick-日本.png")).unwrap();
+        let list = root.join("Liste ü.txt");
+        std::fs::write(&list, "./Thorax-Überblick-日本.png 1 0\n").unwrap();
+        let opts = FilelistOptions { root: Some(root.join("Bild ä")), ..FilelistOptions::default() };
+        let d = load_filelist(&list, &opts).unwrap();
+        assert_eq!((d.len(), d.image(0)[0]), (1, 9));
+        assert!(d.name.contains("Liste ü.txt"), "{}", d.name);
+    }
+
+    #[test]
     fn root_option_overrides_the_filelist_directory() {
         let dir = setup();
         let list = dir.path().join("list.txt");
