@@ -1,7 +1,7 @@
 //! The WebGPU backend against tract, on whatever adapter wgpu finds (lavapipe in CI): the
 //! parity cases (`unpersonal_runtime::parity`: every kernel on random inputs ≤ 1e-4, the
-//! shipped models ≤ 1e-3; `tests/parity` runs the same cases in a browser), an operator
-//! without a kernel, and whole sampling runs (≤ 1e-2).
+//! shipped models ≤ 1e-3; `tests/web/parity.test.mjs` runs the same cases in a browser), an
+//! operator without a kernel, and whole sampling runs (≤ 1e-2).
 
 use std::path::Path;
 
