@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Every test: the Rust workspace (with the WebGPU backend on lavapipe when no GPU is there),
-# then the page built by trunk and tested in Chromium.
+# then the page built by trunk and tested in Chromium, then the WebGPU parity cases in Chromium
+# (after the page: its wasm build reuses the page's compiled dependencies).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -10,3 +11,4 @@ bash scripts/setup-webgpu.sh
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$(mktemp -d)}"
 cargo test --workspace --release --features unpersonal-runtime/webgpu
 bash scripts/web.sh test
+bash scripts/parity.sh

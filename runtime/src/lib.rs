@@ -15,6 +15,8 @@
 //!
 //! - [`report`]: what a release says about itself (run, records, aggregate report, filelist).
 //! - [`identity`]: who an image shows (a hashed PatientID), for the gate's "same person".
+//! - `parity` (feature `parity`): the WebGPU backend against tract, kernel by kernel and model
+//!   by model, run natively and in a browser; and the ONNX graph builder of the tests.
 //! - `pixels` (feature `image`): PNG/JPEG/DICOM bytes to CHW pixels, and PNG back.
 //! - `dicom` (feature `image`): DICOM files to 8-bit images (rescale, window, MONOCHROME1).
 //! - `data` (feature `data`): labelled image sets (IDX files, filelists).
@@ -38,6 +40,8 @@ pub mod gate;
 pub mod generate;
 pub mod identity;
 pub mod neighbours;
+#[cfg(feature = "parity")]
+pub mod parity;
 #[cfg(feature = "image")]
 pub mod pixels;
 pub mod release;

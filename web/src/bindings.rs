@@ -27,14 +27,7 @@ pub struct Session(Rc<RefCell<Studio>>);
 /// then opens a CPU session and says why).
 #[wasm_bindgen(js_name = openSession)]
 pub async fn open_session(name: String, files: Map, gpu: bool) -> Result<Session, JsError> {
-    let read = |path: &std::path::Path| {
-        let file = path.strip_prefix(&name).unwrap_or(path).to_string_lossy().into_owned();
-        let bytes = files.get(&JsValue::from_str(&file));
-        if bytes.is_undefined() {
-            return Err(std::io::Error::new(std::io::ErrorKind::NotFound, "the page could not fetch it"));
-        }
-        Ok(Uint8Array::new(&bytes).to_vec())
-    };
+    let read = reader(&name, &files);
     let studio = if gpu {
         let gpu = WebGpu::open().await.map_err(|e| js(format!("WebGPU: {e}")))?;
         Studio::load(&name, read, Some(&gpu))
@@ -42,6 +35,18 @@ pub async fn open_session(name: String, files: Map, gpu: bool) -> Result<Session
         Studio::load(&name, read, None)
     };
     Ok(Session(Rc::new(RefCell::new(studio.map_err(js)?))))
+}
+
+/// Reads the files of the bundle `name` from the page's `files` (see [`open_session`]).
+pub(crate) fn reader<'a>(name: &'a str, files: &'a Map) -> impl Fn(&std::path::Path) -> std::io::Result<Vec<u8>> + 'a {
+    move |path| {
+        let file = path.strip_prefix(name).unwrap_or(path).to_string_lossy().into_owned();
+        let bytes = files.get(&JsValue::from_str(&file));
+        if bytes.is_undefined() {
+            return Err(std::io::Error::new(std::io::ErrorKind::NotFound, "the page could not fetch it"));
+        }
+        Ok(Uint8Array::new(&bytes).to_vec())
+    }
 }
 
 #[wasm_bindgen]

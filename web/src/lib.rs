@@ -7,9 +7,13 @@
 //! - [`references`]: decoding picked images into the bundle's shape, labels from a filelist.
 //! - [`archive`]: the zip.
 //! - `bindings` (wasm32): the JavaScript face.
+//! - `parity` (wasm32, cargo feature `parity`, never in the shipped page): the runtime's WebGPU
+//!   parity cases and a denoiser timer as JavaScript functions, for `tests/web/parity.test.mjs`.
 
 pub mod archive;
 #[cfg(target_arch = "wasm32")]
 mod bindings;
+#[cfg(all(target_arch = "wasm32", feature = "parity"))]
+mod parity;
 pub mod references;
 pub mod studio;

@@ -1,9 +1,8 @@
-//! Tiny ONNX graphs and bundles for the tests, built from `tract_onnx::pb` structs.
+//! Tiny ONNX graphs (built with `unpersonal_runtime::parity::onnx`) and bundles for the tests.
 
-use prost::Message;
 use serde_json::{Value, json};
-use tract_onnx::pb::{self, tensor_proto::DataType, tensor_shape_proto};
 use unpersonal_runtime::bundle::sha256_hex;
+use unpersonal_runtime::parity::onnx::{Graph, int};
 
 /// Image size of the test bundles.
 pub const C: usize = 1;
@@ -40,92 +39,6 @@ impl Body {
             Body::Leak => C * H * W,
             _ => D,
         }
-    }
-}
-
-/// An ONNX graph under construction.
-#[derive(Default)]
-pub struct Graph {
-    nodes: Vec<pb::NodeProto>,
-    initializers: Vec<pb::TensorProto>,
-}
-
-impl Graph {
-    pub fn node(&mut self, op: &str, inputs: &[&str], output: &str) {
-        self.node_with(op, inputs, output, Vec::new());
-    }
-
-    /// A node with attributes.
-    pub fn node_with(&mut self, op: &str, inputs: &[&str], output: &str, attribute: Vec<pb::AttributeProto>) {
-        self.nodes.push(pb::NodeProto {
-            input: inputs.iter().map(|s| s.to_string()).collect(),
-            output: vec![output.to_string()],
-            name: format!("{op}_{}", self.nodes.len()),
-            op_type: op.into(),
-            attribute,
-            ..Default::default()
-        });
-    }
-
-    pub fn f32(&mut self, name: &str, dims: &[i64], values: &[f32]) {
-        self.initializers.push(pb::TensorProto {
-            name: name.into(),
-            dims: dims.to_vec(),
-            data_type: DataType::Float as i32,
-            raw_data: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
-            ..Default::default()
-        });
-    }
-
-    pub fn i64(&mut self, name: &str, values: &[i64]) {
-        self.initializers.push(pb::TensorProto {
-            name: name.into(),
-            dims: vec![values.len() as i64],
-            data_type: DataType::Int64 as i32,
-            int64_data: values.to_vec(),
-            ..Default::default()
-        });
-    }
-
-    /// Serialises with the given inputs and outputs (`None` in a shape: the `batch` axis).
-    pub fn encode(self, inputs: &[(&str, Vec<Option<i64>>)], outputs: &[(&str, Vec<Option<i64>>)]) -> Vec<u8> {
-        let info = |(name, dims): &(&str, Vec<Option<i64>>)| pb::ValueInfoProto {
-            name: name.to_string(),
-            r#type: Some(pb::TypeProto {
-                value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
-                    elem_type: DataType::Float as i32,
-                    shape: Some(pb::TensorShapeProto {
-                        dim: dims
-                            .iter()
-                            .map(|d| tensor_shape_proto::Dimension {
-                                value: Some(match d {
-                                    Some(n) => tensor_shape_proto::dimension::Value::DimValue(*n),
-                                    None => tensor_shape_proto::dimension::Value::DimParam("batch".into()),
-                                }),
-                                ..Default::default()
-                            })
-                            .collect(),
-                    }),
-                })),
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
-        pb::ModelProto {
-            ir_version: 8,
-            opset_import: vec![pb::OperatorSetIdProto { domain: String::new(), version: 17 }],
-            producer_name: "unpersonal-runtime-tests".into(),
-            graph: Some(pb::GraphProto {
-                name: "test".into(),
-                node: self.nodes,
-                initializer: self.initializers,
-                input: inputs.iter().map(info).collect(),
-                output: outputs.iter().map(info).collect(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }
-        .encode_to_vec()
     }
 }
 
@@ -185,32 +98,18 @@ pub fn denoiser(body: Body) -> Vec<u8> {
     )
 }
 
-impl Graph {
-    /// `flatten(image) · w` into `output` (`w` `[C·H·W, cols]`).
-    fn flatten_matmul(&mut self, w: &[f32], cols: usize, output: &str) {
-        self.f32("w", &[(C * H * W) as i64, cols as i64], w);
-        self.nodes.push(pb::NodeProto {
-            input: vec!["image".into()],
-            output: vec!["flat".into()],
-            name: "flatten".into(),
-            op_type: "Flatten".into(),
-            attribute: vec![pb::AttributeProto {
-                name: "axis".into(),
-                r#type: pb::attribute_proto::AttributeType::Int as i32,
-                i: 1,
-                ..Default::default()
-            }],
-            ..Default::default()
-        });
-        self.node("MatMul", &["flat", "w"], output);
-    }
+/// `flatten(image) · w` into `output` (`w` `[C·H·W, cols]`).
+fn flatten_matmul(g: &mut Graph, w: &[f32], cols: usize, output: &str) {
+    g.f32("w", &[(C * H * W) as i64, cols as i64], w);
+    g.node_with("Flatten", &["image"], "flat", vec![int("axis", 1)]);
+    g.node("MatMul", &["flat", "w"], output);
 }
 
 /// A features model: `features = flatten(image) · weights` (`weights` `[C·H·W, d]`).
 pub fn features(weights: &[f32]) -> Vec<u8> {
     let d = weights.len() / (C * H * W);
     let mut g = Graph::default();
-    g.flatten_matmul(weights, d, "features");
+    flatten_matmul(&mut g, weights, d, "features");
     g.encode(&[("image", image_dims())], &[("features", vec![None, Some(d as i64)])])
 }
 
@@ -218,7 +117,7 @@ pub fn features(weights: &[f32]) -> Vec<u8> {
 /// linear map `z`: NaN everywhere.
 pub fn nan_model(output: &str, cols: usize) -> Vec<u8> {
     let mut g = Graph::default();
-    g.flatten_matmul(&vec![0.1; C * H * W * cols], cols, "z");
+    flatten_matmul(&mut g, &vec![0.1; C * H * W * cols], cols, "z");
     g.f32("one", &[], &[1.0]);
     g.node("Mul", &["z", "z"], "z2");
     g.node("Add", &["z2", "one"], "z2_1");
@@ -233,7 +132,7 @@ pub const CLASSES: usize = 10;
 /// A classifier: `logits = flatten(image) · weights` (`weights` `[C·H·W, CLASSES]`).
 pub fn classifier(weights: &[f32]) -> Vec<u8> {
     let mut g = Graph::default();
-    g.flatten_matmul(weights, CLASSES, "logits");
+    flatten_matmul(&mut g, weights, CLASSES, "logits");
     g.encode(&[("image", image_dims())], &[("logits", vec![None, Some(CLASSES as i64)])])
 }
 
@@ -243,7 +142,7 @@ pub const E: usize = 4;
 /// A re-id embedding: `sigmoid(flatten(image) · weights)` (`weights` `[C·H·W, E]`).
 pub fn reid_embed(weights: &[f32]) -> Vec<u8> {
     let mut g = Graph::default();
-    g.flatten_matmul(weights, E, "z");
+    flatten_matmul(&mut g, weights, E, "z");
     g.node("Sigmoid", &["z"], "embedding");
     g.encode(&[("image", image_dims())], &[("embedding", vec![None, Some(E as i64)])])
 }

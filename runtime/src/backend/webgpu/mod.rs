@@ -7,8 +7,9 @@
 //! read-back. A denoiser loaded with [`Backend::device_denoiser`] runs whole sampling loops on
 //! the GPU ([`sampler`]). Arithmetic is float32.
 //!
-//! In a browser the GPU is reached only through futures: there the sampling loop runs, and
-//! single synchronous calls ([`Session::run`]) are refused.
+//! In a browser the GPU is reached only through futures: there the sampling loop and
+//! [`WebGpuSession::run_async`] run, and single synchronous calls ([`Session::run`]) are
+//! refused.
 
 mod gpu;
 mod graph;
@@ -73,7 +74,9 @@ impl Backend for WebGpu {
 }
 
 impl WebGpu {
-    fn session(&self, onnx: &[u8], spec: &ModelSpec) -> Result<WebGpuSession, EngineError> {
+    /// Loads `onnx` (whose interface `spec` describes) for [`WebGpuSession::run_async`]; what
+    /// [`Backend::load`] boxes.
+    pub fn session(&self, onnx: &[u8], spec: &ModelSpec) -> Result<WebGpuSession, EngineError> {
         let graph = Graph::parse(onnx, spec)?;
         let mut weights = HashMap::new();
         for node in &graph.nodes {
@@ -91,7 +94,8 @@ impl WebGpu {
     }
 }
 
-struct WebGpuSession {
+/// A graph loaded on the GPU: its weights and a plan per batch size run so far.
+pub struct WebGpuSession {
     gpu: Arc<Gpu>,
     graph: Graph,
     weights: HashMap<String, Tensor>,
@@ -106,6 +110,14 @@ impl WebGpuSession {
         }
         Ok(&self.plans[&batch])
     }
+
+    /// Runs the graph once on `inputs` (every graph input, all with the same batch size),
+    /// awaiting the GPU: the single call a browser can make.
+    pub async fn run_async(&mut self, inputs: &[(&str, ArrayViewD<'_, f32>)]) -> Result<Outputs, EngineError> {
+        let batch = super::batch(&self.graph.inputs, inputs);
+        let gpu = self.gpu.clone();
+        Ok(self.plan(batch)?.run(&gpu, inputs).await?)
+    }
 }
 
 impl Session for WebGpuSession {
@@ -113,13 +125,11 @@ impl Session for WebGpuSession {
         #[cfg(target_arch = "wasm32")]
         {
             let _ = inputs;
-            Err("a browser cannot wait for its GPU synchronously: only the sampling loop runs on WebGPU there".into())
+            Err("a browser cannot wait for its GPU synchronously: use the sampling loop or `WebGpuSession::run_async`".into())
         }
         #[cfg(not(target_arch = "wasm32"))]
         {
-            let batch = super::batch(&self.graph.inputs, inputs);
-            let gpu = self.gpu.clone();
-            Ok(pollster::block_on(self.plan(batch)?.run(&gpu, inputs))?)
+            pollster::block_on(self.run_async(inputs))
         }
     }
 }

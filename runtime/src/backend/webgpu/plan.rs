@@ -4,12 +4,10 @@
 
 use std::collections::HashMap;
 
-#[cfg(not(target_arch = "wasm32"))]
 use ndarray::{ArrayD, ArrayViewD, IxDyn};
 
 use super::gpu::{Dispatch, Gpu, Tensor};
 use super::graph::Graph;
-#[cfg(not(target_arch = "wasm32"))]
 use crate::backend::Outputs;
 
 /// The recorded graph for one batch size.
@@ -129,9 +127,7 @@ impl Plan {
         Ok(Plan { inputs, outputs, dispatches })
     }
 
-    /// Uploads `inputs`, runs every kernel and reads the outputs back (natively: a browser
-    /// cannot wait for it synchronously).
-    #[cfg(not(target_arch = "wasm32"))]
+    /// Uploads `inputs`, runs every kernel and reads the outputs back.
     pub async fn run(&self, gpu: &Gpu, inputs: &[(&str, ArrayViewD<'_, f32>)]) -> Result<Outputs, String> {
         for (name, tensor) in &self.inputs {
             let (_, view) = inputs.iter().find(|(n, _)| n == name).ok_or_else(|| format!("input `{name}` is not given"))?;
