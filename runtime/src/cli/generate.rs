@@ -121,6 +121,22 @@ pub fn run(args: &Args, out: &Output) -> anyhow::Result<()> {
         roles.extend([Role::Classifier, Role::ReidEmbed, Role::ReidHead]);
     }
     let used: BTreeMap<&str, &str> = roles.into_iter().filter_map(|r| bundle.models.get(&r).map(|m| (r.as_str(), m.sha256.as_str()))).collect();
+    // The gate compares every candidate with the whole reference set, not only its shard. The
+    // set is read once, a chunk at a time, for the index (before the directories are claimed,
+    // so that bad reference data leaves none behind); the sources' images are read again when
+    // their turn comes.
+    let (reference, index) = match &mut first.gate {
+        Some(gate) => {
+            if !out.quiet && !out.json {
+                eprintln!("indexing {} reference images for the gate …", reference.len());
+            }
+            let mut indexing = Indexing::default();
+            let images = reference.scan(&loaded, |pixels| Ok(indexing.add(gate, pixels)?))?;
+            let index = indexing.finish(gate)?.with_identities(images.identities());
+            (images, Some(index))
+        }
+        None => (reference.scan(&loaded, |_| Ok(()))?, None),
+    };
     let run = RunInfo {
         bundle: json!({ "name": bundle.name, "models": used }),
         reference: json!({ "name": reference.name(), "images": reference.len(), "sources": sources }),
@@ -134,21 +150,6 @@ pub fn run(args: &Args, out: &Output) -> anyhow::Result<()> {
         eprintln!("WARNING: --unfiltered-research-only: the privacy gate is OFF; every candidate is written unfiltered. Do not release them.");
     }
 
-    // The gate compares every candidate with the whole reference set, not only its shard. The
-    // set is read once, a chunk at a time, for the index; the sources' images are read again
-    // when their turn comes.
-    let (reference, index) = match &mut first.gate {
-        Some(gate) => {
-            if !out.quiet && !out.json {
-                eprintln!("indexing {} reference images for the gate …", reference.len());
-            }
-            let mut indexing = Indexing::default();
-            let images = reference.scan(&loaded, |pixels| Ok(indexing.add(gate, pixels)?))?;
-            let index = indexing.finish(gate)?.with_identities(images.identities());
-            (images, Some(index))
-        }
-        None => (reference.scan(&loaded, |_| Ok(()))?, None),
-    };
     let shard = args.shard.unwrap_or(Shard::ALL);
     let mine = shard_references(sources, shard);
     let done = dirs.complete_records()?;

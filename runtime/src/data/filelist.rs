@@ -13,6 +13,10 @@
 //! one size; they are converted to grayscale or RGB and stored CHW. A DICOM file (`.dcm`, or any
 //! file with the DICOM magic) contributes its pixels and the hashed PatientID as the image's
 //! identity; nothing else of its header is kept.
+//!
+//! A filelist is read line by line, never whole: [`Filelist::open`] checks every line,
+//! [`Filelist::read`] then decodes the images a chunk at a time, so that sets of millions of
+//! images are read with the memory of one chunk plus what [`Catalog`] keeps per image.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
@@ -359,6 +363,7 @@ pub fn load_filelist(path: &Path, opts: &FilelistOptions) -> Result<Dataset, Dat
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::data::Images;
 
     /// A data root with `img/a.png`, `img/b.png` (4×3 gray), `img/rgb.png` (4×3 colour),
     /// `img/big.png` (5×3), `img/notes.png` (not an image) and `secret.png` beside it.
@@ -483,6 +488,94 @@ mod tests {
         let absent = dir.path().join("absent.txt");
         let err = load_filelist(&absent, &FilelistOptions::default()).unwrap_err().to_string();
         assert!(err.contains("absent.txt: cannot read"), "{err}");
+    }
+
+    /// Opens `text` as `root/list.txt` of the [`setup`] root.
+    fn open_text(dir: &Path, text: &str) -> Result<Filelist, DataError> {
+        let list = dir.join("root/list.txt");
+        std::fs::write(&list, text).unwrap();
+        Filelist::open(&list, &FilelistOptions::default())
+    }
+
+    #[test]
+    fn streamed_chunks_and_images_read_again_are_the_loaded_set() {
+        let dir = setup();
+        let text: String = (0..10).map(|i| format!("img/{}.png {} 1\n", ["a", "b"][i % 3 % 2], i % 2)).collect();
+        let filelist = open_text(dir.path(), &format!("# ten images\n{text}")).unwrap();
+        let loaded = filelist.load().unwrap();
+        let mut chunks = Vec::new();
+        let mut streamed: Vec<u8> = Vec::new();
+        let catalog = filelist
+            .read(3, |pixels| {
+                chunks.push(pixels.dim());
+                streamed.extend(pixels.iter());
+                Ok::<(), DataError>(())
+            })
+            .unwrap();
+        assert_eq!(chunks.iter().map(|d| d.0).collect::<Vec<_>>(), [3, 3, 3, 1]);
+        assert!(chunks.iter().all(|&(_, c, h, w)| (c, h, w) == (1, 3, 4)));
+        assert_eq!(streamed, loaded.images);
+        assert_eq!((Images::len(&catalog), catalog.identities().len()), (10, 10));
+        for i in 0..10 {
+            assert_eq!(Images::label(&catalog, i), loaded.label(i), "row {i}");
+        }
+        let picked = [7, 0, 3, 3, 9];
+        assert_eq!(catalog.read(&picked).unwrap(), loaded.batch(&picked));
+        assert_eq!(Images::read(&loaded, &picked).unwrap(), loaded.batch(&picked));
+    }
+
+    #[test]
+    fn errors_deep_in_a_long_filelist_name_their_line() {
+        let dir = setup();
+        let line = "img/a.png 1 0\n";
+        let mut text = line.repeat(999_999);
+        text.push_str("img/a.png 1 0 0\n");
+        let err = open_text(dir.path(), &text).unwrap_err().to_string();
+        assert!(err.contains("list.txt: line 1000000: expected 2 labels (as on line 1), found 3"), "{err}");
+
+        let mut text = line.repeat(5_000);
+        text.push_str("img/missing.png 0 1\n");
+        text.push_str(&line.repeat(10));
+        let filelist = open_text(dir.path(), &text).unwrap();
+        assert_eq!(filelist.len(), 5_011);
+        let mut seen = 0;
+        let err = filelist
+            .read(256, |pixels| {
+                seen += pixels.dim().0;
+                Ok::<(), DataError>(())
+            })
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("list.txt: line 5001: cannot read image") && err.contains("missing.png"), "{err}");
+        assert_eq!(seen, 4_864, "the chunks before the bad line were handed on, not held");
+
+        assert!(open_text(dir.path(), "img/a.png 1\nimg/ü.png 1\n").is_ok(), "unicode is text");
+        let list = dir.path().join("root/list.txt");
+        std::fs::write(&list, b"img/a.png 1\nimg/\xff.png 1\n").unwrap();
+        let err = Filelist::open(&list, &FilelistOptions::default()).unwrap_err().to_string();
+        assert!(err.contains("list.txt: line 2: not UTF-8 text"), "{err}");
+        std::fs::write(&list, format!("img/a.png 1\n{}\n", "x".repeat(MAX_LINE as usize + 1))).unwrap();
+        let err = Filelist::open(&list, &FilelistOptions::default()).unwrap_err().to_string();
+        assert!(err.contains("list.txt: line 2: longer than"), "{err}");
+    }
+
+    #[test]
+    fn an_image_or_line_changed_after_the_first_read_is_refused() {
+        let dir = setup();
+        let read = |text: &str| open_text(dir.path(), text).unwrap().read(2, |_| Ok::<(), DataError>(())).unwrap();
+        let catalog = read("img/a.png 1 0\n# note\nimg/b.png 0 1\n");
+        assert_eq!(catalog.read(&[1]).unwrap().as_slice().unwrap(), &[7; 12]);
+        image::GrayImage::from_pixel(4, 3, image::Luma([8])).save(dir.path().join("root/img/b.png")).unwrap();
+        let err = catalog.read(&[0, 1]).unwrap_err().to_string();
+        assert!(err.contains("list.txt: line 3: img/b.png changed since the set was first read"), "{err}");
+
+        let catalog = read("img/a.png 1 0\nimg/b.png 0 1\n");
+        std::fs::write(dir.path().join("root/list.txt"), "img/a.png 0 1\nimg/b.png 0 1\n").unwrap();
+        let err = catalog.read(&[0]).unwrap_err().to_string();
+        assert!(err.contains("list.txt: line 1: the filelist changed"), "{err}");
+        std::fs::write(dir.path().join("root/list.txt"), "img/a.png 1 0\n").unwrap();
+        let err = catalog.read(&[1]).unwrap_err().to_string();
+        assert!(err.contains("list.txt: line 2: the filelist changed"), "{err}");
     }
 
     #[test]
