@@ -58,7 +58,10 @@ pub fn run(args: &Args, out: &Output) -> anyhow::Result<()> {
     let started = Instant::now();
     let refs = {
         let mut parts = Vec::new();
-        references.scan(&loaded, |pixels| Ok(parts.push(reid.embed_pixels(pixels, norm)?)))?;
+        references.scan(&loaded, |pixels| {
+            parts.push(reid.embed_pixels(pixels, norm)?);
+            Ok(())
+        })?;
         let views: Vec<_> = parts.iter().map(|e| e.view()).collect();
         ReferenceSet::new(ndarray::concatenate(Axis(0), &views)?)
     };
