@@ -146,10 +146,11 @@ impl Gate {
 }
 
 /// [`References`] built a chunk of reference images at a time, for sets larger than memory:
-/// only each reference's embedding and class probabilities are kept. Images are embedded and
-/// classified in blocks of [`gate::EMBED_BATCH`] whatever the chunks handed in, so the index —
-/// and the selection (mean BCE to the source's probabilities) — is the one a single pass over
-/// all references gives, bit for bit: the size of a model call changes the last float bits.
+/// only each reference's embedding and class probabilities are kept. The references are
+/// classified here, once, rather than per batch of sources, and always in blocks of
+/// [`gate::EMBED_BATCH`] whatever the chunks handed in: the size of a model call changes the
+/// last float bits, so this keeps the index, and the selection (mean BCE to the source's
+/// probabilities), independent of `--batch` and of how the set is read.
 #[derive(Debug, Default)]
 pub struct Indexing {
     /// Embeddings so far, row-major.
