@@ -70,6 +70,11 @@ impl References {
         self
     }
 
+    /// The re-identification embedding of reference `i`.
+    pub fn embedding(&self, i: usize) -> ndarray::ArrayView1<'_, f32> {
+        self.set.embedding(i)
+    }
+
     /// Every reference's class probabilities (`[n, labels]`).
     pub fn probabilities(&self) -> ArrayView2<'_, f32> {
         self.probabilities.view()
@@ -110,13 +115,12 @@ impl Gate {
         self.neighbours
     }
 
-    /// Embeds and classifies every reference image (`[n, C, H, W]` pixels). Classifying them
-    /// here, in one pass, rather than per batch of sources keeps the selection (mean BCE to the
-    /// source's probabilities) independent of `--batch`: batching changes the last float bits.
+    /// Embeds and classifies every reference image (`[n, C, H, W]` pixels): an [`Indexing`]
+    /// fed all of them at once.
     pub fn index(&mut self, pixels: ArrayView4<u8>) -> Result<References, ReleaseError> {
-        let embeddings = self.reid.embed_pixels(pixels, &self.normalization)?;
-        let probabilities = self.classify(pixels)?;
-        Ok(References { set: ReferenceSet::new(embeddings), probabilities })
+        let mut indexing = Indexing::default();
+        indexing.add(self, pixels)?;
+        indexing.finish(self)
     }
 
     /// Class probabilities of 8-bit images.
@@ -138,6 +142,80 @@ impl Gate {
         let sources: Vec<Option<usize>> = sources.iter().map(|&s| Some(s)).collect();
         let verdicts = gate::check(&mut self.reid, &references.set, embeddings.view(), &sources, self.neighbours)?;
         Ok((verdicts, self.classify(pixels)?))
+    }
+}
+
+/// [`References`] built a chunk of reference images at a time, for sets larger than memory:
+/// only each reference's embedding and class probabilities are kept. The references are
+/// classified here, once, rather than per batch of sources, and always in blocks of
+/// [`gate::EMBED_BATCH`] whatever the chunks handed in: the size of a model call changes the
+/// last float bits, so this keeps the index, and the selection (mean BCE to the source's
+/// probabilities), independent of `--batch` and of how the set is read.
+#[derive(Debug, Default)]
+pub struct Indexing {
+    /// Embeddings so far, row-major.
+    embeddings: Vec<f32>,
+    /// Class probabilities so far, row-major.
+    probabilities: Vec<f32>,
+    /// Width of an embedding and of a probability row (0 before the first block).
+    widths: (usize, usize),
+    /// Pixels of fewer than [`gate::EMBED_BATCH`] images waiting for the rest of their block.
+    pending: Vec<u8>,
+    /// Shape `[C, H, W]` of every image.
+    shape: [usize; 3],
+}
+
+impl Indexing {
+    /// Adds the next reference images (`[n, C, H, W]`, in reference-set order).
+    pub fn add(&mut self, gate: &mut Gate, pixels: ArrayView4<u8>) -> Result<(), ReleaseError> {
+        let (_, c, h, w) = pixels.dim();
+        self.shape = [c, h, w];
+        let mut rest = pixels;
+        while !rest.is_empty() {
+            let waiting = self.pending.len() / (c * h * w).max(1);
+            let take = (gate::EMBED_BATCH - waiting).min(rest.len_of(Axis(0)));
+            let (head, tail) = rest.split_at(Axis(0), take);
+            rest = tail;
+            if waiting == 0 && take == gate::EMBED_BATCH {
+                self.embed(gate, head)?;
+            } else {
+                self.pending.extend(head.iter());
+                if waiting + take == gate::EMBED_BATCH {
+                    self.flush(gate)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The index of every reference added.
+    pub fn finish(mut self, gate: &mut Gate) -> Result<References, ReleaseError> {
+        self.flush(gate)?;
+        let (e, l) = self.widths;
+        let rows = self.embeddings.len().checked_div(e).unwrap_or(0);
+        let shaped = |data: Vec<f32>, width: usize| Array2::from_shape_vec((rows, width), data).expect("whole rows");
+        Ok(References { set: ReferenceSet::new(shaped(self.embeddings, e)), probabilities: shaped(self.probabilities, l) })
+    }
+
+    /// Embeds and classifies the pending images.
+    fn flush(&mut self, gate: &mut Gate) -> Result<(), ReleaseError> {
+        let [c, h, w] = self.shape;
+        let pending = std::mem::take(&mut self.pending);
+        let n = pending.len() / (c * h * w).max(1);
+        if n > 0 {
+            self.embed(gate, ArrayView4::from_shape((n, c, h, w), &pending).expect("whole images"))?;
+        }
+        Ok(())
+    }
+
+    /// Embeds and classifies one block of at most [`gate::EMBED_BATCH`] images.
+    fn embed(&mut self, gate: &mut Gate, block: ArrayView4<u8>) -> Result<(), ReleaseError> {
+        let embeddings = gate.reid.embed_pixels(block, &gate.normalization)?;
+        let probabilities = gate.classify(block)?;
+        self.widths = (embeddings.ncols(), probabilities.ncols());
+        self.embeddings.extend(embeddings.iter());
+        self.probabilities.extend(probabilities.iter());
+        Ok(())
     }
 }
 

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
-use ndarray::Array4;
+use ndarray::{Array4, Axis};
 use serde_json::json;
 use unpersonal_runtime::backend::Model;
 use unpersonal_runtime::bundle::{BundleDir, Role};
@@ -53,10 +53,18 @@ pub fn run(args: &Args, out: &Output) -> anyhow::Result<()> {
     let norm = &bundle.image.normalization;
     let [c, h, w] = [bundle.image.channels, bundle.image.height, bundle.image.width];
 
-    let references = reference::load(args.reference.as_deref(), &loaded)?;
+    let references = reference::open(args.reference.as_deref(), &loaded)?;
+    let (name, count) = (references.name(), references.len());
     let started = Instant::now();
-    let all: Vec<usize> = (0..references.len()).collect();
-    let refs = ReferenceSet::new(reid.embed_pixels(references.batch(&all).view(), norm)?);
+    let refs = {
+        let mut parts = Vec::new();
+        references.scan(&loaded, |pixels| {
+            parts.push(reid.embed_pixels(pixels, norm)?);
+            Ok(())
+        })?;
+        let views: Vec<_> = parts.iter().map(|e| e.view()).collect();
+        ReferenceSet::new(ndarray::concatenate(Axis(0), &views)?)
+    };
     let indexed = started.elapsed().as_secs_f64();
 
     let mut pixels = Array4::<u8>::zeros((args.images.len(), c, h, w));
@@ -83,14 +91,14 @@ pub fn run(args: &Args, out: &Output) -> anyhow::Result<()> {
         })
         .collect();
     let seconds = json!({ "embedding_references": indexed, "checking_images": checking, "images_per_second": args.images.len() as f64 / checking.max(1e-9) });
-    out.json(&json!({ "threshold": threshold, "reference": references.name, "reference_images": references.len(), "images": rows, "failed": failed, "seconds": seconds }))?;
+    out.json(&json!({ "threshold": threshold, "reference": name, "reference_images": count, "images": rows, "failed": failed, "seconds": seconds }))?;
     for (path, v) in args.images.iter().zip(&verdicts) {
         let verdict = if v.passed { "PASS" } else { "FAIL" };
         let closest = v.closest_reference.map_or("none".to_string(), |r| format!("reference #{r}"));
         out.text(&format!("{verdict} {}  (max same-person probability {:.4} vs {closest}; threshold {threshold}, or the reference's own probability against itself if lower)", path.display(), v.max_probability));
     }
     if failed > 0 {
-        bail!("{failed} of {} images could single out a person in {} (same-person probability ≥ {threshold})", args.images.len(), references.name);
+        bail!("{failed} of {} images could single out a person in {} (same-person probability ≥ {threshold})", args.images.len(), name);
     }
     Ok(())
 }

@@ -10,10 +10,10 @@ use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 use unpersonal_runtime::bundle::{BundleDir, Role};
-use unpersonal_runtime::data::Dataset;
+use unpersonal_runtime::data::Images;
 use unpersonal_runtime::generate::{Generator, Settings, Shard, interleaved, shard_references};
 use unpersonal_runtime::pixels::encode_png;
-use unpersonal_runtime::release::{Gate, References, draw_unfiltered, release};
+use unpersonal_runtime::release::{Gate, Indexing, References, draw_unfiltered, release};
 use unpersonal_runtime::sampler::Solver;
 
 use super::outdir::{self, Dirs, GateRule, Record, RunInfo};
@@ -90,7 +90,7 @@ pub fn run(args: &Args, out: &Output) -> anyhow::Result<()> {
     let started = Instant::now();
     let loaded = BundleDir::load(&args.bundle).with_context(|| format!("cannot use the bundle in {}", args.bundle.display()))?;
     let bundle = &loaded.bundle;
-    let reference = reference::load(args.reference.as_deref(), &loaded)?;
+    let reference = reference::open(args.reference.as_deref(), &loaded)?;
     let mut settings = Settings::from_bundle(&bundle.sampler, args.seed);
     settings.solver = args.solver.unwrap_or(settings.solver);
     settings.steps = args.steps.unwrap_or(settings.steps);
@@ -102,7 +102,7 @@ pub fn run(args: &Args, out: &Output) -> anyhow::Result<()> {
     anyhow::ensure!(
         (1..=reference.len()).contains(&sources),
         "--sources {sources}: the reference set {} holds {} images",
-        reference.name,
+        reference.name(),
         reference.len()
     );
     let keep = if args.keep_second { 2 } else { 1 };
@@ -121,9 +121,25 @@ pub fn run(args: &Args, out: &Output) -> anyhow::Result<()> {
         roles.extend([Role::Classifier, Role::ReidEmbed, Role::ReidHead]);
     }
     let used: BTreeMap<&str, &str> = roles.into_iter().filter_map(|r| bundle.models.get(&r).map(|m| (r.as_str(), m.sha256.as_str()))).collect();
+    // The gate compares every candidate with the whole reference set, not only its shard. The
+    // set is read once, a chunk at a time, for the index (before the directories are claimed,
+    // so that bad reference data leaves none behind); the sources' images are read again when
+    // their turn comes.
+    let (reference, index) = match &mut first.gate {
+        Some(gate) => {
+            if !out.quiet && !out.json {
+                eprintln!("indexing {} reference images for the gate …", reference.len());
+            }
+            let mut indexing = Indexing::default();
+            let images = reference.scan(&loaded, |pixels| Ok(indexing.add(gate, pixels)?))?;
+            let index = indexing.finish(gate)?.with_identities(images.identities());
+            (images, Some(index))
+        }
+        None => (reference.scan(&loaded, |_| Ok(()))?, None),
+    };
     let run = RunInfo {
         bundle: json!({ "name": bundle.name, "models": used }),
-        reference: json!({ "name": reference.name, "images": reference.len(), "sources": sources }),
+        reference: json!({ "name": reference.name(), "images": reference.len(), "sources": sources }),
         backend: backend_name.to_string(),
         settings: settings.clone(),
         gate: first.gate.as_ref().map(|g| GateRule::new(g, keep, bundle)),
@@ -134,17 +150,6 @@ pub fn run(args: &Args, out: &Output) -> anyhow::Result<()> {
         eprintln!("WARNING: --unfiltered-research-only: the privacy gate is OFF; every candidate is written unfiltered. Do not release them.");
     }
 
-    // The gate compares every candidate with the whole reference set, not only its shard.
-    let index = match &mut first.gate {
-        Some(gate) => {
-            if !out.quiet && !out.json {
-                eprintln!("indexing {} reference images for the gate …", reference.len());
-            }
-            let all: Vec<usize> = (0..reference.len()).collect();
-            Some(gate.index(reference.batch(&all).view())?.with_identities(&reference.identities))
-        }
-        None => None,
-    };
     let shard = args.shard.unwrap_or(Shard::ALL);
     let mine = shard_references(sources, shard);
     let done = dirs.complete_records()?;
@@ -159,7 +164,7 @@ pub fn run(args: &Args, out: &Output) -> anyhow::Result<()> {
             if failed.load(Ordering::Relaxed) {
                 break;
             }
-            let result = recheck(&loaded).and_then(|()| w.write_chunk(&reference, index.as_ref(), chunk, keep, &dirs));
+            let result = recheck(&loaded).and_then(|()| w.write_chunk(reference.as_ref(), index.as_ref(), chunk, keep, &dirs));
             if result.is_err() {
                 failed.store(true, Ordering::Relaxed);
                 return result;
@@ -236,13 +241,14 @@ struct Worker {
 impl Worker {
     /// Draws (and gates) the images of the reference images in `chunk`, writes the released
     /// ones into the release directory, then their records into the audit directory.
-    fn write_chunk(&mut self, reference: &Dataset, index: Option<&References>, chunk: &[usize], keep: usize, dirs: &Dirs) -> anyhow::Result<()> {
-        let conditions = self.generator.conditions(reference.batch(chunk).view())?;
+    fn write_chunk(&mut self, reference: &dyn Images, index: Option<&References>, chunk: &[usize], keep: usize, dirs: &Dirs) -> anyhow::Result<()> {
+        let pixels = reference.read(chunk)?;
+        let conditions = self.generator.conditions(pixels.view())?;
         let outcomes = match (&mut self.gate, index) {
             (Some(gate), Some(index)) => release(&mut self.generator, gate, index, chunk, conditions.view(), keep)?,
             _ => draw_unfiltered(&mut self.generator, chunk, conditions.view())?,
         };
-        let [c, h, w] = [reference.channels, reference.height, reference.width];
+        let (_, c, h, w) = pixels.dim();
         let mut records = Vec::with_capacity(outcomes.len());
         for (outcome, images) in outcomes {
             let files = images

@@ -13,12 +13,19 @@
 //! one size; they are converted to grayscale or RGB and stored CHW. A DICOM file (`.dcm`, or any
 //! file with the DICOM magic) contributes its pixels and the hashed PatientID as the image's
 //! identity; nothing else of its header is kept.
+//!
+//! A filelist is read line by line, never whole: [`Filelist::open`] checks every line,
+//! [`Filelist::read`] then decodes the images a chunk at a time, so that sets of millions of
+//! images are read with the memory of one chunk plus what [`Catalog`] keeps per image.
 
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Component, Path, PathBuf};
 
 use image::DynamicImage;
+use ndarray::ArrayView4;
 
-use super::{DataError, Dataset};
+use super::{Catalog, DataError, Dataset};
 use crate::identity::Identity;
 use crate::pixels::{self, push_chw};
 
@@ -40,11 +47,16 @@ impl Default for FilelistOptions {
     }
 }
 
+/// Longest filelist line read, in bytes: a longer one is refused, not held in memory.
+const MAX_LINE: u64 = 1 << 20;
+
 /// One parsed line of a filelist.
 #[derive(Debug)]
 pub struct Row {
     /// 1-based line number.
     pub line: usize,
+    /// Byte offset of the line's start in the filelist.
+    pub offset: u64,
     /// Path relative to the data root, as written.
     pub path: PathBuf,
     /// Multi-hot labels.
@@ -75,8 +87,8 @@ fn stays_inside(rel: &Path) -> bool {
             .is_some()
 }
 
-/// Parses one non-blank, non-comment line.
-fn parse_line(list: &Path, line: usize, content: &str, expected: Option<&Row>) -> Result<Row, DataError> {
+/// Parses one non-blank, non-comment line; `first` is the first row's line and label count.
+fn parse_line(list: &Path, line: usize, offset: u64, content: &str, first: Option<(usize, usize)>) -> Result<Row, DataError> {
     let mut fields = content.split_whitespace();
     let file = fields.next().unwrap_or_default();
     let labels = fields
@@ -85,41 +97,230 @@ fn parse_line(list: &Path, line: usize, content: &str, expected: Option<&Row>) -
     if labels.is_empty() {
         return Err(DataError::line(list, line, format!("{file} has no labels")));
     }
-    if let Some(first) = expected
-        && first.labels.len() != labels.len()
+    if let Some((first_line, count)) = first
+        && count != labels.len()
     {
-        return Err(DataError::line(
-            list,
-            line,
-            format!("expected {} labels (as on line {}), found {}", first.labels.len(), first.line, labels.len()),
-        ));
+        return Err(DataError::line(list, line, format!("expected {count} labels (as on line {first_line}), found {}", labels.len())));
     }
     let rel = Path::new(file);
     if !stays_inside(rel) {
         let why = if rel.is_absolute() { "it is absolute" } else { "`..` climbs above the root" };
         return Err(DataError::line(list, line, format!("path escapes the data root: {file} ({why})")));
     }
-    Ok(Row { line, path: rel.to_path_buf(), labels })
+    Ok(Row { line, offset, path: rel.to_path_buf(), labels })
+}
+
+/// The rows of a filelist read line by line, holding one line at a time: blank lines and
+/// comments are skipped, every row must have as many labels as the first, and no path may
+/// leave the root lexically. Iteration should stop at the first error.
+pub(crate) struct Rows<R> {
+    list: PathBuf,
+    reader: R,
+    /// Lines read so far.
+    line: usize,
+    /// Bytes read so far.
+    offset: u64,
+    /// The first row's line and label count.
+    first: Option<(usize, usize)>,
+    buffer: Vec<u8>,
+}
+
+impl<R: BufRead> Rows<R> {
+    /// The rows of the filelist `reader`; `list` names it in errors.
+    pub(crate) fn new(list: &Path, reader: R) -> Self {
+        Self::at(list, reader, 0, 0)
+    }
+
+    /// The rows of `reader`, positioned at byte `offset` of the filelist `list`, where line
+    /// `line + 1` starts.
+    pub(crate) fn at(list: &Path, reader: R, line: usize, offset: u64) -> Self {
+        Rows { list: list.to_path_buf(), reader, line, offset, first: None, buffer: Vec::new() }
+    }
+}
+
+impl<R: BufRead> Iterator for Rows<R> {
+    type Item = Result<Row, DataError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            self.buffer.clear();
+            let read = match self.reader.by_ref().take(MAX_LINE + 1).read_until(b'\n', &mut self.buffer) {
+                Ok(0) => return None,
+                Ok(read) => read as u64,
+                Err(e) => return Some(Err(DataError::io(&self.list, e))),
+            };
+            self.line += 1;
+            let (line, offset) = (self.line, self.offset);
+            self.offset += read;
+            if read > MAX_LINE {
+                return Some(Err(DataError::line(&self.list, line, format!("longer than {MAX_LINE} bytes"))));
+            }
+            let Ok(text) = std::str::from_utf8(&self.buffer) else {
+                return Some(Err(DataError::line(&self.list, line, "not UTF-8 text")));
+            };
+            let text = if line == 1 { text.strip_prefix('\u{feff}').unwrap_or(text) } else { text };
+            let content = text.trim();
+            if content.is_empty() || content.starts_with('#') {
+                continue;
+            }
+            let row = parse_line(&self.list, line, offset, content, self.first);
+            if let Ok(row) = &row {
+                self.first.get_or_insert((row.line, row.labels.len()));
+            }
+            return Some(row);
+        }
+    }
+}
+
+/// The error of a filelist without rows.
+fn names_no_images(list: &Path) -> DataError {
+    DataError::invalid(list, "the filelist names no images")
 }
 
 /// Parses a filelist's text into rows; `list` names the filelist in errors. Every line must
 /// have as many labels as the first, and no path may leave the root lexically.
 pub fn parse(list: &Path, text: &str) -> Result<Vec<Row>, DataError> {
-    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let mut rows: Vec<Row> = Vec::new();
-    for (i, raw) in text.lines().enumerate() {
-        let content = raw.trim();
-        if content.is_empty() || content.starts_with('#') {
-            continue;
-        }
-        let row = parse_line(list, i + 1, content, rows.first())?;
-        rows.push(row);
-    }
+    let rows = Rows::new(list, text.as_bytes()).collect::<Result<Vec<Row>, _>>()?;
     if rows.is_empty() {
-        return Err(DataError::invalid(list, "the filelist names no images"));
+        return Err(names_no_images(list));
     }
     Ok(rows)
 }
+
+/// Where a filelist's images are and how they are read: the filelist, its root, and the
+/// channels every image is converted to.
+#[derive(Clone, Debug)]
+pub(crate) struct Source {
+    pub(crate) list: PathBuf,
+    root: PathBuf,
+    canonical_root: PathBuf,
+    pub(crate) opts: FilelistOptions,
+}
+
+impl Source {
+    /// Decodes `row`'s image, checks that it has the size of the first image (`size`, set by
+    /// the first), appends its CHW pixels to `out` and returns who it shows.
+    pub(crate) fn pixels(&self, row: &Row, size: &mut Option<(u32, u32)>, out: &mut Vec<u8>) -> Result<Option<Identity>, DataError> {
+        let (img, identity) = read_image(&self.list, &self.root, &self.canonical_root, row)?;
+        let dims = (img.width(), img.height());
+        let (w, h) = *size.get_or_insert(dims);
+        if dims != (w, h) {
+            return Err(DataError::line(
+                &self.list,
+                row.line,
+                format!("{} is {}×{} pixels, the first image is {w}×{h}", row.path.display(), dims.0, dims.1),
+            ));
+        }
+        push_chw(out, &img, self.opts.channels);
+        Ok(identity)
+    }
+
+    /// The filelist, opened for reading.
+    pub(crate) fn open(&self) -> Result<BufReader<File>, DataError> {
+        File::open(&self.list).map(BufReader::new).map_err(|e| DataError::io(&self.list, e))
+    }
+}
+
+/// A filelist whose lines were all read and checked (labels, paths), its images not yet:
+/// [`Filelist::read`] decodes them a chunk at a time, [`Filelist::load`] all into memory.
+#[derive(Debug)]
+pub struct Filelist {
+    source: Source,
+    len: usize,
+    num_labels: usize,
+    multi_label: bool,
+}
+
+impl Filelist {
+    /// Reads every line of the filelist at `path`, one line at a time, and checks it.
+    pub fn open(path: &Path, opts: &FilelistOptions) -> Result<Filelist, DataError> {
+        if !matches!(opts.channels, 1 | 3) {
+            return Err(DataError::invalid(
+                path,
+                format!("{} channels requested; 1 (grayscale) or 3 (RGB) are supported", opts.channels),
+            ));
+        }
+        let file = File::open(path).map_err(|e| DataError::io(path, e))?;
+        let (mut len, mut num_labels, mut multi_label) = (0, 0, false);
+        for row in Rows::new(path, BufReader::new(file)) {
+            let row = row?;
+            len += 1;
+            num_labels = row.labels.len();
+            multi_label |= row.labels.iter().filter(|&&v| v == 1.0).count() != 1;
+        }
+        if len == 0 {
+            return Err(names_no_images(path));
+        }
+        let root = match &opts.root {
+            Some(root) => root.clone(),
+            None => path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf(),
+        };
+        let canonical_root = root.canonicalize().map_err(|e| DataError::io(&root, e))?;
+        let source = Source { list: path.to_path_buf(), root, canonical_root, opts: opts.clone() };
+        Ok(Filelist { source, len, num_labels, multi_label })
+    }
+
+    /// The filelist's path.
+    pub fn path(&self) -> &Path {
+        &self.source.list
+    }
+
+    /// Number of images.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether there are no images (never: [`Filelist::open`] refuses an empty filelist).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Labels per row.
+    pub fn num_labels(&self) -> usize {
+        self.num_labels
+    }
+
+    /// Decodes the images in filelist order and hands them to `visit` `chunk` at a time
+    /// (`[n, C, H, W]`, n = `chunk` but in the last call), holding no more pixels than one
+    /// chunk's; returns what is kept of every image (labels, identity, where it is).
+    pub fn read<E: From<DataError>>(&self, chunk: usize, mut visit: impl FnMut(ArrayView4<u8>) -> Result<(), E>) -> Result<Catalog, E> {
+        let chunk = chunk.max(1);
+        let mut catalog = Catalog::new(self.source.clone(), self.len, self.num_labels, self.multi_label);
+        let mut pixels = Vec::new();
+        let mut rows = 0;
+        for row in Rows::new(&self.source.list, self.source.open()?) {
+            let row = row?;
+            let start = pixels.len();
+            let identity = self.source.pixels(&row, &mut catalog.size, &mut pixels)?;
+            catalog.push(&row, identity, &pixels[start..]);
+            rows += 1;
+            if rows % chunk == 0 {
+                visit(catalog.view(&pixels))?;
+                pixels.clear();
+            }
+        }
+        if rows != self.len {
+            return Err(DataError::invalid(&self.source.list, format!("changed while it was read: {rows} images, {} before", self.len)).into());
+        }
+        if !pixels.is_empty() {
+            visit(catalog.view(&pixels))?;
+        }
+        Ok(catalog)
+    }
+
+    /// Reads every image into memory.
+    pub fn load(&self) -> Result<Dataset, DataError> {
+        let mut images = Vec::new();
+        let catalog = self.read(LOAD_CHUNK, |pixels| {
+            images.extend(pixels.iter());
+            Ok::<(), DataError>(())
+        })?;
+        Ok(catalog.into_dataset(images))
+    }
+}
+
+/// Images decoded per chunk by [`Filelist::load`].
+const LOAD_CHUNK: usize = 256;
 
 /// Reads and decodes one row's image (and identity), checking that it stays inside
 /// `canonical_root`.
@@ -156,56 +357,13 @@ pub fn load_image(path: &Path, channels: usize) -> Result<(usize, usize, Vec<u8>
 
 /// Loads the images and labels named by the filelist at `path`.
 pub fn load_filelist(path: &Path, opts: &FilelistOptions) -> Result<Dataset, DataError> {
-    if !matches!(opts.channels, 1 | 3) {
-        return Err(DataError::invalid(
-            path,
-            format!("{} channels requested; 1 (grayscale) or 3 (RGB) are supported", opts.channels),
-        ));
-    }
-    let text = std::fs::read_to_string(path).map_err(|e| DataError::io(path, e))?;
-    let rows = parse(path, &text)?;
-    let root = match &opts.root {
-        Some(root) => root.clone(),
-        None => path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf(),
-    };
-    let canonical_root = root.canonicalize().map_err(|e| DataError::io(&root, e))?;
-    let mut images = Vec::new();
-    let mut identities = Vec::with_capacity(rows.len());
-    let mut size: Option<(u32, u32)> = None;
-    for row in &rows {
-        let (img, identity) = read_image(path, &root, &canonical_root, row)?;
-        identities.push(identity);
-        let dims = (img.width(), img.height());
-        let (w, h) = *size.get_or_insert(dims);
-        if dims != (w, h) {
-            return Err(DataError::line(
-                path,
-                row.line,
-                format!("{} is {}×{} pixels, the first image is {w}×{h}", row.path.display(), dims.0, dims.1),
-            ));
-        }
-        push_chw(&mut images, &img, opts.channels);
-    }
-    let (width, height) = size.unwrap_or_default();
-    let num_labels = rows[0].labels.len();
-    let multi_label = rows.iter().any(|r| r.labels.iter().filter(|&&v| v == 1.0).count() != 1);
-    Ok(Dataset {
-        name: path.display().to_string(),
-        channels: opts.channels,
-        height: height as usize,
-        width: width as usize,
-        num_labels,
-        multi_label,
-        images,
-        labels: rows.into_iter().flat_map(|r| r.labels).collect(),
-        allows_hflip: opts.allows_hflip,
-        identities,
-    })
+    Filelist::open(path, opts)?.load()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::data::Images;
 
     /// A data root with `img/a.png`, `img/b.png` (4×3 gray), `img/rgb.png` (4×3 colour),
     /// `img/big.png` (5×3), `img/notes.png` (not an image) and `secret.png` beside it.
@@ -330,6 +488,94 @@ mod tests {
         let absent = dir.path().join("absent.txt");
         let err = load_filelist(&absent, &FilelistOptions::default()).unwrap_err().to_string();
         assert!(err.contains("absent.txt: cannot read"), "{err}");
+    }
+
+    /// Opens `text` as `root/list.txt` of the [`setup`] root.
+    fn open_text(dir: &Path, text: &str) -> Result<Filelist, DataError> {
+        let list = dir.join("root/list.txt");
+        std::fs::write(&list, text).unwrap();
+        Filelist::open(&list, &FilelistOptions::default())
+    }
+
+    #[test]
+    fn streamed_chunks_and_images_read_again_are_the_loaded_set() {
+        let dir = setup();
+        let text: String = (0..10).map(|i| format!("img/{}.png {} 1\n", ["a", "b"][i % 3 % 2], i % 2)).collect();
+        let filelist = open_text(dir.path(), &format!("# ten images\n{text}")).unwrap();
+        let loaded = filelist.load().unwrap();
+        let mut chunks = Vec::new();
+        let mut streamed: Vec<u8> = Vec::new();
+        let catalog = filelist
+            .read(3, |pixels| {
+                chunks.push(pixels.dim());
+                streamed.extend(pixels.iter());
+                Ok::<(), DataError>(())
+            })
+            .unwrap();
+        assert_eq!(chunks.iter().map(|d| d.0).collect::<Vec<_>>(), [3, 3, 3, 1]);
+        assert!(chunks.iter().all(|&(_, c, h, w)| (c, h, w) == (1, 3, 4)));
+        assert_eq!(streamed, loaded.images);
+        assert_eq!((Images::len(&catalog), catalog.identities().len()), (10, 10));
+        for i in 0..10 {
+            assert_eq!(Images::label(&catalog, i), loaded.label(i), "row {i}");
+        }
+        let picked = [7, 0, 3, 3, 9];
+        assert_eq!(catalog.read(&picked).unwrap(), loaded.batch(&picked));
+        assert_eq!(Images::read(&loaded, &picked).unwrap(), loaded.batch(&picked));
+    }
+
+    #[test]
+    fn errors_deep_in_a_long_filelist_name_their_line() {
+        let dir = setup();
+        let line = "img/a.png 1 0\n";
+        let mut text = line.repeat(999_999);
+        text.push_str("img/a.png 1 0 0\n");
+        let err = open_text(dir.path(), &text).unwrap_err().to_string();
+        assert!(err.contains("list.txt: line 1000000: expected 2 labels (as on line 1), found 3"), "{err}");
+
+        let mut text = line.repeat(5_000);
+        text.push_str("img/missing.png 0 1\n");
+        text.push_str(&line.repeat(10));
+        let filelist = open_text(dir.path(), &text).unwrap();
+        assert_eq!(filelist.len(), 5_011);
+        let mut seen = 0;
+        let err = filelist
+            .read(256, |pixels| {
+                seen += pixels.dim().0;
+                Ok::<(), DataError>(())
+            })
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("list.txt: line 5001: cannot read image") && err.contains("missing.png"), "{err}");
+        assert_eq!(seen, 4_864, "the chunks before the bad line were handed on, not held");
+
+        assert!(open_text(dir.path(), "img/a.png 1\nimg/ü.png 1\n").is_ok(), "unicode is text");
+        let list = dir.path().join("root/list.txt");
+        std::fs::write(&list, b"img/a.png 1\nimg/\xff.png 1\n").unwrap();
+        let err = Filelist::open(&list, &FilelistOptions::default()).unwrap_err().to_string();
+        assert!(err.contains("list.txt: line 2: not UTF-8 text"), "{err}");
+        std::fs::write(&list, format!("img/a.png 1\n{}\n", "x".repeat(MAX_LINE as usize + 1))).unwrap();
+        let err = Filelist::open(&list, &FilelistOptions::default()).unwrap_err().to_string();
+        assert!(err.contains("list.txt: line 2: longer than"), "{err}");
+    }
+
+    #[test]
+    fn an_image_or_line_changed_after_the_first_read_is_refused() {
+        let dir = setup();
+        let read = |text: &str| open_text(dir.path(), text).unwrap().read(2, |_| Ok::<(), DataError>(())).unwrap();
+        let catalog = read("img/a.png 1 0\n# note\nimg/b.png 0 1\n");
+        assert_eq!(catalog.read(&[1]).unwrap().as_slice().unwrap(), &[7; 12]);
+        image::GrayImage::from_pixel(4, 3, image::Luma([8])).save(dir.path().join("root/img/b.png")).unwrap();
+        let err = catalog.read(&[0, 1]).unwrap_err().to_string();
+        assert!(err.contains("list.txt: line 3: img/b.png changed since the set was first read"), "{err}");
+
+        let catalog = read("img/a.png 1 0\nimg/b.png 0 1\n");
+        std::fs::write(dir.path().join("root/list.txt"), "img/a.png 0 1\nimg/b.png 0 1\n").unwrap();
+        let err = catalog.read(&[0]).unwrap_err().to_string();
+        assert!(err.contains("list.txt: line 1: the filelist changed"), "{err}");
+        std::fs::write(dir.path().join("root/list.txt"), "img/a.png 1 0\n").unwrap();
+        let err = catalog.read(&[1]).unwrap_err().to_string();
+        assert!(err.contains("list.txt: line 2: the filelist changed"), "{err}");
     }
 
     #[test]

@@ -4,12 +4,16 @@
 //! file-system edge (feature `data`): the trainer's training data, and the runtime's reference
 //! sets, are read here.
 //!
-//! [`Dataset::load`] takes what `--data` names: a directory of IDX files or a filelist.
+//! [`Dataset::load`] takes what `--data` names: a directory of IDX files or a filelist. Sets
+//! larger than memory are read a chunk at a time ([`Filelist::read`]), keeping per image only
+//! what [`Catalog`] holds; both kinds hand out images by position through [`Images`].
 
+pub mod catalog;
 pub mod filelist;
 pub mod idx;
 
-pub use filelist::{FilelistOptions, load_filelist, load_image};
+pub use catalog::Catalog;
+pub use filelist::{Filelist, FilelistOptions, load_filelist, load_image};
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -279,6 +283,48 @@ impl Dataset {
             allows_hflip: true,
             identities: vec![None; n],
         })
+    }
+}
+
+/// A labelled image set whose images are fetched by position: a [`Dataset`] holds its pixels,
+/// a [`Catalog`] decodes them again from disk.
+pub trait Images: Sync {
+    /// Where it came from, e.g. `fashion-mnist/train` or the filelist path.
+    fn name(&self) -> String;
+    /// Number of images.
+    fn len(&self) -> usize;
+    /// Whether there are no images.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Labels of image `i`. Panics if `i >= len()`, like slice indexing.
+    fn label(&self, i: usize) -> &[f32];
+    /// Who each image shows, where its file says; `len` entries.
+    fn identities(&self) -> &[Option<Identity>];
+    /// Pixels of the images `indices` as one batch `[n, C, H, W]`. Panics on an index out of
+    /// range, like slice indexing.
+    fn read(&self, indices: &[usize]) -> Result<ndarray::Array4<u8>, DataError>;
+}
+
+impl Images for Dataset {
+    fn name(&self) -> String {
+        self.name.clone()
+    }
+
+    fn len(&self) -> usize {
+        Dataset::len(self)
+    }
+
+    fn label(&self, i: usize) -> &[f32] {
+        Dataset::label(self, i)
+    }
+
+    fn identities(&self) -> &[Option<Identity>] {
+        &self.identities
+    }
+
+    fn read(&self, indices: &[usize]) -> Result<ndarray::Array4<u8>, DataError> {
+        Ok(self.batch(indices))
     }
 }
 

@@ -55,10 +55,48 @@ fn decode_unguarded(bytes: &[u8]) -> Result<(DynamicImage, Option<Identity>), St
         let element = object.element(tag).map_err(|_| format!("the DICOM file has no {name}"))?;
         element.to_int::<u32>().map_err(|e| format!("cannot read {name} ({e})"))
     };
-    crate::pixels::check_size(side(tags::COLUMNS, "Columns")?, side(tags::ROWS, "Rows")?)?;
+    let (columns, rows) = (side(tags::COLUMNS, "Columns")?, side(tags::ROWS, "Rows")?);
+    crate::pixels::check_size(columns, rows)?;
+    check_native_length(&object, columns, rows)?;
     let decoded = object.decode_pixel_data_frame(0).map_err(|e| format!("cannot decode DICOM pixel data ({e})"))?;
     let frame = Frame::of(&decoded)?;
     Ok((frame.to_image()?, identity))
+}
+
+/// Refuses uncompressed pixel data shorter than the header says (Rows × Columns ×
+/// SamplesPerPixel × BitsAllocated/8 × NumberOfFrames) before dicom-rs decodes it, which would
+/// allocate and fill the declared size first. Encapsulated (compressed) data is checked by its
+/// codec; a missing attribute is named by the decoder.
+fn check_native_length(object: &DefaultDicomObject, columns: u32, rows: u32) -> Result<(), String> {
+    let Ok(Some(pixel_data)) = object.element_opt(tags::PIXEL_DATA) else {
+        return Ok(());
+    };
+    let Some(value) = pixel_data.value().primitive() else {
+        return Ok(());
+    };
+    let attribute = |tag, name, absent: Option<u64>| -> Result<Option<u64>, String> {
+        match object.element_opt(tag) {
+            Ok(Some(element)) => element.to_int::<u64>().map(Some).map_err(|e| format!("cannot read {name} ({e})")),
+            _ => Ok(absent),
+        }
+    };
+    let (Some(samples), Some(bits), Some(frames)) = (
+        attribute(tags::SAMPLES_PER_PIXEL, "SamplesPerPixel", None)?,
+        attribute(tags::BITS_ALLOCATED, "BitsAllocated", None)?,
+        attribute(tags::NUMBER_OF_FRAMES, "NumberOfFrames", Some(1))?,
+    ) else {
+        return Ok(());
+    };
+    let bits_needed = [u64::from(rows), samples, bits, frames].into_iter().fold(u64::from(columns), u64::saturating_mul);
+    let needed = bits_needed.div_ceil(8);
+    let held = value.calculate_byte_len() as u64;
+    if held < needed {
+        return Err(format!(
+            "the uncompressed PixelData holds {held} bytes, the header declares {needed} \
+             (Rows {rows} × Columns {columns} × SamplesPerPixel {samples} × BitsAllocated {bits}/8 × NumberOfFrames {frames})"
+        ));
+    }
+    Ok(())
 }
 
 /// Refuses a transfer syntax whose pixel data this build cannot decode, by UID and name.

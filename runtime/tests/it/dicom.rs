@@ -73,10 +73,16 @@ fn unsupported_syntaxes_and_broken_files_are_named() {
     let mut truncated = std::fs::read(real("MR_small.dcm")).unwrap();
     truncated.truncate(truncated.len() - 100);
     std::fs::write(dir.path().join("cut.dcm"), truncated).unwrap();
+    // Rows 64 → 16384: the header now declares 2 MiB of pixels, the file holds 8 KiB.
+    let mut tall = std::fs::read(real("MR_small.dcm")).unwrap();
+    let at = tall.windows(8).position(|w| w == b"\x28\x00\x10\x00US\x02\x00").expect("MR_small.dcm has Rows") + 8;
+    tall[at..at + 2].copy_from_slice(&16384u16.to_le_bytes());
+    std::fs::write(dir.path().join("tall.dcm"), tall).unwrap();
     let list = dir.path().join("list.txt");
     for (file, needle) in [
         ("JPEG2000.dcm", "unsupported DICOM transfer syntax 1.2.840.10008.1.2.4.91 (JPEG 2000 Image Compression)"),
         ("cut.dcm", "truncated or corrupt"),
+        ("tall.dcm", "the uncompressed PixelData holds 8192 bytes, the header declares 2097152 (Rows 16384 × Columns 64"),
     ] {
         std::fs::write(&list, format!("{file} 1\n")).unwrap();
         let err = load_filelist(&list, &FilelistOptions::default()).unwrap_err().to_string();

@@ -1,15 +1,16 @@
 //! The shipped Fashion-MNIST bundle: an independent Python sampler written from
 //! docs/bundle.md reproduces the runtime's images, tract and ONNX Runtime agree, and its gate
-//! rejects copies and near-copies of reference images while letting its own samples through.
+//! rejects copies and near-copies of reference images while letting its own samples through;
+//! its index of a reference set built a chunk at a time is the one-pass index, bit for bit.
 
 use std::path::{Path, PathBuf};
 
-use ndarray::Array2;
+use ndarray::{Array2, Axis};
 use unpersonal_runtime::backend::{Backend, Tract};
 use unpersonal_runtime::bundle::BundleDir;
-use unpersonal_runtime::data::{FilelistOptions, load_filelist};
+use unpersonal_runtime::data::{Dataset, FilelistOptions, Split, load_filelist};
 use unpersonal_runtime::generate::{Generator, SampleId, Settings};
-use unpersonal_runtime::release::{Gate, release};
+use unpersonal_runtime::release::{Gate, Indexing, release};
 use unpersonal_runtime::sampler::{self, Solver};
 
 fn workspace() -> PathBuf {
@@ -127,4 +128,28 @@ fn the_shipped_gate_rejects_copies_and_near_copies_of_reference_images() {
     let released = release(&mut generator, &mut gate, &index, &first, conditions.view(), 1).unwrap();
     let count = released.iter().filter(|(o, _)| !o.released.is_empty()).count();
     assert!(count >= 3, "only {count} of 4 reference images released a sample: {:?}", released.iter().map(|(o, _)| &o.rejected).collect::<Vec<_>>());
+}
+
+#[test]
+fn an_index_built_chunk_by_chunk_is_the_one_pass_index() {
+    let bundle = shipped();
+    let mut data = Dataset::load(Path::new("/usr/share/datasets/fashion-mnist"), Split::Test).expect("the Fashion-MNIST test split (scripts/setup.sh installs it)");
+    data.truncate(600);
+    let pixels = data.batch(&(0..data.len()).collect::<Vec<_>>());
+    let mut gate = Gate::load(&bundle, &Tract).unwrap();
+    let whole = gate.index(pixels.view()).unwrap();
+    for chunk in [1, 7, 255, 256, 300, 1000] {
+        let mut indexing = Indexing::default();
+        for part in pixels.axis_chunks_iter(Axis(0), chunk) {
+            indexing.add(&mut gate, part).unwrap();
+        }
+        let built = indexing.finish(&mut gate).unwrap();
+        assert_eq!(built.len(), 600, "chunks of {chunk}");
+        for i in 0..600 {
+            let (a, b) = (built.embedding(i), whole.embedding(i));
+            assert!(a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits()), "chunks of {chunk}: embedding {i} differs");
+        }
+        let bits = |p: ndarray::ArrayView2<f32>| p.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(built.probabilities()), bits(whole.probabilities()), "chunks of {chunk}: class probabilities differ");
+    }
 }
