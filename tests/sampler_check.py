@@ -3,7 +3,8 @@ partner path.
 
 usage: python sampler_check.py BUNDLE_DIR CASE_DIR
   Checks that it reproduces the runtime's images for the same explicit noise within 1e-3.
-  CASE_DIR holds case.json ({"solver", "steps", "sigma_min", "sigma_max", "rho", "guidance"})
+  CASE_DIR holds case.json ({"solver", "steps", "sigma_min", "sigma_max", "rho", "guidance",
+  "guidance_interval": [lo, hi] or null})
   and float32 little-endian arrays: noise.f32 [n, C, H, W], condition.f32 [n, D], and
   runtime.f32 [n, C, H, W] (the runtime's result in model space). Exit status 0 when they agree.
 
@@ -72,11 +73,16 @@ class Sampler:
         feed = {"x": x, "sigma": np.full(len(x), sigma, np.float32), "condition": c, "condition_mask": mask}
         return model.run(["denoised"], feed)[0]
 
-    def sample(self, noise, cond, solver, steps, sigma_min, sigma_max, rho, guidance):
-        n, w = len(noise), np.float32(guidance)
+    def sample(self, noise, cond, solver, steps, sigma_min, sigma_max, rho, guidance, interval=None):
+        """Guidance weight `guidance` at lo < sigma <= hi of `interval` (all sigmas when None);
+        the conditional model alone elsewhere."""
+        n = len(noise)
         zeros = np.zeros_like(cond)
 
         def guided(x, sigma):
+            if interval is not None and not (interval[0] < float(sigma) <= interval[1]):
+                return self._call(self.denoiser, x, sigma, cond, np.ones(n, np.float32))
+            w = np.float32(guidance)
             if self.guide is None:
                 both = self._call(self.denoiser, np.concatenate([x, x]), sigma, np.concatenate([cond, zeros]),
                                   np.concatenate([np.ones(n, np.float32), np.zeros(n, np.float32)]))
@@ -98,7 +104,8 @@ def check(bundle_dir, case_dir):
     noise, expected = read("noise.f32", sampler.shape), read("runtime.f32", sampler.shape)
     cond = read("condition.f32", [spec["shape"][1]])
     solver = case.get("solver", "heun")
-    x = sampler.sample(noise, cond, solver, case["steps"], case["sigma_min"], case["sigma_max"], case["rho"], case["guidance"])
+    x = sampler.sample(noise, cond, solver, case["steps"], case["sigma_min"], case["sigma_max"], case["rho"], case["guidance"],
+                       case.get("guidance_interval"))
     diff = float(np.abs(x - expected).max())
     print(f"{len(noise)} images, {solver} {case['steps']} steps: max |python - runtime| = {diff:.3g}")
     return 0 if diff <= 1e-3 else 1
@@ -119,7 +126,8 @@ def speed(bundle_dir, unpersonal, images, threads):
     features = sampler.load("features").run(["features"], {"image": ((pixels / 255 - norm["mean"]) / norm["std"]).astype(np.float32)})[0]
     cond = np.repeat(features, m, axis=0)
     noise = np.random.default_rng(0).standard_normal((len(cond), *sampler.shape), dtype=np.float32)
-    run = lambda: sampler.sample(noise, cond, p["solver"], p["steps"], p["sigma_min"], p["sigma_max"], p["rho"], p["guidance"])
+    run = lambda: sampler.sample(noise, cond, p["solver"], p["steps"], p["sigma_min"], p["sigma_max"], p["rho"], p["guidance"],
+                                 p.get("guidance_interval"))
     run_steps = p["steps"]
     p["steps"] = 1
     run()  # warm-up at this batch size

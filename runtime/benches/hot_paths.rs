@@ -14,7 +14,7 @@ use rand_distr::StandardNormal;
 use unpersonal_runtime::backend::{Model, Tract};
 use unpersonal_runtime::bundle::{BundleDir, Role};
 use unpersonal_runtime::neighbours::nearest;
-use unpersonal_runtime::sampler::{self, Denoiser, Solver, noise_batch};
+use unpersonal_runtime::sampler::{self, Denoiser, Guidance, Solver, noise_batch};
 
 /// Candidates per batch: a reference image's 4 candidates for 4 reference images.
 const BATCH: usize = 16;
@@ -44,7 +44,7 @@ fn sampler_step(c: &mut Criterion) {
     let sigmas = [1.0, 0.6, 0.0];
     for solver in [Solver::Heun, Solver::DpmPp2M] {
         group.bench_function(BenchmarkId::new(format!("{solver}_two_steps"), BATCH), |b| {
-            b.iter(|| sampler::sample(&mut denoiser, &sigmas, solver, 1.4, condition.view(), noise.view()).unwrap());
+            b.iter(|| sampler::sample(&mut denoiser, &sigmas, solver, Guidance::everywhere(1.4), condition.view(), noise.view()).unwrap());
         });
     }
     group.finish();

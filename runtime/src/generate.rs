@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::backend::{Backend, BackendError, Model, chain};
 use crate::bundle::{Bundle, BundleDir, Normalization, Role, SamplerSpec};
-use crate::sampler::{self, Denoiser, SampleError, Solver, karras_sigmas};
+use crate::sampler::{self, Denoiser, Guidance, SampleError, Solver, karras_sigmas};
 
 /// The settings that decide every generated pixel (besides the bundle, the reference images
 /// and the backend).
@@ -34,6 +34,9 @@ pub struct Settings {
     pub rho: f64,
     /// Guidance weight w of the first round.
     pub guidance: f32,
+    /// The noise levels `[lo, hi]` guided (`lo < σ ≤ hi`); `None`: all.
+    #[serde(default)]
+    pub guidance_interval: Option<[f64; 2]>,
     /// How much w drops from one round to the next.
     pub guidance_decrement: f32,
     /// Candidates drawn per reference image and round.
@@ -53,6 +56,7 @@ impl Settings {
             sigma_max: sampler.sigma_max,
             rho: sampler.rho,
             guidance: sampler.guidance,
+            guidance_interval: sampler.guidance_interval,
             guidance_decrement: sampler.guidance_decrement,
             candidates: sampler.candidates_per_image,
             rounds: sampler.max_rounds,
@@ -67,6 +71,11 @@ impl Settings {
     /// The guidance weight of round `round` (0-based): `guidance − round · decrement`.
     pub fn guidance_in_round(&self, round: usize) -> f32 {
         self.guidance - round as f32 * self.guidance_decrement
+    }
+
+    /// The guidance of round `round`: its weight, in the guided interval.
+    pub fn guidance_of_round(&self, round: usize) -> Guidance {
+        Guidance { weight: self.guidance_in_round(round), interval: self.guidance_interval }
     }
 
     /// The samples of reference `reference` in round `round`.
@@ -278,7 +287,7 @@ impl Generator {
         }
         let ids: Vec<u64> = samples.iter().map(|id| id.noise_id(s.streams())).collect();
         let noise = sampler::noise_batch(s.seed, &ids, self.denoiser.image_shape());
-        sampler::sample_async(&mut self.denoiser, &self.sigmas, s.solver, s.guidance_in_round(round), conditions, noise.view(), on_step).await
+        sampler::sample_async(&mut self.denoiser, &self.sigmas, s.solver, s.guidance_of_round(round), conditions, noise.view(), on_step).await
     }
 }
 
@@ -302,7 +311,7 @@ mod tests {
 
     #[test]
     fn rounds_number_their_candidates_and_lower_the_guidance() {
-        let s = Settings { seed: 0, solver: Solver::Heun, steps: 4, sigma_min: 0.002, sigma_max: 80.0, rho: 7.0, guidance: 1.4, guidance_decrement: 0.1, candidates: 3, rounds: 2 };
+        let s = Settings { seed: 0, solver: Solver::Heun, steps: 4, sigma_min: 0.002, sigma_max: 80.0, rho: 7.0, guidance: 1.4, guidance_interval: None, guidance_decrement: 0.1, candidates: 3, rounds: 2 };
         let second: Vec<usize> = s.round_samples(5, 1).map(|id| id.candidate).collect();
         assert_eq!(second, vec![3, 4, 5]);
         assert_eq!(s.streams(), 6);

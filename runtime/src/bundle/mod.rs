@@ -16,7 +16,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::sampler::Solver;
+use crate::sampler::{Guidance, Solver};
 
 pub use dir::BundleDir;
 pub use error::BundleError;
@@ -228,6 +228,10 @@ pub struct SamplerSpec {
     pub rho: f64,
     /// Guidance weight w in `D_u + w·(D_c − D_u)`. Default 1.3.
     pub guidance: f32,
+    /// Noise levels `[lo, hi]` at which guidance applies (`lo < σ ≤ hi`; elsewhere w = 1).
+    /// Default: absent, all noise levels.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub guidance_interval: Option<[f64; 2]>,
     /// Candidates drawn per real image and round. Default 32.
     pub candidates_per_image: usize,
     /// How much the guidance weight drops after a round in which every candidate was
@@ -246,6 +250,7 @@ impl Default for SamplerSpec {
             sigma_max: 80.0,
             rho: 7.0,
             guidance: 1.3,
+            guidance_interval: None,
             candidates_per_image: 32,
             guidance_decrement: 0.1,
             max_rounds: 3,
@@ -396,6 +401,8 @@ impl Bundle {
             Some(("sampler.rho", format!("must be positive, is {}", s.rho)))
         } else if !s.guidance.is_finite() {
             Some(("sampler.guidance", format!("must be a finite number, is {}", s.guidance)))
+        } else if let Some(problem) = s.guidance_interval.and_then(Guidance::interval_problem) {
+            Some(("sampler.guidance_interval", problem))
         } else if s.candidates_per_image == 0 {
             Some(("sampler.candidates_per_image", "must be at least 1".into()))
         } else if !(s.guidance_decrement.is_finite() && s.guidance_decrement >= 0.0) {

@@ -14,7 +14,7 @@ use unpersonal_runtime::data::Images;
 use unpersonal_runtime::generate::{Generator, Settings, Shard, interleaved, shard_references};
 use unpersonal_runtime::pixels::encode_png;
 use unpersonal_runtime::release::{Gate, Indexing, References, draw_unfiltered, release};
-use unpersonal_runtime::sampler::Solver;
+use unpersonal_runtime::sampler::{Guidance, Solver};
 
 use super::outdir::{self, Dirs, GateRule, Record, RunInfo};
 use super::{BackendArgs, DeviceKind, Output, reference};
@@ -60,6 +60,10 @@ pub struct Args {
     /// sampler.guidance).
     #[arg(long, value_name = "W")]
     pub guidance: Option<f32>,
+    /// Guide only at noise levels lo < σ ≤ hi, with the conditional model alone elsewhere
+    /// (default: the bundle's sampler.guidance_interval; `0,1e9` guides everywhere).
+    #[arg(long, value_name = "LO,HI", value_parser = Guidance::parse_interval)]
+    pub guidance_interval: Option<[f64; 2]>,
     /// Seed of the initial noise; each candidate's noise depends only on the seed and the
     /// candidate's number, so results do not depend on --batch, --jobs or --shard.
     #[arg(long, value_name = "S", default_value_t = 0)]
@@ -95,6 +99,7 @@ pub fn run(args: &Args, out: &Output) -> anyhow::Result<()> {
     settings.solver = args.solver.unwrap_or(settings.solver);
     settings.steps = args.steps.unwrap_or(settings.steps);
     settings.guidance = args.guidance.unwrap_or(settings.guidance);
+    settings.guidance_interval = args.guidance_interval.or(settings.guidance_interval);
     settings.candidates = args.candidates.unwrap_or(settings.candidates);
     settings.rounds = if args.unfiltered_research_only { 1 } else { args.rounds.unwrap_or(settings.rounds) };
     let gated = !args.unfiltered_research_only;

@@ -49,9 +49,10 @@ fn describe(loaded: &BundleDir) -> anyhow::Result<String> {
         writeln!(s, "edm     sigma_data {}", edm.sigma_data)?;
     }
     let p = &b.sampler;
+    let guided = p.guidance_interval.map_or_else(String::new, |[lo, hi]| format!(" at {lo} < sigma ≤ {hi}"));
     writeln!(
         s,
-        "sampler {} {} steps, sigma {}…{}, rho {}, guidance {}; {} candidates per image, guidance −{} per round, at most {} rounds",
+        "sampler {} {} steps, sigma {}…{}, rho {}, guidance {}{guided}; {} candidates per image, guidance −{} per round, at most {} rounds",
         p.solver,
         p.steps, p.sigma_max, p.sigma_min, p.rho, p.guidance, p.candidates_per_image, p.guidance_decrement, p.max_rounds
     )?;

@@ -43,9 +43,10 @@ fn sampler_defaults_apply_when_absent_and_fields_override() {
         (18, 0.002, 80.0, 7.0, 1.3, 32, 0.1, 3)
     );
     let mut value = valid();
-    value["sampler"] = json!({ "steps": 32, "guidance": 1.2 });
+    value["sampler"] = json!({ "steps": 32, "guidance": 1.2, "guidance_interval": [0.3, 5.0] });
     let bundle = parse(&value).unwrap();
     assert_eq!((bundle.sampler.steps, bundle.sampler.guidance, bundle.sampler.rho), (32, 1.2, 7.0));
+    assert_eq!(bundle.sampler.guidance_interval, Some([0.3, 5.0]));
 }
 
 #[test]
@@ -178,6 +179,7 @@ fn invalid_fields_are_named() {
     let cases = [
         ("/sampler", json!({ "steps": 0 }), "sampler.steps"),
         ("/sampler", json!({ "sigma_min": 100.0 }), "sampler.sigma_max"),
+        ("/sampler", json!({ "guidance_interval": [5.0, 0.3] }), "sampler.guidance_interval"),
         ("/image/normalization/std", json!(0.0), "image.normalization.std"),
         ("/edm", json!({ "sigma_data": -1.0 }), "edm.sigma_data"),
         ("/models/denoiser/file", json!("../elsewhere.onnx"), "models.denoiser.file"),

@@ -4,7 +4,7 @@ use ndarray::{Array2, Array4, Axis, concatenate};
 use serde_json::json;
 use unpersonal_runtime::backend::{Backend, BackendError, Model};
 use unpersonal_runtime::bundle::{Bundle, Normalization, Role};
-use unpersonal_runtime::sampler::{self, Denoiser, SampleError, Solver, karras_sigmas, noise, noise_batch};
+use unpersonal_runtime::sampler::{self, Denoiser, Guidance, SampleError, Solver, karras_sigmas, noise, noise_batch};
 
 use crate::common::{Body, C, D, H, W, backends, bundle_json, denoiser, denoiser_entry};
 
@@ -50,7 +50,7 @@ fn heun_on_a_single_point_converges_to_it() {
         let mut den = Denoiser::new(load(backend.as_ref(), "point.onnx", Body::Point(mu.clone())), None).unwrap();
         let sigmas = karras_sigmas(18, 0.002, 80.0, 7.0).unwrap();
         let n = noise_batch(7, &[0, 1, 2], [C, H, W]);
-        let out = sampler::sample(&mut den, &sigmas, Solver::Heun, 1.3, conditions(3).view(), n.view()).unwrap();
+        let out = sampler::sample(&mut den, &sigmas, Solver::Heun, Guidance::everywhere(1.3), conditions(3).view(), n.view()).unwrap();
         for row in out.axis_iter(Axis(0)) {
             let diff = max_abs(&row.insert_axis(Axis(0)).to_owned(), &mu4);
             assert!(diff < 1e-4, "{}: sample is {diff} away from mu", backend.name());
@@ -65,7 +65,7 @@ fn dpm_solver_on_a_single_point_lands_on_it() {
     for backend in backends() {
         let mut den = Denoiser::new(load(backend.as_ref(), "point.onnx", Body::Point(mu.clone())), None).unwrap();
         let n = noise_batch(7, &[0, 1], [C, H, W]);
-        let out = sampler::sample(&mut den, &karras_sigmas(8, 0.002, 80.0, 7.0).unwrap(), Solver::DpmPp2M, 1.3, conditions(2).view(), n.view()).unwrap();
+        let out = sampler::sample(&mut den, &karras_sigmas(8, 0.002, 80.0, 7.0).unwrap(), Solver::DpmPp2M, Guidance::everywhere(1.3), conditions(2).view(), n.view()).unwrap();
         for row in out.axis_iter(Axis(0)) {
             let diff = max_abs(&row.insert_axis(Axis(0)).to_owned(), &mu4);
             assert!(diff < 1e-4, "{}: sample is {diff} away from mu", backend.name());
@@ -82,7 +82,7 @@ fn dpm_solver_on_gaussian_data_converges_at_second_order() {
     let n = Array4::from_elem((1, C, H, W), 1.0f32);
     let exact = 80.0 * sigma_data / (80.0f32 * 80.0 + sigma_data * sigma_data).sqrt();
     let mut error = |steps: usize| {
-        let out = sampler::sample(&mut den, &karras_sigmas(steps, 0.002, 80.0, 7.0).unwrap(), Solver::DpmPp2M, 1.0, conditions(1).view(), n.view()).unwrap();
+        let out = sampler::sample(&mut den, &karras_sigmas(steps, 0.002, 80.0, 7.0).unwrap(), Solver::DpmPp2M, Guidance::everywhere(1.0), conditions(1).view(), n.view()).unwrap();
         out.iter().map(|&v| (v - exact).abs()).fold(0.0f32, f32::max) / exact
     };
     let (e12, e24, e100) = (error(12), error(24), error(100));
@@ -99,11 +99,11 @@ fn heun_on_gaussian_data_matches_the_exact_ode_solution() {
     for backend in backends() {
         let mut den = Denoiser::new(load(backend.as_ref(), "gauss.onnx", Body::Gaussian(sigma_data)), None).unwrap();
         let n = Array4::from_shape_fn((2, C, H, W), |(b, _, y, x)| if b == 0 { 1.0 } else { (y as f32 - x as f32) / 3.0 });
-        let out = sampler::sample(&mut den, &karras_sigmas(18, 0.002, 80.0, 7.0).unwrap(), Solver::Heun, 1.0, conditions(2).view(), n.view())
+        let out = sampler::sample(&mut den, &karras_sigmas(18, 0.002, 80.0, 7.0).unwrap(), Solver::Heun, Guidance::everywhere(1.0), conditions(2).view(), n.view())
             .unwrap();
         let heun_18 = n.mapv(|v| v * 0.527_624_6);
         assert!(max_abs(&out, &heun_18) < 1e-4, "{}: off the Heun reference by {}", backend.name(), max_abs(&out, &heun_18));
-        let out = sampler::sample(&mut den, &karras_sigmas(100, 0.002, 80.0, 7.0).unwrap(), Solver::Heun, 1.0, conditions(2).view(), n.view())
+        let out = sampler::sample(&mut den, &karras_sigmas(100, 0.002, 80.0, 7.0).unwrap(), Solver::Heun, Guidance::everywhere(1.0), conditions(2).view(), n.view())
             .unwrap();
         let exact = n.mapv(|v| v * 80.0 * sigma_data / (80.0f32 * 80.0 + sigma_data * sigma_data).sqrt());
         let rel = max_abs(&out, &exact) / 0.5;
@@ -118,12 +118,12 @@ fn a_sample_is_the_same_in_any_batch() {
         let sigmas = karras_sigmas(6, 0.002, 80.0, 7.0).unwrap();
         let ids = [4u64, 9, 2];
         let cond = conditions(3);
-        let together = sampler::sample(&mut den, &sigmas, Solver::Heun, 1.3, cond.view(), noise_batch(42, &ids, [C, H, W]).view()).unwrap();
+        let together = sampler::sample(&mut den, &sigmas, Solver::Heun, Guidance::everywhere(1.3), cond.view(), noise_batch(42, &ids, [C, H, W]).view()).unwrap();
         for (k, &id) in ids.iter().enumerate() {
             let alone = sampler::sample(
                 &mut den,
                 &sigmas, Solver::Heun,
-                1.3,
+                Guidance::everywhere(1.3),
                 cond.slice(ndarray::s![k..k + 1, ..]),
                 noise_batch(42, &[id], [C, H, W]).view(),
             )
@@ -134,7 +134,7 @@ fn a_sample_is_the_same_in_any_batch() {
         let reversed = sampler::sample(
             &mut den,
             &sigmas, Solver::Heun,
-            1.3,
+            Guidance::everywhere(1.3),
             cond.slice(ndarray::s![..;-1, ..]),
             noise_batch(42, &[2, 9, 4], [C, H, W]).view(),
         )
@@ -155,6 +155,30 @@ fn noise_depends_only_on_seed_and_sample_id() {
     let mean = big.mean().unwrap();
     let var = big.mapv(|v| (v - mean) * (v - mean)).mean().unwrap();
     assert!(mean.abs() < 0.03 && (var - 1.0).abs() < 0.05, "mean {mean}, variance {var}");
+}
+
+#[test]
+fn guidance_applies_only_inside_its_interval() {
+    let g = Guidance { weight: 2.0, interval: Some([0.3, 5.0]) };
+    assert_eq!((g.weight_at(0.25), g.weight_at(0.31), g.weight_at(5.0), g.weight_at(5.1)), (1.0, 2.0, 2.0, 1.0));
+    assert_eq!(Guidance::everywhere(2.0).weight_at(80.0), 2.0);
+    assert_eq!(Guidance::parse_interval(" 0.3, 5").unwrap(), [0.3, 5.0]);
+    for bad in ["5,0.3", "0.3", "-1,2", "0,inf", "a,b", "1,1"] {
+        assert!(Guidance::parse_interval(bad).is_err(), "{bad}");
+    }
+    // Either solver's last step to σ = 0 lands on D at the last noise level, here σ = 1:
+    // D_c = 2 there outside the interval, D_u + w·(D_c − D_u) = 0.5 + 1.5·w inside.
+    for backend in backends() {
+        let mut den = Denoiser::new(load(backend.as_ref(), "mask.onnx", Body::Mask { cond: 2.0, uncond: 0.5 }), None).unwrap();
+        let n = noise_batch(3, &[0, 1], [C, H, W]);
+        for solver in [Solver::Heun, Solver::DpmPp2M] {
+            for (interval, want) in [(None, 3.5), (Some([0.5, 2.0]), 3.5), (Some([2.0, 20.0]), 2.0)] {
+                let guidance = Guidance { weight: 2.0, interval };
+                let out = sampler::sample(&mut den, &[10.0, 1.0, 0.0], solver, guidance, conditions(2).view(), n.view()).unwrap();
+                assert!(out.iter().all(|v| (v - want).abs() < 1e-5), "{} {solver}: {interval:?}: got {}, want {want}", backend.name(), out[[0, 0, 0, 0]]);
+            }
+        }
+    }
 }
 
 #[test]
@@ -187,7 +211,7 @@ fn nan_from_the_denoiser_stops_sampling() {
     for backend in backends() {
         let mut den = Denoiser::new(load(backend.as_ref(), "nan.onnx", Body::Nan), None).unwrap();
         let n = noise_batch(0, &[0], [C, H, W]);
-        let error = sampler::sample(&mut den, &karras_sigmas(4, 0.002, 80.0, 7.0).unwrap(), Solver::Heun, 1.3, conditions(1).view(), n.view())
+        let error = sampler::sample(&mut den, &karras_sigmas(4, 0.002, 80.0, 7.0).unwrap(), Solver::Heun, Guidance::everywhere(1.3), conditions(1).view(), n.view())
             .unwrap_err();
         assert!(matches!(error, SampleError::Backend(BackendError::NonFinite { .. })), "{error}");
         assert!(error.to_string().contains("nan.onnx") && error.to_string().contains("denoised"), "{error}");
@@ -199,11 +223,11 @@ fn mismatched_arrays_are_refused() {
     let mut den = Denoiser::new(load(&unpersonal_runtime::backend::Tract, "scale.onnx", Body::Scale(0.5)), None).unwrap();
     let sigmas = karras_sigmas(4, 0.002, 80.0, 7.0).unwrap();
     let n = noise_batch(0, &[0, 1], [C, H, W]);
-    assert!(matches!(sampler::sample(&mut den, &sigmas, Solver::Heun, 1.0, conditions(3).view(), n.view()), Err(SampleError::Shape(_))));
+    assert!(matches!(sampler::sample(&mut den, &sigmas, Solver::Heun, Guidance::everywhere(1.0), conditions(3).view(), n.view()), Err(SampleError::Shape(_))));
     let wide = concatenate![Axis(1), conditions(2), conditions(2)];
-    assert!(matches!(sampler::sample(&mut den, &sigmas, Solver::Heun, 1.0, wide.view(), n.view()), Err(SampleError::Shape(_))));
+    assert!(matches!(sampler::sample(&mut den, &sigmas, Solver::Heun, Guidance::everywhere(1.0), wide.view(), n.view()), Err(SampleError::Shape(_))));
     assert!(matches!(
-        sampler::sample(&mut den, &[80.0, 1.0], Solver::Heun, 1.0, conditions(2).view(), n.view()),
+        sampler::sample(&mut den, &[80.0, 1.0], Solver::Heun, Guidance::everywhere(1.0), conditions(2).view(), n.view()),
         Err(SampleError::Schedule(_))
     ));
     assert_eq!((den.image_shape(), den.condition_size()), ([C, H, W], D));
@@ -232,7 +256,7 @@ fn every_backend_draws_the_same_samples_as_tract() {
         .iter()
         .map(|backend| {
             let mut den = Denoiser::new(load(backend.as_ref(), "gauss.onnx", Body::Gaussian(0.5)), None).unwrap();
-            sampler::sample(&mut den, &sigmas, Solver::Heun, 1.3, conditions(4).view(), n.view()).unwrap()
+            sampler::sample(&mut den, &sigmas, Solver::Heun, Guidance::everywhere(1.3), conditions(4).view(), n.view()).unwrap()
         })
         .collect();
     assert!(samples.len() >= 2, "this build has only tract");

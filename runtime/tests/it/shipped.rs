@@ -60,7 +60,7 @@ fn a_python_sampler_written_from_the_docs_reproduces_the_runtime() {
         write_f32(&case.path().join("noise.f32"), noise.iter().copied());
         write_f32(&case.path().join("condition.f32"), conditions.iter().copied());
         write_f32(&case.path().join("runtime.f32"), images.iter().copied());
-        let json = serde_json::json!({ "solver": solver.to_string(), "steps": s.steps, "sigma_min": s.sigma_min, "sigma_max": s.sigma_max, "rho": s.rho, "guidance": s.guidance });
+        let json = serde_json::json!({ "solver": solver.to_string(), "steps": s.steps, "sigma_min": s.sigma_min, "sigma_max": s.sigma_max, "rho": s.rho, "guidance": s.guidance, "guidance_interval": s.guidance_interval });
         std::fs::write(case.path().join("case.json"), json.to_string()).unwrap();
 
         let python = workspace().join(".venv/bin/python");

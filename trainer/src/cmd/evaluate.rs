@@ -23,7 +23,7 @@ use unpersonal_runtime::backend::ort::{Device as OrtDevice, Ort};
 use unpersonal_runtime::backend::{Backend, Model};
 use unpersonal_runtime::bundle::{BundleDir, Role};
 use unpersonal_runtime::generate::{Generator, SampleId, Settings};
-use unpersonal_runtime::sampler::Solver;
+use unpersonal_runtime::sampler::{Guidance, Solver};
 use unpersonal_trainer::checkpoint::write_atomically;
 use unpersonal_trainer::data::{Dataset, Split};
 use unpersonal_trainer::engine::Device;
@@ -44,6 +44,10 @@ pub struct EvaluateArgs {
     /// Guidance weights to compare.
     #[arg(long, value_delimiter = ',', default_values_t = [1.0, 1.2, 1.4, 1.7])]
     guidance: Vec<f32>,
+    /// Guide only at noise levels lo < σ ≤ hi (default: the bundle's
+    /// sampler.guidance_interval; `0,1e9` guides everywhere).
+    #[arg(long, value_name = "LO,HI", value_parser = Guidance::parse_interval)]
+    guidance_interval: Option<[f64; 2]>,
     /// Samples per weight for fidelity and class consistency (10000 for the headline numbers).
     #[arg(long, default_value_t = 1000)]
     samples: usize,
@@ -141,6 +145,7 @@ pub fn run(args: EvaluateArgs) -> anyhow::Result<()> {
         settings.solver = args.solver.unwrap_or(settings.solver);
         settings.steps = args.steps.unwrap_or(settings.steps);
         settings.guidance = w;
+        settings.guidance_interval = args.guidance_interval.or(settings.guidance_interval);
         let mut generator = Generator::load(&loaded, &backend, settings)?;
         let bar = bar(n + k * m, &format!("w = {w}"));
 
@@ -181,6 +186,7 @@ pub fn run(args: EvaluateArgs) -> anyhow::Result<()> {
         "denoiser_steps": bundle.model(Role::Denoiser)?.provenance.get("steps"),
         "sampler_solver": args.solver.unwrap_or(bundle.sampler.solver).to_string(),
         "sampler_steps": args.steps.unwrap_or(bundle.sampler.steps), "seed": args.seed,
+        "guidance_interval": args.guidance_interval.or(bundle.sampler.guidance_interval),
         "guided_evaluations_per_image": args.solver.unwrap_or(bundle.sampler.solver).evaluations(args.steps.unwrap_or(bundle.sampler.steps)),
         "fidelity_reference": format!("first {n} test images"), "frechet_distance_floor": floor,
         "real_same_class_spread": real_spread, "diversity_images": k, "candidates": m,

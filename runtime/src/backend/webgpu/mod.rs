@@ -31,7 +31,7 @@ use self::plan::Plan;
 use self::sampler::GpuField;
 use super::{Backend, EngineError, Outputs, Session};
 use crate::bundle::ModelSpec;
-use crate::sampler::{DeviceDenoiser, Solver, solve};
+use crate::sampler::{DeviceDenoiser, Guidance, Solver, solve};
 
 /// The WebGPU backend on one adapter.
 #[derive(Debug, Clone)]
@@ -143,7 +143,7 @@ impl DeviceDenoiser for WebGpuSession {
         &'a mut self,
         sigmas: &'a [f64],
         solver: Solver,
-        guidance: f32,
+        guidance: Guidance,
         condition: ArrayView2<'a, f32>,
         noise: ArrayView4<'a, f32>,
         on_step: &'a mut dyn FnMut(usize, usize),

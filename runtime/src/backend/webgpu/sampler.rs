@@ -1,7 +1,7 @@
 //! The whole sampling loop on the GPU: the solver of [`crate::sampler`] with its images in GPU
 //! buffers. Each guided evaluation copies `x` into both halves of the plan's input (the
 //! conditional and the unconditional rows), fills `sigma`, runs the graph's kernels and mixes
-//! the halves with the guidance weight; the solver's updates are [`lincomb`] kernels. Only
+//! the halves with the guidance weight at that noise level; the solver's updates are [`lincomb`] kernels. Only
 //! the final images are read back; the host waits once per step, for progress.
 
 use ndarray::{Array1, Array2, Array4, ArrayView2, ArrayView4, Axis, concatenate};
@@ -9,7 +9,7 @@ use ndarray::{Array1, Array2, Array4, ArrayView2, ArrayView4, Axis, concatenate}
 use super::gpu::{Gpu, Tensor};
 use super::ops::lincomb;
 use super::plan::Plan;
-use crate::sampler::{Field, SampleError};
+use crate::sampler::{Field, Guidance, SampleError};
 
 /// The sampler's field on one plan of the denoiser (for twice the sampled rows).
 pub(crate) struct GpuField<'a> {
@@ -18,13 +18,13 @@ pub(crate) struct GpuField<'a> {
     encoder: Option<wgpu::CommandEncoder>,
     /// `[n, C, H, W]` of the sampled images.
     shape: Vec<usize>,
-    guidance: f32,
+    guidance: Guidance,
 }
 
 impl<'a> GpuField<'a> {
     /// Sets `plan`'s condition rows (row k and row n + k get row k of `condition`, mask 1
     /// and 0) for `n` sampled images.
-    pub fn new(gpu: &'a Gpu, plan: &'a Plan, condition: ArrayView2<f32>, guidance: f32, image: [usize; 3]) -> Result<GpuField<'a>, String> {
+    pub fn new(gpu: &'a Gpu, plan: &'a Plan, condition: ArrayView2<f32>, guidance: Guidance, image: [usize; 3]) -> Result<GpuField<'a>, String> {
         let n = condition.nrows();
         let null = Array2::<f32>::zeros(condition.raw_dim());
         let both = concatenate![Axis(0), condition, null];
@@ -64,7 +64,7 @@ impl<'a> GpuField<'a> {
         }
         let fill = lincomb(self.gpu, &[], sigma, sigmas)?;
         let out = self.output();
-        let w = self.guidance;
+        let w = self.guidance.weight_at(sigma);
         let mix = lincomb(self.gpu, &[(w, denoised, 0), (1.0 - w, denoised, x.len())], 0.0, &out)?;
         let plan = self.plan;
         let encoder = self.encoder()?;
