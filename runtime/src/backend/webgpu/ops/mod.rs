@@ -30,6 +30,7 @@ use tract_onnx::pb;
 use super::gpu::{Dispatch, Gpu, Tensor};
 use super::graph::Constant;
 
+use self::elementwise::{Elementwise, Expr};
 pub(crate) use self::lincomb::lincomb;
 
 /// Highest tensor rank the kernels index.
@@ -62,9 +63,10 @@ pub(crate) fn build(node: &pb::NodeProto, constants: &HashMap<String, Constant>)
         let name = node.input.get(i).filter(|n| !n.is_empty()).ok_or_else(|| format!("input {i} is missing"))?;
         constants.get(name).ok_or_else(|| format!("input `{name}` must be a constant (an initializer)"))
     };
+    if let Some(expr) = Expr::of(&node.op_type) {
+        return Ok(Box::new(Elementwise { expr }));
+    }
     Ok(match node.op_type.as_str() {
-        "Add" | "Sub" | "Mul" | "Div" => Box::new(elementwise::Binary::new(&node.op_type)),
-        "Sqrt" | "Log" | "Cos" | "Sin" | "Neg" | "Sigmoid" | "Relu" | "Abs" => Box::new(elementwise::Unary::new(&node.op_type)),
         "Identity" => Box::new(reshape::Reshape::identity()),
         "Flatten" => Box::new(reshape::Reshape::flatten(attrs.int("axis").unwrap_or(1))),
         "Reshape" => Box::new(reshape::Reshape::new(host(1)?, attrs.int("allowzero").unwrap_or(0) != 0)?),
