@@ -87,6 +87,12 @@ impl Gpu {
         &self.zero
     }
 
+    /// How many kernels were compiled.
+    #[cfg(test)]
+    pub fn kernels(&self) -> usize {
+        self.pipelines.lock().map_or(0, |cache| cache.len())
+    }
+
     /// Largest storage buffer a kernel may bind.
     pub fn max_binding(&self) -> u64 {
         u64::from(self.device.limits().max_storage_buffer_binding_size)

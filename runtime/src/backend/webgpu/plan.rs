@@ -92,7 +92,7 @@ impl Plan {
             if 4 * elements as u64 > max_binding {
                 return Err(fail(format!(
                     "its output {shape:?} needs {} MiB, more than this adapter binds ({} MiB): use a smaller batch",
-                    4 * elements >> 20,
+                    (4 * elements) >> 20,
                     max_binding >> 20
                 )));
             }

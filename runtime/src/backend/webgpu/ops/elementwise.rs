@@ -1,6 +1,6 @@
 //! Element-wise operators as expressions: Add, Sub, Mul, Div with NumPy broadcasting; Sqrt,
-//! Log, Cos, Sin, Neg, Sigmoid, Relu, Abs. One ONNX node is one [`Elementwise`] op: an
-//! [`Expr`] whose WGSL kernel is generated,
+//! Log, Cos, Sin, Neg, Sigmoid, Relu, Abs. One ONNX node, or a region of them fused into one
+//! (`webgpu/fuse.rs`), is one [`Elementwise`] op: an [`Expr`] whose WGSL kernel is generated,
 //! one expression per output element with every input read through broadcast strides. Shapes,
 //! strides and scalar constants go in the parameters, so the kernel's source (and pipeline)
 //! depends only on the expression's structure.
@@ -107,6 +107,11 @@ pub(crate) struct Expr {
 }
 
 impl Expr {
+    /// The value of input 0: no steps.
+    pub fn identity() -> Expr {
+        Expr { inputs: 1, steps: Vec::new(), scalars: Vec::new() }
+    }
+
     /// The expression of one ONNX node (`None` when it is not element-wise).
     pub fn of(op_type: &str) -> Option<Expr> {
         let (inputs, step) = match (Func::of(op_type), Arith::of(op_type)) {
@@ -120,6 +125,52 @@ impl Expr {
     /// What the expression's value is.
     fn value(&self) -> Operand {
         self.steps.len().checked_sub(1).map_or(Operand::Input(0), Operand::Step)
+    }
+
+    /// The expression with input `k` renumbered `inputs[k]`, out of `count` inputs.
+    pub fn rewire(&self, inputs: &[usize], count: usize) -> Expr {
+        let steps = self.steps.iter().map(|s| s.map(|o| if let Operand::Input(i) = o { Operand::Input(inputs[i]) } else { o })).collect();
+        Expr { inputs: count, steps, scalars: self.scalars.clone() }
+    }
+
+    /// The expression with input `k` replaced by the constant `value`, and the inputs after
+    /// `k` moved down by one.
+    pub fn with_scalar(&self, k: usize, value: f32) -> Expr {
+        let s = self.scalars.len();
+        let steps = self
+            .steps
+            .iter()
+            .map(|step| {
+                step.map(|o| match o {
+                    Operand::Input(i) if i == k => Operand::Scalar(s),
+                    Operand::Input(i) if i > k => Operand::Input(i - 1),
+                    o => o,
+                })
+            })
+            .collect();
+        let mut scalars = self.scalars.clone();
+        scalars.push(value);
+        Expr { inputs: self.inputs - 1, steps, scalars }
+    }
+
+    /// `consumer` applied to this expression's value: this expression's steps, then the
+    /// consumer's with its input `k` replaced by this value and its input `i ≠ k` renumbered
+    /// `inputs[i]`, out of `count` inputs (this expression's inputs keep their numbers).
+    pub fn then(&self, consumer: &Expr, k: usize, inputs: &[usize], count: usize) -> Expr {
+        let (offset, scalars) = (self.steps.len(), self.scalars.len());
+        let value = self.value();
+        let mut steps = self.steps.clone();
+        steps.extend(consumer.steps.iter().map(|s| {
+            s.map(|o| match o {
+                Operand::Input(i) if i == k => value,
+                Operand::Input(i) => Operand::Input(inputs[i]),
+                Operand::Step(j) => Operand::Step(j + offset),
+                Operand::Scalar(j) => Operand::Scalar(j + scalars),
+            })
+        }));
+        let mut all = self.scalars.clone();
+        all.extend(&consumer.scalars);
+        Expr { inputs: count, steps, scalars: all }
     }
 
     /// The output shape for these input shapes (each step broadcasting its operands).

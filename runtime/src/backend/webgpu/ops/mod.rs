@@ -13,6 +13,7 @@ macro_rules! kernel_1d {
 mod concat;
 mod conv;
 mod elementwise;
+mod group_norm;
 mod lincomb;
 mod matmul;
 mod reduce;
@@ -22,6 +23,7 @@ mod slice;
 mod softmax;
 mod transpose;
 
+use std::any::Any;
 use std::collections::HashMap;
 use std::fmt::Debug;
 
@@ -30,14 +32,17 @@ use tract_onnx::pb;
 use super::gpu::{Dispatch, Gpu, Tensor};
 use super::graph::Constant;
 
-use self::elementwise::{Elementwise, Expr};
+pub(crate) use self::elementwise::{Elementwise, Expr};
+pub(crate) use self::group_norm::GroupNorm;
 pub(crate) use self::lincomb::lincomb;
+pub(crate) use self::reduce::Reduce;
+pub(crate) use self::reshape::Reshape;
 
 /// Highest tensor rank the kernels index.
 pub(crate) const MAX_RANK: usize = 6;
 
-/// One operator of a node.
-pub(crate) trait Op: Debug + Send + Sync {
+/// One operator of a node (`Any`: the fusion pass looks at which).
+pub(crate) trait Op: Any + Debug + Send + Sync {
     /// How many of the node's `inputs` inputs are tensors on the GPU (the leading ones); the
     /// rest were read on the host when the op was built.
     fn gpu_inputs(&self, inputs: usize) -> usize {
