@@ -134,8 +134,8 @@ fn index(names: &mut Vec<String>, name: &str, from: usize) -> usize {
     })
 }
 
-/// `consumer` (an expression over `consumer_inputs`) with its input `k` computed by
-/// `producer`: one expression over the producer's inputs, then the consumer's others (shared
+/// `consumer` (an expression and its inputs' names) with its input `k` computed by `producer`
+/// (likewise): one expression over the producer's inputs, then the consumer's others (shared
 /// where the same value is an input of both, except the producer's first `distinct`).
 /// `None` when the kernel would bind more than [`MAX_BINDINGS`] buffers.
 fn merge(producer: (&Expr, &[String]), consumer: (&Expr, &[String]), k: usize, distinct: usize) -> Option<(Expr, Vec<String>)> {
