@@ -334,6 +334,16 @@ mod tests {
     }
 
     #[test]
+    fn an_element_wise_node_short_of_inputs_is_refused() {
+        let neg = parity::kernels().into_iter().find(|c| c.name == "Neg").expect("the case");
+        let mut g = parity::onnx::Graph::default();
+        g.node("Add", &["x"], "y");
+        let onnx = g.encode(&[("x", vec![Some(5), Some(67)])], &[("y", Vec::new())]);
+        let error = Graph::parse(&onnx, &neg.spec).expect_err("Add of one input");
+        assert!(error.contains("needs 2 inputs"), "{error}");
+    }
+
+    #[test]
     fn the_shipped_models_run_fewer_kernels() {
         let bundle = BundleDir::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/fashion-mnist")).unwrap();
         let gpu = WebGpu::new().expect("a GPU adapter (lavapipe: apt-get install mesa-vulkan-drivers)");

@@ -69,6 +69,9 @@ pub(crate) fn build(node: &pb::NodeProto, constants: &HashMap<String, Constant>)
         constants.get(name).ok_or_else(|| format!("input `{name}` must be a constant (an initializer)"))
     };
     if let Some(expr) = Expr::of(&node.op_type) {
+        if node.input.len() != expr.inputs || node.input.iter().any(String::is_empty) {
+            return Err(format!("needs {} inputs, has {:?}", expr.inputs, node.input));
+        }
         return Ok(Box::new(Elementwise { expr }));
     }
     Ok(match node.op_type.as_str() {
