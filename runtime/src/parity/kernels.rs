@@ -6,7 +6,7 @@ use crate::bundle::{Dim, ModelSpec, TensorSpec};
 
 /// Every kernel of the WebGPU backend on random inputs in [−2, 2): broadcast arithmetic, unary
 /// functions, products, convolutions, reductions, Softmax, the strided copies, the aliasing
-/// Reshape and nearest Resize.
+/// Reshape and nearest Resize; then the fused kernels' cases ([`super::fused`]).
 pub fn kernels() -> Vec<Case> {
     let mut cases = Vec::new();
     for op in ["Add", "Sub", "Mul", "Div"] {
@@ -49,11 +49,12 @@ pub fn kernels() -> Vec<Case> {
     let nearest = vec![string("mode", "nearest"), string("coordinate_transformation_mode", "asymmetric"), string("nearest_mode", "floor")];
     let resize = single("Resize", &["x", "", "scales"], nearest, |g| g.f32("scales", &[4], &[1.0, 1.0, 2.0, 2.0]));
     cases.push(case("Resize nearest ×2", resize, &[("x", &[2, 3, 7, 7])]));
+    cases.extend(super::fused::cases());
     cases
 }
 
 /// Constant values drawn like the inputs.
-fn weights(shape: &[usize], seed: u64) -> Vec<f32> {
+pub(super) fn weights(shape: &[usize], seed: u64) -> Vec<f32> {
     random(shape, seed).into_raw_vec_and_offset().0
 }
 
@@ -67,7 +68,7 @@ fn single(op: &str, inputs: &[&str], attributes: Vec<tract_onnx::pb::AttributePr
 
 /// The case of `graph` with fixed-shape float inputs (input `i` drawn with seed `i + 1`) and
 /// the output `y`.
-fn case(name: impl Into<String>, graph: Graph, inputs: &[(&str, &[usize])]) -> Case {
+pub(super) fn case(name: impl Into<String>, graph: Graph, inputs: &[(&str, &[usize])]) -> Case {
     let name = name.into();
     let declared: Vec<(&str, Vec<Option<i64>>)> = inputs.iter().map(|(n, s)| (*n, s.iter().map(|&d| Some(d as i64)).collect())).collect();
     let spec = ModelSpec {

@@ -1,12 +1,13 @@
 //! The WebGPU backend against tract, defined once (cargo feature `parity`): a single-operator
-//! graph for every kernel on random inputs ([`kernels`], within [`KERNEL_BOUND`]) and a bundle's
-//! models ([`models`], within [`MODEL_BOUND`]). The runtime's tests run them natively
+//! graph for every kernel and the subgraphs the backend fuses into one, on random inputs
+//! ([`kernels`], within [`KERNEL_BOUND`]), and a bundle's models ([`models`], within [`MODEL_BOUND`]). The runtime's tests run them natively
 //! (`runtime/tests/it/webgpu.rs`, lavapipe where there is no GPU); `web/` built with its
 //! `parity` feature runs them in a browser on its WebGPU adapter, against tract compiled to
 //! wasm in the same page (`tests/web/parity.test.mjs`).
 //!
 //! [`onnx`] builds the graphs; the runtime's tests build their tiny models with it too.
 
+mod fused;
 mod kernels;
 pub mod onnx;
 

@@ -21,7 +21,8 @@ pub(crate) struct Gpu {
     info: wgpu::AdapterInfo,
     /// One zero, bound where a kernel's optional input is absent.
     zero: wgpu::Buffer,
-    pipelines: Mutex<HashMap<&'static str, wgpu::ComputePipeline>>,
+    /// Compiled kernels by source (generated kernels differ in source, not name).
+    pipelines: Mutex<HashMap<String, wgpu::ComputePipeline>>,
 }
 
 /// A tensor on the GPU: a buffer (maybe shared with the tensors it aliases) and its shape.
@@ -86,16 +87,25 @@ impl Gpu {
         &self.zero
     }
 
+    /// How many kernels were compiled.
+    #[cfg(test)]
+    pub fn kernels(&self) -> usize {
+        self.pipelines.lock().map_or(0, |cache| cache.len())
+    }
+
     /// Largest storage buffer a kernel may bind.
     pub fn max_binding(&self) -> u64 {
         u64::from(self.device.limits().max_storage_buffer_binding_size)
     }
 
     /// The compute pipeline of the WGSL `source` (entry point `main`), compiled on first use.
-    fn pipeline(&self, name: &'static str, source: &'static str) -> wgpu::ComputePipeline {
+    fn pipeline(&self, name: &str, source: &str) -> wgpu::ComputePipeline {
         let mut cache = self.pipelines.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(pipeline) = cache.get(source) {
+            return pipeline.clone();
+        }
         cache
-            .entry(name)
+            .entry(source.to_string())
             .or_insert_with(|| {
                 let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
                     label: Some(name),
@@ -133,8 +143,9 @@ impl Gpu {
         })
     }
 
-    /// Records `kernel` over `buffers` (bound in order) with the parameters `params` bound last.
-    pub fn dispatch(&self, kernel: (&'static str, &'static str), buffers: &[&wgpu::Buffer], params: &[u32], groups: [u32; 3]) -> Dispatch {
+    /// Records `kernel` (name, WGSL source) over `buffers` (bound in order) with the
+    /// parameters `params` bound last.
+    pub fn dispatch(&self, kernel: (&str, &str), buffers: &[&wgpu::Buffer], params: &[u32], groups: [u32; 3]) -> Dispatch {
         let pipeline = self.pipeline(kernel.0, kernel.1);
         let params = self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
             label: Some("params"),

@@ -68,6 +68,24 @@ impl Graph {
         }
         Ok(Graph { nodes, constants, inputs, outputs: graph.output.iter().map(|o| o.name.clone()).collect() })
     }
+
+    /// The shape of every value for `batch` rows: the inputs', the constants' and each node's
+    /// output; the error names the first node whose input shapes it cannot take.
+    pub fn shapes(&self, batch: usize) -> Result<HashMap<&str, Vec<usize>>, String> {
+        let mut shapes: HashMap<&str, Vec<usize>> = self.inputs.iter().map(|t| (t.name.as_str(), t.concrete(batch))).collect();
+        shapes.extend(self.constants.iter().map(|(name, c)| (name.as_str(), c.dims.clone())));
+        for node in &self.nodes {
+            let fail = |e: String| format!("node `{}`: {e}", node.name);
+            let inputs = node
+                .inputs
+                .iter()
+                .map(|name| shapes.get(name.as_str()).map(Vec::as_slice).ok_or_else(|| fail(format!("input `{name}` is neither a graph input, a constant nor computed earlier"))))
+                .collect::<Result<Vec<_>, _>>()?;
+            let shape = node.op.output_shape(&inputs).map_err(fail)?;
+            shapes.insert(&node.output, shape);
+        }
+        Ok(shapes)
+    }
 }
 
 fn constant(t: &pb::TensorProto) -> Result<Constant, String> {

@@ -2,7 +2,8 @@
 //! wgpu — natively on Vulkan, Metal or DX12 (lavapipe on a machine without a GPU).
 //!
 //! Loading parses the graph, checks that every operator has a kernel (the error names the first
-//! node that has none) and uploads the weights once; each batch size gets a [`plan::Plan`]
+//! node that has none), fuses group normalisations and element-wise regions into single kernels
+//! ([`fuse`]) and uploads the weights once; each batch size gets a [`plan::Plan`]
 //! with its buffers and kernels recorded, so a call is one upload, one submission and one
 //! read-back. A denoiser loaded with [`Backend::device_denoiser`] runs whole sampling loops on
 //! the GPU ([`sampler`]). Arithmetic is float32.
@@ -11,6 +12,7 @@
 //! [`WebGpuSession::run_async`] run, and single synchronous calls ([`Session::run`]) are
 //! refused.
 
+mod fuse;
 mod gpu;
 mod graph;
 mod ops;
@@ -77,7 +79,13 @@ impl WebGpu {
     /// Loads `onnx` (whose interface `spec` describes) for [`WebGpuSession::run_async`]; what
     /// [`Backend::load`] boxes.
     pub fn session(&self, onnx: &[u8], spec: &ModelSpec) -> Result<WebGpuSession, EngineError> {
-        let graph = Graph::parse(onnx, spec)?;
+        let mut graph = Graph::parse(onnx, spec)?;
+        fuse::fuse(&mut graph);
+        self.upload(graph)
+    }
+
+    /// `graph` on the GPU: its weights uploaded and batch size 1 laid out.
+    fn upload(&self, graph: Graph) -> Result<WebGpuSession, EngineError> {
         let mut weights = HashMap::new();
         for node in &graph.nodes {
             for name in &node.inputs {

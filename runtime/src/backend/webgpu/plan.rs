@@ -53,16 +53,17 @@ impl Buffers {
 impl Plan {
     /// Lays `graph` out for `batch` rows, with `weights` the uploaded float constants.
     pub fn new(graph: &Graph, weights: &HashMap<String, Tensor>, gpu: &Gpu, batch: usize) -> Result<Plan, String> {
+        let shapes = graph.shapes(batch)?;
         let mut buffers = Buffers { all: Vec::new(), live: Vec::new(), free: Vec::new() };
-        let mut values: HashMap<&str, (usize, Vec<usize>)> = HashMap::new();
+        let mut values: HashMap<&str, usize> = HashMap::new();
         let mut inputs = Vec::new();
         for t in &graph.inputs {
             let shape = t.concrete(batch);
             // Inputs are never released: one extra reference.
             let id = buffers.take(gpu, shape.iter().product());
             buffers.live[id] += 1;
-            inputs.push((t.name.clone(), Tensor { buffer: buffers.all[id].0.clone(), shape: shape.clone() }));
-            values.insert(&t.name, (id, shape));
+            inputs.push((t.name.clone(), Tensor { buffer: buffers.all[id].0.clone(), shape }));
+            values.insert(&t.name, id);
         }
         let mut last_use: HashMap<&str, usize> = HashMap::new();
         for (i, node) in graph.nodes.iter().enumerate() {
@@ -82,36 +83,35 @@ impl Plan {
                 .iter()
                 .map(|name| match (weights.get(name), values.get(name.as_str())) {
                     (Some(w), _) => Ok(w.clone()),
-                    (None, Some((id, shape))) => Ok(Tensor { buffer: buffers.all[*id].0.clone(), shape: shape.clone() }),
-                    (None, None) => Err(fail(format!("input `{name}` is neither a graph input, a constant nor computed earlier"))),
+                    (None, Some(id)) => Ok(Tensor { buffer: buffers.all[*id].0.clone(), shape: shapes[name.as_str()].clone() }),
+                    (None, None) => Err(fail(format!("input `{name}` is not on the GPU"))),
                 })
                 .collect::<Result<Vec<_>, _>>()?;
-            let shapes: Vec<&[usize]> = tensors.iter().map(|t| t.shape.as_slice()).collect();
-            let shape = node.op.output_shape(&shapes).map_err(fail)?;
+            let shape = shapes[node.output.as_str()].clone();
             let elements: usize = shape.iter().product();
             if 4 * elements as u64 > max_binding {
                 return Err(fail(format!(
                     "its output {shape:?} needs {} MiB, more than this adapter binds ({} MiB): use a smaller batch",
-                    4 * elements >> 20,
+                    (4 * elements) >> 20,
                     max_binding >> 20
                 )));
             }
             let id = if node.op.aliases() {
-                let (id, _) = values.get(node.inputs[0].as_str()).ok_or_else(|| fail("it can only alias a computed tensor".into()))?;
+                let id = values.get(node.inputs[0].as_str()).ok_or_else(|| fail("it can only alias a computed tensor".into()))?;
                 buffers.live[*id] += 1;
                 *id
             } else {
                 buffers.take(gpu, elements)
             };
-            let output = Tensor { buffer: buffers.all[id].0.clone(), shape: shape.clone() };
+            let output = Tensor { buffer: buffers.all[id].0.clone(), shape };
             let refs: Vec<&Tensor> = tensors.iter().collect();
             dispatches.extend(node.op.encode(gpu, &refs, &output).map_err(fail)?);
-            values.insert(&node.output, (id, shape));
+            values.insert(&node.output, id);
             let mut done: Vec<&str> = node.inputs.iter().map(String::as_str).filter(|n| last_use.get(n) == Some(&i)).collect();
             done.sort_unstable();
             done.dedup();
             for name in done {
-                if let Some((id, _)) = values.get(name) {
+                if let Some(id) = values.get(name) {
                     buffers.release(*id);
                 }
             }
@@ -120,8 +120,8 @@ impl Plan {
             .outputs
             .iter()
             .map(|name| {
-                let (id, shape) = values.get(name.as_str()).ok_or_else(|| format!("graph output `{name}` is never computed"))?;
-                Ok((name.clone(), Tensor { buffer: buffers.all[*id].0.clone(), shape: shape.clone() }))
+                let id = values.get(name.as_str()).ok_or_else(|| format!("graph output `{name}` is never computed"))?;
+                Ok((name.clone(), Tensor { buffer: buffers.all[*id].0.clone(), shape: shapes[name.as_str()].clone() }))
             })
             .collect::<Result<Vec<_>, String>>()?;
         Ok(Plan { inputs, outputs, dispatches })

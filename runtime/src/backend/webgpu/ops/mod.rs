@@ -13,6 +13,7 @@ macro_rules! kernel_1d {
 mod concat;
 mod conv;
 mod elementwise;
+mod group_norm;
 mod lincomb;
 mod matmul;
 mod reduce;
@@ -22,6 +23,7 @@ mod slice;
 mod softmax;
 mod transpose;
 
+use std::any::Any;
 use std::collections::HashMap;
 use std::fmt::Debug;
 
@@ -30,13 +32,17 @@ use tract_onnx::pb;
 use super::gpu::{Dispatch, Gpu, Tensor};
 use super::graph::Constant;
 
+pub(crate) use self::elementwise::{Elementwise, Expr};
+pub(crate) use self::group_norm::GroupNorm;
 pub(crate) use self::lincomb::lincomb;
+pub(crate) use self::reduce::Reduce;
+pub(crate) use self::reshape::Reshape;
 
 /// Highest tensor rank the kernels index.
 pub(crate) const MAX_RANK: usize = 6;
 
-/// One operator of a node.
-pub(crate) trait Op: Debug + Send + Sync {
+/// One operator of a node (`Any`: the fusion pass looks at which).
+pub(crate) trait Op: Any + Debug + Send + Sync {
     /// How many of the node's `inputs` inputs are tensors on the GPU (the leading ones); the
     /// rest were read on the host when the op was built.
     fn gpu_inputs(&self, inputs: usize) -> usize {
@@ -62,9 +68,13 @@ pub(crate) fn build(node: &pb::NodeProto, constants: &HashMap<String, Constant>)
         let name = node.input.get(i).filter(|n| !n.is_empty()).ok_or_else(|| format!("input {i} is missing"))?;
         constants.get(name).ok_or_else(|| format!("input `{name}` must be a constant (an initializer)"))
     };
+    if let Some(expr) = Expr::of(&node.op_type) {
+        if node.input.len() != expr.inputs || node.input.iter().any(String::is_empty) {
+            return Err(format!("needs {} inputs, has {:?}", expr.inputs, node.input));
+        }
+        return Ok(Box::new(Elementwise { expr }));
+    }
     Ok(match node.op_type.as_str() {
-        "Add" | "Sub" | "Mul" | "Div" => Box::new(elementwise::Binary::new(&node.op_type)),
-        "Sqrt" | "Log" | "Cos" | "Sin" | "Neg" | "Sigmoid" | "Relu" | "Abs" => Box::new(elementwise::Unary::new(&node.op_type)),
         "Identity" => Box::new(reshape::Reshape::identity()),
         "Flatten" => Box::new(reshape::Reshape::flatten(attrs.int("axis").unwrap_or(1))),
         "Reshape" => Box::new(reshape::Reshape::new(host(1)?, attrs.int("allowzero").unwrap_or(0) != 0)?),

@@ -4,7 +4,7 @@ use super::{Op, axis, padded, strides};
 use crate::backend::webgpu::gpu::{Dispatch, Gpu, Tensor};
 
 /// A sum or mean over `axes` (all axes when none are given).
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct Reduce {
     mean: bool,
     axes: Option<Vec<i64>>,
@@ -23,6 +23,14 @@ impl Reduce {
             flags[axis(a, rank)?] = true;
         }
         Ok(flags)
+    }
+
+    /// How many trailing axes of a rank-`rank` input this reduces, when it is a mean keeping
+    /// dimensions over some last axes and no others (what a normalisation divides by).
+    pub fn trailing_mean(&self, rank: usize) -> Option<usize> {
+        let flags = self.flags(rank).ok()?;
+        let trailing = flags.iter().rev().take_while(|&&f| f).count();
+        (self.mean && self.keep_dims && trailing > 0 && !flags[..rank - trailing].contains(&true)).then_some(trailing)
     }
 }
 

@@ -6,7 +6,7 @@ use crate::backend::webgpu::graph::Constant;
 
 /// Reshape to a constant target (0 copies the input's extent unless `allowzero`, −1 infers one
 /// extent), Flatten at an axis, or Identity (neither).
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct Reshape {
     target: Option<Vec<i64>>,
     allow_zero: bool,
