@@ -296,17 +296,20 @@ impl Denoiser {
             return Err(SampleError::Shape(format!("images have shape {:?}, the denoiser takes [n, {c}, {h}, {w}]", x.shape())));
         }
         self.check_condition(condition, n)?;
-        let null = Array2::<f32>::zeros((n, self.condition));
-        let (cond, uncond) = match &mut self.runner {
+        let (model, guide) = match &mut self.runner {
             Runner::Device { file, .. } => {
                 return Err(SampleError::Interface { file: file.clone(), problem: "its loop runs on a device: it denoises only inside `sample`".into() });
             }
             Runner::Host { model, .. } if guidance == 1.0 => return run(model, x, sigma, condition, n),
-            Runner::Host { model, guide: None } => {
+            Runner::Host { model, guide } => (model, guide),
+        };
+        let null = Array2::<f32>::zeros((n, self.condition));
+        let (cond, uncond) = match guide {
+            None => {
                 let both = run(model, concatenate![Axis(0), x, x].view(), sigma, concatenate![Axis(0), condition, null].view(), n)?;
                 (both.slice(s![..n, .., .., ..]).to_owned(), both.slice(s![n.., .., .., ..]).to_owned())
             }
-            Runner::Host { model, guide: Some(guide) } => (run(model, x, sigma, condition, n)?, run(guide, x, sigma, null.view(), 0)?),
+            Some(guide) => (run(model, x, sigma, condition, n)?, run(guide, x, sigma, null.view(), 0)?),
         };
         Ok(Zip::from(&uncond).and(&cond).map_collect(|&u, &c| u + guidance * (c - u)))
     }

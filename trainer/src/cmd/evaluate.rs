@@ -138,6 +138,7 @@ pub fn run(args: EvaluateArgs) -> anyhow::Result<()> {
     let real_spread = real_same_class_spread(&train, k, m, &mut classifier, shape)?;
     let all_train: Array2<f32> = pixel_rows(&train, train.len()).mapv(unit);
 
+    let interval = args.guidance_interval.or(bundle.sampler.guidance_interval);
     let mut table = Vec::new();
     for (wi, &w) in args.guidance.iter().enumerate() {
         let mut settings = Settings::from_bundle(&bundle.sampler, args.seed);
@@ -145,7 +146,7 @@ pub fn run(args: EvaluateArgs) -> anyhow::Result<()> {
         settings.solver = args.solver.unwrap_or(settings.solver);
         settings.steps = args.steps.unwrap_or(settings.steps);
         settings.guidance = w;
-        settings.guidance_interval = args.guidance_interval.or(settings.guidance_interval);
+        settings.guidance_interval = interval;
         let mut generator = Generator::load(&loaded, &backend, settings)?;
         let bar = bar(n + k * m, &format!("w = {w}"));
 
@@ -186,7 +187,7 @@ pub fn run(args: EvaluateArgs) -> anyhow::Result<()> {
         "denoiser_steps": bundle.model(Role::Denoiser)?.provenance.get("steps"),
         "sampler_solver": args.solver.unwrap_or(bundle.sampler.solver).to_string(),
         "sampler_steps": args.steps.unwrap_or(bundle.sampler.steps), "seed": args.seed,
-        "guidance_interval": args.guidance_interval.or(bundle.sampler.guidance_interval),
+        "guidance_interval": interval,
         "guided_evaluations_per_image": args.solver.unwrap_or(bundle.sampler.solver).evaluations(args.steps.unwrap_or(bundle.sampler.steps)),
         "fidelity_reference": format!("first {n} test images"), "frechet_distance_floor": floor,
         "real_same_class_spread": real_spread, "diversity_images": k, "candidates": m,
