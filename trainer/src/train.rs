@@ -93,8 +93,8 @@ pub struct RunOptions {
     pub session: SessionConfig,
     /// Continue from the run directory's checkpoint.
     pub resume: bool,
-    /// When resuming, accept a checkpoint whose schedule length differs from the
-    /// configuration's (only the length; the new one must lie beyond the current step).
+    /// When resuming, accept a checkpoint whose learning-rate schedule or batch size differs
+    /// from the configuration's (nothing else; the new length must lie beyond the current step).
     pub reschedule: bool,
     /// Save a checkpoint every this many steps (and at the end).
     pub checkpoint_every: u64,
@@ -234,13 +234,22 @@ fn start_state(
     let mut saved: Option<TrainConfig> = serde_json::from_value(ckpt.config.clone()).ok();
     if opts.reschedule
         && let Some(saved) = saved.as_mut()
-        && saved.schedule.steps != cfg.schedule.steps
+        && (&saved.schedule, saved.batch) != (&cfg.schedule, cfg.batch)
     {
         if cfg.schedule.steps <= ckpt.progress.step {
             bail!("cannot reschedule {} to {} steps: it is already at step {}", ckpt_path.display(), cfg.schedule.steps, ckpt.progress.step);
         }
-        eprintln!("rescheduling {}: {} → {} steps at step {}", ckpt_path.display(), saved.schedule.steps, cfg.schedule.steps, ckpt.progress.step);
-        saved.schedule.steps = cfg.schedule.steps;
+        eprintln!(
+            "rescheduling {} at step {}: {:?} → {:?}, batch {} → {}",
+            ckpt_path.display(),
+            ckpt.progress.step,
+            saved.schedule,
+            cfg.schedule,
+            saved.batch,
+            cfg.batch
+        );
+        saved.schedule = cfg.schedule.clone();
+        saved.batch = cfg.batch;
     }
     if saved.as_ref() != Some(cfg) {
         bail!(

@@ -149,7 +149,7 @@ fn resuming_with_another_configuration_is_refused() {
 }
 
 #[test]
-fn a_run_can_be_rescheduled_to_another_length_only_when_asked() {
+fn a_run_can_be_rescheduled_to_another_schedule_and_batch_only_when_asked() {
     let dir = tempfile::tempdir().unwrap();
     let mut opts = options(dir.path().into(), false);
     opts.stop_after = Some(3);
@@ -166,11 +166,18 @@ fn a_run_can_be_rescheduled_to_another_length_only_when_asked() {
     assert!(format!("{err:#}").contains("already at step 3"), "{err:#}");
     let mut other = config(5);
     other.seed = 9;
-    assert!(train(&other, true).is_err(), "--reschedule changes only the length");
-    let (_, summary) = train(&config(5), true).expect("rescheduled to 5 steps");
+    assert!(train(&other, true).is_err(), "--reschedule changes only the schedule and the batch");
+    let mut longer = config(5);
+    longer.batch *= 2;
+    longer.schedule.lr *= 2.0;
+    let err = train(&longer, false).expect_err("another batch size needs --reschedule");
+    assert!(format!("{err:#}").contains("different configuration"), "{err:#}");
+    let (_, summary) = train(&longer, true).expect("rescheduled to 5 steps of a larger batch");
     assert_eq!(summary.steps, 5);
     let ckpt = unpersonal_trainer::checkpoint::load(&dir.path().join("checkpoint.safetensors")).unwrap();
     assert_eq!(ckpt.config["schedule"]["steps"], 5, "the checkpoint records the new length");
+    assert_eq!(ckpt.config["batch"], longer.batch, "the checkpoint records the new batch size");
+    assert_eq!(ckpt.config["schedule"]["lr"], longer.schedule.lr, "the checkpoint records the new peak");
 }
 
 #[test]

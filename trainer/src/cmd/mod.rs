@@ -49,8 +49,9 @@ pub struct RunControl {
     /// Continue the checkpoint in --run.
     #[arg(long)]
     pub resume: bool,
-    /// With --resume: continue under a new --steps (the cosine decay is re-planned from the
-    /// current step to the new length; everything else must match the checkpoint).
+    /// With --resume: continue under a new learning-rate schedule (--steps, --lr, --warmup)
+    /// and/or --batch; the schedule is evaluated from the current step on, and everything else
+    /// must match the checkpoint.
     #[arg(long, requires = "resume")]
     pub reschedule: bool,
     /// Save a checkpoint every N steps.
