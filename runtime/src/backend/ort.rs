@@ -2,7 +2,7 @@
 //! asked. The ONNX Runtime library (≥ 1.31) is loaded at run time; see [`find_library`].
 
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 use ndarray::ArrayViewD;
 use ort::environment::Environment;
@@ -91,6 +91,13 @@ impl Ort {
 /// Loads ONNX Runtime once per process ([`find_library`] picks the file); later calls return
 /// the same environment, whatever library they name. The trainer shares it.
 pub fn environment(library: Option<&Path>) -> Result<&'static Environment, OrtError> {
+    if let Some(env) = ENVIRONMENT.get() {
+        return Ok(env);
+    }
+    // One thread builds it: ONNX Runtime makes only the first environment of a process the
+    // active one, and tensor copies fail once that one is dropped for a racing twin.
+    static BUILDING: Mutex<()> = Mutex::new(());
+    let _building = BUILDING.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     if let Some(env) = ENVIRONMENT.get() {
         return Ok(env);
     }
