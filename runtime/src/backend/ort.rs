@@ -91,9 +91,6 @@ impl Ort {
 /// Loads ONNX Runtime once per process ([`find_library`] picks the file); later calls return
 /// the same environment, whatever library they name. The trainer shares it.
 pub fn environment(library: Option<&Path>) -> Result<&'static Environment, OrtError> {
-    if let Some(env) = ENVIRONMENT.get() {
-        return Ok(env);
-    }
     // One thread builds it: ONNX Runtime makes only the first environment of a process the
     // active one, and tensor copies fail once that one is dropped for a racing twin.
     static BUILDING: Mutex<()> = Mutex::new(());
