@@ -20,7 +20,8 @@ use unpersonal_runtime::sampler::{self, Denoiser, Guidance, Solver, noise_batch}
 const BATCH: usize = 16;
 
 fn shipped() -> BundleDir {
-    BundleDir::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/fashion-mnist")).expect("the shipped bundle verifies")
+    BundleDir::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/fashion-mnist"))
+        .expect("the shipped bundle verifies")
 }
 
 fn normal(rows: usize, cols: usize, seed: u64) -> Array2<f32> {
@@ -30,7 +31,9 @@ fn normal(rows: usize, cols: usize, seed: u64) -> Array2<f32> {
 
 fn sampler_step(c: &mut Criterion) {
     let bundle = shipped();
-    let load = |role| Model::load(&Tract, bundle.bundle.model(role).unwrap(), bundle.onnx(role).unwrap()).unwrap();
+    let load = |role| {
+        Model::load(&Tract, bundle.bundle.model(role).unwrap(), bundle.onnx(role).unwrap()).unwrap()
+    };
     let mut denoiser = Denoiser::new(load(Role::Denoiser), None).unwrap();
     let noise = noise_batch(0, &(0..BATCH as u64).collect::<Vec<_>>(), denoiser.image_shape());
     let condition = normal(BATCH, denoiser.condition_size(), 1);
@@ -44,7 +47,17 @@ fn sampler_step(c: &mut Criterion) {
     let sigmas = [1.0, 0.6, 0.0];
     for solver in [Solver::Heun, Solver::DpmPp2M] {
         group.bench_function(BenchmarkId::new(format!("{solver}_two_steps"), BATCH), |b| {
-            b.iter(|| sampler::sample(&mut denoiser, &sigmas, solver, Guidance::everywhere(1.4), condition.view(), noise.view()).unwrap());
+            b.iter(|| {
+                sampler::sample(
+                    &mut denoiser,
+                    &sigmas,
+                    solver,
+                    Guidance::everywhere(1.4),
+                    condition.view(),
+                    noise.view(),
+                )
+                .unwrap()
+            });
         });
     }
     group.finish();
@@ -52,13 +65,16 @@ fn sampler_step(c: &mut Criterion) {
 
 fn gate_search(c: &mut Criterion) {
     let bundle = shipped();
-    let embedding = bundle.bundle.model(Role::ReidEmbed).unwrap().output("embedding").unwrap().concrete(1)[1];
+    let embedding =
+        bundle.bundle.model(Role::ReidEmbed).unwrap().output("embedding").unwrap().concrete(1)[1];
     let queries = normal(256, embedding, 2);
     let mut group = c.benchmark_group("gate_nearest_8");
     group.sample_size(10);
     for references in [10_000, 100_000] {
         let reference = normal(references, embedding, 3);
-        group.bench_function(BenchmarkId::new("256_queries", references), |b| b.iter(|| nearest(queries.view(), reference.view(), 8)));
+        group.bench_function(BenchmarkId::new("256_queries", references), |b| {
+            b.iter(|| nearest(queries.view(), reference.view(), 8))
+        });
     }
     group.finish();
 }

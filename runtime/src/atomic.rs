@@ -10,7 +10,9 @@ pub const PARTIAL: &str = ".partial-";
 /// user creates) and a rename, creating the parent directory if needed. Errors name the path.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let named = |e: std::io::Error| std::io::Error::new(e.kind(), format!("cannot write {}: {e}", path.display()));
+    let named = |e: std::io::Error| {
+        std::io::Error::new(e.kind(), format!("cannot write {}: {e}", path.display()))
+    };
     std::fs::create_dir_all(dir).map_err(named)?;
     let mut tmp = tempfile::Builder::new()
         .prefix(PARTIAL)

@@ -50,20 +50,32 @@ pub struct Reid {
     neighbour_threshold: f32,
 }
 
-pub(crate) fn output2(model: &mut Model, inputs: &[(&str, ndarray::ArrayViewD<'_, f32>)], name: &str) -> Result<Array2<f32>, GateError> {
+pub(crate) fn output2(
+    model: &mut Model,
+    inputs: &[(&str, ndarray::ArrayViewD<'_, f32>)],
+    name: &str,
+) -> Result<Array2<f32>, GateError> {
     let file = model.spec().file.clone();
-    let value = model
-        .run(inputs)?
-        .remove(name)
-        .ok_or_else(|| GateError::Interface { file: file.clone(), problem: format!("it has no output `{name}`") })?;
-    value.into_dimensionality().map_err(|e| GateError::Interface { file, problem: format!("output `{name}` is not 2-D: {e}") })
+    let value = model.run(inputs)?.remove(name).ok_or_else(|| GateError::Interface {
+        file: file.clone(),
+        problem: format!("it has no output `{name}`"),
+    })?;
+    value.into_dimensionality().map_err(|e| GateError::Interface {
+        file,
+        problem: format!("output `{name}` is not 2-D: {e}"),
+    })
 }
 
 impl Reid {
     /// `embed` (`image` → `embedding`), `head` (`a`, `b` → `logit`), the probability at or
     /// above which an image shows the same person as its source reference, and the one for
     /// any other reference.
-    pub fn new(embed: Model, head: Model, threshold: f32, neighbour_threshold: f32) -> Result<Reid, GateError> {
+    pub fn new(
+        embed: Model,
+        head: Model,
+        threshold: f32,
+        neighbour_threshold: f32,
+    ) -> Result<Reid, GateError> {
         for t in [threshold, neighbour_threshold] {
             if !(t > 0.0 && t < 1.0) {
                 return Err(GateError::Threshold(t));
@@ -89,7 +101,11 @@ impl Reid {
 
     /// Embeddings of 8-bit images `[n, C, H, W]`, normalised by `normalization`, embedded in
     /// batches of [`EMBED_BATCH`].
-    pub fn embed_pixels(&mut self, pixels: ArrayView4<u8>, normalization: &Normalization) -> Result<Array2<f32>, GateError> {
+    pub fn embed_pixels(
+        &mut self,
+        pixels: ArrayView4<u8>,
+        normalization: &Normalization,
+    ) -> Result<Array2<f32>, GateError> {
         let mut parts = Vec::new();
         for chunk in pixels.axis_chunks_iter(Axis(0), EMBED_BATCH) {
             parts.push(self.embed(chunk.mapv(|p| normalization.normalize(p)).view())?);
@@ -97,12 +113,17 @@ impl Reid {
         let views: Vec<_> = parts.iter().map(|p| p.view()).collect();
         match views.is_empty() {
             true => Ok(Array2::zeros((0, 0))),
-            false => Ok(ndarray::concatenate(Axis(0), &views).expect("embeddings of one model have one width")),
+            false => Ok(ndarray::concatenate(Axis(0), &views)
+                .expect("embeddings of one model have one width")),
         }
     }
 
     /// The probability that row i of `a` and row i of `b` show the same person.
-    pub fn same_person(&mut self, a: ArrayView2<f32>, b: ArrayView2<f32>) -> Result<Array1<f32>, GateError> {
+    pub fn same_person(
+        &mut self,
+        a: ArrayView2<f32>,
+        b: ArrayView2<f32>,
+    ) -> Result<Array1<f32>, GateError> {
         let logits = output2(&mut self.head, &[("a", a.into_dyn()), ("b", b.into_dyn())], "logit")?;
         Ok(logits.column(0).mapv(|z| 1.0 / (1.0 + (-z).exp())))
     }
@@ -127,7 +148,10 @@ impl ReferenceSet {
     /// These references, knowing who each shows (`identities`, one per reference): a candidate
     /// is also compared with every other reference of its source's person, at the threshold
     /// for its source.
-    pub fn with_identities(mut self, identities: &[Option<crate::identity::Identity>]) -> ReferenceSet {
+    pub fn with_identities(
+        mut self,
+        identities: &[Option<crate::identity::Identity>],
+    ) -> ReferenceSet {
         assert_eq!(identities.len(), self.len(), "one identity (or none) per reference");
         self.same_person = crate::identity::same_person(identities);
         self
@@ -150,7 +174,10 @@ impl ReferenceSet {
 
     /// For every query row, the indices of its `k` nearest references, nearest first.
     pub fn nearest(&self, queries: ArrayView2<f32>, k: usize) -> Vec<Vec<usize>> {
-        crate::neighbours::nearest(queries, self.embeddings.view(), k).into_iter().map(|list| list.into_iter().map(|n| n.index).collect()).collect()
+        crate::neighbours::nearest(queries, self.embeddings.view(), k)
+            .into_iter()
+            .map(|list| list.into_iter().map(|n| n.index).collect())
+            .collect()
     }
 }
 
@@ -189,11 +216,21 @@ pub struct Rejection {
 /// source stays below the threshold and every other one below the neighbour threshold, each
 /// threshold capped at the reference's probability against itself (so that no threshold can
 /// let an exact copy through).
-pub fn check(reid: &mut Reid, references: &ReferenceSet, embeddings: ArrayView2<f32>, sources: &[Option<usize>], k: usize) -> Result<Vec<Verdict>, GateError> {
+pub fn check(
+    reid: &mut Reid,
+    references: &ReferenceSet,
+    embeddings: ArrayView2<f32>,
+    sources: &[Option<usize>],
+    k: usize,
+) -> Result<Vec<Verdict>, GateError> {
     assert_eq!(embeddings.nrows(), sources.len(), "one source (or none) per image");
     let near_self = references.nearest(embeddings, k);
     let source_rows: Vec<usize> = sources.iter().flatten().copied().collect();
-    let source_embeddings = ndarray::stack(Axis(0), &source_rows.iter().map(|&r| references.embedding(r)).collect::<Vec<_>>()).ok();
+    let source_embeddings = ndarray::stack(
+        Axis(0),
+        &source_rows.iter().map(|&r| references.embedding(r)).collect::<Vec<_>>(),
+    )
+    .ok();
     let near_source = match &source_embeddings {
         Some(e) => references.nearest(e.view(), k),
         None => Vec::new(),
@@ -213,17 +250,33 @@ pub fn check(reid: &mut Reid, references: &ReferenceSet, embeddings: ArrayView2<
     }
     let e = embeddings.ncols();
     let a = Array2::from_shape_fn((pairs.len(), e), |(p, j)| embeddings[[pairs[p].0, j]]);
-    let b = Array2::from_shape_fn((pairs.len(), e), |(p, j)| references.embeddings[[pairs[p].1, j]]);
-    let probabilities = if pairs.is_empty() { Array1::zeros(0) } else { reid.same_person(a.view(), b.view())? };
+    let b =
+        Array2::from_shape_fn((pairs.len(), e), |(p, j)| references.embeddings[[pairs[p].1, j]]);
+    let probabilities =
+        if pairs.is_empty() { Array1::zeros(0) } else { reid.same_person(a.view(), b.view())? };
     // Each reference's probability against itself caps its thresholds: an exact copy of any
     // compared reference is flagged whatever the calibrated thresholds say.
     let mut compared: Vec<usize> = pairs.iter().map(|&(_, r)| r).collect();
     compared.sort_unstable();
     compared.dedup();
     let own = references.embeddings.select(Axis(0), &compared);
-    let itself = if compared.is_empty() { Array1::zeros(0) } else { reid.same_person(own.view(), own.view())? };
-    let cap = |r: usize| compared.binary_search(&r).map_or(f32::INFINITY, |k| itself[k] - SELF_MARGIN);
-    let mut verdicts = vec![Verdict { passed: true, max_probability: 0.0, closest_reference: None, compared: 0, rejection: None }; sources.len()];
+    let itself = if compared.is_empty() {
+        Array1::zeros(0)
+    } else {
+        reid.same_person(own.view(), own.view())?
+    };
+    let cap =
+        |r: usize| compared.binary_search(&r).map_or(f32::INFINITY, |k| itself[k] - SELF_MARGIN);
+    let mut verdicts = vec![
+        Verdict {
+            passed: true,
+            max_probability: 0.0,
+            closest_reference: None,
+            compared: 0,
+            rejection: None
+        };
+        sources.len()
+    ];
     for (&(i, r), &p) in pairs.iter().zip(&probabilities) {
         let v = &mut verdicts[i];
         v.compared += 1;
@@ -231,7 +284,8 @@ pub fn check(reid: &mut Reid, references: &ReferenceSet, embeddings: ArrayView2<
             v.max_probability = p;
             v.closest_reference = Some(r);
         }
-        let source = sources[i].is_some_and(|s| s == r || references.same_person[s].binary_search(&r).is_ok());
+        let source = sources[i]
+            .is_some_and(|s| s == r || references.same_person[s].binary_search(&r).is_ok());
         let threshold = if source { reid.threshold } else { reid.neighbour_threshold }.min(cap(r));
         if p >= threshold {
             v.passed = false;
@@ -251,10 +305,14 @@ pub fn check(reid: &mut Reid, references: &ReferenceSet, embeddings: ArrayView2<
 /// `−mean(p·ln q + (1 − p)·ln(1 − q))`, the selection criterion among passing candidates.
 pub fn mean_bce(p: &[f32], q: &[f32]) -> f32 {
     const EPS: f32 = 1e-7;
-    let total: f32 = p.iter().zip(q).map(|(&p, &q)| {
-        let q = q.clamp(EPS, 1.0 - EPS);
-        -(p * q.ln() + (1.0 - p) * (1.0 - q).ln())
-    }).sum();
+    let total: f32 = p
+        .iter()
+        .zip(q)
+        .map(|(&p, &q)| {
+            let q = q.clamp(EPS, 1.0 - EPS);
+            -(p * q.ln() + (1.0 - p) * (1.0 - q).ln())
+        })
+        .sum();
     total / p.len().max(1) as f32
 }
 
@@ -277,7 +335,11 @@ pub fn probabilities(logits: ArrayView2<f32>, multi_label: bool) -> Array2<f32> 
 
 /// The candidates (rows of class probabilities) whose verdict passed, with their [`mean_bce`]
 /// to the reference's probabilities, closest first.
-pub fn rank(reference: &[f32], candidates: ArrayView2<f32>, verdicts: &[Verdict]) -> Vec<(usize, f32)> {
+pub fn rank(
+    reference: &[f32],
+    candidates: ArrayView2<f32>,
+    verdicts: &[Verdict],
+) -> Vec<(usize, f32)> {
     let mut ranked: Vec<(usize, f32)> = candidates
         .rows()
         .into_iter()
@@ -307,8 +369,16 @@ mod tests {
     fn selection_prefers_the_closest_passing_candidate() {
         let reference = [0.9f32, 0.1];
         let candidates = array![[0.9f32, 0.1], [0.6, 0.4], [0.2, 0.8]];
-        let pass = |passed| Verdict { passed, max_probability: 0.0, closest_reference: None, compared: 1, rejection: None };
-        let order = |v: &[Verdict]| rank(&reference, candidates.view(), v).into_iter().map(|(i, _)| i).collect::<Vec<_>>();
+        let pass = |passed| Verdict {
+            passed,
+            max_probability: 0.0,
+            closest_reference: None,
+            compared: 1,
+            rejection: None,
+        };
+        let order = |v: &[Verdict]| {
+            rank(&reference, candidates.view(), v).into_iter().map(|(i, _)| i).collect::<Vec<_>>()
+        };
         assert_eq!(order(&[pass(true), pass(true), pass(true)]), vec![0, 1, 2]);
         assert_eq!(order(&[pass(false), pass(true), pass(true)]), vec![1, 2]);
         assert!(order(&[pass(false), pass(false), pass(false)]).is_empty());

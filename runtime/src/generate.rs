@@ -118,7 +118,8 @@ impl FromStr for Shard {
     fn from_str(s: &str) -> Result<Shard, String> {
         let usage = || format!("shard {s:?} is not i/n with 0 ≤ i < n (e.g. 0/4)");
         let (i, n) = s.split_once('/').ok_or_else(usage)?;
-        let (index, count) = (i.trim().parse().map_err(|_| usage())?, n.trim().parse().map_err(|_| usage())?);
+        let (index, count) =
+            (i.trim().parse().map_err(|_| usage())?, n.trim().parse().map_err(|_| usage())?);
         if count == 0 || index >= count {
             return Err(usage());
         }
@@ -165,7 +166,12 @@ pub struct Generator {
 
 impl Generator {
     /// Checks that the models fit `bundle` and each other and computes the noise schedule.
-    pub fn new(bundle: &Bundle, denoiser: Denoiser, features: Model, settings: Settings) -> Result<Generator, SampleError> {
+    pub fn new(
+        bundle: &Bundle,
+        denoiser: Denoiser,
+        features: Model,
+        settings: Settings,
+    ) -> Result<Generator, SampleError> {
         let image = [bundle.image.channels, bundle.image.height, bundle.image.width];
         if denoiser.image_shape() != image {
             return Err(SampleError::Shape(format!(
@@ -173,7 +179,13 @@ impl Generator {
                 denoiser.image_shape()
             )));
         }
-        let mut generator = Generator { denoiser, features, normalization: bundle.image.normalization.clone(), sigmas: Vec::new(), settings: settings.clone() };
+        let mut generator = Generator {
+            denoiser,
+            features,
+            normalization: bundle.image.normalization.clone(),
+            sigmas: Vec::new(),
+            settings: settings.clone(),
+        };
         generator.configure(settings)?;
         Ok(generator)
     }
@@ -181,9 +193,12 @@ impl Generator {
     /// Replaces the settings (the models stay loaded).
     pub fn configure(&mut self, settings: Settings) -> Result<(), SampleError> {
         if settings.candidates == 0 || settings.rounds == 0 {
-            return Err(SampleError::Shape("at least one candidate and one round per reference image are needed".into()));
+            return Err(SampleError::Shape(
+                "at least one candidate and one round per reference image are needed".into(),
+            ));
         }
-        self.sigmas = karras_sigmas(settings.steps, settings.sigma_min, settings.sigma_max, settings.rho)?;
+        self.sigmas =
+            karras_sigmas(settings.steps, settings.sigma_min, settings.sigma_max, settings.rho)?;
         self.settings = settings;
         Ok(())
     }
@@ -191,16 +206,27 @@ impl Generator {
     /// Loads the bundle's denoiser, its guide (only when `guide` names another file than the
     /// denoiser; otherwise mask 0 of the denoiser is the guide) and its features model on
     /// `backend`.
-    pub fn load(loaded: &BundleDir, backend: &dyn Backend, settings: Settings) -> Result<Generator, SampleError> {
+    pub fn load(
+        loaded: &BundleDir,
+        backend: &dyn Backend,
+        settings: Settings,
+    ) -> Result<Generator, SampleError> {
         Generator::load_on(loaded, backend, backend, settings)
     }
 
     /// [`Generator::load`] with the denoiser (and guide) on `sampler` and the features model
     /// on `backend`. When `sampler` runs whole sampling loops on its device and the denoiser is
     /// its own guide, the loop runs there.
-    pub fn load_on(loaded: &BundleDir, backend: &dyn Backend, sampler: &dyn Backend, settings: Settings) -> Result<Generator, SampleError> {
+    pub fn load_on(
+        loaded: &BundleDir,
+        backend: &dyn Backend,
+        sampler: &dyn Backend,
+        settings: Settings,
+    ) -> Result<Generator, SampleError> {
         let bundle = &loaded.bundle;
-        let load = |role: Role, on: &dyn Backend| -> Result<Model, SampleError> { Ok(Model::load(on, bundle.model(role)?, loaded.onnx(role)?)?) };
+        let load = |role: Role, on: &dyn Backend| -> Result<Model, SampleError> {
+            Ok(Model::load(on, bundle.model(role)?, loaded.onnx(role)?)?)
+        };
         let spec = bundle.model(Role::Denoiser)?;
         let guide = match bundle.models.get(&Role::Guide) {
             Some(g) if g.file != spec.file => Some(load(Role::Guide, sampler)?),
@@ -208,10 +234,12 @@ impl Generator {
         };
         let device = match guide {
             Some(_) => None,
-            None => sampler.device_denoiser(loaded.onnx(Role::Denoiser)?, spec).map_err(|e| BackendError::Load {
-                file: spec.file.clone(),
-                backend: sampler.name(),
-                reason: chain(e.as_ref()),
+            None => sampler.device_denoiser(loaded.onnx(Role::Denoiser)?, spec).map_err(|e| {
+                BackendError::Load {
+                    file: spec.file.clone(),
+                    backend: sampler.name(),
+                    reason: chain(e.as_ref()),
+                }
             })?,
         };
         let denoiser = match device {
@@ -237,16 +265,23 @@ impl Generator {
         let x = pixels.mapv(|p| self.normalization.normalize(p));
         let mut out = self.features.run(&[("image", x.view().into_dyn())])?;
         let file = self.features.spec().file.clone();
-        let features = out
-            .remove("features")
-            .ok_or_else(|| SampleError::Interface { file: file.clone(), problem: "it has no output `features`".into() })?;
-        let features: Array2<f32> = features
-            .into_dimensionality()
-            .map_err(|e| SampleError::Interface { file: file.clone(), problem: format!("`features` is not 2-D: {e}") })?;
+        let features = out.remove("features").ok_or_else(|| SampleError::Interface {
+            file: file.clone(),
+            problem: "it has no output `features`".into(),
+        })?;
+        let features: Array2<f32> =
+            features.into_dimensionality().map_err(|e| SampleError::Interface {
+                file: file.clone(),
+                problem: format!("`features` is not 2-D: {e}"),
+            })?;
         if features.ncols() != self.denoiser.condition_size() {
             return Err(SampleError::Interface {
                 file,
-                problem: format!("`features` has {} values per image, the denoiser takes {}", features.ncols(), self.denoiser.condition_size()),
+                problem: format!(
+                    "`features` has {} values per image, the denoiser takes {}",
+                    features.ncols(),
+                    self.denoiser.condition_size()
+                ),
             });
         }
         Ok(features)
@@ -255,31 +290,57 @@ impl Generator {
     /// The images of `samples` (row k conditioned on row k of `conditions`) as 8-bit pixels
     /// `[n, C, H, W]`. All samples must belong to one round, whose guidance weight they are
     /// drawn with.
-    pub fn generate(&mut self, samples: &[SampleId], conditions: ArrayView2<f32>) -> Result<Array4<u8>, SampleError> {
+    pub fn generate(
+        &mut self,
+        samples: &[SampleId],
+        conditions: ArrayView2<f32>,
+    ) -> Result<Array4<u8>, SampleError> {
         self.generate_watched(samples, conditions, &mut |_, _| {})
     }
 
     /// [`Generator::generate`], calling `on_step(done, total)` after each denoising step.
-    pub fn generate_watched(&mut self, samples: &[SampleId], conditions: ArrayView2<f32>, on_step: &mut dyn FnMut(usize, usize)) -> Result<Array4<u8>, SampleError> {
+    pub fn generate_watched(
+        &mut self,
+        samples: &[SampleId],
+        conditions: ArrayView2<f32>,
+        on_step: &mut dyn FnMut(usize, usize),
+    ) -> Result<Array4<u8>, SampleError> {
         pollster::block_on(self.generate_async(samples, conditions, on_step))
     }
 
     /// [`Generator::generate_watched`] as a future (a browser waits for its GPU only through
     /// futures).
-    pub async fn generate_async(&mut self, samples: &[SampleId], conditions: ArrayView2<'_, f32>, on_step: &mut dyn FnMut(usize, usize)) -> Result<Array4<u8>, SampleError> {
+    pub async fn generate_async(
+        &mut self,
+        samples: &[SampleId],
+        conditions: ArrayView2<'_, f32>,
+        on_step: &mut dyn FnMut(usize, usize),
+    ) -> Result<Array4<u8>, SampleError> {
         let images = self.model_space(samples, conditions, on_step).await?;
         Ok(images.mapv(|v| self.normalization.to_pixel(v)))
     }
 
     /// Like [`Generator::generate`], in model space (`[n, C, H, W]`, normalised).
-    pub fn generate_model_space(&mut self, samples: &[SampleId], conditions: ArrayView2<f32>) -> Result<Array4<f32>, SampleError> {
+    pub fn generate_model_space(
+        &mut self,
+        samples: &[SampleId],
+        conditions: ArrayView2<f32>,
+    ) -> Result<Array4<f32>, SampleError> {
         pollster::block_on(self.model_space(samples, conditions, &mut |_, _| {}))
     }
 
-    async fn model_space(&mut self, samples: &[SampleId], conditions: ArrayView2<'_, f32>, on_step: &mut dyn FnMut(usize, usize)) -> Result<Array4<f32>, SampleError> {
+    async fn model_space(
+        &mut self,
+        samples: &[SampleId],
+        conditions: ArrayView2<'_, f32>,
+        on_step: &mut dyn FnMut(usize, usize),
+    ) -> Result<Array4<f32>, SampleError> {
         let s = &self.settings;
         let round = samples.first().map_or(0, |id| id.candidate / s.candidates);
-        if let Some(id) = samples.iter().find(|id| id.candidate / s.candidates != round || id.candidate >= s.streams()) {
+        if let Some(id) = samples
+            .iter()
+            .find(|id| id.candidate / s.candidates != round || id.candidate >= s.streams())
+        {
             return Err(SampleError::Shape(format!(
                 "sample {id:?} is not in round {round} of {} rounds of {} candidates: one call draws one round",
                 s.rounds, s.candidates
@@ -287,7 +348,16 @@ impl Generator {
         }
         let ids: Vec<u64> = samples.iter().map(|id| id.noise_id(s.streams())).collect();
         let noise = sampler::noise_batch(s.seed, &ids, self.denoiser.image_shape());
-        sampler::sample_async(&mut self.denoiser, &self.sigmas, s.solver, s.guidance_of_round(round), conditions, noise.view(), on_step).await
+        sampler::sample_async(
+            &mut self.denoiser,
+            &self.sigmas,
+            s.solver,
+            s.guidance_of_round(round),
+            conditions,
+            noise.view(),
+            on_step,
+        )
+        .await
     }
 }
 
@@ -302,7 +372,8 @@ mod tests {
             assert!(bad.parse::<Shard>().is_err(), "{bad}");
         }
         let all = shard_references(7, Shard::ALL);
-        let mut joined: Vec<usize> = (0..3).flat_map(|i| shard_references(7, Shard { index: i, count: 3 })).collect();
+        let mut joined: Vec<usize> =
+            (0..3).flat_map(|i| shard_references(7, Shard { index: i, count: 3 })).collect();
         joined.sort();
         assert_eq!(joined, all);
         assert_eq!(all.len(), 7);
@@ -311,7 +382,19 @@ mod tests {
 
     #[test]
     fn rounds_number_their_candidates_and_lower_the_guidance() {
-        let s = Settings { seed: 0, solver: Solver::Heun, steps: 4, sigma_min: 0.002, sigma_max: 80.0, rho: 7.0, guidance: 1.4, guidance_interval: None, guidance_decrement: 0.1, candidates: 3, rounds: 2 };
+        let s = Settings {
+            seed: 0,
+            solver: Solver::Heun,
+            steps: 4,
+            sigma_min: 0.002,
+            sigma_max: 80.0,
+            rho: 7.0,
+            guidance: 1.4,
+            guidance_interval: None,
+            guidance_decrement: 0.1,
+            candidates: 3,
+            rounds: 2,
+        };
         let second: Vec<usize> = s.round_samples(5, 1).map(|id| id.candidate).collect();
         assert_eq!(second, vec![3, 4, 5]);
         assert_eq!(s.streams(), 6);

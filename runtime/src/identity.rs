@@ -23,14 +23,23 @@ impl Identity {
     /// NULs, which DICOM uses for padding, are ignored); `None` for an empty ID.
     pub fn of_patient_id(id: &str) -> Option<Identity> {
         let id = id.trim_matches(|c: char| c == ' ' || c == '\0');
-        (!id.is_empty()).then(|| Identity(Sha256::new().chain_update(PATIENT_ID_DOMAIN).chain_update(id.as_bytes()).finalize().into()))
+        (!id.is_empty()).then(|| {
+            Identity(
+                Sha256::new()
+                    .chain_update(PATIENT_ID_DOMAIN)
+                    .chain_update(id.as_bytes())
+                    .finalize()
+                    .into(),
+            )
+        })
     }
 }
 
 /// For every row, the other rows known to show the same person (sorted); empty for a row with
 /// no identity. This is what the gate compares a candidate with besides its source.
 pub fn same_person(identities: &[Option<Identity>]) -> Vec<Vec<usize>> {
-    let mut by_identity: std::collections::HashMap<Identity, Vec<usize>> = std::collections::HashMap::new();
+    let mut by_identity: std::collections::HashMap<Identity, Vec<usize>> =
+        std::collections::HashMap::new();
     for (row, identity) in identities.iter().enumerate() {
         if let Some(identity) = identity {
             by_identity.entry(*identity).or_default().push(row);
@@ -40,7 +49,9 @@ pub fn same_person(identities: &[Option<Identity>]) -> Vec<Vec<usize>> {
         .iter()
         .enumerate()
         .map(|(row, identity)| match identity {
-            Some(identity) => by_identity[identity].iter().copied().filter(|&other| other != row).collect(),
+            Some(identity) => {
+                by_identity[identity].iter().copied().filter(|&other| other != row).collect()
+            }
             None => Vec::new(),
         })
         .collect()
@@ -65,6 +76,9 @@ mod tests {
     fn same_person_lists_the_other_rows_of_each_identity() {
         let p = Identity::of_patient_id("p");
         let q = Identity::of_patient_id("q");
-        assert_eq!(same_person(&[p, None, q, p, p]), vec![vec![3, 4], vec![], vec![], vec![0, 4], vec![0, 3]]);
+        assert_eq!(
+            same_person(&[p, None, q, p, p]),
+            vec![vec![3, 4], vec![], vec![], vec![0, 4], vec![0, 3]]
+        );
     }
 }

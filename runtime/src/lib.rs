@@ -32,10 +32,10 @@ pub mod atomic;
 pub mod audit;
 pub mod backend;
 pub mod bundle;
-#[cfg(feature = "image")]
-pub mod dicom;
 #[cfg(feature = "data")]
 pub mod data;
+#[cfg(feature = "image")]
+pub mod dicom;
 pub mod gate;
 pub mod generate;
 pub mod identity;

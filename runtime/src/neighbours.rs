@@ -32,7 +32,11 @@ pub(crate) fn squared_norms(x: ArrayView2<f32>) -> Vec<f32> {
 /// Calls `visit(q, r, d²)` for every pair of a row `q` of `queries` and a row `r` of
 /// `reference`, with `d²` the squared distance from matrix products (`f32`, may be slightly
 /// off, never negative), block by block.
-pub(crate) fn for_each_squared_distance(queries: ArrayView2<f32>, reference: ArrayView2<f32>, mut visit: impl FnMut(usize, usize, f32)) {
+pub(crate) fn for_each_squared_distance(
+    queries: ArrayView2<f32>,
+    reference: ArrayView2<f32>,
+    mut visit: impl FnMut(usize, usize, f32),
+) {
     assert_eq!(queries.ncols(), reference.ncols(), "rows of different widths");
     let query_norms = squared_norms(queries);
     let reference_norms = squared_norms(reference);
@@ -51,7 +55,11 @@ pub(crate) fn for_each_squared_distance(queries: ArrayView2<f32>, reference: Arr
 
 /// For every row of `queries`, its `k` nearest rows of `reference` (fewer if `reference` has
 /// fewer rows), nearest first.
-pub fn nearest(queries: ArrayView2<f32>, reference: ArrayView2<f32>, k: usize) -> Vec<Vec<Neighbour>> {
+pub fn nearest(
+    queries: ArrayView2<f32>,
+    reference: ArrayView2<f32>,
+    k: usize,
+) -> Vec<Vec<Neighbour>> {
     let k = k.min(reference.nrows());
     let mut best: Vec<Vec<(f32, usize)>> = vec![Vec::with_capacity(k + 1); queries.nrows()];
     if k > 0 {
@@ -67,7 +75,13 @@ pub fn nearest(queries: ArrayView2<f32>, reference: ArrayView2<f32>, k: usize) -
     best.into_iter()
         .enumerate()
         .map(|(q, list)| {
-            let mut found: Vec<Neighbour> = list.into_iter().map(|(_, r)| Neighbour { index: r, distance: distance(queries.row(q), reference.row(r)) }).collect();
+            let mut found: Vec<Neighbour> = list
+                .into_iter()
+                .map(|(_, r)| Neighbour {
+                    index: r,
+                    distance: distance(queries.row(q), reference.row(r)),
+                })
+                .collect();
             found.sort_by(|a, b| a.distance.total_cmp(&b.distance).then(a.index.cmp(&b.index)));
             found
         })
@@ -87,9 +101,13 @@ mod tests {
         let reference = Array2::from_shape_fn((60, 5), |_| rng.random_range(-3.0f32..3.0));
         let found = nearest(queries.view(), reference.view(), 4);
         for (q, list) in found.iter().enumerate() {
-            let mut all: Vec<(f64, usize)> = (0..60).map(|r| (distance(queries.row(q), reference.row(r)), r)).collect();
+            let mut all: Vec<(f64, usize)> =
+                (0..60).map(|r| (distance(queries.row(q), reference.row(r)), r)).collect();
             all.sort_by(|a, b| a.0.total_cmp(&b.0));
-            assert_eq!(list.iter().map(|n| n.index).collect::<Vec<_>>(), all[..4].iter().map(|a| a.1).collect::<Vec<_>>());
+            assert_eq!(
+                list.iter().map(|n| n.index).collect::<Vec<_>>(),
+                all[..4].iter().map(|a| a.1).collect::<Vec<_>>()
+            );
             assert!((list[0].distance - all[0].0).abs() < 1e-12);
         }
     }

@@ -26,16 +26,22 @@ pub fn decode_identified(bytes: &[u8]) -> Result<(DynamicImage, Option<Identity>
     if dicom::is_dicom(bytes) {
         return dicom::decode(bytes);
     }
-    let reader = || image::ImageReader::new(std::io::Cursor::new(bytes)).with_guessed_format().map_err(|e| format!("cannot read image ({e})"));
+    let reader = || {
+        image::ImageReader::new(std::io::Cursor::new(bytes))
+            .with_guessed_format()
+            .map_err(|e| format!("cannot read image ({e})"))
+    };
     let mut decoder = reader()?;
     if decoder.format().is_none() {
         return Err("cannot decode image (not a PNG, JPEG or DICOM file)".into());
     }
     // The header alone first: the size is checked before any pixel is decoded.
-    let (width, height) = reader()?.into_dimensions().map_err(|e| format!("cannot decode image ({e})"))?;
+    let (width, height) =
+        reader()?.into_dimensions().map_err(|e| format!("cannot decode image ({e})"))?;
     check_size(width, height)?;
     let mut limits = image::Limits::default();
-    (limits.max_image_width, limits.max_image_height, limits.max_alloc) = (Some(MAX_SIDE), Some(MAX_SIDE), Some(MAX_ALLOC));
+    (limits.max_image_width, limits.max_image_height, limits.max_alloc) =
+        (Some(MAX_SIDE), Some(MAX_SIDE), Some(MAX_ALLOC));
     decoder.limits(limits);
     Ok((decoder.decode().map_err(|e| format!("cannot decode image ({e})"))?, None))
 }
@@ -43,7 +49,9 @@ pub fn decode_identified(bytes: &[u8]) -> Result<(DynamicImage, Option<Identity>
 /// Refuses an image wider or taller than [`MAX_SIDE`].
 pub(crate) fn check_size(width: u32, height: u32) -> Result<(), String> {
     if width > MAX_SIDE || height > MAX_SIDE {
-        return Err(format!("image of {width}×{height} pixels is larger than the {MAX_SIDE}×{MAX_SIDE} this tool decodes"));
+        return Err(format!(
+            "image of {width}×{height} pixels is larger than the {MAX_SIDE}×{MAX_SIDE} this tool decodes"
+        ));
     }
     Ok(())
 }
@@ -61,7 +69,12 @@ pub fn push_chw(out: &mut Vec<u8>, img: &DynamicImage, channels: usize) {
 }
 
 /// PNG bytes of one image (`pixels` interleaved, `channels` 1 or 3).
-pub fn encode_png(pixels: &[u8], channels: usize, height: usize, width: usize) -> Result<Vec<u8>, String> {
+pub fn encode_png(
+    pixels: &[u8],
+    channels: usize,
+    height: usize,
+    width: usize,
+) -> Result<Vec<u8>, String> {
     let color = match channels {
         1 => image::ExtendedColorType::L8,
         3 => image::ExtendedColorType::Rgb8,
@@ -96,7 +109,10 @@ mod tests {
         let side = MAX_SIDE as usize;
         let wide = encode_png(&vec![7; side + 1], 1, 1, side + 1).unwrap();
         let error = decode(&wide).unwrap_err();
-        assert!(error.contains(&format!("{}×1 pixels is larger than the 16384×16384", side + 1)), "{error}");
+        assert!(
+            error.contains(&format!("{}×1 pixels is larger than the 16384×16384", side + 1)),
+            "{error}"
+        );
         assert!(decode(&encode_png(&vec![7; side], 1, 1, side).unwrap()).is_ok());
     }
 }

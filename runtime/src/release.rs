@@ -29,7 +29,9 @@ pub enum ReleaseError {
     #[error(transparent)]
     Bundle(#[from] BundleError),
     /// The bundle has no re-identification decision rule.
-    #[error("the bundle {0} has no re-identification model (models reid_embed, reid_head and a `reid` section): nothing can be released")]
+    #[error(
+        "the bundle {0} has no re-identification model (models reid_embed, reid_head and a `reid` section): nothing can be released"
+    )]
     NoReid(String),
 }
 
@@ -65,7 +67,10 @@ impl References {
 
     /// These references, knowing who each shows (one identity, or none, per reference): a
     /// candidate must not re-identify any image of its source's person.
-    pub fn with_identities(mut self, identities: &[Option<crate::identity::Identity>]) -> References {
+    pub fn with_identities(
+        mut self,
+        identities: &[Option<crate::identity::Identity>],
+    ) -> References {
         self.set = self.set.with_identities(identities);
         self
     }
@@ -88,9 +93,15 @@ impl Gate {
         let bundle = &loaded.bundle;
         let rule = bundle.reid.as_ref().ok_or_else(|| ReleaseError::NoReid(bundle.name.clone()))?;
         let load = |role: Role| -> Result<Model, ReleaseError> {
-            Ok(Model::load(backend, bundle.model(role)?, loaded.onnx(role)?).map_err(GateError::from)?)
+            Ok(Model::load(backend, bundle.model(role)?, loaded.onnx(role)?)
+                .map_err(GateError::from)?)
         };
-        let reid = Reid::new(load(Role::ReidEmbed)?, load(Role::ReidHead)?, rule.threshold, rule.neighbour_threshold())?;
+        let reid = Reid::new(
+            load(Role::ReidEmbed)?,
+            load(Role::ReidHead)?,
+            rule.threshold,
+            rule.neighbour_threshold(),
+        )?;
         Ok(Gate {
             reid,
             classifier: load(Role::Classifier)?,
@@ -128,7 +139,8 @@ impl Gate {
         let mut rows = Vec::new();
         for chunk in pixels.axis_chunks_iter(Axis(0), gate::EMBED_BATCH) {
             let x = chunk.mapv(|p| self.normalization.normalize(p));
-            let logits = gate::output2(&mut self.classifier, &[("image", x.view().into_dyn())], "logits")?;
+            let logits =
+                gate::output2(&mut self.classifier, &[("image", x.view().into_dyn())], "logits")?;
             rows.push(gate::probabilities(logits.view(), self.multi_label));
         }
         let views: Vec<_> = rows.iter().map(|r| r.view()).collect();
@@ -137,10 +149,21 @@ impl Gate {
 
     /// Verdicts on 8-bit candidates, each against its source reference and the nearest
     /// references, and their class probabilities.
-    pub fn judge(&mut self, references: &References, pixels: ArrayView4<u8>, sources: &[usize]) -> Result<(Vec<Verdict>, Array2<f32>), ReleaseError> {
+    pub fn judge(
+        &mut self,
+        references: &References,
+        pixels: ArrayView4<u8>,
+        sources: &[usize],
+    ) -> Result<(Vec<Verdict>, Array2<f32>), ReleaseError> {
         let embeddings = self.reid.embed_pixels(pixels, &self.normalization)?;
         let sources: Vec<Option<usize>> = sources.iter().map(|&s| Some(s)).collect();
-        let verdicts = gate::check(&mut self.reid, &references.set, embeddings.view(), &sources, self.neighbours)?;
+        let verdicts = gate::check(
+            &mut self.reid,
+            &references.set,
+            embeddings.view(),
+            &sources,
+            self.neighbours,
+        )?;
         Ok((verdicts, self.classify(pixels)?))
     }
 }
@@ -193,8 +216,13 @@ impl Indexing {
         self.flush(gate)?;
         let (e, l) = self.widths;
         let rows = self.embeddings.len().checked_div(e).unwrap_or(0);
-        let shaped = |data: Vec<f32>, width: usize| Array2::from_shape_vec((rows, width), data).expect("whole rows");
-        Ok(References { set: ReferenceSet::new(shaped(self.embeddings, e)), probabilities: shaped(self.probabilities, l) })
+        let shaped = |data: Vec<f32>, width: usize| {
+            Array2::from_shape_vec((rows, width), data).expect("whole rows")
+        };
+        Ok(References {
+            set: ReferenceSet::new(shaped(self.embeddings, e)),
+            probabilities: shaped(self.probabilities, l),
+        })
     }
 
     /// Embeds and classifies the pending images.
@@ -203,7 +231,10 @@ impl Indexing {
         let pending = std::mem::take(&mut self.pending);
         let n = pending.len() / (c * h * w).max(1);
         if n > 0 {
-            self.embed(gate, ArrayView4::from_shape((n, c, h, w), &pending).expect("whole images"))?;
+            self.embed(
+                gate,
+                ArrayView4::from_shape((n, c, h, w), &pending).expect("whole images"),
+            )?;
         }
         Ok(())
     }
@@ -261,7 +292,14 @@ pub trait Watch {
     /// Round `round` finished denoising step `done` of `total`.
     fn step(&mut self, _round: usize, _done: usize, _total: usize) {}
     /// The gate rejected candidate `id`, drawn with `guidance`.
-    fn rejected(&mut self, _id: SampleId, _guidance: f32, _verdict: &Verdict, _pixels: ArrayView3<u8>) {}
+    fn rejected(
+        &mut self,
+        _id: SampleId,
+        _guidance: f32,
+        _verdict: &Verdict,
+        _pixels: ArrayView3<u8>,
+    ) {
+    }
 }
 
 /// Watches nothing.
@@ -306,16 +344,25 @@ pub async fn release_async(
 ) -> Result<Vec<(Outcome, Vec<Array3<u8>>)>, ReleaseError> {
     let settings = generator.settings().clone();
     let n = settings.candidates;
-    let mut results: Vec<(Outcome, Vec<Array3<u8>>)> =
-        references.iter().map(|&reference| (Outcome { reference, rejected: Vec::new(), released: Vec::new() }, Vec::new())).collect();
+    let mut results: Vec<(Outcome, Vec<Array3<u8>>)> = references
+        .iter()
+        .map(|&reference| {
+            (Outcome { reference, rejected: Vec::new(), released: Vec::new() }, Vec::new())
+        })
+        .collect();
     let mut pending: Vec<usize> = (0..references.len()).collect();
     for round in 0..settings.rounds {
         if pending.is_empty() {
             break;
         }
-        let ids: Vec<SampleId> = pending.iter().flat_map(|&k| settings.round_samples(references[k], round)).collect();
+        let ids: Vec<SampleId> =
+            pending.iter().flat_map(|&k| settings.round_samples(references[k], round)).collect();
         let rows: Vec<usize> = pending.iter().flat_map(|&k| std::iter::repeat_n(k, n)).collect();
-        let pixels = generator.generate_async(&ids, conditions.select(Axis(0), &rows).view(), &mut |done, total| watch.step(round, done, total)).await?;
+        let pixels = generator
+            .generate_async(&ids, conditions.select(Axis(0), &rows).view(), &mut |done, total| {
+                watch.step(round, done, total)
+            })
+            .await?;
         let sources: Vec<usize> = ids.iter().map(|id| id.reference).collect();
         let (verdicts, probabilities) = gate.judge(index, pixels.view(), &sources)?;
         let guidance = settings.guidance_in_round(round);
@@ -324,19 +371,34 @@ pub async fn release_async(
             let span = slot * n..(slot + 1) * n;
             let verdicts = &verdicts[span.clone()];
             let own = index.probabilities.row(references[k]).to_vec();
-            let ranked = gate::rank(&own, probabilities.slice(ndarray::s![span.clone(), ..]), verdicts);
+            let ranked =
+                gate::rank(&own, probabilities.slice(ndarray::s![span.clone(), ..]), verdicts);
             let (outcome, images) = &mut results[k];
             outcome.rejected.push(verdicts.iter().filter(|v| !v.passed).count());
             for (i, v) in verdicts.iter().enumerate().filter(|(_, v)| !v.passed) {
-                watch.rejected(ids[span.start + i], guidance, v, pixels.index_axis(Axis(0), span.start + i));
+                watch.rejected(
+                    ids[span.start + i],
+                    guidance,
+                    v,
+                    pixels.index_axis(Axis(0), span.start + i),
+                );
             }
             if ranked.is_empty() {
                 still.push(k);
             }
             for &(i, bce) in ranked.iter().take(keep) {
                 let v = &verdicts[i];
-                let scores = Scores { max_same_person: v.max_probability, closest_reference: v.closest_reference, compared: v.compared, bce };
-                outcome.released.push(Draw { id: ids[span.start + i], guidance, scores: Some(scores) });
+                let scores = Scores {
+                    max_same_person: v.max_probability,
+                    closest_reference: v.closest_reference,
+                    compared: v.compared,
+                    bce,
+                };
+                outcome.released.push(Draw {
+                    id: ids[span.start + i],
+                    guidance,
+                    scores: Some(scores),
+                });
                 images.push(pixels.index_axis(Axis(0), span.start + i).to_owned());
             }
         }
@@ -347,17 +409,26 @@ pub async fn release_async(
 
 /// **Research only**: draws round 0's candidates for `references` and returns all of them
 /// unjudged (`scores: None`), in the shape of [`release`]'s result.
-pub fn draw_unfiltered(generator: &mut Generator, references: &[usize], conditions: ArrayView2<f32>) -> Result<Vec<(Outcome, Vec<Array3<u8>>)>, ReleaseError> {
+pub fn draw_unfiltered(
+    generator: &mut Generator,
+    references: &[usize],
+    conditions: ArrayView2<f32>,
+) -> Result<Vec<(Outcome, Vec<Array3<u8>>)>, ReleaseError> {
     let settings = generator.settings().clone();
-    let ids: Vec<SampleId> = references.iter().flat_map(|&r| settings.round_samples(r, 0)).collect();
-    let rows: Vec<usize> = (0..references.len()).flat_map(|k| std::iter::repeat_n(k, settings.candidates)).collect();
+    let ids: Vec<SampleId> =
+        references.iter().flat_map(|&r| settings.round_samples(r, 0)).collect();
+    let rows: Vec<usize> =
+        (0..references.len()).flat_map(|k| std::iter::repeat_n(k, settings.candidates)).collect();
     let pixels = generator.generate(&ids, conditions.select(Axis(0), &rows).view())?;
     let guidance = settings.guidance_in_round(0);
     let mut images = pixels.outer_iter().map(|p| p.to_owned());
     Ok(references
         .iter()
         .map(|&reference| {
-            let released: Vec<Draw> = settings.round_samples(reference, 0).map(|id| Draw { id, guidance, scores: None }).collect();
+            let released: Vec<Draw> = settings
+                .round_samples(reference, 0)
+                .map(|id| Draw { id, guidance, scores: None })
+                .collect();
             let pixels = images.by_ref().take(released.len()).collect();
             (Outcome { reference, rejected: vec![0], released }, pixels)
         })

@@ -74,7 +74,11 @@ const UNFILTERED: &str = "NOT APPLIED (--unfiltered-research-only): these are un
      re-identification check ran, so nothing here is known to be unlinkable to a real person; do not release them.";
 
 /// The aggregate report: counts only, nothing about any single reference image.
-pub fn report<'a>(run: &RunInfo, records: impl Iterator<Item = &'a Record>, images: usize) -> Value {
+pub fn report<'a>(
+    run: &RunInfo,
+    records: impl Iterator<Item = &'a Record>,
+    images: usize,
+) -> Value {
     let records: Vec<&Record> = records.collect();
     let released = records.iter().filter(|r| !r.outcome.released.is_empty()).count();
     let mut rounds_needed: BTreeMap<String, usize> = BTreeMap::new();

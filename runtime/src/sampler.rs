@@ -115,15 +115,18 @@ impl Guidance {
 
     /// Why `[lo, hi]` cannot be a guidance interval: both must be finite, `0 ≤ lo < hi`.
     pub fn interval_problem([lo, hi]: [f64; 2]) -> Option<String> {
-        (!(lo.is_finite() && hi.is_finite() && 0.0 <= lo && lo < hi)).then(|| format!("must be [lo, hi] with 0 ≤ lo < hi, is [{lo}, {hi}]"))
+        (!(lo.is_finite() && hi.is_finite() && 0.0 <= lo && lo < hi))
+            .then(|| format!("must be [lo, hi] with 0 ≤ lo < hi, is [{lo}, {hi}]"))
     }
 
     /// Parses a guidance interval written `lo,hi` (a command-line argument).
     pub fn parse_interval(text: &str) -> Result<[f64; 2], String> {
         let usage = || format!("{text:?} is not a noise-level interval lo,hi (e.g. 0.3,5)");
         let (lo, hi) = text.split_once(',').ok_or_else(usage)?;
-        let interval = [lo.trim().parse().map_err(|_| usage())?, hi.trim().parse().map_err(|_| usage())?];
-        Guidance::interval_problem(interval).map_or(Ok(interval), |problem| Err(format!("guidance interval {problem}")))
+        let interval =
+            [lo.trim().parse().map_err(|_| usage())?, hi.trim().parse().map_err(|_| usage())?];
+        Guidance::interval_problem(interval)
+            .map_or(Ok(interval), |problem| Err(format!("guidance interval {problem}")))
     }
 
     /// The weight at noise level `sigma`.
@@ -138,18 +141,29 @@ impl Guidance {
 /// The Karras et al. noise levels for `steps` Heun steps:
 /// `σ_i = (σ_max^{1/ρ} + i/(N−1)·(σ_min^{1/ρ} − σ_max^{1/ρ}))^ρ` for `i < N` (σ_0 = σ_max when
 /// N = 1), followed by `σ_N = 0`; `steps + 1` values in all.
-pub fn karras_sigmas(steps: usize, sigma_min: f64, sigma_max: f64, rho: f64) -> Result<Vec<f64>, SampleError> {
+pub fn karras_sigmas(
+    steps: usize,
+    sigma_min: f64,
+    sigma_max: f64,
+    rho: f64,
+) -> Result<Vec<f64>, SampleError> {
     if steps == 0 {
         return Err(SampleError::Schedule("at least one step is needed".into()));
     }
-    if !(sigma_min > 0.0 && sigma_max > sigma_min && sigma_max.is_finite() && rho > 0.0 && rho.is_finite()) {
+    if !(sigma_min > 0.0
+        && sigma_max > sigma_min
+        && sigma_max.is_finite()
+        && rho > 0.0
+        && rho.is_finite())
+    {
         return Err(SampleError::Schedule(format!(
             "need 0 < sigma_min < sigma_max and rho > 0 (finite), got sigma_min {sigma_min}, sigma_max {sigma_max}, rho {rho}"
         )));
     }
     let (lo, hi) = (sigma_min.powf(1.0 / rho), sigma_max.powf(1.0 / rho));
     let last = (steps - 1).max(1) as f64;
-    let mut sigmas: Vec<f64> = (0..steps).map(|i| (hi + i as f64 / last * (lo - hi)).powf(rho)).collect();
+    let mut sigmas: Vec<f64> =
+        (0..steps).map(|i| (hi + i as f64 / last * (lo - hi)).powf(rho)).collect();
     sigmas.push(0.0);
     Ok(sigmas)
 }
@@ -200,8 +214,12 @@ enum Runner {
 impl fmt::Debug for Runner {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Runner::Host { model, guide } => f.debug_struct("Host").field("model", model).field("guide", guide).finish(),
-            Runner::Device { file, .. } => f.debug_struct("Device").field("file", file).finish_non_exhaustive(),
+            Runner::Host { model, guide } => {
+                f.debug_struct("Host").field("model", model).field("guide", guide).finish()
+            }
+            Runner::Device { file, .. } => {
+                f.debug_struct("Device").field("file", file).finish_non_exhaustive()
+            }
         }
     }
 }
@@ -248,9 +266,16 @@ impl Denoiser {
 
     /// Wraps a denoiser loaded on a device (`spec` describes its model, which is its own
     /// guide).
-    pub fn on_device(spec: &ModelSpec, device: Box<dyn DeviceDenoiser>) -> Result<Denoiser, SampleError> {
+    pub fn on_device(
+        spec: &ModelSpec,
+        device: Box<dyn DeviceDenoiser>,
+    ) -> Result<Denoiser, SampleError> {
         let (image, condition) = interface(spec)?;
-        Ok(Denoiser { runner: Runner::Device { file: spec.file.clone(), device }, image, condition })
+        Ok(Denoiser {
+            runner: Runner::Device { file: spec.file.clone(), device },
+            image,
+            condition,
+        })
     }
 
     /// Whether the sampling loop runs on a device.
@@ -293,23 +318,42 @@ impl Denoiser {
         let n = x.len_of(Axis(0));
         let [c, h, w] = self.image;
         if x.shape()[1..] != [c, h, w] {
-            return Err(SampleError::Shape(format!("images have shape {:?}, the denoiser takes [n, {c}, {h}, {w}]", x.shape())));
+            return Err(SampleError::Shape(format!(
+                "images have shape {:?}, the denoiser takes [n, {c}, {h}, {w}]",
+                x.shape()
+            )));
         }
         self.check_condition(condition, n)?;
         let (model, guide) = match &mut self.runner {
             Runner::Device { file, .. } => {
-                return Err(SampleError::Interface { file: file.clone(), problem: "its loop runs on a device: it denoises only inside `sample`".into() });
+                return Err(SampleError::Interface {
+                    file: file.clone(),
+                    problem: "its loop runs on a device: it denoises only inside `sample`".into(),
+                });
             }
-            Runner::Host { model, .. } if guidance == 1.0 => return run(model, x, sigma, condition, n),
+            Runner::Host { model, .. } if guidance == 1.0 => {
+                return run(model, x, sigma, condition, n);
+            }
             Runner::Host { model, guide } => (model, guide),
         };
         let null = Array2::<f32>::zeros((n, self.condition));
         let (cond, uncond) = match guide {
             None => {
-                let both = run(model, concatenate![Axis(0), x, x].view(), sigma, concatenate![Axis(0), condition, null].view(), n)?;
-                (both.slice(s![..n, .., .., ..]).to_owned(), both.slice(s![n.., .., .., ..]).to_owned())
+                let both = run(
+                    model,
+                    concatenate![Axis(0), x, x].view(),
+                    sigma,
+                    concatenate![Axis(0), condition, null].view(),
+                    n,
+                )?;
+                (
+                    both.slice(s![..n, .., .., ..]).to_owned(),
+                    both.slice(s![n.., .., .., ..]).to_owned(),
+                )
             }
-            Some(guide) => (run(model, x, sigma, condition, n)?, run(guide, x, sigma, null.view(), 0)?),
+            Some(guide) => {
+                (run(model, x, sigma, condition, n)?, run(guide, x, sigma, null.view(), 0)?)
+            }
         };
         Ok(Zip::from(&uncond).and(&cond).map_collect(|&u, &c| u + guidance * (c - u)))
     }
@@ -329,7 +373,9 @@ fn interface(spec: &ModelSpec) -> Result<([usize; 3], usize), SampleError> {
                     Dim::Batch => Err(fail(format!("{kind} `{name}` has a second batch axis"))),
                 })
                 .collect(),
-            _ => Err(fail(format!("{kind} `{name}` does not have rank {rank} with a leading batch axis"))),
+            _ => Err(fail(format!(
+                "{kind} `{name}` does not have rank {rank} with a leading batch axis"
+            ))),
         }
     };
     let x = dims("input", "x", 4)?;
@@ -360,12 +406,14 @@ fn run(
         ("condition_mask", mask.view().into_dyn()),
     ])?;
     let file = &model.spec().file;
-    let denoised = outputs
-        .remove("denoised")
-        .ok_or_else(|| SampleError::Interface { file: file.clone(), problem: "it returned no `denoised`".into() })?;
-    denoised
-        .into_dimensionality()
-        .map_err(|e| SampleError::Interface { file: file.clone(), problem: format!("`denoised` is not 4-D: {e}") })
+    let denoised = outputs.remove("denoised").ok_or_else(|| SampleError::Interface {
+        file: file.clone(),
+        problem: "it returned no `denoised`".into(),
+    })?;
+    denoised.into_dimensionality().map_err(|e| SampleError::Interface {
+        file: file.clone(),
+        problem: format!("`denoised` is not 4-D: {e}"),
+    })
 }
 
 /// Runs `solver` from `noise` (standard normal, `[n, C, H, W]`; the start is
@@ -416,15 +464,23 @@ pub async fn sample_async(
     on_step: &mut dyn FnMut(usize, usize),
 ) -> Result<Array4<f32>, SampleError> {
     if sigmas.len() < 2 || sigmas.last() != Some(&0.0) {
-        return Err(SampleError::Schedule("a schedule needs at least two noise levels, the last 0".into()));
+        return Err(SampleError::Schedule(
+            "a schedule needs at least two noise levels, the last 0".into(),
+        ));
     }
     let n = noise.len_of(Axis(0));
     if n != condition.len_of(Axis(0)) {
-        return Err(SampleError::Shape(format!("{n} noise rows but {} conditions", condition.len_of(Axis(0)))));
+        return Err(SampleError::Shape(format!(
+            "{n} noise rows but {} conditions",
+            condition.len_of(Axis(0))
+        )));
     }
     let [c, h, w] = denoiser.image;
     if noise.shape()[1..] != [c, h, w] {
-        return Err(SampleError::Shape(format!("noise has shape {:?}, the denoiser takes [n, {c}, {h}, {w}]", noise.shape())));
+        return Err(SampleError::Shape(format!(
+            "noise has shape {:?}, the denoiser takes [n, {c}, {h}, {w}]",
+            noise.shape()
+        )));
     }
     denoiser.check_condition(condition, n)?;
     let Runner::Device { file, device } = &mut denoiser.runner else {
@@ -433,13 +489,30 @@ pub async fn sample_async(
         return solve(&mut field, x, sigmas, solver, on_step).await;
     };
     let backend = device.backend();
-    let images = device.sample(sigmas, solver, guidance, condition, noise, on_step).await.map_err(|reason| BackendError::Run { file: file.clone(), backend, reason })?;
+    let images = device
+        .sample(sigmas, solver, guidance, condition, noise, on_step)
+        .await
+        .map_err(|reason| BackendError::Run { file: file.clone(), backend, reason })?;
     if images.shape() != noise.shape() {
-        return Err(BackendError::Output { file: file.clone(), problem: format!("the device sampler returned {:?} for {:?}", images.shape(), noise.shape()) }.into());
+        return Err(BackendError::Output {
+            file: file.clone(),
+            problem: format!(
+                "the device sampler returned {:?} for {:?}",
+                images.shape(),
+                noise.shape()
+            ),
+        }
+        .into());
     }
     if let Some((index, &value)) = images.indexed_iter().find(|(_, v)| !v.is_finite()) {
         let index = vec![index.0, index.1, index.2, index.3];
-        return Err(BackendError::NonFinite { file: file.clone(), output: "denoised".into(), index, value }.into());
+        return Err(BackendError::NonFinite {
+            file: file.clone(),
+            output: "denoised".into(),
+            index,
+            value,
+        }
+        .into());
     }
     Ok(images)
 }
@@ -493,7 +566,11 @@ pub(crate) async fn solve<F: Field>(
                     Some((old, h_last)) if t_next > 0.0 => {
                         let half_r = 0.5 * h / h_last;
                         let (a, b) = ((1.0 + half_r) as f32, half_r as f32);
-                        field.combine(&[(ratio, &x), ((1.0 - ratio) * a, &denoised), (-(1.0 - ratio) * b, old)])?
+                        field.combine(&[
+                            (ratio, &x),
+                            ((1.0 - ratio) * a, &denoised),
+                            (-(1.0 - ratio) * b, old),
+                        ])?
                     }
                     _ => field.combine(&[(ratio, &x), (1.0 - ratio, &denoised)])?,
                 };
@@ -508,7 +585,11 @@ pub(crate) async fn solve<F: Field>(
 }
 
 /// `(x − D(x; σ))/σ`.
-async fn derivative<F: Field>(field: &mut F, x: &F::Images, sigma: f32) -> Result<F::Images, SampleError> {
+async fn derivative<F: Field>(
+    field: &mut F,
+    x: &F::Images,
+    sigma: f32,
+) -> Result<F::Images, SampleError> {
     let denoised = field.denoise(x, sigma).await?;
     field.combine(&[(1.0 / sigma, x), (-1.0 / sigma, &denoised)])
 }
@@ -528,7 +609,8 @@ impl Field for HostField<'_, '_> {
     }
 
     fn combine(&mut self, terms: &[(f32, &Array4<f32>)]) -> Result<Array4<f32>, SampleError> {
-        let ((w0, first), rest) = terms.split_first().ok_or_else(|| SampleError::Shape("an empty combination".into()))?;
+        let ((w0, first), rest) =
+            terms.split_first().ok_or_else(|| SampleError::Shape("an empty combination".into()))?;
         let mut out = first.mapv(|v| w0 * v);
         for (w, t) in rest {
             out.scaled_add(*w, t);

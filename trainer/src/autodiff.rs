@@ -30,7 +30,12 @@ pub fn gradients(g: &mut Graph, loss: TensorId, wrt: &[TensorId]) -> Vec<TensorI
         let Some(&grad) = grads.get(&id) else { continue };
         let Source::Op { op, inputs } = g.tensor(id).source.clone() else { continue };
         let input_grads = op.vjp(g, &inputs, id, grad);
-        assert_eq!(input_grads.len(), inputs.len(), "{} returned the wrong number of gradients", op.name());
+        assert_eq!(
+            input_grads.len(),
+            inputs.len(),
+            "{} returned the wrong number of gradients",
+            op.name()
+        );
         for (&input, input_grad) in inputs.iter().zip(input_grads) {
             let Some(input_grad) = input_grad else { continue };
             if !requires[input.0] {

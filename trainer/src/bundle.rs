@@ -17,7 +17,8 @@ pub const SCHEMA_VERSION: u32 = 1;
 
 /// A named tensor of a model's interface; `"batch"` marks the symbolic batch axis.
 pub fn tensor_spec(name: &str, dims: &[usize]) -> Value {
-    let shape: Vec<Value> = std::iter::once(json!("batch")).chain(dims.iter().map(|&d| json!(d))).collect();
+    let shape: Vec<Value> =
+        std::iter::once(json!("batch")).chain(dims.iter().map(|&d| json!(d))).collect();
     json!({ "name": name, "shape": shape })
 }
 
@@ -39,19 +40,29 @@ pub struct Entry<'a> {
 
 /// Writes the entries' ONNX files and records them in `dir/bundle.json` (replacing entries
 /// of the same roles and top-level fields named in the object `sections`), all atomically.
-pub fn write(dir: &Path, data: &Dataset, norm: Normalization, entries: Vec<Entry>, sections: Value) -> anyhow::Result<()> {
+pub fn write(
+    dir: &Path,
+    data: &Dataset,
+    norm: Normalization,
+    entries: Vec<Entry>,
+    sections: Value,
+) -> anyhow::Result<()> {
     for entry in &entries {
         write_atomically(&dir.join(entry.file), entry.onnx)?;
     }
     let path = dir.join("bundle.json");
     let mut bundle: Value = match std::fs::read(&path) {
-        Ok(bytes) => serde_json::from_slice(&bytes).with_context(|| format!("{} is not valid JSON", path.display()))?,
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .with_context(|| format!("{} is not valid JSON", path.display()))?,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => json!({}),
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
     };
-    let root = bundle.as_object_mut().with_context(|| format!("{} is not a JSON object", path.display()))?;
+    let root = bundle
+        .as_object_mut()
+        .with_context(|| format!("{} is not a JSON object", path.display()))?;
     root.insert("schema_version".into(), json!(SCHEMA_VERSION));
-    root.entry("name").or_insert(json!(dir.file_name().and_then(|n| n.to_str()).unwrap_or("bundle")));
+    root.entry("name")
+        .or_insert(json!(dir.file_name().and_then(|n| n.to_str()).unwrap_or("bundle")));
     root.insert(
         "image".into(),
         json!({
@@ -60,12 +71,17 @@ pub fn write(dir: &Path, data: &Dataset, norm: Normalization, entries: Vec<Entry
                                "formula": "x = (pixel / 255 - mean) / std" },
         }),
     );
-    root.insert("labels".into(), json!({ "count": data.num_labels, "multi_label": data.multi_label }));
+    root.insert(
+        "labels".into(),
+        json!({ "count": data.num_labels, "multi_label": data.multi_label }),
+    );
     if let Value::Object(sections) = sections {
         root.extend(sections);
     }
     let models = root.entry("models").or_insert(json!({}));
-    let models = models.as_object_mut().with_context(|| format!("{}: `models` is not an object", path.display()))?;
+    let models = models
+        .as_object_mut()
+        .with_context(|| format!("{}: `models` is not an object", path.display()))?;
     for entry in entries {
         models.insert(
             entry.role.into(),

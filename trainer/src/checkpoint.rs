@@ -51,14 +51,22 @@ pub fn save(path: &Path, ckpt: &Checkpoint) -> anyhow::Result<()> {
 }
 
 /// Writes named f32 tensors and string metadata as one safetensors file, atomically.
-pub fn save_tensors(path: &Path, tensors: &State, metadata: HashMap<String, String>) -> anyhow::Result<()> {
+pub fn save_tensors(
+    path: &Path,
+    tensors: &State,
+    metadata: HashMap<String, String>,
+) -> anyhow::Result<()> {
     let bytes: Vec<(String, Vec<u8>, Vec<usize>)> = tensors
         .iter()
-        .map(|(name, t)| (name.clone(), t.data.iter().flat_map(|v| v.to_le_bytes()).collect(), t.shape.clone()))
+        .map(|(name, t)| {
+            (name.clone(), t.data.iter().flat_map(|v| v.to_le_bytes()).collect(), t.shape.clone())
+        })
         .collect();
     let views = bytes
         .iter()
-        .map(|(name, data, shape)| Ok((name.as_str(), TensorView::new(Dtype::F32, shape.clone(), data)?)))
+        .map(|(name, data, shape)| {
+            Ok((name.as_str(), TensorView::new(Dtype::F32, shape.clone(), data)?))
+        })
         .collect::<Result<Vec<_>, safetensors::SafeTensorError>>()?;
     let encoded = safetensors::serialize(views, Some(metadata))?;
     Ok(write_atomically(path, &encoded)?)
@@ -67,8 +75,10 @@ pub fn save_tensors(path: &Path, tensors: &State, metadata: HashMap<String, Stri
 /// Creates `dir` if needed and checks that files can be written in it, so a long run fails
 /// at its start rather than at its end.
 pub fn ensure_writable(dir: &Path) -> anyhow::Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create output directory {}", dir.display()))?;
-    tempfile::NamedTempFile::new_in(dir).with_context(|| format!("cannot write in output directory {}", dir.display()))?;
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create output directory {}", dir.display()))?;
+    tempfile::NamedTempFile::new_in(dir)
+        .with_context(|| format!("cannot write in output directory {}", dir.display()))?;
     Ok(())
 }
 
@@ -76,7 +86,9 @@ pub fn ensure_writable(dir: &Path) -> anyhow::Result<()> {
 pub fn load(path: &Path) -> anyhow::Result<Checkpoint> {
     let (meta, state) = load_tensors(path)?;
     let context = || format!("{} is not an Unpersonal checkpoint", path.display());
-    let field = |key: &str| meta.get(key).with_context(|| format!("{}: metadata has no {key}", path.display()));
+    let field = |key: &str| {
+        meta.get(key).with_context(|| format!("{}: metadata has no {key}", path.display()))
+    };
     let config = serde_json::from_str(field(CONFIG_KEY)?).with_context(context)?;
     let progress = serde_json::from_str(field(PROGRESS_KEY)?).with_context(context)?;
     Ok(Checkpoint { config, progress, state })
@@ -94,7 +106,11 @@ pub fn load_tensors(path: &Path) -> anyhow::Result<(HashMap<String, String>, Sta
         if view.dtype() != Dtype::F32 {
             bail!("{}: tensor {name} is {:?}, expected F32", path.display(), view.dtype());
         }
-        let data = view.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+        let data = view
+            .data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
         state.insert(name, HostTensor { shape: view.shape().to_vec(), data });
     }
     Ok((meta, state))

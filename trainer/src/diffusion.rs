@@ -54,16 +54,20 @@ pub struct Extractor<'a> {
 
 impl Extractor<'_> {
     /// The features of every image of `data`, and of every mirrored image if `mirrored`.
-    pub fn compute(&self, data: &Dataset, norm: Normalization, mirrored: bool) -> anyhow::Result<Features> {
-        let mut session = engine::session(self.env, self.model, self.session).context("ONNX Runtime cannot load the features model")?;
+    pub fn compute(
+        &self,
+        data: &Dataset,
+        norm: Normalization,
+        mirrored: bool,
+    ) -> anyhow::Result<Features> {
+        let mut session = engine::session(self.env, self.model, self.session)
+            .context("ONNX Runtime cannot load the features model")?;
         let (c, h, w) = (data.channels, data.height, data.width);
         let mut run = |images: Vec<f32>, n: usize| -> anyhow::Result<HostTensor> {
-            let x = HostTensor {
-                shape: vec![n, c, h, w],
-                data: images,
-            };
+            let x = HostTensor { shape: vec![n, c, h, w], data: images };
             let mut out = engine::run(&mut session, &[("image", &x)])?;
-            let f = out.remove("features").context("the features model has no `features` output")?;
+            let f =
+                out.remove("features").context("the features model has no `features` output")?;
             anyhow::ensure!(
                 f.shape.len() == 2 && f.shape[0] == n,
                 "features output has shape {:?}, expected [{n}, D]",
@@ -89,16 +93,18 @@ impl Extractor<'_> {
             dim = f.shape[1];
             plain.extend(f.data);
         }
-        Ok(Features {
-            dim,
-            plain,
-            mirrored: mirrored.then_some(flipped),
-        })
+        Ok(Features { dim, plain, mirrored: mirrored.then_some(flipped) })
     }
 
     /// [`Extractor::compute`], cached in `path`: reused when the cache was made by the same
     /// model bytes from the same data, recomputed (and rewritten atomically) otherwise.
-    pub fn cached(&self, path: &Path, data: &Dataset, norm: Normalization, mirrored: bool) -> anyhow::Result<Features> {
+    pub fn cached(
+        &self,
+        path: &Path,
+        data: &Dataset,
+        norm: Normalization,
+        mirrored: bool,
+    ) -> anyhow::Result<Features> {
         let key = HashMap::from([
             ("features_sha256".to_string(), crate::bundle::sha256_hex(self.model)),
             ("data".to_string(), format!("{} ({} images)", data.name, data.len())),
@@ -111,21 +117,14 @@ impl Extractor<'_> {
             && plain.shape[0] == data.len()
         {
             let mirrored = tensors.remove("mirrored").map(|t| t.data);
-            return Ok(Features {
-                dim: plain.shape[1],
-                plain: plain.data,
-                mirrored,
-            });
+            return Ok(Features { dim: plain.shape[1], plain: plain.data, mirrored });
         }
         let features = self.compute(data, norm, mirrored)?;
         let shape = vec![data.len(), features.dim];
         let mut tensors = State::new();
         tensors.insert(
             "plain".into(),
-            HostTensor {
-                shape: shape.clone(),
-                data: features.plain.clone(),
-            },
+            HostTensor { shape: shape.clone(), data: features.plain.clone() },
         );
         if let Some(m) = &features.mirrored {
             tensors.insert("mirrored".into(), HostTensor { shape, data: m.clone() });
@@ -150,12 +149,7 @@ pub struct EdmTraining {
 
 impl Default for EdmTraining {
     fn default() -> Self {
-        EdmTraining {
-            p_mean: -1.2,
-            p_std: 1.2,
-            p_uncond: 0.1,
-            hflip: true,
-        }
+        EdmTraining { p_mean: -1.2, p_std: 1.2, p_uncond: 0.1, hflip: true }
     }
 }
 
@@ -216,30 +210,19 @@ pub fn validation_loss(
     let mut rng = ChaCha8Rng::seed_from_u64(0);
     let mut losses = Vec::new();
     for &s in &VALIDATION_SIGMAS {
-        let noisy: Vec<f32> = images.data.iter().map(|&y| y + s * rng.sample::<f32, _>(StandardNormal)).collect();
-        let x = HostTensor {
-            shape: images.shape.clone(),
-            data: noisy,
-        };
-        let sigma = HostTensor {
-            shape: vec![n],
-            data: vec![s; n],
-        };
-        let mask = HostTensor {
-            shape: vec![n],
-            data: vec![1.0; n],
-        };
-        let inputs = [("x", &x), ("sigma", &sigma), ("condition", conditions), ("condition_mask", &mask)];
+        let noisy: Vec<f32> =
+            images.data.iter().map(|&y| y + s * rng.sample::<f32, _>(StandardNormal)).collect();
+        let x = HostTensor { shape: images.shape.clone(), data: noisy };
+        let sigma = HostTensor { shape: vec![n], data: vec![s; n] };
+        let mask = HostTensor { shape: vec![n], data: vec![1.0; n] };
+        let inputs =
+            [("x", &x), ("sigma", &sigma), ("condition", conditions), ("condition_mask", &mask)];
         let out = engine::run(session, &inputs)?
             .remove("denoised")
             .context("the denoiser has no `denoised` output")?;
-        let mse = out
-            .data
-            .iter()
-            .zip(&images.data)
-            .map(|(d, y)| ((d - y) as f64).powi(2))
-            .sum::<f64>()
-            / out.data.len() as f64;
+        let mse =
+            out.data.iter().zip(&images.data).map(|(d, y)| ((d - y) as f64).powi(2)).sum::<f64>()
+                / out.data.len() as f64;
         let weight = (s * s + sigma_data * sigma_data) / (s * sigma_data).powi(2);
         losses.push((mse * weight as f64) as f32);
     }

@@ -14,7 +14,17 @@ use crate::graph::{Shape, numel};
 use crate::step::{NEXT, StepGraph};
 
 /// Where ONNX Runtime executes.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    clap::ValueEnum,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 pub enum Device {
     /// CPU execution provider.
     #[default]
@@ -50,7 +60,8 @@ impl SessionConfig {
 
 /// A session for `model` as `config` says.
 pub fn session(env: &Environment, model: &[u8], config: &SessionConfig) -> anyhow::Result<Session> {
-    let builder_error = |e: ort::Error<ort::session::builder::SessionBuilder>| anyhow::anyhow!("{e}");
+    let builder_error =
+        |e: ort::Error<ort::session::builder::SessionBuilder>| anyhow::anyhow!("{e}");
     let mut builder = Session::builder(env)?
         .with_optimization_level(GraphOptimizationLevel::All)
         .map_err(builder_error)?
@@ -62,7 +73,9 @@ pub fn session(env: &Environment, model: &[u8], config: &SessionConfig) -> anyho
     if config.device == Device::Cuda {
         builder = builder
             .with_execution_providers([ort::ep::CUDA::default().build().error_on_failure()])
-            .map_err(|e| anyhow::anyhow!("CUDA was requested but its execution provider failed: {e}"))?;
+            .map_err(|e| {
+                anyhow::anyhow!("CUDA was requested but its execution provider failed: {e}")
+            })?;
     }
     builder.commit_from_memory(model).context("ONNX Runtime rejected the graph")
 }
@@ -105,7 +118,10 @@ pub fn to_host(value: &DynTensor) -> anyhow::Result<HostTensor> {
 }
 
 /// Runs `session` once on host inputs and returns every output on the host.
-pub fn run(session: &mut Session, inputs: &[(&str, &HostTensor)]) -> anyhow::Result<BTreeMap<String, HostTensor>> {
+pub fn run(
+    session: &mut Session,
+    inputs: &[(&str, &HostTensor)],
+) -> anyhow::Result<BTreeMap<String, HostTensor>> {
     let mut values = Vec::with_capacity(inputs.len());
     for (name, t) in inputs {
         values.push((name.to_string(), host_value(&t.shape, t.data.clone())?));
@@ -113,7 +129,12 @@ pub fn run(session: &mut Session, inputs: &[(&str, &HostTensor)]) -> anyhow::Res
     let outputs = session.run(values)?;
     outputs
         .iter()
-        .map(|(name, value)| Ok((name.to_string(), to_host(&value.view().downcast::<DynTensorValueType>()?.clone())?)))
+        .map(|(name, value)| {
+            Ok((
+                name.to_string(),
+                to_host(&value.view().downcast::<DynTensorValueType>()?.clone())?,
+            ))
+        })
         .collect()
 }
 
@@ -138,10 +159,19 @@ pub struct TrainingEngine {
 
 impl TrainingEngine {
     /// Compiles `step` and uploads `state` (which must name every state tensor of the graph).
-    pub fn new(env: &Environment, step: &StepGraph, state: &State, config: &SessionConfig) -> anyhow::Result<Self> {
+    pub fn new(
+        env: &Environment,
+        step: &StepGraph,
+        state: &State,
+        config: &SessionConfig,
+    ) -> anyhow::Result<Self> {
         let bytes = crate::onnx::to_bytes(
             &step.graph,
-            &crate::onnx::ExportOptions { params: crate::onnx::Params::Inputs, symbolic_batch: false, metadata: vec![] },
+            &crate::onnx::ExportOptions {
+                params: crate::onnx::Params::Inputs,
+                symbolic_batch: false,
+                metadata: vec![],
+            },
         )?;
         let session = session(env, &bytes, config)?;
         let device = config.device;
@@ -150,11 +180,17 @@ impl TrainingEngine {
             device,
             state: BTreeMap::new(),
             batch_inputs: step.batch_inputs.clone(),
-            host_outputs: std::iter::once("loss".to_string()).chain(step.metrics.iter().cloned()).collect(),
+            host_outputs: std::iter::once("loss".to_string())
+                .chain(step.metrics.iter().cloned())
+                .collect(),
         };
         for (name, shape) in step.state_names() {
             let t = state.get(&name).with_context(|| format!("state has no tensor {name}"))?;
-            anyhow::ensure!(t.shape == shape, "state tensor {name} has shape {:?}, the graph needs {shape:?}", t.shape);
+            anyhow::ensure!(
+                t.shape == shape,
+                "state tensor {name} has shape {:?}, the graph needs {shape:?}",
+                t.shape
+            );
             let value = host_value(&shape, t.data.clone())?;
             let value = match device {
                 Device::Cpu => value,
@@ -167,12 +203,27 @@ impl TrainingEngine {
 
     /// Runs one step on `batch` (values for the graph's batch inputs, in order) with the given
     /// 1-based step number, learning rate and EMA decay.
-    pub fn step(&mut self, batch: &[&[f32]], step: u64, lr: f32, ema_decay: f32) -> anyhow::Result<StepOutput> {
-        anyhow::ensure!(batch.len() == self.batch_inputs.len(), "expected {} batch inputs", self.batch_inputs.len());
+    pub fn step(
+        &mut self,
+        batch: &[&[f32]],
+        step: u64,
+        lr: f32,
+        ema_decay: f32,
+    ) -> anyhow::Result<StepOutput> {
+        anyhow::ensure!(
+            batch.len() == self.batch_inputs.len(),
+            "expected {} batch inputs",
+            self.batch_inputs.len()
+        );
         let mut binding: IoBinding = self.session.create_binding()?;
         let mut held = Vec::new();
         for ((name, shape), data) in self.batch_inputs.iter().zip(batch) {
-            anyhow::ensure!(data.len() == numel(shape), "batch input {name} needs {} values, got {}", numel(shape), data.len());
+            anyhow::ensure!(
+                data.len() == numel(shape),
+                "batch input {name} needs {} values, got {}",
+                numel(shape),
+                data.len()
+            );
             held.push((name.clone(), host_value(shape, data.to_vec())?));
         }
         for (name, v) in [("step", step as f32), ("lr", lr), ("ema_decay", ema_decay)] {
@@ -195,12 +246,16 @@ impl TrainingEngine {
         let mut outputs = self.session.run_binding(&binding)?;
         let mut metrics = BTreeMap::new();
         for name in &self.host_outputs {
-            let value = outputs.remove(name.as_str()).with_context(|| format!("step produced no {name}"))?;
+            let value = outputs
+                .remove(name.as_str())
+                .with_context(|| format!("step produced no {name}"))?;
             metrics.insert(name.clone(), to_host(&value.downcast::<DynTensorValueType>()?)?);
         }
         let mut next = BTreeMap::new();
         for name in self.state.keys() {
-            let value = outputs.remove(format!("{name}{NEXT}")).with_context(|| format!("step produced no {name}{NEXT}"))?;
+            let value = outputs
+                .remove(format!("{name}{NEXT}"))
+                .with_context(|| format!("step produced no {name}{NEXT}"))?;
             next.insert(name.clone(), value.downcast::<DynTensorValueType>()?);
         }
         drop(outputs);

@@ -48,9 +48,13 @@ pub fn accuracy(
 ) -> anyhow::Result<Accuracy> {
     let mut acc = Accuracy { correct: 0, total: 0 };
     for b in epoch_batches(data, batch, norm) {
-        let input = HostTensor { shape: vec![b.n, data.channels, data.height, data.width], data: b.images };
+        let input =
+            HostTensor { shape: vec![b.n, data.channels, data.height, data.width], data: b.images };
         let out = logits(&input)?;
-        anyhow::ensure!(out.data.iter().all(|v| v.is_finite()), "the model produced NaN or infinite logits");
+        anyhow::ensure!(
+            out.data.iter().all(|v| v.is_finite()),
+            "the model produced NaN or infinite logits"
+        );
         acc.add(&out.data, &b.labels, data.num_labels, data.multi_label);
     }
     Ok(acc)

@@ -21,7 +21,12 @@ pub enum Weights {
 }
 
 /// The inference graph of `model` with the chosen weights of `state`, symbolic batch axis.
-pub fn onnx_bytes(model: &dyn Model, state: &State, weights: Weights, metadata: Vec<(String, String)>) -> anyhow::Result<Vec<u8>> {
+pub fn onnx_bytes(
+    model: &dyn Model,
+    state: &State,
+    weights: Weights,
+    metadata: Vec<(String, String)>,
+) -> anyhow::Result<Vec<u8>> {
     let mut g = Graph::new();
     model.inference_graph(&mut g, 1);
     let suffix = match weights {
@@ -31,7 +36,9 @@ pub fn onnx_bytes(model: &dyn Model, state: &State, weights: Weights, metadata: 
     let mut values = HashMap::new();
     for id in g.params() {
         let name = &g.tensor(id).name;
-        let t = state.get(&format!("{name}{suffix}")).with_context(|| format!("trained state has no {name}{suffix}"))?;
+        let t = state
+            .get(&format!("{name}{suffix}"))
+            .with_context(|| format!("trained state has no {name}{suffix}"))?;
         values.insert(name.clone(), t.data.clone());
     }
     to_bytes(&g, &ExportOptions { params: Params::Baked(&values), symbolic_batch: true, metadata })
@@ -47,7 +54,13 @@ pub fn run_tract(model: &[u8], inputs: &[&HostTensor]) -> anyhow::Result<Vec<Hos
     let plan = typed.into_optimized()?.into_runnable()?;
     let values = inputs
         .iter()
-        .map(|t| Ok(Tensor::from(tract_ndarray::ArrayD::from_shape_vec(t.shape.clone(), t.data.clone())?).into()))
+        .map(|t| {
+            Ok(Tensor::from(tract_ndarray::ArrayD::from_shape_vec(
+                t.shape.clone(),
+                t.data.clone(),
+            )?)
+            .into())
+        })
         .collect::<anyhow::Result<TVec<TValue>>>()?;
     let outputs = plan.run(values)?;
     outputs
@@ -63,16 +76,26 @@ pub fn run_tract(model: &[u8], inputs: &[&HostTensor]) -> anyhow::Result<Vec<Hos
 /// a model, each output's absolute difference divided by `max(1, max |value|)` of that output
 /// (so unit-scale outputs are compared absolutely, large logits relatively). `inputs` are
 /// named and in the graph's input order.
-pub fn parity(env: &ort::environment::Environment, model: &[u8], inputs: &[(&str, &HostTensor)]) -> anyhow::Result<f32> {
+pub fn parity(
+    env: &ort::environment::Environment,
+    model: &[u8],
+    inputs: &[(&str, &HostTensor)],
+) -> anyhow::Result<f32> {
     let mut session = engine::session(env, model, &engine::SessionConfig::cpu(0))?;
-    let output_names: Vec<String> = session.outputs().iter().map(|o| o.name().to_string()).collect();
+    let output_names: Vec<String> =
+        session.outputs().iter().map(|o| o.name().to_string()).collect();
     let ort_out = engine::run(&mut session, inputs)?;
     let tensors: Vec<&HostTensor> = inputs.iter().map(|(_, t)| *t).collect();
     let tract_out = run_tract(model, &tensors)?;
     let mut worst = 0f32;
     for (name, t) in output_names.iter().zip(&tract_out) {
         let o = &ort_out[name];
-        anyhow::ensure!(o.shape == t.shape, "output {name}: ONNX Runtime shape {:?}, tract shape {:?}", o.shape, t.shape);
+        anyhow::ensure!(
+            o.shape == t.shape,
+            "output {name}: ONNX Runtime shape {:?}, tract shape {:?}",
+            o.shape,
+            t.shape
+        );
         worst = worst.max(scaled_diff(&o.data, &t.data));
     }
     Ok(worst)

@@ -15,7 +15,7 @@ pub mod metrics;
 pub mod models;
 pub mod nn;
 pub mod onnx;
-pub mod pairs;
 pub mod ops;
+pub mod pairs;
 pub mod step;
 pub mod train;

@@ -16,7 +16,10 @@ pub fn mean_pairwise_distance(rows: ArrayView2<f32>) -> f64 {
     let mut total = 0.0;
     for i in 0..n {
         for j in i + 1..n {
-            total += distance(rows.row(i).as_slice().expect("contiguous"), rows.row(j).as_slice().expect("contiguous"));
+            total += distance(
+                rows.row(i).as_slice().expect("contiguous"),
+                rows.row(j).as_slice().expect("contiguous"),
+            );
         }
     }
     let pairs = n * n.saturating_sub(1) / 2;
@@ -25,13 +28,17 @@ pub fn mean_pairwise_distance(rows: ArrayView2<f32>) -> f64 {
 
 /// For every row of `queries`, the index of the nearest row of `base` (Euclidean).
 pub fn nearest_rows(queries: ArrayView2<f32>, base: ArrayView2<f32>) -> Vec<usize> {
-    unpersonal_runtime::neighbours::nearest(queries, base, 1).into_iter().map(|list| list[0].index).collect()
+    unpersonal_runtime::neighbours::nearest(queries, base, 1)
+        .into_iter()
+        .map(|list| list[0].index)
+        .collect()
 }
 
 /// Area under the ROC curve of scores of positives against negatives: the probability that
 /// a random positive scores above a random negative (ties count half).
 pub fn roc_auc(positives: &[f32], negatives: &[f32]) -> f64 {
-    let mut all: Vec<(f32, bool)> = positives.iter().map(|&s| (s, true)).chain(negatives.iter().map(|&s| (s, false))).collect();
+    let mut all: Vec<(f32, bool)> =
+        positives.iter().map(|&s| (s, true)).chain(negatives.iter().map(|&s| (s, false))).collect();
     all.sort_by(|a, b| a.0.total_cmp(&b.0));
     // Sum of the (average, for ties) ranks of the positives: Mann–Whitney U.
     let mut rank_sum = 0.0;
@@ -78,7 +85,13 @@ fn next_up(v: f32) -> f32 {
         return v;
     }
     let bits = v.to_bits();
-    let next = if v == 0.0 { 1 } else if v > 0.0 { bits + 1 } else { bits - 1 };
+    let next = if v == 0.0 {
+        1
+    } else if v > 0.0 {
+        bits + 1
+    } else {
+        bits - 1
+    };
     f32::from_bits(next)
 }
 

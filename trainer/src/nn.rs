@@ -6,7 +6,16 @@ use crate::ops::{AveragePool, Conv, Upsample};
 /// A 2-D convolution layer `name` with a `k × k` kernel and an optional zero-initialised bias;
 /// the weights are initialised by `init`, by default Kaiming for ReLU-like activations.
 #[allow(clippy::too_many_arguments)]
-pub fn conv2d(g: &mut Graph, name: &str, x: TensorId, out: usize, k: usize, conv: Conv, bias: bool, init: Option<Init>) -> TensorId {
+pub fn conv2d(
+    g: &mut Graph,
+    name: &str,
+    x: TensorId,
+    out: usize,
+    k: usize,
+    conv: Conv,
+    bias: bool,
+    init: Option<Init>,
+) -> TensorId {
     let cin = g.shape(x)[1] / conv.groups;
     g.scope(name, |g| {
         let fan_in = cin * k * k;
@@ -55,9 +64,25 @@ pub fn group_norm(g: &mut Graph, name: &str, x: TensorId, groups: usize, gain: I
 }
 
 /// 3×3 convolution (stride 1 or 2) → group norm → ReLU.
-pub fn conv_norm_relu(g: &mut Graph, name: &str, x: TensorId, out: usize, stride: usize, groups: usize) -> TensorId {
+pub fn conv_norm_relu(
+    g: &mut Graph,
+    name: &str,
+    x: TensorId,
+    out: usize,
+    stride: usize,
+    groups: usize,
+) -> TensorId {
     g.scope(name, |g| {
-        let h = conv2d(g, "conv", x, out, 3, Conv { stride, pad: 1, dilation: 1, groups: 1 }, false, None);
+        let h = conv2d(
+            g,
+            "conv",
+            x,
+            out,
+            3,
+            Conv { stride, pad: 1, dilation: 1, groups: 1 },
+            false,
+            None,
+        );
         let h = group_norm(g, "norm", h, groups, Init::Ones);
         g.relu(h)
     })

@@ -9,8 +9,9 @@ use std::collections::HashMap;
 
 use prost::Message;
 use tract_onnx::pb::{
-    self, AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto, TypeProto,
-    ValueInfoProto, attribute_proto::AttributeType, tensor_proto::DataType, tensor_shape_proto,
+    self, AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto,
+    TypeProto, ValueInfoProto, attribute_proto::AttributeType, tensor_proto::DataType,
+    tensor_shape_proto,
 };
 
 use crate::graph::{Graph, OpIo, Source, TensorId};
@@ -36,7 +37,13 @@ impl Emitter {
     }
 
     /// Appends a node `op_type(inputs) -> output`.
-    pub fn node(&mut self, op_type: &str, inputs: &[&str], output: &str, attributes: Vec<AttributeProto>) {
+    pub fn node(
+        &mut self,
+        op_type: &str,
+        inputs: &[&str],
+        output: &str,
+        attributes: Vec<AttributeProto>,
+    ) {
         self.nodes.push(NodeProto {
             input: inputs.iter().map(|s| s.to_string()).collect(),
             output: vec![output.to_string()],
@@ -48,7 +55,12 @@ impl Emitter {
     }
 
     /// Appends a node writing a fresh value and returns its name.
-    pub fn node_tmp(&mut self, op_type: &str, inputs: &[&str], attributes: Vec<AttributeProto>) -> String {
+    pub fn node_tmp(
+        &mut self,
+        op_type: &str,
+        inputs: &[&str],
+        attributes: Vec<AttributeProto>,
+    ) -> String {
         let out = self.tmp(&op_type.to_lowercase());
         self.node(op_type, inputs, &out, attributes);
         out
@@ -86,17 +98,32 @@ fn f32_tensor(name: &str, shape: &[usize], values: &[f32]) -> TensorProto {
 
 /// An `int` attribute.
 pub fn attr_int(name: &str, value: i64) -> AttributeProto {
-    AttributeProto { name: name.into(), r#type: AttributeType::Int as i32, i: value, ..Default::default() }
+    AttributeProto {
+        name: name.into(),
+        r#type: AttributeType::Int as i32,
+        i: value,
+        ..Default::default()
+    }
 }
 
 /// An `ints` attribute.
 pub fn attr_ints(name: &str, values: &[i64]) -> AttributeProto {
-    AttributeProto { name: name.into(), r#type: AttributeType::Ints as i32, ints: values.to_vec(), ..Default::default() }
+    AttributeProto {
+        name: name.into(),
+        r#type: AttributeType::Ints as i32,
+        ints: values.to_vec(),
+        ..Default::default()
+    }
 }
 
 /// A `float` attribute.
 pub fn attr_float(name: &str, value: f32) -> AttributeProto {
-    AttributeProto { name: name.into(), r#type: AttributeType::Float as i32, f: value, ..Default::default() }
+    AttributeProto {
+        name: name.into(),
+        r#type: AttributeType::Float as i32,
+        f: value,
+        ..Default::default()
+    }
 }
 
 /// A `string` attribute.
@@ -140,7 +167,11 @@ pub fn to_model(graph: &Graph, opts: &ExportOptions) -> anyhow::Result<ModelProt
         shape
             .iter()
             .enumerate()
-            .map(|(axis, &d)| if axis == 0 && opts.symbolic_batch { Dim::Batch } else { Dim::Fixed(d) })
+            .map(
+                |(axis, &d)| {
+                    if axis == 0 && opts.symbolic_batch { Dim::Batch } else { Dim::Fixed(d) }
+                },
+            )
             .collect()
     };
     for id in graph.ids() {
@@ -151,7 +182,10 @@ pub fn to_model(graph: &Graph, opts: &ExportOptions) -> anyhow::Result<ModelProt
         match &t.source {
             Source::Input => inputs.push(value_info(&t.name, &dims(&t.shape))),
             Source::Param(_) => match opts.params {
-                Params::Inputs => inputs.push(value_info(&t.name, &t.shape.iter().map(|&d| Dim::Fixed(d)).collect::<Vec<_>>())),
+                Params::Inputs => inputs.push(value_info(
+                    &t.name,
+                    &t.shape.iter().map(|&d| Dim::Fixed(d)).collect::<Vec<_>>(),
+                )),
                 Params::Baked(values) => {
                     let v = values
                         .get(&t.name)
@@ -173,7 +207,12 @@ pub fn to_model(graph: &Graph, opts: &ExportOptions) -> anyhow::Result<ModelProt
                 let in_shapes: Vec<&[usize]> = operands.iter().map(|&i| graph.shape(i)).collect();
                 op.emit(
                     &mut e,
-                    &OpIo { inputs: &in_names, input_shapes: &in_shapes, output: &t.name, output_shape: &t.shape },
+                    &OpIo {
+                        inputs: &in_names,
+                        input_shapes: &in_shapes,
+                        output: &t.name,
+                        output_shape: &t.shape,
+                    },
                 );
             }
         }

@@ -37,7 +37,16 @@ impl<'a> PairFeed<'a> {
         for i in 0..data.len() {
             by_class[argmax(data.label(i))].push(i);
         }
-        PairFeed { data, by_class, strong, table: norm.table(), background: norm.apply(0), seed, plain_anchor: false, neighbours: None }
+        PairFeed {
+            data,
+            by_class,
+            strong,
+            table: norm.table(),
+            background: norm.apply(0),
+            seed,
+            plain_anchor: false,
+            neighbours: None,
+        }
     }
 
     /// Leaves the first image of every pair as it is: pairs of an original and an edited copy
@@ -71,7 +80,11 @@ impl<'a> PairFeed<'a> {
         let class = &self.by_class[argmax(self.data.label(index))];
         let n = self.data.len();
         loop {
-            let pick = if hard && class.len() > 1 { class[rng.random_range(0..class.len())] } else { rng.random_range(0..n) };
+            let pick = if hard && class.len() > 1 {
+                class[rng.random_range(0..class.len())]
+            } else {
+                rng.random_range(0..n)
+            };
             if pick != index || n == 1 {
                 return pick;
             }
@@ -93,12 +106,20 @@ impl<'a> PairFeed<'a> {
 impl Feed for PairFeed<'_> {
     fn feed(&self, batch: &Batch, step: u64) -> Vec<Vec<f32>> {
         let size = self.data.image_size();
-        let (mut a, mut b, mut same) = (Vec::with_capacity(batch.n * size), Vec::with_capacity(batch.n * size), Vec::with_capacity(batch.n));
+        let (mut a, mut b, mut same) = (
+            Vec::with_capacity(batch.n * size),
+            Vec::with_capacity(batch.n * size),
+            Vec::with_capacity(batch.n),
+        );
         for (i, &index) in batch.indices.iter().enumerate() {
             let mut rng = ChaCha8Rng::seed_from_u64(mix(self.seed, PAIR_STREAM, step, i as u64));
             let positive = i % 2 == 0;
             let partner = if positive { index } else { self.negative(index, &mut rng) };
-            a.extend(if self.plain_anchor { self.normalised(index) } else { self.augmented(index, &mut rng) });
+            a.extend(if self.plain_anchor {
+                self.normalised(index)
+            } else {
+                self.augmented(index, &mut rng)
+            });
             b.extend(self.augmented(partner, &mut rng));
             same.push(if positive { 1.0 } else { 0.0 });
         }
@@ -109,14 +130,26 @@ impl Feed for PairFeed<'_> {
 /// For every image of `data`, its `k` nearest other images by Euclidean distance of the
 /// normalised pixels, skipping images closer than `duplicate` (copies in the data set, which no
 /// model can tell apart). Exact (blocked matrix products); minutes for 60,000 28×28 images.
-pub fn pixel_neighbours(data: &Dataset, norm: Normalization, k: usize, duplicate: f64) -> Vec<Vec<u32>> {
+pub fn pixel_neighbours(
+    data: &Dataset,
+    norm: Normalization,
+    k: usize,
+    duplicate: f64,
+) -> Vec<Vec<u32>> {
     let table = norm.table();
     let pixels: Vec<f32> = data.images.iter().map(|&b| table[usize::from(b)]).collect();
-    let rows = ndarray::ArrayView2::from_shape((data.len(), data.image_size()), &pixels).expect("one row per image");
+    let rows = ndarray::ArrayView2::from_shape((data.len(), data.image_size()), &pixels)
+        .expect("one row per image");
     // A few extra neighbours make room for the image itself and its duplicates.
     unpersonal_runtime::neighbours::nearest(rows, rows, k + 4)
         .into_iter()
         .enumerate()
-        .map(|(i, list)| list.into_iter().filter(|n| n.index != i && n.distance >= duplicate).take(k).map(|n| n.index as u32).collect())
+        .map(|(i, list)| {
+            list.into_iter()
+                .filter(|n| n.index != i && n.distance >= duplicate)
+                .take(k)
+                .map(|n| n.index as u32)
+                .collect()
+        })
         .collect()
 }

@@ -64,7 +64,9 @@ impl StepGraph {
     pub fn state_names(&self) -> Vec<(String, Shape)> {
         self.params
             .iter()
-            .flat_map(|p| STATE_SUFFIXES.iter().map(move |s| (format!("{}{s}", p.name), p.shape.clone())))
+            .flat_map(|p| {
+                STATE_SUFFIXES.iter().map(move |s| (format!("{}{s}", p.name), p.shape.clone()))
+            })
             .collect()
     }
 }
@@ -73,7 +75,11 @@ impl StepGraph {
 pub fn build(model: &dyn Model, batch: usize, opt: &AdamW) -> StepGraph {
     let mut g = Graph::new();
     let training = model.training_graph(&mut g, batch);
-    let batch_inputs = g.inputs().into_iter().map(|id| (g.tensor(id).name.clone(), g.shape(id).to_vec())).collect();
+    let batch_inputs = g
+        .inputs()
+        .into_iter()
+        .map(|id| (g.tensor(id).name.clone(), g.shape(id).to_vec()))
+        .collect();
     let params = g.params();
     let specs: Vec<ParamSpec> = params
         .iter()
@@ -94,7 +100,8 @@ pub fn build(model: &dyn Model, batch: usize, opt: &AdamW) -> StepGraph {
         let v = g.input(&format!("{}.adam_v", spec.name), &spec.shape);
         let ema = g.input(&format!("{}.ema", spec.name), &spec.shape);
         let decay = if spec.shape.len() >= 2 { opt.weight_decay } else { 0.0 };
-        let (p_next, m_next, v_next) = adamw_update(&mut g, p, grad, m, v, lr, &corrections, opt, decay);
+        let (p_next, m_next, v_next) =
+            adamw_update(&mut g, p, grad, m, v, lr, &corrections, opt, decay);
         let ema_next = lerp(&mut g, ema, p_next, ema_decay);
         g.output(&format!("{}{NEXT}", spec.name), p_next);
         g.output(&format!("{}.adam_m{NEXT}", spec.name), m_next);
@@ -127,7 +134,10 @@ impl BiasCorrection {
             let one = g.scalar(1.0);
             g.div(one, one_minus)
         };
-        BiasCorrection { first: inverse_one_minus_pow(opt.beta1), second: inverse_one_minus_pow(opt.beta2) }
+        BiasCorrection {
+            first: inverse_one_minus_pow(opt.beta1),
+            second: inverse_one_minus_pow(opt.beta2),
+        }
     }
 }
 

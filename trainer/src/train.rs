@@ -135,7 +135,15 @@ pub fn train(
     env: &ort::environment::Environment,
     mut evaluate: impl FnMut(u64, &State) -> anyhow::Result<serde_json::Value>,
 ) -> anyhow::Result<(State, Summary)> {
-    let mut batcher = Batcher::new(data, cfg.batch, cfg.seed, cfg.normalization, cfg.augment.clone(), true, true)?;
+    let mut batcher = Batcher::new(
+        data,
+        cfg.batch,
+        cfg.seed,
+        cfg.normalization,
+        cfg.augment.clone(),
+        true,
+        true,
+    )?;
     let step_graph = step::build(model, cfg.batch, &cfg.adamw);
     let ckpt_path = opts.run_dir.join("checkpoint.safetensors");
     let (state, progress) = start_state(&step_graph, cfg, opts, &ckpt_path)?;
@@ -151,8 +159,10 @@ pub fn train(
 
     let started = Instant::now();
     let first = progress.step + 1;
-    let end = opts.stop_after.map_or(cfg.schedule.steps, |n| (progress.step + n).min(cfg.schedule.steps));
-    let (mut window_loss, mut window_steps, mut window_acc) = (0f64, 0u64, Accuracy { correct: 0, total: 0 });
+    let end =
+        opts.stop_after.map_or(cfg.schedule.steps, |n| (progress.step + n).min(cfg.schedule.steps));
+    let (mut window_loss, mut window_steps, mut window_acc) =
+        (0f64, 0u64, Accuracy { correct: 0, total: 0 });
     let mut window_start = Instant::now();
     let (mut last_loss, mut last_eval) = (f32::NAN, serde_json::Value::Null);
     for t in first..=end {
@@ -172,7 +182,8 @@ pub fn train(
         let last = t == end;
         if t % LOG_EVERY == 0 || last {
             last_loss = (window_loss / window_steps as f64) as f32;
-            let rate = (window_steps as usize * cfg.batch) as f64 / window_start.elapsed().as_secs_f64();
+            let rate =
+                (window_steps as usize * cfg.batch) as f64 / window_start.elapsed().as_secs_f64();
             bar.set_message(format!("loss {last_loss:.4}  {rate:.0} img/s"));
             let mut line = json!({
                 "step": t, "epoch": batcher.state().epoch, "loss": last_loss,
@@ -196,7 +207,10 @@ pub fn train(
             }
             if checkpoint_due {
                 let progress = Progress { step: t, batcher: batcher.state() };
-                checkpoint::save(&ckpt_path, &Checkpoint { config: serde_json::to_value(cfg)?, progress, state })?;
+                checkpoint::save(
+                    &ckpt_path,
+                    &Checkpoint { config: serde_json::to_value(cfg)?, progress, state },
+                )?;
             }
         }
     }
@@ -205,7 +219,8 @@ pub fn train(
     let summary = Summary {
         steps: end,
         steps_this_run,
-        images_per_second: (steps_this_run as usize * cfg.batch) as f64 / started.elapsed().as_secs_f64(),
+        images_per_second: (steps_this_run as usize * cfg.batch) as f64
+            / started.elapsed().as_secs_f64(),
         last_loss,
         last_eval,
     };
@@ -219,7 +234,8 @@ fn start_state(
     opts: &RunOptions,
     ckpt_path: &std::path::Path,
 ) -> anyhow::Result<(State, Progress)> {
-    std::fs::create_dir_all(&opts.run_dir).with_context(|| format!("cannot create run directory {}", opts.run_dir.display()))?;
+    std::fs::create_dir_all(&opts.run_dir)
+        .with_context(|| format!("cannot create run directory {}", opts.run_dir.display()))?;
     if !ckpt_path.exists() {
         if opts.resume {
             bail!("cannot resume: {} does not exist", ckpt_path.display());
@@ -228,7 +244,10 @@ fn start_state(
         return Ok((step::initial_state(&step_graph.params, cfg.seed), fresh));
     }
     if !opts.resume {
-        bail!("{} already holds a checkpoint: pass --resume to continue it, or choose another --run", opts.run_dir.display());
+        bail!(
+            "{} already holds a checkpoint: pass --resume to continue it, or choose another --run",
+            opts.run_dir.display()
+        );
     }
     let ckpt = checkpoint::load(ckpt_path)?;
     let mut saved: Option<TrainConfig> = serde_json::from_value(ckpt.config.clone()).ok();
@@ -237,7 +256,12 @@ fn start_state(
         && (&saved.schedule, saved.batch) != (&cfg.schedule, cfg.batch)
     {
         if cfg.schedule.steps <= ckpt.progress.step {
-            bail!("cannot reschedule {} to {} steps: it is already at step {}", ckpt_path.display(), cfg.schedule.steps, ckpt.progress.step);
+            bail!(
+                "cannot reschedule {} to {} steps: it is already at step {}",
+                ckpt_path.display(),
+                cfg.schedule.steps,
+                ckpt.progress.step
+            );
         }
         eprintln!(
             "rescheduling {} at step {}: {:?} → {:?}, batch {} → {}",
@@ -267,8 +291,9 @@ fn progress_bar(quiet: bool, total: u64, done: u64) -> ProgressBar {
         return ProgressBar::hidden();
     }
     let bar = ProgressBar::new(total).with_position(done);
-    let style = ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {per_sec}  ETA {eta}  {msg}")
-        .expect("valid progress template");
+    let style =
+        ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {per_sec}  ETA {eta}  {msg}")
+            .expect("valid progress template");
     bar.set_style(style);
     bar
 }

@@ -25,8 +25,15 @@ fn train_args<'a>(data: &'a str, out: &'a str, run: &'a str) -> Vec<&'a str> {
 fn missing_dataset() {
     let tmp = tempfile::tempdir().unwrap();
     let (out, run) = (tmp.path().join("out"), tmp.path().join("run"));
-    let err = fails(&train_args("/nonexistent/fashion-mnist", out.to_str().unwrap(), run.to_str().unwrap()), &[]);
-    assert!(err.contains("/nonexistent/fashion-mnist") && err.contains("apt-get install dataset-fashion-mnist"), "{err}");
+    let err = fails(
+        &train_args("/nonexistent/fashion-mnist", out.to_str().unwrap(), run.to_str().unwrap()),
+        &[],
+    );
+    assert!(
+        err.contains("/nonexistent/fashion-mnist")
+            && err.contains("apt-get install dataset-fashion-mnist"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -34,10 +41,18 @@ fn corrupt_idx_file() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("idx");
     std::fs::create_dir(&data).unwrap();
-    std::fs::write(data.join("train-images-idx3-ubyte"), [0u8, 0, 8, 3, 0, 0, 0, 5, 0, 0, 0, 28, 0, 0, 0, 28, 1, 2]).unwrap();
-    std::fs::write(data.join("train-labels-idx1-ubyte"), [0u8, 0, 8, 1, 0, 0, 0, 5, 1, 2, 3, 4, 5]).unwrap();
+    std::fs::write(
+        data.join("train-images-idx3-ubyte"),
+        [0u8, 0, 8, 3, 0, 0, 0, 5, 0, 0, 0, 28, 0, 0, 0, 28, 1, 2],
+    )
+    .unwrap();
+    std::fs::write(data.join("train-labels-idx1-ubyte"), [0u8, 0, 8, 1, 0, 0, 0, 5, 1, 2, 3, 4, 5])
+        .unwrap();
     let (out, run) = (tmp.path().join("out"), tmp.path().join("run"));
-    let err = fails(&train_args(data.to_str().unwrap(), out.to_str().unwrap(), run.to_str().unwrap()), &[]);
+    let err = fails(
+        &train_args(data.to_str().unwrap(), out.to_str().unwrap(), run.to_str().unwrap()),
+        &[],
+    );
     assert!(err.contains("train-images-idx3-ubyte") && err.contains("truncated"), "{err}");
 }
 
@@ -61,8 +76,18 @@ fn unwritable_output() {
     std::fs::write(&blocker, b"a file, not a directory").unwrap();
     let out = blocker.join("bundle");
     let run = tmp.path().join("run");
-    let err = fails(&train_args("/usr/share/datasets/fashion-mnist", out.to_str().unwrap(), run.to_str().unwrap()), &[]);
-    assert!(err.contains("cannot create output directory") && err.contains(out.to_str().unwrap()), "{err}");
+    let err = fails(
+        &train_args(
+            "/usr/share/datasets/fashion-mnist",
+            out.to_str().unwrap(),
+            run.to_str().unwrap(),
+        ),
+        &[],
+    );
+    assert!(
+        err.contains("cannot create output directory") && err.contains(out.to_str().unwrap()),
+        "{err}"
+    );
 }
 
 #[test]
@@ -70,14 +95,25 @@ fn missing_onnx_runtime_library() {
     let tmp = tempfile::tempdir().unwrap();
     let (out, run) = (tmp.path().join("out"), tmp.path().join("run"));
     let err = fails(
-        &train_args("/usr/share/datasets/fashion-mnist", out.to_str().unwrap(), run.to_str().unwrap()),
+        &train_args(
+            "/usr/share/datasets/fashion-mnist",
+            out.to_str().unwrap(),
+            run.to_str().unwrap(),
+        ),
         &[("ORT_DYLIB_PATH", "/nonexistent/libonnxruntime.so.1.31.1")],
     );
-    assert!(err.contains("ONNX Runtime library /nonexistent/libonnxruntime.so.1.31.1 does not exist"), "{err}");
+    assert!(
+        err.contains("ONNX Runtime library /nonexistent/libonnxruntime.so.1.31.1 does not exist"),
+        "{err}"
+    );
     let not_a_library = tmp.path().join("libonnxruntime.so");
     std::fs::write(&not_a_library, b"garbage").unwrap();
     let err = fails(
-        &train_args("/usr/share/datasets/fashion-mnist", out.to_str().unwrap(), run.to_str().unwrap()),
+        &train_args(
+            "/usr/share/datasets/fashion-mnist",
+            out.to_str().unwrap(),
+            run.to_str().unwrap(),
+        ),
         &[("ORT_DYLIB_PATH", not_a_library.to_str().unwrap())],
     );
     assert!(err.contains("cannot load ONNX Runtime from"), "{err}");
@@ -113,7 +149,20 @@ fn training_killed_mid_way_resumes_to_the_same_model() {
     let path = |name: &str| tmp.path().join(name).to_str().unwrap().to_string();
     let train = |out: &str, run: &str, resume: bool| {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_unpersonal-train"));
-        cmd.args(["classifier", "--data", "/usr/share/datasets/fashion-mnist", "--out", out, "--run", run, "--steps", "60", "--checkpoint-every", "5", "--quiet"]);
+        cmd.args([
+            "classifier",
+            "--data",
+            "/usr/share/datasets/fashion-mnist",
+            "--out",
+            out,
+            "--run",
+            run,
+            "--steps",
+            "60",
+            "--checkpoint-every",
+            "5",
+            "--quiet",
+        ]);
         if resume {
             cmd.arg("--resume");
         }
@@ -130,14 +179,23 @@ fn training_killed_mid_way_resumes_to_the_same_model() {
         let deadline = Instant::now() + Duration::from_secs(120);
         while modified() == before {
             assert!(Instant::now() < deadline, "no checkpoint was written");
-            assert!(child.try_wait().unwrap().is_none(), "training ended before it could be interrupted");
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "training ended before it could be interrupted"
+            );
             std::thread::sleep(Duration::from_millis(5));
         }
         std::thread::sleep(Duration::from_millis(70));
-        Command::new("kill").args([&format!("-{signal}"), &child.id().to_string()]).status().unwrap();
+        Command::new("kill")
+            .args([&format!("-{signal}"), &child.id().to_string()])
+            .status()
+            .unwrap();
         let status = child.wait().unwrap();
         assert!(!status.success(), "SIG{signal} did not stop training");
-        assert!(!tmp.path().join("killed/classifier.onnx").exists(), "an interrupted run exported a model");
+        assert!(
+            !tmp.path().join("killed/classifier.onnx").exists(),
+            "an interrupted run exported a model"
+        );
     }
     let resumed = train(&path("killed"), &path("killed-run"), true).output().unwrap();
     assert!(resumed.status.success(), "{}", String::from_utf8_lossy(&resumed.stderr));

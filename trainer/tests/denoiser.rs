@@ -41,7 +41,12 @@ fn features() -> Features {
 }
 
 fn feed(features: &Features) -> DenoiserFeed<'_> {
-    DenoiserFeed { features, edm: EdmTraining { p_uncond: 0.3, ..EdmTraining::default() }, seed: 11, image: [1, 8, 8] }
+    DenoiserFeed {
+        features,
+        edm: EdmTraining { p_uncond: 0.3, ..EdmTraining::default() },
+        seed: 11,
+        image: [1, 8, 8],
+    }
 }
 
 fn tensor(shape: &[usize], data: &[f32]) -> HostTensor {
@@ -55,7 +60,12 @@ fn edm_loss(denoised: &[f32], clean: &[f32], sigma: &[f32], sigma_data: f32) -> 
     for (i, &s) in sigma.iter().enumerate() {
         let weight = (s * s + sigma_data * sigma_data) / (s * sigma_data).powi(2);
         let rows = i * per_image..(i + 1) * per_image;
-        let mse: f32 = denoised[rows.clone()].iter().zip(&clean[rows]).map(|(d, y)| (d - y).powi(2)).sum::<f32>() / per_image as f32;
+        let mse: f32 = denoised[rows.clone()]
+            .iter()
+            .zip(&clean[rows])
+            .map(|(d, y)| (d - y).powi(2))
+            .sum::<f32>()
+            / per_image as f32;
         total += (weight * mse) as f64;
     }
     (total / sigma.len() as f64) as f32
@@ -84,10 +94,13 @@ fn exported_denoiser_matches_the_training_graph_on_ort_and_tract() {
 
     let onnx = export::onnx_bytes(&model, &trained, Weights::Raw, vec![]).unwrap();
     let [image, noise, sigma, condition, mask] = &probe[..] else { panic!("five batch inputs") };
-    let noisy: Vec<f32> = image.iter().zip(noise).enumerate().map(|(i, (y, n))| y + sigma[i / 64] * n).collect();
+    let noisy: Vec<f32> =
+        image.iter().zip(noise).enumerate().map(|(i, (y, n))| y + sigma[i / 64] * n).collect();
     let x = tensor(&[B, 1, 8, 8], &noisy);
-    let (sigma_t, cond_t, mask_t) = (tensor(&[B], sigma), tensor(&[B, DIM], condition), tensor(&[B], mask));
-    let named = [("x", &x), ("sigma", &sigma_t), ("condition", &cond_t), ("condition_mask", &mask_t)];
+    let (sigma_t, cond_t, mask_t) =
+        (tensor(&[B], sigma), tensor(&[B, DIM], condition), tensor(&[B], mask));
+    let named =
+        [("x", &x), ("sigma", &sigma_t), ("condition", &cond_t), ("condition_mask", &mask_t)];
 
     let mut session = engine::session(env, &onnx, &SessionConfig::cpu(1)).unwrap();
     let ort = engine::run(&mut session, &named).unwrap().remove("denoised").unwrap();
@@ -101,7 +114,10 @@ fn exported_denoiser_matches_the_training_graph_on_ort_and_tract() {
     }
     let diff = export::scaled_diff(&ort.data, &tract.data);
     assert!(diff <= 1e-4, "ONNX Runtime and tract differ by {diff}");
-    assert!(mask.contains(&0.0) && mask.contains(&1.0), "the probe has conditional and unconditional rows: {mask:?}");
+    assert!(
+        mask.contains(&0.0) && mask.contains(&1.0),
+        "the probe has conditional and unconditional rows: {mask:?}"
+    );
 }
 
 #[test]
@@ -122,12 +138,27 @@ fn unconditional_rows_ignore_their_condition() {
     let sigma = tensor(&[2], &[0.5, 0.5]);
     let mut run = |cond: &[f32], mask: &[f32]| {
         let (c, m) = (tensor(&[2, DIM], cond), tensor(&[2], mask));
-        engine::run(&mut session, &[("x", &x), ("sigma", &sigma), ("condition", &c), ("condition_mask", &m)]).unwrap().remove("denoised").unwrap().data
+        engine::run(
+            &mut session,
+            &[("x", &x), ("sigma", &sigma), ("condition", &c), ("condition_mask", &m)],
+        )
+        .unwrap()
+        .remove("denoised")
+        .unwrap()
+        .data
     };
     let a: Vec<f32> = (0..2 * DIM).map(|i| i as f32 * 0.1).collect();
     let b: Vec<f32> = (0..2 * DIM).map(|i| 1.0 - i as f32 * 0.2).collect();
-    assert_eq!(run(&a, &[0.0, 0.0]), run(&b, &[0.0, 0.0]), "mask 0 rows must not depend on the condition");
-    assert_ne!(run(&a, &[1.0, 1.0]), run(&b, &[1.0, 1.0]), "mask 1 rows must depend on the condition");
+    assert_eq!(
+        run(&a, &[0.0, 0.0]),
+        run(&b, &[0.0, 0.0]),
+        "mask 0 rows must not depend on the condition"
+    );
+    assert_ne!(
+        run(&a, &[1.0, 1.0]),
+        run(&b, &[1.0, 1.0]),
+        "mask 1 rows must depend on the condition"
+    );
 }
 
 #[test]

@@ -26,6 +26,8 @@ fn racing_first_loads_leave_the_shared_environment_active() {
     // Copying a tensor needs ONNX Runtime's active environment: it is gone when the
     // environment made active was a racing twin that got dropped.
     let tensor = Tensor::from_array(([3usize], vec![1f32, 2.0, 3.0])).unwrap();
-    let copy = tensor.to(AllocationDevice::CPU, 0).expect("the shared environment is ONNX Runtime's active one");
+    let copy = tensor
+        .to(AllocationDevice::CPU, 0)
+        .expect("the shared environment is ONNX Runtime's active one");
     assert_eq!(copy.extract_tensor().1, [1.0, 2.0, 3.0]);
 }

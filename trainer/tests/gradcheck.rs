@@ -47,11 +47,18 @@ fn check(name: &str, build: impl Fn(&mut Graph) -> TensorId, positive: &[&str]) 
         values.insert(t.name.clone(), HostTensor { shape: t.shape.clone(), data: v });
     }
 
-    let bytes = to_bytes(&g, &ExportOptions { params: Params::Inputs, symbolic_batch: false, metadata: vec![] }).unwrap();
-    let env = engine::environment(None).expect("ONNX Runtime must be available for the gradient checks");
-    let mut session = engine::session(env, &bytes, &SessionConfig::cpu(1)).unwrap_or_else(|e| panic!("{name}: {e:#}"));
+    let bytes = to_bytes(
+        &g,
+        &ExportOptions { params: Params::Inputs, symbolic_batch: false, metadata: vec![] },
+    )
+    .unwrap();
+    let env =
+        engine::environment(None).expect("ONNX Runtime must be available for the gradient checks");
+    let mut session = engine::session(env, &bytes, &SessionConfig::cpu(1))
+        .unwrap_or_else(|e| panic!("{name}: {e:#}"));
     let mut eval = |values: &BTreeMap<String, HostTensor>| {
-        let inputs: Vec<(&str, &HostTensor)> = values.iter().map(|(k, v)| (k.as_str(), v)).collect();
+        let inputs: Vec<(&str, &HostTensor)> =
+            values.iter().map(|(k, v)| (k.as_str(), v)).collect();
         engine::run(&mut session, &inputs).unwrap_or_else(|e| panic!("{name}: {e:#}"))
     };
 
@@ -86,12 +93,60 @@ fn p(g: &mut Graph, name: &str, shape: &[usize]) -> TensorId {
 
 #[test]
 fn binary_ops_with_broadcasting() {
-    check("add", |g| { let a = p(g, "a", &[2, 3, 4]); let b = p(g, "b", &[3, 1]); g.add(a, b) }, &[]);
-    check("sub", |g| { let a = p(g, "a", &[4]); let b = p(g, "b", &[2, 3, 4]); g.sub(a, b) }, &[]);
-    check("mul", |g| { let a = p(g, "a", &[2, 1, 4]); let b = p(g, "b", &[1, 3, 1]); g.mul(a, b) }, &[]);
-    check("div", |g| { let a = p(g, "a", &[2, 3]); let b = p(g, "b", &[3]); g.div(a, b) }, &["b"]);
-    check("pow", |g| { let a = p(g, "a", &[2, 3]); let b = p(g, "b", &[1, 3]); g.pow(a, b) }, &["a"]);
-    check("same operand twice", |g| { let a = p(g, "a", &[5]); let s = g.mul(a, a); g.add(s, a) }, &[]);
+    check(
+        "add",
+        |g| {
+            let a = p(g, "a", &[2, 3, 4]);
+            let b = p(g, "b", &[3, 1]);
+            g.add(a, b)
+        },
+        &[],
+    );
+    check(
+        "sub",
+        |g| {
+            let a = p(g, "a", &[4]);
+            let b = p(g, "b", &[2, 3, 4]);
+            g.sub(a, b)
+        },
+        &[],
+    );
+    check(
+        "mul",
+        |g| {
+            let a = p(g, "a", &[2, 1, 4]);
+            let b = p(g, "b", &[1, 3, 1]);
+            g.mul(a, b)
+        },
+        &[],
+    );
+    check(
+        "div",
+        |g| {
+            let a = p(g, "a", &[2, 3]);
+            let b = p(g, "b", &[3]);
+            g.div(a, b)
+        },
+        &["b"],
+    );
+    check(
+        "pow",
+        |g| {
+            let a = p(g, "a", &[2, 3]);
+            let b = p(g, "b", &[1, 3]);
+            g.pow(a, b)
+        },
+        &["a"],
+    );
+    check(
+        "same operand twice",
+        |g| {
+            let a = p(g, "a", &[5]);
+            let s = g.mul(a, a);
+            g.add(s, a)
+        },
+        &[],
+    );
 }
 
 #[test]
@@ -106,38 +161,166 @@ fn unary_ops() {
         UnaryKind::Cos,
         UnaryKind::Abs,
     ] {
-        check(&format!("{kind:?}"), |g| { let x = p(g, "x", &[3, 4]); g.unary(kind, x) }, &[]);
+        check(
+            &format!("{kind:?}"),
+            |g| {
+                let x = p(g, "x", &[3, 4]);
+                g.unary(kind, x)
+            },
+            &[],
+        );
     }
     for kind in [UnaryKind::Log, UnaryKind::Sqrt] {
-        check(&format!("{kind:?}"), |g| { let x = p(g, "x", &[3, 4]); g.unary(kind, x) }, &["x"]);
+        check(
+            &format!("{kind:?}"),
+            |g| {
+                let x = p(g, "x", &[3, 4]);
+                g.unary(kind, x)
+            },
+            &["x"],
+        );
     }
-    check("silu", |g| { let x = p(g, "x", &[6]); g.silu(x) }, &[]);
+    check(
+        "silu",
+        |g| {
+            let x = p(g, "x", &[6]);
+            g.silu(x)
+        },
+        &[],
+    );
 }
 
 #[test]
 fn reductions_and_softmax() {
-    check("reduce_sum keep", |g| { let x = p(g, "x", &[2, 3, 4]); g.reduce_sum(x, &[0, 2], true) }, &[]);
-    check("reduce_sum drop", |g| { let x = p(g, "x", &[2, 3, 4]); g.reduce_sum(x, &[1], false) }, &[]);
-    check("reduce_mean", |g| { let x = p(g, "x", &[2, 3, 4]); g.reduce_mean(x, &[1, 2], false) }, &[]);
-    check("softmax", |g| { let x = p(g, "x", &[3, 5]); g.softmax(x, 1) }, &[]);
-    check("log_softmax", |g| { let x = p(g, "x", &[3, 5]); g.log_softmax(x, 1) }, &[]);
-    check("softmax axis 0", |g| { let x = p(g, "x", &[4, 2]); g.softmax(x, 0) }, &[]);
+    check(
+        "reduce_sum keep",
+        |g| {
+            let x = p(g, "x", &[2, 3, 4]);
+            g.reduce_sum(x, &[0, 2], true)
+        },
+        &[],
+    );
+    check(
+        "reduce_sum drop",
+        |g| {
+            let x = p(g, "x", &[2, 3, 4]);
+            g.reduce_sum(x, &[1], false)
+        },
+        &[],
+    );
+    check(
+        "reduce_mean",
+        |g| {
+            let x = p(g, "x", &[2, 3, 4]);
+            g.reduce_mean(x, &[1, 2], false)
+        },
+        &[],
+    );
+    check(
+        "softmax",
+        |g| {
+            let x = p(g, "x", &[3, 5]);
+            g.softmax(x, 1)
+        },
+        &[],
+    );
+    check(
+        "log_softmax",
+        |g| {
+            let x = p(g, "x", &[3, 5]);
+            g.log_softmax(x, 1)
+        },
+        &[],
+    );
+    check(
+        "softmax axis 0",
+        |g| {
+            let x = p(g, "x", &[4, 2]);
+            g.softmax(x, 0)
+        },
+        &[],
+    );
 }
 
 #[test]
 fn shape_ops() {
-    check("reshape", |g| { let x = p(g, "x", &[2, 6]); let y = g.reshape(x, &[3, 4]); let w = p(g, "w", &[4]); g.mul(y, w) }, &[]);
-    check("transpose", |g| { let x = p(g, "x", &[2, 3, 4]); let y = g.transpose(x, &[2, 0, 1]); let w = p(g, "w", &[3]); g.mul(y, w) }, &[]);
-    check("expand", |g| { let x = p(g, "x", &[3, 1]); g.expand(x, &[2, 3, 4]) }, &[]);
-    check("concat", |g| { let a = p(g, "a", &[2, 3]); let b = p(g, "b", &[2, 2]); let c = g.concat(&[a, b, a], 1); g.mul(c, c) }, &[]);
-    check("slice", |g| { let x = p(g, "x", &[3, 5]); g.slice(x, 1, 1, 4) }, &[]);
+    check(
+        "reshape",
+        |g| {
+            let x = p(g, "x", &[2, 6]);
+            let y = g.reshape(x, &[3, 4]);
+            let w = p(g, "w", &[4]);
+            g.mul(y, w)
+        },
+        &[],
+    );
+    check(
+        "transpose",
+        |g| {
+            let x = p(g, "x", &[2, 3, 4]);
+            let y = g.transpose(x, &[2, 0, 1]);
+            let w = p(g, "w", &[3]);
+            g.mul(y, w)
+        },
+        &[],
+    );
+    check(
+        "expand",
+        |g| {
+            let x = p(g, "x", &[3, 1]);
+            g.expand(x, &[2, 3, 4])
+        },
+        &[],
+    );
+    check(
+        "concat",
+        |g| {
+            let a = p(g, "a", &[2, 3]);
+            let b = p(g, "b", &[2, 2]);
+            let c = g.concat(&[a, b, a], 1);
+            g.mul(c, c)
+        },
+        &[],
+    );
+    check(
+        "slice",
+        |g| {
+            let x = p(g, "x", &[3, 5]);
+            g.slice(x, 1, 1, 4)
+        },
+        &[],
+    );
 }
 
 #[test]
 fn matmul() {
-    check("matmul 2d", |g| { let a = p(g, "a", &[3, 4]); let b = p(g, "b", &[4, 2]); g.matmul(a, b) }, &[]);
-    check("matmul batched", |g| { let a = p(g, "a", &[2, 3, 4]); let b = p(g, "b", &[2, 4, 5]); g.matmul(a, b) }, &[]);
-    check("matmul shared weight", |g| { let a = p(g, "a", &[2, 3, 4]); let b = p(g, "b", &[4, 2]); g.matmul(a, b) }, &[]);
+    check(
+        "matmul 2d",
+        |g| {
+            let a = p(g, "a", &[3, 4]);
+            let b = p(g, "b", &[4, 2]);
+            g.matmul(a, b)
+        },
+        &[],
+    );
+    check(
+        "matmul batched",
+        |g| {
+            let a = p(g, "a", &[2, 3, 4]);
+            let b = p(g, "b", &[2, 4, 5]);
+            g.matmul(a, b)
+        },
+        &[],
+    );
+    check(
+        "matmul shared weight",
+        |g| {
+            let a = p(g, "a", &[2, 3, 4]);
+            let b = p(g, "b", &[4, 2]);
+            g.matmul(a, b)
+        },
+        &[],
+    );
 }
 
 #[test]
@@ -170,21 +353,60 @@ fn convolutions() {
 
 #[test]
 fn pooling_and_resize() {
-    check("avgpool 2", |g| { let x = p(g, "x", &[2, 3, 4, 4]); g.apply(AveragePool { kernel: 2, stride: 2 }, &[x]) }, &[]);
-    check("avgpool 3/2 uneven", |g| { let x = p(g, "x", &[1, 2, 6, 7]); g.apply(AveragePool { kernel: 3, stride: 2 }, &[x]) }, &[]);
-    check("upsample 2", |g| { let x = p(g, "x", &[1, 2, 3, 3]); g.apply(Upsample { factor: 2 }, &[x]) }, &[]);
+    check(
+        "avgpool 2",
+        |g| {
+            let x = p(g, "x", &[2, 3, 4, 4]);
+            g.apply(AveragePool { kernel: 2, stride: 2 }, &[x])
+        },
+        &[],
+    );
+    check(
+        "avgpool 3/2 uneven",
+        |g| {
+            let x = p(g, "x", &[1, 2, 6, 7]);
+            g.apply(AveragePool { kernel: 3, stride: 2 }, &[x])
+        },
+        &[],
+    );
+    check(
+        "upsample 2",
+        |g| {
+            let x = p(g, "x", &[1, 2, 3, 3]);
+            g.apply(Upsample { factor: 2 }, &[x])
+        },
+        &[],
+    );
 }
 
 #[test]
 fn layers() {
     use unpersonal_trainer::nn;
-    check("group norm", |g| { let x = p(g, "x", &[2, 4, 3, 3]); nn::group_norm(g, "gn", x, 2, Init::Ones) }, &[]);
-    check("l2 normalize", |g| { let x = p(g, "x", &[3, 5]); nn::l2_normalize(g, x) }, &[]);
-    check("cross entropy", |g| {
-        let x = p(g, "x", &[3, 4]);
-        let t = g.constant(&[3, 4], vec![1., 0., 0., 0., 0., 0., 1., 0., 0., 0., 0., 1.]);
-        nn::cross_entropy(g, x, t)
-    }, &[]);
+    check(
+        "group norm",
+        |g| {
+            let x = p(g, "x", &[2, 4, 3, 3]);
+            nn::group_norm(g, "gn", x, 2, Init::Ones)
+        },
+        &[],
+    );
+    check(
+        "l2 normalize",
+        |g| {
+            let x = p(g, "x", &[3, 5]);
+            nn::l2_normalize(g, x)
+        },
+        &[],
+    );
+    check(
+        "cross entropy",
+        |g| {
+            let x = p(g, "x", &[3, 4]);
+            let t = g.constant(&[3, 4], vec![1., 0., 0., 0., 0., 0., 1., 0., 0., 0., 0., 1.]);
+            nn::cross_entropy(g, x, t)
+        },
+        &[],
+    );
 }
 
 /// Sin with a wrong gradient rule (sin instead of cos): the check must reject it.
@@ -201,14 +423,29 @@ impl Op for BrokenSin {
     fn emit(&self, e: &mut Emitter, io: &OpIo) {
         e.node("Sin", &[&io.inputs[0]], io.output, vec![]);
     }
-    fn vjp(&self, g: &mut Graph, _: &[TensorId], y: TensorId, grad: TensorId) -> Vec<Option<TensorId>> {
+    fn vjp(
+        &self,
+        g: &mut Graph,
+        _: &[TensorId],
+        y: TensorId,
+        grad: TensorId,
+    ) -> Vec<Option<TensorId>> {
         vec![Some(g.mul(grad, y))]
     }
 }
 
 #[test]
 fn a_broken_rule_is_detected() {
-    let result = std::panic::catch_unwind(|| check("broken sin", |g| { let x = p(g, "x", &[4]); g.apply(BrokenSin, &[x]) }, &[]));
+    let result = std::panic::catch_unwind(|| {
+        check(
+            "broken sin",
+            |g| {
+                let x = p(g, "x", &[4]);
+                g.apply(BrokenSin, &[x])
+            },
+            &[],
+        )
+    });
     let message = result.expect_err("a wrong gradient rule passed the finite-difference check");
     let text = message.downcast_ref::<String>().cloned().unwrap_or_default();
     assert!(text.contains("analytic"), "unexpected failure: {text}");

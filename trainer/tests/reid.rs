@@ -12,7 +12,15 @@ use unpersonal_trainer::step::{self, AdamW};
 use unpersonal_trainer::train::Feed;
 
 fn small() -> ReidConfig {
-    ReidConfig { channels: 1, height: 8, width: 8, widths: [8, 8, 16], descriptor: 4, embedding: 6, groups: 4 }
+    ReidConfig {
+        channels: 1,
+        height: 8,
+        width: 8,
+        widths: [8, 8, 16],
+        descriptor: 4,
+        embedding: 6,
+        groups: 4,
+    }
 }
 
 /// 12 distinct 8×8 images in 3 classes.
@@ -54,8 +62,14 @@ fn exported_halves_compute_the_training_graphs_logits() {
     let a = tensor(&[3, 1, 8, 8], (0..192).map(|i| ((i as f32) * 0.3).sin()).collect());
     let b = tensor(&[3, 1, 8, 8], (0..192).map(|i| ((i as f32) * 0.11).cos()).collect());
     let same = [1.0, 0.0, 1.0];
-    let mut trainer = TrainingEngine::new(env, &step_graph, &state, &SessionConfig::cpu(1)).unwrap();
-    let expected = trainer.step(&[&a.data, &b.data, &same], 1, 0.0, 0.5).unwrap().metrics.remove("logit").unwrap();
+    let mut trainer =
+        TrainingEngine::new(env, &step_graph, &state, &SessionConfig::cpu(1)).unwrap();
+    let expected = trainer
+        .step(&[&a.data, &b.data, &same], 1, 0.0, 0.5)
+        .unwrap()
+        .metrics
+        .remove("logit")
+        .unwrap();
 
     let embed = export::onnx_bytes(&model, &state, Weights::Raw, vec![]).unwrap();
     let head = export::onnx_bytes(&ReidHead(&model), &state, Weights::Raw, vec![]).unwrap();
@@ -71,7 +85,12 @@ fn exported_halves_compute_the_training_graphs_logits() {
     let composed = run(&head, &[("a", &ea), ("b", &eb)], "logit");
     assert_eq!(composed.shape, vec![3, 1]);
     let diff = export::scaled_diff(&expected.data, &composed.data);
-    assert!(diff <= 1e-5, "training graph {:?} vs exported halves {:?}", expected.data, composed.data);
+    assert!(
+        diff <= 1e-5,
+        "training graph {:?} vs exported halves {:?}",
+        expected.data,
+        composed.data
+    );
     assert!(export::parity(env, &embed, &[("image", &a)]).unwrap() <= 1e-4);
     assert!(export::parity(env, &head, &[("a", &ea), ("b", &eb)]).unwrap() <= 1e-4);
     // The head is symmetric in its two inputs.
@@ -91,7 +110,17 @@ fn close(a: &[f32], b: &[f32]) -> bool {
 fn pairs_are_balanced_reproducible_and_correct() {
     let d = data();
     let norm = Normalization::SYMMETRIC;
-    let none = Strong { shift: 0.0, rotate: 0.0, scale: 0.0, warp: 0.0, brightness: 0.0, contrast: 0.0, blur: 0.0, noise: 0.0, occlude: 0.0 };
+    let none = Strong {
+        shift: 0.0,
+        rotate: 0.0,
+        scale: 0.0,
+        warp: 0.0,
+        brightness: 0.0,
+        contrast: 0.0,
+        blur: 0.0,
+        noise: 0.0,
+        occlude: 0.0,
+    };
     let batch = Batch { images: vec![], labels: vec![], indices: (0..12).collect(), n: 12 };
     // Without augmentation a positive pair is the same image twice and a negative is not.
     let plain = PairFeed::new(&d, none, norm, 5).feed(&batch, 1);
@@ -115,7 +144,11 @@ fn pairs_are_balanced_reproducible_and_correct() {
     assert_eq!(strong.feed(&batch, 1), strong.feed(&batch, 1));
     assert_ne!(strong.feed(&batch, 1)[0], strong.feed(&batch, 2)[0]);
     let out = strong.feed(&batch, 1);
-    assert_ne!(&out[0][..64], &out[1][..64], "the two views of a positive are augmented independently");
+    assert_ne!(
+        &out[0][..64],
+        &out[1][..64],
+        "the two views of a positive are augmented independently"
+    );
 }
 
 #[test]
@@ -131,14 +164,34 @@ fn neighbour_negatives_are_look_alikes_and_skip_duplicates() {
         assert_eq!(near.len(), 2);
         assert!(!near.contains(&(i as u32)), "an image is not its own neighbour");
         // The nearest listed is the nearest non-duplicate by brute force.
-        let dist = |j: usize| normalized(&d, i).iter().zip(normalized(&d, j)).map(|(a, b)| f64::from(a - b).powi(2)).sum::<f64>().sqrt();
-        let best = (0..12).filter(|&j| j != i && dist(j) >= 1e-3).min_by(|&a, &b| dist(a).total_cmp(&dist(b))).unwrap();
+        let dist = |j: usize| {
+            normalized(&d, i)
+                .iter()
+                .zip(normalized(&d, j))
+                .map(|(a, b)| f64::from(a - b).powi(2))
+                .sum::<f64>()
+                .sqrt()
+        };
+        let best = (0..12)
+            .filter(|&j| j != i && dist(j) >= 1e-3)
+            .min_by(|&a, &b| dist(a).total_cmp(&dist(b)))
+            .unwrap();
         assert_eq!(near[0] as usize, best, "image {i}");
     }
     assert!(!table[0].contains(&5) && !table[5].contains(&0), "duplicates are skipped");
 
     // A third of the negatives come from the table.
-    let none = Strong { shift: 0.0, rotate: 0.0, scale: 0.0, warp: 0.0, brightness: 0.0, contrast: 0.0, blur: 0.0, noise: 0.0, occlude: 0.0 };
+    let none = Strong {
+        shift: 0.0,
+        rotate: 0.0,
+        scale: 0.0,
+        warp: 0.0,
+        brightness: 0.0,
+        contrast: 0.0,
+        blur: 0.0,
+        noise: 0.0,
+        occlude: 0.0,
+    };
     let feed = PairFeed::new(&d, none, norm, 5).neighbour_negatives(table.clone());
     let batch = Batch { images: vec![], labels: vec![], indices: (0..12).collect(), n: 12 };
     let (mut negatives, mut from_table) = (0, 0);

@@ -12,7 +12,14 @@ use unpersonal_trainer::step::{self, AdamW};
 use unpersonal_trainer::train::{self, RunOptions, Schedule, TrainConfig};
 
 fn small_model() -> ClassifierConfig {
-    ClassifierConfig { channels: 1, height: 12, width: 12, classes: 3, widths: [8, 8, 16], groups: 4 }
+    ClassifierConfig {
+        channels: 1,
+        height: 12,
+        width: 12,
+        classes: 3,
+        widths: [8, 8, 16],
+        groups: 4,
+    }
 }
 
 /// 60 images of three classes: a bright square in one of three places.
@@ -25,7 +32,8 @@ fn toy_data() -> Dataset {
         labels[i * 3 + class] = 1.0;
         for y in 2..6 {
             for x in 0..4 {
-                images[i * h * w + (y + class * 2) * w + x + class * 3 + (i % 2)] = 200 + (i % 50) as u8;
+                images[i * h * w + (y + class * 2) * w + x + class * 3 + (i % 2)] =
+                    200 + (i % 50) as u8;
             }
         }
     }
@@ -59,12 +67,25 @@ fn config(steps: u64) -> TrainConfig {
 }
 
 fn options(dir: PathBuf, resume: bool) -> RunOptions {
-    RunOptions { run_dir: dir, session: SessionConfig::cpu(1), resume, reschedule: false, checkpoint_every: 3, eval_every: 0, quiet: true, stop_after: None }
+    RunOptions {
+        run_dir: dir,
+        session: SessionConfig::cpu(1),
+        resume,
+        reschedule: false,
+        checkpoint_every: 3,
+        eval_every: 0,
+        quiet: true,
+        stop_after: None,
+    }
 }
 
 fn run(cfg: &TrainConfig, opts: &RunOptions) -> State {
     let env = engine::environment(None).unwrap();
-    let (state, _) = train::train(&small_model(), cfg, &toy_data(), &train::Supervised, opts, env, |_, _| Ok(serde_json::Value::Null)).unwrap();
+    let (state, _) =
+        train::train(&small_model(), cfg, &toy_data(), &train::Supervised, opts, env, |_, _| {
+            Ok(serde_json::Value::Null)
+        })
+        .unwrap();
     state
 }
 
@@ -79,7 +100,11 @@ fn python() -> PathBuf {
 #[test]
 fn the_training_step_graph_passes_the_onnx_checker() {
     let sg = step::build(&small_model(), 4, &AdamW::default());
-    let bytes = to_bytes(&sg.graph, &ExportOptions { params: Params::Inputs, symbolic_batch: false, metadata: vec![] }).unwrap();
+    let bytes = to_bytes(
+        &sg.graph,
+        &ExportOptions { params: Params::Inputs, symbolic_batch: false, metadata: vec![] },
+    )
+    .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("step.onnx");
     std::fs::write(&path, bytes).unwrap();
@@ -88,7 +113,11 @@ fn the_training_step_graph_passes_the_onnx_checker() {
         .arg(&path)
         .output()
         .unwrap();
-    assert!(out.status.success(), "onnx checker rejected the step graph: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "onnx checker rejected the step graph: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -97,9 +126,19 @@ fn the_same_seed_gives_identical_losses_and_weights() {
         let sg = step::build(&small_model(), 8, &AdamW::default());
         let state = step::initial_state(&sg.params, 11);
         let env = engine::environment(None).unwrap();
-        let mut eng = engine::TrainingEngine::new(env, &sg, &state, &SessionConfig::cpu(2)).unwrap();
+        let mut eng =
+            engine::TrainingEngine::new(env, &sg, &state, &SessionConfig::cpu(2)).unwrap();
         let data = toy_data();
-        let mut batcher = unpersonal_trainer::data::Batcher::new(&data, 8, 5, Normalization::SYMMETRIC, Augment::none(), true, true).unwrap();
+        let mut batcher = unpersonal_trainer::data::Batcher::new(
+            &data,
+            8,
+            5,
+            Normalization::SYMMETRIC,
+            Augment::none(),
+            true,
+            true,
+        )
+        .unwrap();
         let mut losses = Vec::new();
         for t in 1..=5 {
             let b = batcher.next_batch();
@@ -125,7 +164,8 @@ fn a_resumed_run_reaches_the_same_state_as_an_uninterrupted_one() {
     first.stop_after = Some(4);
     let partial = run(&config(7), &first);
     assert_ne!(partial, full);
-    let ckpt = unpersonal_trainer::checkpoint::load(&split.path().join("checkpoint.safetensors")).unwrap();
+    let ckpt =
+        unpersonal_trainer::checkpoint::load(&split.path().join("checkpoint.safetensors")).unwrap();
     assert_eq!(ckpt.progress.step, 4);
     let resumed = run(&config(7), &options(split.path().into(), true));
     assert_eq!(full, resumed, "resuming changed the result");
@@ -140,11 +180,27 @@ fn resuming_with_another_configuration_is_refused() {
     let env = engine::environment(None).unwrap();
     let mut other = config(7);
     other.seed = 4;
-    let err = train::train(&small_model(), &other, &toy_data(), &train::Supervised, &options(dir.path().into(), true), env, |_, _| Ok(serde_json::Value::Null))
-        .expect_err("resume with a different seed must fail");
+    let err = train::train(
+        &small_model(),
+        &other,
+        &toy_data(),
+        &train::Supervised,
+        &options(dir.path().into(), true),
+        env,
+        |_, _| Ok(serde_json::Value::Null),
+    )
+    .expect_err("resume with a different seed must fail");
     assert!(format!("{err:#}").contains("different configuration"), "{err:#}");
-    let err = train::train(&small_model(), &config(7), &toy_data(), &train::Supervised, &options(dir.path().into(), false), env, |_, _| Ok(serde_json::Value::Null))
-        .expect_err("starting over an existing checkpoint must fail");
+    let err = train::train(
+        &small_model(),
+        &config(7),
+        &toy_data(),
+        &train::Supervised,
+        &options(dir.path().into(), false),
+        env,
+        |_, _| Ok(serde_json::Value::Null),
+    )
+    .expect_err("starting over an existing checkpoint must fail");
     assert!(format!("{err:#}").contains("--resume"), "{err:#}");
 }
 
@@ -158,7 +214,9 @@ fn a_run_can_be_rescheduled_to_another_schedule_and_batch_only_when_asked() {
     let train = |cfg: &TrainConfig, reschedule: bool| {
         let mut opts = options(dir.path().into(), true);
         opts.reschedule = reschedule;
-        train::train(&small_model(), cfg, &toy_data(), &train::Supervised, &opts, env, |_, _| Ok(serde_json::Value::Null))
+        train::train(&small_model(), cfg, &toy_data(), &train::Supervised, &opts, env, |_, _| {
+            Ok(serde_json::Value::Null)
+        })
     };
     let err = train(&config(5), false).expect_err("another length needs --reschedule");
     assert!(format!("{err:#}").contains("different configuration"), "{err:#}");
@@ -174,10 +232,14 @@ fn a_run_can_be_rescheduled_to_another_schedule_and_batch_only_when_asked() {
     assert!(format!("{err:#}").contains("different configuration"), "{err:#}");
     let (_, summary) = train(&longer, true).expect("rescheduled to 5 steps of a larger batch");
     assert_eq!(summary.steps, 5);
-    let ckpt = unpersonal_trainer::checkpoint::load(&dir.path().join("checkpoint.safetensors")).unwrap();
+    let ckpt =
+        unpersonal_trainer::checkpoint::load(&dir.path().join("checkpoint.safetensors")).unwrap();
     assert_eq!(ckpt.config["schedule"]["steps"], 5, "the checkpoint records the new length");
     assert_eq!(ckpt.config["batch"], longer.batch, "the checkpoint records the new batch size");
-    assert_eq!(ckpt.config["schedule"]["lr"], longer.schedule.lr, "the checkpoint records the new peak");
+    assert_eq!(
+        ckpt.config["schedule"]["lr"], longer.schedule.lr,
+        "the checkpoint records the new peak"
+    );
 }
 
 #[test]
@@ -187,7 +249,9 @@ fn ort_and_tract_agree_on_the_exported_model() {
     let onnx = export::onnx_bytes(&small_model(), &state, Weights::Ema, vec![]).unwrap();
     let env = engine::environment(None).unwrap();
     let data = toy_data();
-    let batch = unpersonal_trainer::data::epoch_batches(&data, 16, Normalization::SYMMETRIC).next().unwrap();
+    let batch = unpersonal_trainer::data::epoch_batches(&data, 16, Normalization::SYMMETRIC)
+        .next()
+        .unwrap();
     let input = HostTensor { shape: vec![16, 1, 12, 12], data: batch.images };
     let diff = export::parity(env, &onnx, &[("image", &input)]).unwrap();
     assert!(diff <= 1e-4, "ORT and tract differ by {diff}");

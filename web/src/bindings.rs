@@ -38,12 +38,18 @@ pub async fn open_session(name: String, files: Map, gpu: bool) -> Result<Session
 }
 
 /// Reads the files of the bundle `name` from the page's `files` (see [`open_session`]).
-pub(crate) fn reader<'a>(name: &'a str, files: &'a Map) -> impl Fn(&std::path::Path) -> std::io::Result<Vec<u8>> + 'a {
+pub(crate) fn reader<'a>(
+    name: &'a str,
+    files: &'a Map,
+) -> impl Fn(&std::path::Path) -> std::io::Result<Vec<u8>> + 'a {
     move |path| {
         let file = path.strip_prefix(name).unwrap_or(path).to_string_lossy().into_owned();
         let bytes = files.get(&JsValue::from_str(&file));
         if bytes.is_undefined() {
-            return Err(std::io::Error::new(std::io::ErrorKind::NotFound, "the page could not fetch it"));
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "the page could not fetch it",
+            ));
         }
         Ok(Uint8Array::new(&bytes).to_vec())
     }
@@ -88,7 +94,8 @@ impl Session {
     /// Sets the sampler choices (JSON: candidates, guidance, steps, seed, rounds) and starts
     /// a new release.
     pub fn configure(&self, choices: &str) -> Result<(), JsError> {
-        let choices: Choices = serde_json::from_str(choices).map_err(|e| js(format!("bad settings: {e}")))?;
+        let choices: Choices =
+            serde_json::from_str(choices).map_err(|e| js(format!("bad settings: {e}")))?;
         self.studio()?.configure(&choices).map_err(js)
     }
 
@@ -102,13 +109,17 @@ impl Session {
     pub fn draw(&self, k: usize, on_step: Function) -> Promise {
         let studio = self.0.clone();
         future_to_promise(async move {
-            let mut studio = studio.try_borrow_mut().map_err(|_| JsValue::from(js("the session is busy drawing".into())))?;
+            let mut studio = studio
+                .try_borrow_mut()
+                .map_err(|_| JsValue::from(js("the session is busy drawing".into())))?;
             let mut step = |round: usize, done: usize, total: usize| {
                 // Progress is best effort: a failing callback must not stop the gate.
                 let _ = on_step.call3(&JsValue::NULL, &round.into(), &done.into(), &total.into());
             };
             let drawn = studio.draw(k, &mut step).await.map_err(|e| JsValue::from(js(e)))?;
-            serde_json::to_string(&drawn).map(JsValue::from).map_err(|e| JsValue::from(js(e.to_string())))
+            serde_json::to_string(&drawn)
+                .map(JsValue::from)
+                .map_err(|e| JsValue::from(js(e.to_string())))
         })
     }
 

@@ -31,9 +31,18 @@ pub async fn models(name: String, files: Map) -> Result<String, JsError> {
 /// (`tract` or `webgpu`), after one untimed call that lays the batch size out; JSON
 /// `{backend, adapter, batch, evaluations, first_ms, ms}` (`ms`: the timed calls together).
 #[wasm_bindgen(js_name = timeDenoiser)]
-pub async fn time_denoiser(name: String, files: Map, backend: String, batch: usize, evaluations: usize) -> Result<String, JsError> {
+pub async fn time_denoiser(
+    name: String,
+    files: Map,
+    backend: String,
+    batch: usize,
+    evaluations: usize,
+) -> Result<String, JsError> {
     let bundle = bundle(&name, &files)?;
-    let (spec, onnx) = (bundle.bundle.model(Role::Denoiser).map_err(error)?, bundle.onnx(Role::Denoiser).map_err(error)?);
+    let (spec, onnx) = (
+        bundle.bundle.model(Role::Denoiser).map_err(error)?,
+        bundle.onnx(Role::Denoiser).map_err(error)?,
+    );
     let inputs = parity::model_inputs(spec, batch);
     let feed: Vec<_> = inputs.iter().map(|(n, v)| (n.as_str(), v.view())).collect();
     let mut times = Vec::with_capacity(evaluations + 1);

@@ -26,8 +26,13 @@ pub struct Reference {
 /// another size is resized, one with other channels converted; both say so in the returned
 /// notice. A file that is not a PNG, JPEG or DICOM image is an error naming it. Nothing of a
 /// DICOM header but the hashed PatientID is kept.
-pub fn decode_reference(name: &str, bytes: &[u8], [channels, height, width]: [usize; 3]) -> Result<(Reference, Option<String>), String> {
-    let (mut img, identity) = decode_identified(bytes).map_err(|problem| format!("{name}: {problem}"))?;
+pub fn decode_reference(
+    name: &str,
+    bytes: &[u8],
+    [channels, height, width]: [usize; 3],
+) -> Result<(Reference, Option<String>), String> {
+    let (mut img, identity) =
+        decode_identified(bytes).map_err(|problem| format!("{name}: {problem}"))?;
     let mut notices = Vec::new();
     let have = usize::from(img.color().channel_count()) - usize::from(img.color().has_alpha());
     if have != channels {
@@ -47,10 +52,19 @@ pub fn decode_reference(name: &str, bytes: &[u8], [channels, height, width]: [us
 /// Labels `references` from the filelist `text` (`path l0 l1 …`, paths relative to the
 /// filelist): a reference takes the labels of the line whose path its name ends with. Every
 /// line must have `count` labels; every reference must be named by a line.
-pub fn label(references: &mut [Reference], list_name: &str, text: &str, count: usize) -> Result<(), String> {
+pub fn label(
+    references: &mut [Reference],
+    list_name: &str,
+    text: &str,
+    count: usize,
+) -> Result<(), String> {
     let rows = filelist::parse(Path::new(list_name), text).map_err(|e| e.to_string())?;
     if let Some(row) = rows.iter().find(|r| r.labels.len() != count) {
-        return Err(format!("{list_name} line {}: {} labels, the bundle has {count}", row.line, row.labels.len()));
+        return Err(format!(
+            "{list_name} line {}: {} labels, the bundle has {count}",
+            row.line,
+            row.labels.len()
+        ));
     }
     for reference in references.iter_mut() {
         let name = reference.name.as_str();
@@ -60,13 +74,20 @@ pub fn label(references: &mut [Reference], list_name: &str, text: &str, count: u
             .iter()
             .filter(|r| {
                 let path = r.path.to_string_lossy();
-                name == path || name.ends_with(&format!("/{path}")) || (bare && r.path.file_name().is_some_and(|f| f == name))
+                name == path
+                    || name.ends_with(&format!("/{path}"))
+                    || (bare && r.path.file_name().is_some_and(|f| f == name))
             })
             .collect();
         match named[..] {
             [row] => reference.labels = Some(row.labels.clone()),
             [] => return Err(format!("{name}: not named in {list_name}")),
-            [a, b, ..] => return Err(format!("{name}: named by lines {} and {} of {list_name}; pick the folder to tell them apart", a.line, b.line)),
+            [a, b, ..] => {
+                return Err(format!(
+                    "{name}: named by lines {} and {} of {list_name}; pick the folder to tell them apart",
+                    a.line, b.line
+                ));
+            }
         }
     }
     Ok(())
@@ -89,7 +110,12 @@ mod tests {
         let (r, notice) = decode_reference("a.png", &png, [1, 28, 28]).unwrap();
         assert_eq!(r.pixels.len(), 28 * 28);
         let notice = notice.unwrap();
-        assert!(notice.contains("a.png") && notice.contains("resized from 56×56") && notice.contains("colour to grayscale"), "{notice}");
+        assert!(
+            notice.contains("a.png")
+                && notice.contains("resized from 56×56")
+                && notice.contains("colour to grayscale"),
+            "{notice}"
+        );
         let exact = encode_png(&[7; 28 * 28], 1, 28, 28).unwrap();
         assert_eq!(decode_reference("b.png", &exact, [1, 28, 28]).unwrap().1, None);
         let error = decode_reference("notes.txt", b"hello", [1, 28, 28]).unwrap_err();
@@ -108,22 +134,42 @@ mod tests {
         assert_eq!(&r.pixels[..3], &[166, 166, 166], "the red plane of the first row");
         let j2k = include_bytes!("../../tests/data/dicom/JPEG2000.dcm");
         let error = decode_reference("nm.dcm", j2k, [1, 28, 28]).unwrap_err();
-        assert!(error.starts_with("nm.dcm: unsupported DICOM transfer syntax 1.2.840.10008.1.2.4.91"), "{error}");
+        assert!(
+            error.starts_with("nm.dcm: unsupported DICOM transfer syntax 1.2.840.10008.1.2.4.91"),
+            "{error}"
+        );
     }
 
     #[test]
     fn filelists_label_by_path_suffix_and_refuse_mismatches() {
         let png = encode_png(&[0; 4], 1, 2, 2).unwrap();
-        let mut refs = vec![decode_reference("scan/images/a.png", &png, [1, 2, 2]).unwrap().0, decode_reference("b.png", &png, [1, 2, 2]).unwrap().0];
+        let mut refs = vec![
+            decode_reference("scan/images/a.png", &png, [1, 2, 2]).unwrap().0,
+            decode_reference("b.png", &png, [1, 2, 2]).unwrap().0,
+        ];
         label(&mut refs, "filelist.txt", "images/a.png 0 1\nb.png 1 0\n", 2).unwrap();
         assert_eq!(refs[0].labels.as_deref(), Some(&[0.0, 1.0][..]));
-        assert!(label(&mut refs, "filelist.txt", "images/a.png 0 1 0\nb.png 1 0 0\n", 2).unwrap_err().contains("3 labels, the bundle has 2"));
-        assert!(label(&mut refs, "filelist.txt", "images/a.png 0 1\n", 2).unwrap_err().contains("b.png: not named"));
-        assert!(label(&mut refs, "filelist.txt", "../a.png 0 1\n", 2).unwrap_err().contains("escapes"));
+        assert!(
+            label(&mut refs, "filelist.txt", "images/a.png 0 1 0\nb.png 1 0 0\n", 2)
+                .unwrap_err()
+                .contains("3 labels, the bundle has 2")
+        );
+        assert!(
+            label(&mut refs, "filelist.txt", "images/a.png 0 1\n", 2)
+                .unwrap_err()
+                .contains("b.png: not named")
+        );
+        assert!(
+            label(&mut refs, "filelist.txt", "../a.png 0 1\n", 2).unwrap_err().contains("escapes")
+        );
         assert_eq!(filelist_paths("f", "# c\nx.png 1\ny.png 0\n").unwrap(), ["x.png", "y.png"]);
         let mut single = vec![decode_reference("a.png", &png, [1, 2, 2]).unwrap().0];
         label(&mut single, "filelist.txt", "images/a.png 1 0\n", 2).unwrap();
         assert_eq!(single[0].labels.as_deref(), Some(&[1.0, 0.0][..]));
-        assert!(label(&mut single, "filelist.txt", "x/a.png 1 0\ny/a.png 0 1\n", 2).unwrap_err().contains("lines 1 and 2"));
+        assert!(
+            label(&mut single, "filelist.txt", "x/a.png 1 0\ny/a.png 0 1\n", 2)
+                .unwrap_err()
+                .contains("lines 1 and 2")
+        );
     }
 }

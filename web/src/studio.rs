@@ -114,19 +114,35 @@ fn base64(bytes: &[u8]) -> String {
 impl Studio {
     /// Loads and verifies the bundle `name` whose files `read` returns (given `name/<file>`),
     /// on the tract backend, with the denoising loop on `gpu` when given.
-    pub fn load(name: &str, read: impl FnMut(&Path) -> std::io::Result<Vec<u8>>, gpu: Option<&WebGpu>) -> Result<Studio, String> {
+    pub fn load(
+        name: &str,
+        read: impl FnMut(&Path) -> std::io::Result<Vec<u8>>,
+        gpu: Option<&WebGpu>,
+    ) -> Result<Studio, String> {
         let loaded = BundleDir::read_with(Path::new(name), read).map_err(|e| e.to_string())?;
         let settings = Settings::from_bundle(&loaded.bundle.sampler, 0);
         let (generator, backend) = match gpu {
             Some(gpu) => (
                 Generator::load_on(&loaded, &Tract, gpu, settings),
-                format!("webgpu ({}) for the denoising loop, tract (wasm) for the features and the gate", gpu.adapter()),
+                format!(
+                    "webgpu ({}) for the denoising loop, tract (wasm) for the features and the gate",
+                    gpu.adapter()
+                ),
             ),
             None => (Generator::load(&loaded, &Tract, settings), "tract (wasm)".to_string()),
         };
         let generator = generator.map_err(|e| e.to_string())?;
         let gate = Gate::load(&loaded, &Tract).map_err(|e| e.to_string())?;
-        Ok(Studio { loaded, backend, generator, gate, references: Vec::new(), prepared: None, records: Vec::new(), images: BTreeMap::new() })
+        Ok(Studio {
+            loaded,
+            backend,
+            generator,
+            gate,
+            references: Vec::new(),
+            prepared: None,
+            records: Vec::new(),
+            images: BTreeMap::new(),
+        })
     }
 
     /// What runs the models, in words.
@@ -182,7 +198,8 @@ impl Studio {
     /// Sets the sampler choices and starts a new release.
     pub fn configure(&mut self, choices: &Choices) -> Result<(), String> {
         let mut settings = Settings::from_bundle(&self.loaded.bundle.sampler, choices.seed);
-        (settings.candidates, settings.guidance, settings.steps, settings.rounds) = (choices.candidates, choices.guidance, choices.steps, choices.rounds);
+        (settings.candidates, settings.guidance, settings.steps, settings.rounds) =
+            (choices.candidates, choices.guidance, choices.steps, choices.rounds);
         self.generator.configure(settings).map_err(|e| e.to_string())?;
         self.restart();
         Ok(())
@@ -201,19 +218,25 @@ impl Studio {
         }
         let [c, h, w] = self.shape();
         let flat: Vec<u8> = self.references.iter().flat_map(|r| r.pixels.iter().copied()).collect();
-        let pixels = Array4::from_shape_vec((self.references.len(), c, h, w), flat).map_err(|e| e.to_string())?;
+        let pixels = Array4::from_shape_vec((self.references.len(), c, h, w), flat)
+            .map_err(|e| e.to_string())?;
         let identities: Vec<_> = self.references.iter().map(|r| r.identity).collect();
-        let index = self.gate.index(pixels.view()).map_err(|e| e.to_string())?.with_identities(&identities);
+        let index =
+            self.gate.index(pixels.view()).map_err(|e| e.to_string())?.with_identities(&identities);
         let mut rows = Vec::new();
         for chunk in pixels.axis_chunks_iter(Axis(0), 64) {
             rows.push(self.generator.conditions(chunk).map_err(|e| e.to_string())?);
         }
         let views: Vec<_> = rows.iter().map(|r| r.view()).collect();
         let conditions = ndarray::concatenate(Axis(0), &views).map_err(|e| e.to_string())?;
-        let given: Option<Vec<Vec<f32>>> = self.references.iter().map(|r| r.labels.clone()).collect();
+        let given: Option<Vec<Vec<f32>>> =
+            self.references.iter().map(|r| r.labels.clone()).collect();
         let (labels, labels_from) = match given {
             Some(labels) => (labels, "filelist"),
-            None => (predicted_labels(index.probabilities(), self.loaded.bundle.labels.multi_label), "predicted by the bundle's classifier"),
+            None => (
+                predicted_labels(index.probabilities(), self.loaded.bundle.labels.multi_label),
+                "predicted by the bundle's classifier",
+            ),
         };
         self.prepared = Some(Prepared { index, conditions, labels, labels_from });
         self.restart();
@@ -222,7 +245,11 @@ impl Studio {
 
     /// Draws and gates the images of reference `k`, reporting `on_step(round, done, total)`
     /// after each denoising step; released images join the release.
-    pub async fn draw(&mut self, k: usize, on_step: &mut dyn FnMut(usize, usize, usize)) -> Result<Drawn, String> {
+    pub async fn draw(
+        &mut self,
+        k: usize,
+        on_step: &mut dyn FnMut(usize, usize, usize),
+    ) -> Result<Drawn, String> {
         let prepared = self.prepared.as_ref().ok_or("the references are not prepared")?;
         if k >= self.references.len() {
             return Err(format!("there is no reference image {k} (of {})", self.references.len()));
@@ -230,9 +257,17 @@ impl Studio {
         let shape = self.shape();
         let mut watch = Collect { on_step, rejected: Vec::new(), shape };
         let conditions = prepared.conditions.select(Axis(0), &[k]);
-        let mut results = release::release_async(&mut self.generator, &mut self.gate, &prepared.index, &[k], conditions.view(), 1, &mut watch)
-            .await
-            .map_err(|e| e.to_string())?;
+        let mut results = release::release_async(
+            &mut self.generator,
+            &mut self.gate,
+            &prepared.index,
+            &[k],
+            conditions.view(),
+            1,
+            &mut watch,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
         let (outcome, pixels) = results.pop().ok_or("the gate returned nothing")?;
         let [c, h, w] = shape;
         let mut released = Vec::new();
@@ -257,7 +292,12 @@ impl Studio {
             file: None,
             reason: Some(self.reason(verdict)),
         });
-        let drawn = Drawn { reference: k, rejected_per_round: outcome.rejected.clone(), released, rejected: rejected.collect() };
+        let drawn = Drawn {
+            reference: k,
+            rejected_per_round: outcome.rejected.clone(),
+            released,
+            rejected: rejected.collect(),
+        };
         self.records.push(Record { labels: prepared.labels[k].clone(), outcome, files });
         Ok(drawn)
     }
@@ -268,7 +308,11 @@ impl Studio {
             Some(r) => format!(
                 "re-identifies {} ({}): same-person probability {:.3} ≥ threshold {:.3}",
                 self.references.get(r.reference).map_or("a reference image", |x| x.name.as_str()),
-                if r.source { "the image it was drawn for" } else { "a neighbouring reference image" },
+                if r.source {
+                    "the image it was drawn for"
+                } else {
+                    "a neighbouring reference image"
+                },
                 r.probability,
                 r.threshold
             ),
@@ -279,8 +323,18 @@ impl Studio {
     /// The run: bundle and model hashes, reference set size, backend, settings, gate rule.
     fn run(&self) -> RunInfo {
         let bundle = &self.loaded.bundle;
-        let roles = [Role::Denoiser, Role::Guide, Role::Features, Role::Classifier, Role::ReidEmbed, Role::ReidHead];
-        let used: BTreeMap<&str, &str> = roles.into_iter().filter_map(|r| bundle.models.get(&r).map(|m| (r.as_str(), m.sha256.as_str()))).collect();
+        let roles = [
+            Role::Denoiser,
+            Role::Guide,
+            Role::Features,
+            Role::Classifier,
+            Role::ReidEmbed,
+            Role::ReidHead,
+        ];
+        let used: BTreeMap<&str, &str> = roles
+            .into_iter()
+            .filter_map(|r| bundle.models.get(&r).map(|m| (r.as_str(), m.sha256.as_str())))
+            .collect();
         let labels_from = self.prepared.as_ref().map_or("", |p| p.labels_from);
         RunInfo {
             bundle: json!({ "name": bundle.name, "models": used }),
@@ -321,7 +375,10 @@ fn predicted_labels(probabilities: ndarray::ArrayView2<f32>, multi_label: bool) 
         .outer_iter()
         .map(|p| {
             let best = p.iter().enumerate().fold(0, |b, (i, &v)| if v > p[b] { i } else { b });
-            p.iter().enumerate().map(|(i, &v)| f32::from(u8::from(if multi_label { v >= 0.5 } else { i == best }))).collect()
+            p.iter()
+                .enumerate()
+                .map(|(i, &v)| f32::from(u8::from(if multi_label { v >= 0.5 } else { i == best })))
+                .collect()
         })
         .collect()
 }

@@ -27,7 +27,11 @@ fn load_on(tamper: impl Fn(&Path, &mut Vec<u8>), gpu: Option<&WebGpu>) -> Result
 }
 
 /// [`Studio::draw`], waited for (the worker awaits its promise).
-fn draw(studio: &mut Studio, k: usize, on_step: &mut dyn FnMut(usize, usize, usize)) -> Result<Drawn, String> {
+fn draw(
+    studio: &mut Studio,
+    k: usize,
+    on_step: &mut dyn FnMut(usize, usize, usize),
+) -> Result<Drawn, String> {
     pollster::block_on(studio.draw(k, on_step))
 }
 
@@ -37,7 +41,9 @@ fn pick(studio: &mut Studio, n: usize) {
     let list = std::fs::read_to_string(sample.join("filelist.txt")).unwrap();
     let paths = unpersonal_web::references::filelist_paths("filelist.txt", &list).unwrap();
     for path in &paths[..n] {
-        let notice = studio.add_reference(&format!("picked/{path}"), &std::fs::read(sample.join(path)).unwrap()).unwrap();
+        let notice = studio
+            .add_reference(&format!("picked/{path}"), &std::fs::read(sample.join(path)).unwrap())
+            .unwrap();
         assert_eq!(notice, None, "the shipped sample has the bundle's shape");
     }
     studio.label_references("filelist.txt", &list).unwrap();
@@ -47,7 +53,9 @@ fn pick(studio: &mut Studio, n: usize) {
 fn picked_references_give_a_gated_zip() {
     let mut studio = load(|_, _| {}).unwrap();
     pick(&mut studio, 3);
-    studio.configure(&Choices { candidates: 2, guidance: 1.2, steps: 4, seed: 3, rounds: 2 }).unwrap();
+    studio
+        .configure(&Choices { candidates: 2, guidance: 1.2, steps: 4, seed: 3, rounds: 2 })
+        .unwrap();
     assert!(studio.zip().is_err(), "nothing to download before generating");
     studio.prepare().unwrap();
 
@@ -56,27 +64,46 @@ fn picked_references_give_a_gated_zip() {
     let mut released = 0;
     for k in 0..3 {
         let mut steps = Vec::new();
-        let drawn = draw(&mut studio, k, &mut |round, done, total| steps.push((round, done, total))).unwrap();
+        let drawn =
+            draw(&mut studio, k, &mut |round, done, total| steps.push((round, done, total)))
+                .unwrap();
         assert_eq!(steps.first(), Some(&(0, 1, 4)), "step progress from the first step of round 0");
         assert!(steps.contains(&(0, 4, 4)));
         assert!(drawn.released.len() <= 1);
         for shown in &drawn.released {
-            assert!(shown.file.as_deref().is_some_and(|f| f.starts_with("images/") && f.ends_with(".png")));
-            assert!(shown.score < threshold, "a released image scored {} against threshold {threshold}", shown.score);
+            assert!(
+                shown
+                    .file
+                    .as_deref()
+                    .is_some_and(|f| f.starts_with("images/") && f.ends_with(".png"))
+            );
+            assert!(
+                shown.score < threshold,
+                "a released image scored {} against threshold {threshold}",
+                shown.score
+            );
         }
         assert_eq!(drawn.rejected.len(), drawn.rejected_per_round.iter().sum::<usize>());
         for shown in &drawn.rejected {
-            assert!(shown.file.is_none() && shown.reason.as_deref().is_some_and(|r| r.contains("re-identifies")));
+            assert!(
+                shown.file.is_none()
+                    && shown.reason.as_deref().is_some_and(|r| r.contains("re-identifies"))
+            );
         }
         released += drawn.released.len();
     }
-    assert!(draw(&mut studio, 3, &mut |_, _, _| {}).is_err(), "only picked references can be drawn for");
+    assert!(
+        draw(&mut studio, 3, &mut |_, _, _| {}).is_err(),
+        "only picked references can be drawn for"
+    );
 
     let zip = studio.zip().unwrap();
     let mut archive = zip::ZipArchive::new(std::io::Cursor::new(zip)).unwrap();
     let names: Vec<String> = archive.file_names().map(str::to_string).collect();
     assert_eq!(names.iter().filter(|n| n.starts_with("images/")).count(), released);
-    assert!(names.contains(&"filelist.txt".to_string()) && names.contains(&"report.json".to_string()));
+    assert!(
+        names.contains(&"filelist.txt".to_string()) && names.contains(&"report.json".to_string())
+    );
     assert_eq!(names.len(), released + 2, "only images, filelist and report: {names:?}");
     let mut text = String::new();
     archive.by_name("filelist.txt").unwrap().read_to_string(&mut text).unwrap();
@@ -106,7 +133,13 @@ fn a_tampered_bundle_file_is_refused_by_name() {
     .err()
     .unwrap();
     assert!(error.contains("reid_head.onnx"), "{error}");
-    let error = Studio::load("fashion-mnist", |_| Err(std::io::Error::new(std::io::ErrorKind::NotFound, "gone")), None).err().unwrap();
+    let error = Studio::load(
+        "fashion-mnist",
+        |_| Err(std::io::Error::new(std::io::ErrorKind::NotFound, "gone")),
+        None,
+    )
+    .err()
+    .unwrap();
     assert!(error.contains("bundle.json"), "{error}");
 }
 
@@ -120,11 +153,20 @@ fn unlabelled_references_take_the_classifiers_labels_and_bad_files_are_named() {
     let list = std::fs::read_to_string(sample.join("filelist.txt")).unwrap();
     let path = &unpersonal_web::references::filelist_paths("filelist.txt", &list).unwrap()[0];
     studio.add_reference("a.png", &std::fs::read(sample.join(path)).unwrap()).unwrap();
-    studio.configure(&Choices { candidates: 1, guidance: 1.2, steps: 2, seed: 0, rounds: 1 }).unwrap();
+    studio
+        .configure(&Choices { candidates: 1, guidance: 1.2, steps: 2, seed: 0, rounds: 1 })
+        .unwrap();
     studio.prepare().unwrap();
     draw(&mut studio, 0, &mut |_, _, _| {}).unwrap();
-    assert_eq!(studio.report()["run"]["reference"]["labels"], "predicted by the bundle's classifier");
-    assert!(studio.configure(&Choices { candidates: 0, guidance: 1.2, steps: 2, seed: 0, rounds: 1 }).is_err());
+    assert_eq!(
+        studio.report()["run"]["reference"]["labels"],
+        "predicted by the bundle's classifier"
+    );
+    assert!(
+        studio
+            .configure(&Choices { candidates: 0, guidance: 1.2, steps: 2, seed: 0, rounds: 1 })
+            .is_err()
+    );
 }
 
 #[test]
@@ -138,7 +180,8 @@ fn the_denoising_loop_on_webgpu_draws_the_images_the_cpu_draws() {
         pick(&mut studio, 2);
         studio.configure(&choices).unwrap();
         studio.prepare().unwrap();
-        let drawn: Vec<Drawn> = (0..2).map(|k| draw(&mut studio, k, &mut |_, _, _| {}).unwrap()).collect();
+        let drawn: Vec<Drawn> =
+            (0..2).map(|k| draw(&mut studio, k, &mut |_, _, _| {}).unwrap()).collect();
         assert_eq!(studio.report()["run"]["backend"], studio.backend());
         runs.push(drawn);
     }
@@ -149,11 +192,17 @@ fn the_denoising_loop_on_webgpu_draws_the_images_the_cpu_draws() {
     };
     let mut compared = 0;
     for (cpu, gpu) in runs[0].iter().zip(&runs[1]) {
-        let (a, b): (Vec<_>, Vec<_>) = (cpu.released.iter().chain(&cpu.rejected).collect(), gpu.released.iter().chain(&gpu.rejected).collect());
+        let (a, b): (Vec<_>, Vec<_>) = (
+            cpu.released.iter().chain(&cpu.rejected).collect(),
+            gpu.released.iter().chain(&gpu.rejected).collect(),
+        );
         assert_eq!(a.len(), b.len());
         for (x, y) in a.iter().zip(&b) {
             let diff = pixels(x).iter().zip(pixels(y)).map(|(p, q)| p.abs_diff(q)).max().unwrap();
-            assert!(diff <= 1, "an image drawn on WebGPU differs from the CPU's by {diff} in 8-bit pixels");
+            assert!(
+                diff <= 1,
+                "an image drawn on WebGPU differs from the CPU's by {diff} in 8-bit pixels"
+            );
             compared += 1;
         }
     }

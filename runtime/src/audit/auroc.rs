@@ -25,7 +25,8 @@ pub fn auroc(scores: &[f32], labels: &[bool]) -> Option<f64> {
     }
     let positives = labels.iter().filter(|&&l| l).count() as f64;
     let negatives = labels.len() as f64 - positives;
-    (positives > 0.0 && negatives > 0.0).then(|| (rank_sum - positives * (positives + 1.0) / 2.0) / (positives * negatives))
+    (positives > 0.0 && negatives > 0.0)
+        .then(|| (rank_sum - positives * (positives + 1.0) / 2.0) / (positives * negatives))
 }
 
 /// Mean AUROC over the labels (columns) of `scores` `[n, L]` that have both classes among the
@@ -43,7 +44,13 @@ pub fn mean_auroc(scores: ArrayView2<f32>, labels: ArrayView2<f32>, rows: &[usiz
 
 /// `mean_auroc(a) − mean_auroc(b)` on the same test examples, with the percentile-bootstrap
 /// 95 % interval over `resamples` paired resamples (ChaCha8 seeded with `seed`).
-pub fn bootstrap_auroc_difference(a: ArrayView2<f32>, b: ArrayView2<f32>, labels: ArrayView2<f32>, resamples: usize, seed: u64) -> Option<Interval> {
+pub fn bootstrap_auroc_difference(
+    a: ArrayView2<f32>,
+    b: ArrayView2<f32>,
+    labels: ArrayView2<f32>,
+    resamples: usize,
+    seed: u64,
+) -> Option<Interval> {
     assert_eq!(a.dim(), b.dim(), "score matrices of different shapes");
     let n = labels.len_of(Axis(0));
     let all: Vec<usize> = (0..n).collect();
@@ -55,7 +62,11 @@ pub fn bootstrap_auroc_difference(a: ArrayView2<f32>, b: ArrayView2<f32>, labels
             Some(mean_auroc(a, labels, &rows)? - mean_auroc(b, labels, &rows)?)
         })
         .collect();
-    (!differences.is_empty()).then(|| Interval { estimate, lower: percentile(&differences, 0.025), upper: percentile(&differences, 0.975) })
+    (!differences.is_empty()).then(|| Interval {
+        estimate,
+        lower: percentile(&differences, 0.025),
+        upper: percentile(&differences, 0.975),
+    })
 }
 
 #[cfg(test)]
@@ -74,12 +85,14 @@ mod tests {
 
     #[test]
     fn a_perfect_classifier_beats_a_random_one() {
-        let labels = array![[1.0f32, 0.0], [0.0, 1.0], [1.0, 1.0], [0.0, 0.0], [1.0, 0.0], [0.0, 1.0]];
+        let labels =
+            array![[1.0f32, 0.0], [0.0, 1.0], [1.0, 1.0], [0.0, 0.0], [1.0, 0.0], [0.0, 1.0]];
         let perfect = labels.clone();
         let reversed = labels.mapv(|v| 1.0 - v);
         let all: Vec<usize> = (0..6).collect();
         assert_eq!(mean_auroc(perfect.view(), labels.view(), &all), Some(1.0));
-        let d = bootstrap_auroc_difference(perfect.view(), reversed.view(), labels.view(), 200, 1).unwrap();
+        let d = bootstrap_auroc_difference(perfect.view(), reversed.view(), labels.view(), 200, 1)
+            .unwrap();
         assert_eq!(d.estimate, 1.0);
         assert!(d.lower > 0.5 && d.upper <= 1.0, "{d:?}");
     }

@@ -49,7 +49,10 @@ pub fn closest_record_distances(queries: ArrayView2<f32>, reference: ArrayView2<
 /// Compares the distances to the closest `train` row of the `released` rows with those of the
 /// `holdout` rows (same features, one row per record).
 pub fn dcr(released: ArrayView2<f32>, holdout: ArrayView2<f32>, train: ArrayView2<f32>) -> Dcr {
-    dcr_of_distances(&closest_record_distances(released, train), &closest_record_distances(holdout, train))
+    dcr_of_distances(
+        &closest_record_distances(released, train),
+        &closest_record_distances(holdout, train),
+    )
 }
 
 /// [`dcr`] from the distances already found: each released and each holdout record's distance
@@ -72,7 +75,8 @@ pub fn dcr_of_distances(released_d: &[f64], holdout_d: &[f64]) -> Dcr {
 pub fn mann_whitney_less(x: &[f64], y: &[f64]) -> MannWhitney {
     assert!(!x.is_empty() && !y.is_empty(), "empty sample");
     let (nx, ny) = (x.len() as f64, y.len() as f64);
-    let mut all: Vec<(f64, bool)> = x.iter().map(|&v| (v, true)).chain(y.iter().map(|&v| (v, false))).collect();
+    let mut all: Vec<(f64, bool)> =
+        x.iter().map(|&v| (v, true)).chain(y.iter().map(|&v| (v, false))).collect();
     all.sort_by(|a, b| a.0.total_cmp(&b.0));
     // Mid-ranks (1-based) of each run of ties; sum of x's ranks and Σ(t³ − t).
     let (mut rank_sum_x, mut ties) = (0.0, 0.0);
@@ -101,7 +105,6 @@ mod tests {
     use rand::SeedableRng;
     use rand_distr::{Distribution, StandardNormal};
 
-
     #[test]
     fn mann_whitney_matches_hand_computed_values() {
         // No ties: U = 0, σ² = 9/12·7, z = (0 − 4.5 + 0.5)/σ = −1.745743, p = Φ(z) = 0.040428.
@@ -123,7 +126,14 @@ mod tests {
     #[test]
     fn mann_whitney_p_values_for_equal_and_shifted_samples() {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
-        let mut draw = |n: usize, shift: f64| -> Vec<f64> { (0..n).map(|_| { let z: f64 = StandardNormal.sample(&mut rng); shift + z }).collect() };
+        let mut draw = |n: usize, shift: f64| -> Vec<f64> {
+            (0..n)
+                .map(|_| {
+                    let z: f64 = StandardNormal.sample(&mut rng);
+                    shift + z
+                })
+                .collect()
+        };
         let (a, b) = (draw(2000, 0.0), draw(2000, 0.0));
         let same = mann_whitney_less(&a, &b);
         assert!(same.p_value > 0.01 && same.p_value < 0.99, "{same:?}");
@@ -141,7 +151,10 @@ mod tests {
     #[test]
     fn closest_record_distances_are_exact() {
         let train = array![[0.0f32, 0.0], [10.0, 0.0]];
-        let d = closest_record_distances(array![[3.0f32, 4.0], [10.0, 0.0], [11.0, 0.0]].view(), train.view());
+        let d = closest_record_distances(
+            array![[3.0f32, 4.0], [10.0, 0.0], [11.0, 0.0]].view(),
+            train.view(),
+        );
         assert_eq!(d, vec![5.0, 0.0, 1.0]);
     }
 

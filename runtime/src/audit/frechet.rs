@@ -42,7 +42,8 @@ pub fn frechet(a: ArrayView2<f32>, b: ArrayView2<f32>) -> Frechet {
     let root_a = sqrt_psd(cov_a.clone());
     let middle = &root_a * &cov_b * &root_a;
     let middle = (&middle + middle.transpose()) * 0.5;
-    let cross: f64 = SymmetricEigen::new(middle).eigenvalues.iter().map(|v| v.max(0.0).sqrt()).sum();
+    let cross: f64 =
+        SymmetricEigen::new(middle).eigenvalues.iter().map(|v| v.max(0.0).sqrt()).sum();
     let mean_term = (mu_a - mu_b).norm_squared();
     let covariance_term = cov_a.trace() + cov_b.trace() - 2.0 * cross;
     Frechet { distance: mean_term + covariance_term, mean_term, covariance_term }
@@ -58,7 +59,6 @@ mod tests {
     use super::*;
     use crate::audit::gaussian;
     use ndarray::{Array1, array};
-
 
     #[test]
     fn identical_sets_are_at_distance_zero() {

@@ -63,7 +63,13 @@ pub enum Pairing {
 /// The difference `accuracy(a) − accuracy(b)` of two per-example correctness vectors, with its
 /// percentile-bootstrap 95 % interval over `resamples` resamples drawn from a ChaCha8 generator
 /// seeded with `seed`.
-pub fn bootstrap_accuracy_difference(a: &[bool], b: &[bool], pairing: Pairing, resamples: usize, seed: u64) -> Interval {
+pub fn bootstrap_accuracy_difference(
+    a: &[bool],
+    b: &[bool],
+    pairing: Pairing,
+    resamples: usize,
+    seed: u64,
+) -> Interval {
     assert!(!a.is_empty() && !b.is_empty(), "empty correctness vector");
     assert!(resamples > 0, "no resamples");
     if pairing == Pairing::Paired {
@@ -90,7 +96,11 @@ pub fn bootstrap_accuracy_difference(a: &[bool], b: &[bool], pairing: Pairing, r
             hits_a as f64 / a.len() as f64 - hits_b as f64 / b.len() as f64
         })
         .collect();
-    Interval { estimate: accuracy(a) - accuracy(b), lower: percentile(&differences, 0.025), upper: percentile(&differences, 0.975) }
+    Interval {
+        estimate: accuracy(a) - accuracy(b),
+        lower: percentile(&differences, 0.025),
+        upper: percentile(&differences, 0.975),
+    }
 }
 
 /// The complementary error function, `erfc(x) = 1 − erf(x)`, by the Chebyshev fit of Numerical
@@ -100,7 +110,12 @@ pub fn erfc(x: f64) -> f64 {
     let t = 1.0 / (1.0 + 0.5 * z);
     let poly = -1.265_512_23
         + t * (1.000_023_68
-            + t * (0.374_091_96 + t * (0.096_784_18 + t * (-0.186_288_06 + t * (0.278_868_07 + t * (-1.135_203_98 + t * (1.488_515_87 + t * (-0.822_152_23 + t * 0.170_872_77))))))));
+            + t * (0.374_091_96
+                + t * (0.096_784_18
+                    + t * (-0.186_288_06
+                        + t * (0.278_868_07
+                            + t * (-1.135_203_98
+                                + t * (1.488_515_87 + t * (-0.822_152_23 + t * 0.170_872_77))))))));
     let r = t * (-z * z + poly).exp();
     if x >= 0.0 { r } else { 2.0 - r }
 }
@@ -123,11 +138,20 @@ mod tests {
         // 5/10 at z = 1.96: [0.2366, 0.7634]; 0/10: [0, z²/(n + z²)] = [0, 0.27754].
         let half = wilson(5, 10, 1.96);
         assert_eq!(half.estimate, 0.5);
-        assert!(close(half.lower, 0.236_590, 1e-6) && close(half.upper, 0.763_410, 1e-6), "{half:?}");
+        assert!(
+            close(half.lower, 0.236_590, 1e-6) && close(half.upper, 0.763_410, 1e-6),
+            "{half:?}"
+        );
         let none = wilson(0, 10, 1.96);
-        assert!(close(none.lower, 0.0, 1e-12) && close(none.upper, 3.8416 / 13.8416, 1e-12), "{none:?}");
+        assert!(
+            close(none.lower, 0.0, 1e-12) && close(none.upper, 3.8416 / 13.8416, 1e-12),
+            "{none:?}"
+        );
         let all = wilson(10, 10, 1.96);
-        assert!(close(all.upper, 1.0, 1e-12) && close(all.lower, 1.0 - 3.8416 / 13.8416, 1e-12), "{all:?}");
+        assert!(
+            close(all.upper, 1.0, 1e-12) && close(all.lower, 1.0 - 3.8416 / 13.8416, 1e-12),
+            "{all:?}"
+        );
         // Wider with larger z, narrower with more trials.
         assert!(wilson(50, 100, 2.58).lower < wilson(50, 100, 1.96).lower);
         assert!(wilson(500, 1000, 1.96).lower > half.lower);
@@ -179,6 +203,9 @@ mod tests {
         // b is right exactly where a is, plus 30 more examples: +0.1, with a narrow interval.
         let b: Vec<bool> = (0..300).map(|i| i % 3 != 0 || i < 90).collect();
         let diff = bootstrap_accuracy_difference(&b, &a, Pairing::Paired, 500, 4);
-        assert!(close(diff.estimate, 0.1, 1e-12) && diff.lower > 0.05 && diff.upper < 0.15, "{diff:?}");
+        assert!(
+            close(diff.estimate, 0.1, 1e-12) && diff.lower > 0.05 && diff.upper < 0.15,
+            "{diff:?}"
+        );
     }
 }

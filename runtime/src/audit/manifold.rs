@@ -31,7 +31,12 @@ pub fn knn_radii(x: ArrayView2<f32>, k: usize) -> Vec<f64> {
         .map(|(i, list)| {
             // Drop the row itself (or, if a duplicate of it came first, the farthest).
             let others: Vec<f64> = match list.iter().position(|n| n.index == i) {
-                Some(at) => list.iter().enumerate().filter(|&(j, _)| j != at).map(|(_, n)| n.distance).collect(),
+                Some(at) => list
+                    .iter()
+                    .enumerate()
+                    .filter(|&(j, _)| j != at)
+                    .map(|(_, n)| n.distance)
+                    .collect(),
                 None => list[..k].iter().map(|n| n.distance).collect(),
             };
             others[k - 1]
@@ -53,7 +58,8 @@ pub fn share_inside(queries: ArrayView2<f32>, manifold: ArrayView2<f32>, radii: 
         // Near the boundary, where the products' rounding could decide, compare exactly.
         let rounding = 1e-5 * (query_norms[q] + manifold_norms[j]);
         if !inside[q] && d2 <= squared[j] + rounding {
-            inside[q] = d2 < squared[j] - rounding || distance(queries.row(q), manifold.row(j)) <= radii[j];
+            inside[q] =
+                d2 < squared[j] - rounding || distance(queries.row(q), manifold.row(j)) <= radii[j];
         }
     });
     inside.iter().filter(|&&i| i).count() as f64 / queries.nrows() as f64
@@ -61,7 +67,11 @@ pub fn share_inside(queries: ArrayView2<f32>, manifold: ArrayView2<f32>, radii: 
 
 /// Precision and recall of `generated` against `real` with neighbourhood size `k`
 /// ([`DEFAULT_K`] is 3).
-pub fn precision_recall(real: ArrayView2<f32>, generated: ArrayView2<f32>, k: usize) -> PrecisionRecall {
+pub fn precision_recall(
+    real: ArrayView2<f32>,
+    generated: ArrayView2<f32>,
+    k: usize,
+) -> PrecisionRecall {
     let precision = share_inside(generated, real, &knn_radii(real, k));
     let recall = share_inside(real, generated, &knn_radii(generated, k));
     PrecisionRecall { precision, recall, k }
@@ -72,7 +82,6 @@ mod tests {
     use super::*;
     use crate::audit::gaussian;
     use ndarray::array;
-
 
     #[test]
     fn radii_exclude_the_row_itself() {
@@ -103,7 +112,11 @@ mod tests {
 
     #[test]
     fn far_away_sets_score_zero() {
-        let pr = precision_recall(gaussian(200, 8, 0.0, 1.0, 1).view(), gaussian(200, 8, 100.0, 1.0, 2).view(), DEFAULT_K);
+        let pr = precision_recall(
+            gaussian(200, 8, 0.0, 1.0, 1).view(),
+            gaussian(200, 8, 100.0, 1.0, 2).view(),
+            DEFAULT_K,
+        );
         assert_eq!((pr.precision, pr.recall), (0.0, 0.0));
     }
 

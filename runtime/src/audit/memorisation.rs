@@ -42,8 +42,16 @@ pub struct Memorisation {
 /// Scores every row of `released` against `train`: distance to the nearest training row over
 /// the mean distance to its `neighbours` nearest ones ([`DEFAULT_NEIGHBOURS`]); rows whose
 /// ratio is below `threshold` ([`DEFAULT_THRESHOLD`]) count as memorised.
-pub fn memorisation(released: ArrayView2<f32>, train: ArrayView2<f32>, neighbours: usize, threshold: f64) -> Memorisation {
-    assert!(neighbours >= 1 && train.nrows() > 0, "needs at least one training row and one neighbour");
+pub fn memorisation(
+    released: ArrayView2<f32>,
+    train: ArrayView2<f32>,
+    neighbours: usize,
+    threshold: f64,
+) -> Memorisation {
+    assert!(
+        neighbours >= 1 && train.nrows() > 0,
+        "needs at least one training row and one neighbour"
+    );
     let neighbours = neighbours.min(train.nrows());
     let mut rows: Vec<MemorisationRow> = nearest(released, train, neighbours)
         .into_iter()
@@ -51,7 +59,12 @@ pub fn memorisation(released: ArrayView2<f32>, train: ArrayView2<f32>, neighbour
         .map(|(index, list)| {
             let d1 = list[0].distance;
             let mean = list.iter().map(|n| n.distance).sum::<f64>() / list.len() as f64;
-            MemorisationRow { index, nearest_train: list[0].index, distance: d1, ratio: if d1 == 0.0 { 0.0 } else { d1 / mean } }
+            MemorisationRow {
+                index,
+                nearest_train: list[0].index,
+                distance: d1,
+                ratio: if d1 == 0.0 { 0.0 } else { d1 / mean },
+            }
         })
         .collect();
     rows.sort_by(|a, b| a.ratio.total_cmp(&b.ratio).then(a.index.cmp(&b.index)));
@@ -65,15 +78,25 @@ mod tests {
     use crate::audit::gaussian;
     use ndarray::array;
 
-
     #[test]
     fn ratio_matches_a_hand_computed_case() {
         // Distances from (0, 0) to the training rows: 1, 2, 3 → ratio 1 / 2 with 3 neighbours,
         // 1 / 1.5 with 2; the row (2, 0) sits on a training row.
         let train = array![[1.0f32, 0.0], [0.0, 2.0], [-3.0, 0.0]];
-        let m = memorisation(array![[0.0f32, 0.0], [0.0, 2.0]].view(), train.view(), 3, DEFAULT_THRESHOLD);
-        assert_eq!(m.rows[0], MemorisationRow { index: 1, nearest_train: 1, distance: 0.0, ratio: 0.0 });
-        assert_eq!(m.rows[1], MemorisationRow { index: 0, nearest_train: 0, distance: 1.0, ratio: 0.5 });
+        let m = memorisation(
+            array![[0.0f32, 0.0], [0.0, 2.0]].view(),
+            train.view(),
+            3,
+            DEFAULT_THRESHOLD,
+        );
+        assert_eq!(
+            m.rows[0],
+            MemorisationRow { index: 1, nearest_train: 1, distance: 0.0, ratio: 0.0 }
+        );
+        assert_eq!(
+            m.rows[1],
+            MemorisationRow { index: 0, nearest_train: 0, distance: 1.0, ratio: 0.5 }
+        );
         assert_eq!(m.memorised, 1);
         let m = memorisation(array![[0.0f32, 0.0]].view(), train.view(), 2, 0.7);
         assert!((m.rows[0].ratio - 1.0 / 1.5).abs() < 1e-12);

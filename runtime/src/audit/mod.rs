@@ -22,9 +22,13 @@ pub mod pca;
 pub mod singling_out;
 
 pub use auroc::{auroc, bootstrap_auroc_difference, mean_auroc};
-pub use dcr::{Dcr, MannWhitney, closest_record_distances, dcr, dcr_of_distances, mann_whitney_less};
+pub use dcr::{
+    Dcr, MannWhitney, closest_record_distances, dcr, dcr_of_distances, mann_whitney_less,
+};
 pub use frechet::{Frechet, frechet, frechet_distance};
-pub use intervals::{Interval, Pairing, bootstrap_accuracy_difference, normal_cdf, percentile, wilson};
+pub use intervals::{
+    Interval, Pairing, bootstrap_accuracy_difference, normal_cdf, percentile, wilson,
+};
 pub use manifold::{PrecisionRecall, precision_recall};
 pub use memorisation::{Memorisation, MemorisationRow, memorisation};
 pub use pca::Pca;
@@ -32,7 +36,13 @@ pub use singling_out::{Mode, Rate, SinglingOut, SinglingOutConfig, singling_out}
 
 /// `n × d` rows of `shift + scale · N(0, 1)` noise from a seeded generator, for the tests.
 #[cfg(test)]
-pub(crate) fn gaussian(n: usize, d: usize, shift: f32, scale: f32, seed: u64) -> ndarray::Array2<f32> {
+pub(crate) fn gaussian(
+    n: usize,
+    d: usize,
+    shift: f32,
+    scale: f32,
+    seed: u64,
+) -> ndarray::Array2<f32> {
     use rand::SeedableRng;
     use rand_distr::{Distribution, StandardNormal};
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);

@@ -29,7 +29,8 @@ impl Pca {
         let mut components = Array2::<f32>::zeros((d, k));
         for (c, &e) in order.iter().take(k).enumerate() {
             let v = eigen.eigenvectors.column(e);
-            let largest = v.iter().copied().max_by(|a, b| a.abs().total_cmp(&b.abs())).unwrap_or(1.0);
+            let largest =
+                v.iter().copied().max_by(|a, b| a.abs().total_cmp(&b.abs())).unwrap_or(1.0);
             let sign = if largest < 0.0 { -1.0 } else { 1.0 };
             for j in 0..d {
                 components[[j, c]] = (sign * v[j]) as f32;
@@ -57,7 +58,11 @@ mod tests {
         x.column_mut(2).mapv_inplace(|v| 10.0 * v + 5.0);
         let pca = Pca::fit(x.view(), 2);
         assert!(pca.components[[2, 0]] > 0.999, "{:?}", pca.components);
-        assert!((pca.variances[0] / 100.0 - 1.0).abs() < 0.1 && pca.variances[1] < 1.3, "{:?}", pca.variances);
+        assert!(
+            (pca.variances[0] / 100.0 - 1.0).abs() < 0.1 && pca.variances[1] < 1.3,
+            "{:?}",
+            pca.variances
+        );
         let projected = pca.project(x.view());
         assert_eq!(projected.dim(), (2000, 2));
         let mean = projected.mean_axis(Axis(0)).unwrap();

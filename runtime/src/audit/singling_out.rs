@@ -52,7 +52,14 @@ pub struct SinglingOutConfig {
 impl Default for SinglingOutConfig {
     /// Anonymeter's defaults (500 attacks, 3 columns, 95 %), with at most 100 000 attempts.
     fn default() -> Self {
-        SinglingOutConfig { mode: Mode::Multivariate, columns: 3, n_attacks: 500, max_attempts: 100_000, z: 1.96, seed: 0 }
+        SinglingOutConfig {
+            mode: Mode::Multivariate,
+            columns: 3,
+            n_attacks: 500,
+            max_attempts: 100_000,
+            z: 1.96,
+            seed: 0,
+        }
     }
 }
 
@@ -76,7 +83,13 @@ impl Rate {
     /// The rate of `successes` out of `trials` at normal quantile `z`.
     pub fn new(successes: usize, trials: usize, z: f64) -> Rate {
         let ci = wilson(successes, trials, z);
-        Rate { successes, trials, value: 0.5 * (ci.lower + ci.upper), error: 0.5 * (ci.upper - ci.lower), ci }
+        Rate {
+            successes,
+            trials,
+            value: 0.5 * (ci.lower + ci.upper),
+            error: 0.5 * (ci.upper - ci.lower),
+            ci,
+        }
     }
 }
 
@@ -145,7 +158,11 @@ impl Unique {
 
 /// Anonymeter's univariate predicates: per column the two tails and every value held by a
 /// single record, shuffled, kept if they isolate one released record.
-fn univariate_predicates(released: ArrayView2<f32>, n: usize, rng: &mut impl Rng) -> Vec<Predicate> {
+fn univariate_predicates(
+    released: ArrayView2<f32>,
+    n: usize,
+    rng: &mut impl Rng,
+) -> Vec<Predicate> {
     let mut candidates = Vec::new();
     for (c, column) in released.axis_iter(Axis(1)).enumerate() {
         let mut values = column.to_vec();
@@ -153,7 +170,8 @@ fn univariate_predicates(released: ArrayView2<f32>, n: usize, rng: &mut impl Rng
         candidates.push(Predicate(vec![(c, Op::Le, values[0])]));
         candidates.push(Predicate(vec![(c, Op::Ge, values[values.len() - 1])]));
         for (i, &v) in values.iter().enumerate() {
-            let unique = (i == 0 || values[i - 1] != v) && (i + 1 == values.len() || values[i + 1] != v);
+            let unique =
+                (i == 0 || values[i - 1] != v) && (i + 1 == values.len() || values[i + 1] != v);
             if unique {
                 candidates.push(Predicate(vec![(c, Op::Eq, v)]));
             }
@@ -184,7 +202,13 @@ fn medians(x: ArrayView2<f32>) -> Vec<f32> {
 
 /// Anonymeter's multivariate predicates: a random released record, `columns` random columns,
 /// each bounded by the record's value towards the column's nearer tail.
-fn multivariate_predicates(released: ArrayView2<f32>, n: usize, columns: usize, max_attempts: usize, rng: &mut impl Rng) -> Vec<Predicate> {
+fn multivariate_predicates(
+    released: ArrayView2<f32>,
+    n: usize,
+    columns: usize,
+    max_attempts: usize,
+    rng: &mut impl Rng,
+) -> Vec<Predicate> {
     let medians = medians(released);
     let columns = columns.min(released.ncols());
     let mut unique = Unique::default();
@@ -195,7 +219,10 @@ fn multivariate_predicates(released: ArrayView2<f32>, n: usize, columns: usize, 
         let record = released.row(rng.random_range(0..released.nrows()));
         let mut chosen = rand::seq::index::sample(rng, released.ncols(), columns).into_vec();
         chosen.sort_unstable();
-        let conditions = chosen.into_iter().map(|c| (c, if record[c] > medians[c] { Op::Ge } else { Op::Le }, record[c])).collect();
+        let conditions = chosen
+            .into_iter()
+            .map(|c| (c, if record[c] > medians[c] { Op::Ge } else { Op::Le }, record[c]))
+            .collect();
         unique.offer(Predicate(conditions), released);
     }
     unique.kept
@@ -203,8 +230,18 @@ fn multivariate_predicates(released: ArrayView2<f32>, n: usize, columns: usize, 
 
 /// The naive attacker's predicates: `columns` random columns, each bounded (≤ or ≥ at random)
 /// by a value drawn uniformly from the column's released range.
-fn random_predicates(released: ArrayView2<f32>, n: usize, columns: usize, rng: &mut impl Rng) -> Vec<Predicate> {
-    let ranges: Vec<(f32, f32)> = released.axis_iter(Axis(1)).map(|c| c.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| (lo.min(v), hi.max(v)))).collect();
+fn random_predicates(
+    released: ArrayView2<f32>,
+    n: usize,
+    columns: usize,
+    rng: &mut impl Rng,
+) -> Vec<Predicate> {
+    let ranges: Vec<(f32, f32)> = released
+        .axis_iter(Axis(1))
+        .map(|c| {
+            c.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| (lo.min(v), hi.max(v)))
+        })
+        .collect();
     let columns = columns.min(released.ncols());
     (0..n)
         .map(|_| {
@@ -232,24 +269,53 @@ pub fn residual_risk(attack: &Rate, control: &Rate) -> Interval {
     let d_control = (attack.value - 1.0) / (1.0 - control.value).powi(2);
     let error = ((attack.error * d_attack).powi(2) + (control.error * d_control).powi(2)).sqrt();
     let clip = |v: f64| v.clamp(0.0, 1.0);
-    Interval { estimate: clip(residual), lower: clip(residual - error), upper: clip(residual + error) }
+    Interval {
+        estimate: clip(residual),
+        lower: clip(residual - error),
+        upper: clip(residual + error),
+    }
 }
 
 /// The singling-out risk of releasing `released`, for the records of `train` the model was
 /// trained on, against `control` records it never saw (as many as `train`; rows of the same
 /// numeric columns, all finite). Deterministic for a given `config.seed`.
-pub fn singling_out(released: ArrayView2<f32>, train: ArrayView2<f32>, control: ArrayView2<f32>, config: &SinglingOutConfig) -> SinglingOut {
+pub fn singling_out(
+    released: ArrayView2<f32>,
+    train: ArrayView2<f32>,
+    control: ArrayView2<f32>,
+    config: &SinglingOutConfig,
+) -> SinglingOut {
     assert!(released.nrows() > 0 && released.ncols() > 0, "no released records");
-    assert!(released.ncols() == train.ncols() && train.ncols() == control.ncols(), "record sets with different columns");
-    assert_eq!(control.nrows(), train.nrows(), "the control set must be as large as the training set (subsample the larger)");
-    assert!([released, train, control].iter().all(|x| x.iter().all(|v| v.is_finite())), "records must be finite");
+    assert!(
+        released.ncols() == train.ncols() && train.ncols() == control.ncols(),
+        "record sets with different columns"
+    );
+    assert_eq!(
+        control.nrows(),
+        train.nrows(),
+        "the control set must be as large as the training set (subsample the larger)"
+    );
+    assert!(
+        [released, train, control].iter().all(|x| x.iter().all(|v| v.is_finite())),
+        "records must be finite"
+    );
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(config.seed);
     let (predicates, columns) = match config.mode {
         Mode::Univariate => (univariate_predicates(released, config.n_attacks, &mut rng), 1),
-        Mode::Multivariate => (multivariate_predicates(released, config.n_attacks, config.columns, config.max_attempts, &mut rng), config.columns),
+        Mode::Multivariate => (
+            multivariate_predicates(
+                released,
+                config.n_attacks,
+                config.columns,
+                config.max_attempts,
+                &mut rng,
+            ),
+            config.columns,
+        ),
     };
     let n = predicates.len();
-    let successes = |data: ArrayView2<f32>, ps: &[Predicate]| ps.iter().filter(|p| p.isolates(data)).count();
+    let successes =
+        |data: ArrayView2<f32>, ps: &[Predicate]| ps.iter().filter(|p| p.isolates(data)).count();
     let baseline = random_predicates(released, n, columns, &mut rng);
     let attack = Rate::new(successes(train, &predicates), n, config.z);
     let control = Rate::new(successes(control, &predicates), n, config.z);
@@ -269,7 +335,6 @@ mod tests {
     use crate::audit::gaussian;
     use ndarray::array;
 
-
     fn config(mode: Mode) -> SinglingOutConfig {
         SinglingOutConfig { mode, max_attempts: 20_000, seed: 5, ..SinglingOutConfig::default() }
     }
@@ -279,10 +344,18 @@ mod tests {
         // Values from Anonymeter's formulas: 80/100 → 0.788902 ± 0.077733, 20/100 → 0.211098.
         let attack = Rate::new(80, 100, 1.96);
         let control = Rate::new(20, 100, 1.96);
-        assert!((attack.value - 0.788_901_557_757).abs() < 1e-9 && (attack.error - 0.077_732_519_684).abs() < 1e-9, "{attack:?}");
+        assert!(
+            (attack.value - 0.788_901_557_757).abs() < 1e-9
+                && (attack.error - 0.077_732_519_684).abs() < 1e-9,
+            "{attack:?}"
+        );
         let risk = residual_risk(&attack, &control);
         assert!((risk.estimate - 0.732_414_722_512).abs() < 1e-9, "{risk:?}");
-        assert!((risk.lower - 0.630_415_546_012).abs() < 1e-9 && (risk.upper - 0.834_413_899_013).abs() < 1e-9, "{risk:?}");
+        assert!(
+            (risk.lower - 0.630_415_546_012).abs() < 1e-9
+                && (risk.upper - 0.834_413_899_013).abs() < 1e-9,
+            "{risk:?}"
+        );
         // Clipped: control above attack gives 0, a perfect attack an upper bound of 1.
         assert_eq!(residual_risk(&control, &attack).estimate, 0.0);
         assert_eq!(residual_risk(&Rate::new(100, 100, 1.96), &Rate::new(0, 100, 1.96)).upper, 1.0);
@@ -295,7 +368,8 @@ mod tests {
         let released = array![[1.0f32], [2.0], [2.0], [5.0]];
         let train = array![[1.0f32], [5.0], [5.0], [7.0]];
         let control = array![[0.0f32], [3.0], [5.0], [8.0]];
-        let r = singling_out(released.view(), train.view(), control.view(), &config(Mode::Univariate));
+        let r =
+            singling_out(released.view(), train.view(), control.view(), &config(Mode::Univariate));
         assert_eq!((r.n_predicates, r.attack.successes, r.control.successes), (4, 2, 2));
         assert_eq!(r.risk.estimate, 0.0);
         assert!(r.risk.upper > 0.3, "{r:?}");
@@ -342,8 +416,19 @@ mod tests {
 
     #[test]
     fn deterministic_for_a_seed() {
-        let (train, control, released) = (gaussian(300, 4, 0.0, 1.0, 1), gaussian(300, 4, 0.0, 1.0, 2), gaussian(300, 4, 0.0, 1.0, 3));
-        let run = |seed| singling_out(released.view(), train.view(), control.view(), &SinglingOutConfig { seed, ..config(Mode::Multivariate) });
+        let (train, control, released) = (
+            gaussian(300, 4, 0.0, 1.0, 1),
+            gaussian(300, 4, 0.0, 1.0, 2),
+            gaussian(300, 4, 0.0, 1.0, 3),
+        );
+        let run = |seed| {
+            singling_out(
+                released.view(),
+                train.view(),
+                control.view(),
+                &SinglingOutConfig { seed, ..config(Mode::Multivariate) },
+            )
+        };
         assert_eq!(run(7), run(7));
         let (a, b) = (run(7), run(8));
         assert!(a.baseline != b.baseline || a.attack != b.attack || a.control != b.control);

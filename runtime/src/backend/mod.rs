@@ -40,7 +40,11 @@ pub trait Backend {
     /// Loads the denoiser `onnx` (the sampler's interface, its own guide) so that whole
     /// sampling loops run on this backend's device; `None` when the backend runs single calls
     /// only (the solver then runs on the host).
-    fn device_denoiser(&self, _onnx: &[u8], _spec: &ModelSpec) -> Result<Option<Box<dyn DeviceDenoiser>>, EngineError> {
+    fn device_denoiser(
+        &self,
+        _onnx: &[u8],
+        _spec: &ModelSpec,
+    ) -> Result<Option<Box<dyn DeviceDenoiser>>, EngineError> {
         Ok(None)
     }
 }
@@ -92,7 +96,9 @@ pub enum BackendError {
         problem: String,
     },
     /// An output holds NaN or ±Inf: the model is broken for this input; nothing is produced.
-    #[error("{file}: output `{output}` holds {value} at index {index:?}; the model produced no usable result")]
+    #[error(
+        "{file}: output `{output}` holds {value} at index {index:?}; the model produced no usable result"
+    )]
     NonFinite {
         /// The ONNX file.
         file: String,
@@ -114,13 +120,20 @@ pub struct Model {
 
 impl std::fmt::Debug for Model {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Model").field("file", &self.spec.file).field("backend", &self.backend).finish_non_exhaustive()
+        f.debug_struct("Model")
+            .field("file", &self.spec.file)
+            .field("backend", &self.backend)
+            .finish_non_exhaustive()
     }
 }
 
 impl Model {
     /// Loads `onnx` (which should have passed [`crate::bundle::Bundle::verify`]) on `backend`.
-    pub fn load(backend: &dyn Backend, spec: &ModelSpec, onnx: &[u8]) -> Result<Model, BackendError> {
+    pub fn load(
+        backend: &dyn Backend,
+        spec: &ModelSpec,
+        onnx: &[u8],
+    ) -> Result<Model, BackendError> {
         let session = backend.load(onnx, spec).map_err(|e| BackendError::Load {
             file: spec.file.clone(),
             backend: backend.name(),
@@ -149,12 +162,16 @@ impl Model {
             backend: self.backend,
             reason: chain(e.as_ref()),
         })?;
-        let output_error = |problem: String| BackendError::Output { file: self.spec.file.clone(), problem };
+        let output_error =
+            |problem: String| BackendError::Output { file: self.spec.file.clone(), problem };
         let mut checked = Outputs::new();
         for t in &self.spec.outputs {
-            let value = outputs
-                .remove(&t.name)
-                .ok_or_else(|| output_error(format!("the {} backend returned no output `{}`", self.backend, t.name)))?;
+            let value = outputs.remove(&t.name).ok_or_else(|| {
+                output_error(format!(
+                    "the {} backend returned no output `{}`",
+                    self.backend, t.name
+                ))
+            })?;
             if value.shape() != t.concrete(batch).as_slice() {
                 return Err(output_error(format!(
                     "output `{}` has shape {:?}, declared {} with batch {batch}",
@@ -182,7 +199,10 @@ impl Model {
         for (i, (name, _)) in inputs.iter().enumerate() {
             if self.spec.input(name).is_none() {
                 let known: Vec<&str> = self.spec.inputs.iter().map(|t| t.name.as_str()).collect();
-                return Err(fail(format!("the model has no input `{name}` (its inputs: {})", known.join(", "))));
+                return Err(fail(format!(
+                    "the model has no input `{name}` (its inputs: {})",
+                    known.join(", ")
+                )));
             }
             if inputs[..i].iter().any(|(other, _)| other == name) {
                 return Err(fail(format!("input `{name}` is given twice")));
@@ -195,11 +215,19 @@ impl Model {
                 .find(|(name, _)| *name == t.name)
                 .ok_or_else(|| fail(format!("input `{}` is not given", t.name)))?;
             let b = batch_of(t, value.shape()).ok_or_else(|| {
-                fail(format!("input `{}` has shape {:?}, declared {}", t.name, value.shape(), shape_string(&t.shape)))
+                fail(format!(
+                    "input `{}` has shape {:?}, declared {}",
+                    t.name,
+                    value.shape(),
+                    shape_string(&t.shape)
+                ))
             })?;
             match (batch, b) {
                 (Some(first), Some(b)) if first != b => {
-                    return Err(fail(format!("input `{}` has batch size {b}, other inputs {first}", t.name)));
+                    return Err(fail(format!(
+                        "input `{}` has batch size {b}, other inputs {first}",
+                        t.name
+                    )));
                 }
                 (None, Some(b)) => batch = Some(b),
                 _ => {}

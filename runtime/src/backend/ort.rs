@@ -45,9 +45,15 @@ static ENVIRONMENT: OnceLock<Environment> = OnceLock::new();
 /// `pip install onnxruntime` put into a `.venv` of the current directory or one of its parents
 /// (`.venv/lib/python*/site-packages/onnxruntime/capi/libonnxruntime.so.1*`).
 pub fn find_library(explicit: Option<&Path>) -> Result<PathBuf, OrtError> {
-    if let Some(path) = explicit.map(Path::to_path_buf).or_else(|| std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from)) {
+    if let Some(path) = explicit
+        .map(Path::to_path_buf)
+        .or_else(|| std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from))
+    {
         if !path.is_file() {
-            return Err(OrtError::NotFound(format!("ONNX Runtime library {} does not exist", path.display())));
+            return Err(OrtError::NotFound(format!(
+                "ONNX Runtime library {} does not exist",
+                path.display()
+            )));
         }
         return Ok(path);
     }
@@ -56,11 +62,11 @@ pub fn find_library(explicit: Option<&Path>) -> Result<PathBuf, OrtError> {
         let pythons = std::fs::read_dir(dir.join(".venv/lib")).ok()?;
         pythons.flatten().find_map(|python| {
             let capi = python.path().join("site-packages/onnxruntime/capi");
-            std::fs::read_dir(capi)
-                .ok()?
-                .flatten()
-                .map(|f| f.path())
-                .find(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("libonnxruntime.so.1")))
+            std::fs::read_dir(capi).ok()?.flatten().map(|f| f.path()).find(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("libonnxruntime.so.1"))
+            })
         })
     });
     found.ok_or_else(|| {
@@ -120,7 +126,9 @@ impl Backend for Ort {
         if self.device == Device::Cuda {
             builder = builder
                 .with_execution_providers([ort::ep::CUDA::default().build().error_on_failure()])
-                .map_err(|e| format!("CUDA was requested but its execution provider failed: {e}"))?;
+                .map_err(|e| {
+                    format!("CUDA was requested but its execution provider failed: {e}")
+                })?;
         }
         let session = builder.commit_from_memory(onnx)?;
         Ok(Box::new(OrtSession { session }))
@@ -136,7 +144,10 @@ impl Session for OrtSession {
         let mut values: Vec<(String, DynTensor)> = Vec::with_capacity(inputs.len());
         for (name, view) in inputs {
             let data: Vec<f32> = view.iter().copied().collect();
-            values.push((name.to_string(), Tensor::from_array((view.shape().to_vec(), data))?.upcast()));
+            values.push((
+                name.to_string(),
+                Tensor::from_array((view.shape().to_vec(), data))?.upcast(),
+            ));
         }
         let results = self.session.run(values)?;
         let mut outputs = Outputs::new();

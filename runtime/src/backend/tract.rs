@@ -25,7 +25,8 @@ impl Backend for Tract {
     fn load(&self, onnx: &[u8], spec: &ModelSpec) -> Result<Box<dyn Session>, EngineError> {
         let proto = pb::ModelProto::decode(onnx)?;
         let (model, inputs) = parse(&proto, spec)?;
-        let outputs: Vec<String> = proto.graph.iter().flat_map(|g| g.output.iter().map(|o| o.name.clone())).collect();
+        let outputs: Vec<String> =
+            proto.graph.iter().flat_map(|g| g.output.iter().map(|o| o.name.clone())).collect();
         let mut session = TractSession { model, inputs, outputs, plans: HashMap::new() };
         // Plan batch size 1 now, so a graph tract cannot run fails at load time.
         session.plan(1)?;
@@ -35,7 +36,10 @@ impl Backend for Tract {
 
 /// Parses `proto` and pairs each graph input, in the graph's order, with its declaration in
 /// `spec`.
-fn parse(proto: &pb::ModelProto, spec: &ModelSpec) -> Result<(InferenceModel, Vec<TensorSpec>), EngineError> {
+fn parse(
+    proto: &pb::ModelProto,
+    spec: &ModelSpec,
+) -> Result<(InferenceModel, Vec<TensorSpec>), EngineError> {
     if let Some(graph) = &proto.graph {
         // tract indexes outputs by producer and panics on a dangling one: refuse it here.
         let produced = |name: &str| {
@@ -44,17 +48,27 @@ fn parse(proto: &pb::ModelProto, spec: &ModelSpec) -> Result<(InferenceModel, Ve
                 || graph.initializer.iter().any(|t| t.name == name)
         };
         if let Some(output) = graph.output.iter().find(|o| !produced(&o.name)) {
-            return Err(format!("graph output `{}` is produced by no node, input or initializer", output.name).into());
+            return Err(format!(
+                "graph output `{}` is produced by no node, input or initializer",
+                output.name
+            )
+            .into());
         }
     }
     // Any other malformation tract does not expect becomes an error, not a crash.
-    let parsed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| tract_onnx::onnx().model_for_proto_model(proto)))
-        .map_err(|panic| format!("tract cannot parse this graph ({})", panic_message(panic.as_ref())))?;
+    let parsed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        tract_onnx::onnx().model_for_proto_model(proto)
+    }))
+    .map_err(|panic| {
+        format!("tract cannot parse this graph ({})", panic_message(panic.as_ref()))
+    })?;
     let model = parsed.map_err(|e| format!("{e:#}"))?;
     let mut inputs = Vec::new();
     for outlet in model.input_outlets().map_err(|e| format!("{e:#}"))? {
         let name = &model.node(outlet.node).name;
-        let t = spec.input(name).ok_or_else(|| format!("the graph has an input `{name}` the bundle does not declare"))?;
+        let t = spec.input(name).ok_or_else(|| {
+            format!("the graph has an input `{name}` the bundle does not declare")
+        })?;
         inputs.push(t.clone());
     }
     Ok((model, inputs))
@@ -62,14 +76,24 @@ fn parse(proto: &pb::ModelProto, spec: &ModelSpec) -> Result<(InferenceModel, Ve
 
 /// The text of a caught panic.
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
-    panic.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| panic.downcast_ref::<String>().cloned()).unwrap_or_else(|| "a panic".into())
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic".into())
 }
 
 /// `model` with every input's shape fixed for batch size `batch`.
-fn with_batch(model: &InferenceModel, inputs: &[TensorSpec], batch: usize) -> Result<InferenceModel, EngineError> {
+fn with_batch(
+    model: &InferenceModel,
+    inputs: &[TensorSpec],
+    batch: usize,
+) -> Result<InferenceModel, EngineError> {
     let mut model = model.clone();
     for (i, t) in inputs.iter().enumerate() {
-        model = model.with_input_fact(i, f32::fact(t.concrete(batch)).into()).map_err(|e| format!("{e:#}"))?;
+        model = model
+            .with_input_fact(i, f32::fact(t.concrete(batch)).into())
+            .map_err(|e| format!("{e:#}"))?;
     }
     Ok(model)
 }
@@ -80,7 +104,10 @@ fn with_batch(model: &InferenceModel, inputs: &[TensorSpec], batch: usize) -> Re
 pub fn flops(onnx: &[u8], spec: &ModelSpec, batch: usize) -> Result<u64, EngineError> {
     let proto = pb::ModelProto::decode(onnx)?;
     let (model, inputs) = parse(&proto, spec)?;
-    let typed = with_batch(&model, &inputs, batch)?.into_typed().and_then(|m| m.into_decluttered()).map_err(|e| format!("{e:#}"))?;
+    let typed = with_batch(&model, &inputs, batch)?
+        .into_typed()
+        .and_then(|m| m.into_decluttered())
+        .map_err(|e| format!("{e:#}"))?;
     let mut total = 0u64;
     for node in typed.eval_order().map_err(|e| format!("{e:#}"))? {
         let facts = typed.node_input_facts(node).map_err(|e| format!("{e:#}"))?;
@@ -90,7 +117,9 @@ pub fn flops(onnx: &[u8], spec: &ModelSpec, batch: usize) -> Result<u64, EngineE
                 Cost::Div(DatumType::F32) => 1,
                 _ => continue,
             };
-            let count = count.to_i64().map_err(|e| format!("node {}: cost not concrete: {e:#}", typed.node(node).name))?;
+            let count = count
+                .to_i64()
+                .map_err(|e| format!("node {}: cost not concrete: {e:#}", typed.node(node).name))?;
             total += weight * count.max(0) as u64;
         }
     }
@@ -126,18 +155,28 @@ impl Session for TractSession {
     fn run(&mut self, inputs: &[(&str, ArrayViewD<'_, f32>)]) -> Result<Outputs, EngineError> {
         let mut values = TVec::new();
         for t in &self.inputs {
-            let (_, view) =
-                inputs.iter().find(|(name, _)| *name == t.name).ok_or_else(|| format!("input `{}` is not given", t.name))?;
+            let (_, view) = inputs
+                .iter()
+                .find(|(name, _)| *name == t.name)
+                .ok_or_else(|| format!("input `{}` is not given", t.name))?;
             values.push(Tensor::from(view.to_owned()).into_tvalue());
         }
         let batch = super::batch(&self.inputs, inputs);
         let results = self.plan(batch)?.run(values).map_err(|e| format!("{e:#}"))?;
         if results.len() != self.outputs.len() {
-            return Err(format!("the graph returned {} outputs, it declares {}", results.len(), self.outputs.len()).into());
+            return Err(format!(
+                "the graph returned {} outputs, it declares {}",
+                results.len(),
+                self.outputs.len()
+            )
+            .into());
         }
         let mut outputs = Outputs::new();
         for (name, value) in self.outputs.iter().zip(results) {
-            let array = value.to_plain_array_view::<f32>().map_err(|e| format!("output `{name}`: {e:#}"))?.to_owned();
+            let array = value
+                .to_plain_array_view::<f32>()
+                .map_err(|e| format!("output `{name}`: {e:#}"))?
+                .to_owned();
             outputs.insert(name.clone(), array);
         }
         Ok(outputs)

@@ -24,14 +24,19 @@ impl BundleDir {
 
     /// [`BundleDir::load`] with the files' bytes coming from `read` (given `dir` joined with a
     /// file's name): a bundle fetched over the network or held in memory.
-    pub fn read_with(dir: &Path, mut read: impl FnMut(&Path) -> std::io::Result<Vec<u8>>) -> Result<BundleDir, BundleError> {
+    pub fn read_with(
+        dir: &Path,
+        mut read: impl FnMut(&Path) -> std::io::Result<Vec<u8>>,
+    ) -> Result<BundleDir, BundleError> {
         let json_path = dir.join(BUNDLE_JSON);
         let io = |path: &Path, error| BundleError::Io { path: path.to_path_buf(), error };
         let bytes = read(&json_path).map_err(|e| io(&json_path, e))?;
-        let text = String::from_utf8(bytes).map_err(|e| io(&json_path, std::io::Error::new(std::io::ErrorKind::InvalidData, e)))?;
+        let text = String::from_utf8(bytes)
+            .map_err(|e| io(&json_path, std::io::Error::new(std::io::ErrorKind::InvalidData, e)))?;
         let mut bundle = Bundle::from_json_at(&text, &json_path.display().to_string())?;
         if bundle.name.is_empty() {
-            bundle.name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            bundle.name =
+                dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         }
         let mut onnx = BTreeMap::new();
         for (&role, spec) in &bundle.models {

@@ -46,7 +46,9 @@ pub enum BundleError {
         problem: String,
     },
     /// The bundle has no model for a role that is needed.
-    #[error("bundle.json: `models.{role}` is missing: this bundle has no {role} model (it has: {present})")]
+    #[error(
+        "bundle.json: `models.{role}` is missing: this bundle has no {role} model (it has: {present})"
+    )]
     MissingRole {
         /// The role asked for.
         role: Role,

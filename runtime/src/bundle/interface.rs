@@ -35,14 +35,21 @@ pub(super) fn check(role: Role, spec: &ModelSpec, onnx: &[u8]) -> Result<(), Bun
         reason: "the model holds no graph".into(),
     })?;
     // Before IR version 4 initialisers were also listed as inputs; they are not fed.
-    let inputs: Vec<&pb::ValueInfoProto> =
-        graph.input.iter().filter(|i| !graph.initializer.iter().any(|t| t.name == i.name)).collect();
+    let inputs: Vec<&pb::ValueInfoProto> = graph
+        .input
+        .iter()
+        .filter(|i| !graph.initializer.iter().any(|t| t.name == i.name))
+        .collect();
     compare("input", &inputs, &spec.inputs).map_err(fail)?;
     let outputs: Vec<&pb::ValueInfoProto> = graph.output.iter().collect();
     compare("output", &outputs, &spec.outputs).map_err(fail)
 }
 
-fn compare(kind: &str, declared: &[&pb::ValueInfoProto], expected: &[TensorSpec]) -> Result<(), String> {
+fn compare(
+    kind: &str,
+    declared: &[&pb::ValueInfoProto],
+    expected: &[TensorSpec],
+) -> Result<(), String> {
     let names = |v: &mut dyn Iterator<Item = &str>| v.collect::<Vec<_>>().join(", ");
     for info in declared {
         if !expected.iter().any(|t| t.name == info.name) {
@@ -61,10 +68,16 @@ fn compare(kind: &str, declared: &[&pb::ValueInfoProto], expected: &[TensorSpec]
                 names(&mut declared.iter().map(|i| i.name.as_str()))
             ));
         };
-        let (elem_type, dims) = tensor_type(info).ok_or_else(|| format!("{kind} `{}` is not a tensor with a shape", t.name))?;
+        let (elem_type, dims) = tensor_type(info)
+            .ok_or_else(|| format!("{kind} `{}` is not a tensor with a shape", t.name))?;
         if elem_type != DataType::Float as i32 {
-            let name = DataType::try_from(elem_type).map(|d| d.as_str_name().to_string()).unwrap_or(elem_type.to_string());
-            return Err(format!("{kind} `{}` has element type {name}; bundles hold float32 tensors only", t.name));
+            let name = DataType::try_from(elem_type)
+                .map(|d| d.as_str_name().to_string())
+                .unwrap_or(elem_type.to_string());
+            return Err(format!(
+                "{kind} `{}` has element type {name}; bundles hold float32 tensors only",
+                t.name
+            ));
         }
         let agrees = dims.len() == t.shape.len()
             && dims.iter().zip(&t.shape).all(|(d, s)| match (d, s) {
@@ -86,7 +99,8 @@ fn compare(kind: &str, declared: &[&pb::ValueInfoProto], expected: &[TensorSpec]
 }
 
 fn tensor_type(info: &pb::ValueInfoProto) -> Option<(i32, Vec<Declared>)> {
-    let Some(pb::type_proto::Value::TensorType(tensor)) = info.r#type.as_ref()?.value.as_ref() else {
+    let Some(pb::type_proto::Value::TensorType(tensor)) = info.r#type.as_ref()?.value.as_ref()
+    else {
         return None;
     };
     let dims = tensor

@@ -175,7 +175,9 @@ impl TryFrom<serde_json::Value> for Dim {
                 .and_then(|n| usize::try_from(n).ok())
                 .map(Dim::Fixed)
                 .ok_or_else(|| format!("shape entry {value} is not a non-negative integer")),
-            _ => Err(format!("shape entry {value} is neither \"batch\" nor a non-negative integer")),
+            _ => {
+                Err(format!("shape entry {value} is neither \"batch\" nor a non-negative integer"))
+            }
         }
     }
 }
@@ -298,17 +300,21 @@ impl Bundle {
     pub fn from_json_at(text: &str, origin: &str) -> Result<Bundle, BundleError> {
         // Check the version first, so a future schema is refused as such and not as whatever
         // field it renamed.
-        let value: serde_json::Value =
-            serde_json::from_str(text).map_err(|error| BundleError::Json { file: origin.into(), error })?;
+        let value: serde_json::Value = serde_json::from_str(text)
+            .map_err(|error| BundleError::Json { file: origin.into(), error })?;
         let version = value.get("schema_version").ok_or_else(|| BundleError::Invalid {
             file: origin.into(),
             field: "schema_version".into(),
             problem: "is missing".into(),
         })?;
         if version.as_u64() != Some(u64::from(SCHEMA_VERSION)) {
-            return Err(BundleError::SchemaVersion { file: origin.into(), found: version.to_string() });
+            return Err(BundleError::SchemaVersion {
+                file: origin.into(),
+                found: version.to_string(),
+            });
         }
-        let bundle: Bundle = serde_json::from_value(value).map_err(|error| BundleError::Json { file: origin.into(), error })?;
+        let bundle: Bundle = serde_json::from_value(value)
+            .map_err(|error| BundleError::Json { file: origin.into(), error })?;
         bundle.validate(origin)?;
         Ok(bundle)
     }
@@ -346,19 +352,33 @@ impl Bundle {
     }
 
     fn validate(&self, origin: &str) -> Result<(), BundleError> {
-        let invalid = |field: &str, problem: String| BundleError::Invalid { file: origin.into(), field: field.into(), problem };
+        let invalid = |field: &str, problem: String| BundleError::Invalid {
+            file: origin.into(),
+            field: field.into(),
+            problem,
+        };
         let image = &self.image;
-        for (field, value) in [("image.channels", image.channels), ("image.height", image.height), ("image.width", image.width)] {
+        for (field, value) in [
+            ("image.channels", image.channels),
+            ("image.height", image.height),
+            ("image.width", image.width),
+        ] {
             if value == 0 {
                 return Err(invalid(field, "must be at least 1".into()));
             }
         }
         let norm = &image.normalization;
         if !norm.mean.is_finite() {
-            return Err(invalid("image.normalization.mean", format!("must be a finite number, is {}", norm.mean)));
+            return Err(invalid(
+                "image.normalization.mean",
+                format!("must be a finite number, is {}", norm.mean),
+            ));
         }
         if !norm.std.is_finite() || norm.std == 0.0 {
-            return Err(invalid("image.normalization.std", format!("must be finite and nonzero, is {}", norm.std)));
+            return Err(invalid(
+                "image.normalization.std",
+                format!("must be finite and nonzero, is {}", norm.std),
+            ));
         }
         if self.labels.count == 0 {
             return Err(invalid("labels.count", "must be at least 1".into()));
@@ -366,24 +386,37 @@ impl Bundle {
         if let Some(edm) = &self.edm
             && !(edm.sigma_data.is_finite() && edm.sigma_data > 0.0)
         {
-            return Err(invalid("edm.sigma_data", format!("must be positive, is {}", edm.sigma_data)));
+            return Err(invalid(
+                "edm.sigma_data",
+                format!("must be positive, is {}", edm.sigma_data),
+            ));
         }
         self.validate_sampler(origin)?;
         if let Some(reid) = &self.reid
             && !(reid.threshold > 0.0 && reid.threshold < 1.0)
         {
-            return Err(invalid("reid.threshold", format!("must lie strictly between 0 and 1, is {}", reid.threshold)));
+            return Err(invalid(
+                "reid.threshold",
+                format!("must lie strictly between 0 and 1, is {}", reid.threshold),
+            ));
         }
         for (role, spec) in &self.models {
             let field = |name: &str| format!("models.{role}.{name}");
-            if spec.file.is_empty() || spec.file.contains(['/', '\\']) || spec.file == "." || spec.file == ".." {
+            if spec.file.is_empty()
+                || spec.file.contains(['/', '\\'])
+                || spec.file == "."
+                || spec.file == ".."
+            {
                 return Err(invalid(
                     &field("file"),
                     format!("{:?} is not a plain file name inside the bundle directory", spec.file),
                 ));
             }
             if spec.sha256.len() != 64 || !spec.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return Err(invalid(&field("sha256"), format!("{:?} is not 64 hexadecimal digits", spec.sha256)));
+                return Err(invalid(
+                    &field("sha256"),
+                    format!("{:?} is not 64 hexadecimal digits", spec.sha256),
+                ));
             }
         }
         roles::check_interfaces(self).map_err(|(field, problem)| invalid(&field, problem))
@@ -396,7 +429,10 @@ impl Bundle {
         } else if !(s.sigma_min.is_finite() && s.sigma_min > 0.0) {
             Some(("sampler.sigma_min", format!("must be positive, is {}", s.sigma_min)))
         } else if !(s.sigma_max.is_finite() && s.sigma_max > s.sigma_min) {
-            Some(("sampler.sigma_max", format!("must be finite and above sigma_min ({}), is {}", s.sigma_min, s.sigma_max)))
+            Some((
+                "sampler.sigma_max",
+                format!("must be finite and above sigma_min ({}), is {}", s.sigma_min, s.sigma_max),
+            ))
         } else if !(s.rho.is_finite() && s.rho > 0.0) {
             Some(("sampler.rho", format!("must be positive, is {}", s.rho)))
         } else if !s.guidance.is_finite() {
@@ -406,14 +442,19 @@ impl Bundle {
         } else if s.candidates_per_image == 0 {
             Some(("sampler.candidates_per_image", "must be at least 1".into()))
         } else if !(s.guidance_decrement.is_finite() && s.guidance_decrement >= 0.0) {
-            Some(("sampler.guidance_decrement", format!("must be zero or positive, is {}", s.guidance_decrement)))
+            Some((
+                "sampler.guidance_decrement",
+                format!("must be zero or positive, is {}", s.guidance_decrement),
+            ))
         } else if s.max_rounds == 0 {
             Some(("sampler.max_rounds", "must be at least 1".into()))
         } else {
             None
         };
         match problem {
-            Some((field, problem)) => Err(BundleError::Invalid { file: origin.into(), field: field.into(), problem }),
+            Some((field, problem)) => {
+                Err(BundleError::Invalid { file: origin.into(), field: field.into(), problem })
+            }
             None => Ok(()),
         }
     }

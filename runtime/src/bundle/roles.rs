@@ -27,7 +27,14 @@ pub enum Role {
 
 impl Role {
     /// Every role, in the order `bundle.json` lists them.
-    pub const ALL: [Role; 6] = [Role::Denoiser, Role::Guide, Role::Features, Role::Classifier, Role::ReidEmbed, Role::ReidHead];
+    pub const ALL: [Role; 6] = [
+        Role::Denoiser,
+        Role::Guide,
+        Role::Features,
+        Role::Classifier,
+        Role::ReidEmbed,
+        Role::ReidHead,
+    ];
 
     /// The role's key in `bundle.json`.
     pub fn as_str(self) -> &'static str {
@@ -79,11 +86,22 @@ fn interface(role: Role, bundle: &Bundle) -> (Vec<Expect>, Vec<Expect>) {
             ],
             vec![t("denoised", image())],
         ),
-        Role::Features => (vec![t("image", image())], vec![t("features", vec![Batch, Var("the condition size D")])]),
-        Role::Classifier => (vec![t("image", image())], vec![t("logits", vec![Batch, Is(bundle.labels.count)])]),
-        Role::ReidEmbed => (vec![t("image", image())], vec![t("embedding", vec![Batch, Var("the re-id embedding size E")])]),
+        Role::Features => (
+            vec![t("image", image())],
+            vec![t("features", vec![Batch, Var("the condition size D")])],
+        ),
+        Role::Classifier => {
+            (vec![t("image", image())], vec![t("logits", vec![Batch, Is(bundle.labels.count)])])
+        }
+        Role::ReidEmbed => (
+            vec![t("image", image())],
+            vec![t("embedding", vec![Batch, Var("the re-id embedding size E")])],
+        ),
         Role::ReidHead => (
-            vec![t("a", vec![Batch, Var("the re-id embedding size E")]), t("b", vec![Batch, Var("the re-id embedding size E")])],
+            vec![
+                t("a", vec![Batch, Var("the re-id embedding size E")]),
+                t("b", vec![Batch, Var("the re-id embedding size E")]),
+            ],
             vec![t("logit", vec![Batch, Is(1)])],
         ),
     }
@@ -101,13 +119,22 @@ pub(super) fn check_interfaces(bundle: &Bundle) -> Result<(), (String, String)> 
             let wanted: Vec<&str> = inputs.iter().map(|e| e.name).collect();
             return Err((
                 format!("models.{role}.inputs"),
-                format!("has an input `{}` the {role} role does not feed (its inputs are {})", extra.name, wanted.join(", ")),
+                format!(
+                    "has an input `{}` the {role} role does not feed (its inputs are {})",
+                    extra.name,
+                    wanted.join(", ")
+                ),
             ));
         }
-        for (kind, expected, declared) in [("inputs", &inputs, &spec.inputs), ("outputs", &outputs, &spec.outputs)] {
+        for (kind, expected, declared) in
+            [("inputs", &inputs, &spec.inputs), ("outputs", &outputs, &spec.outputs)]
+        {
             for e in expected.iter() {
                 let Some(t) = declared.iter().find(|t| t.name == e.name) else {
-                    return Err((format!("models.{role}.{kind}"), format!("lacks `{}`, which the {role} role needs", e.name)));
+                    return Err((
+                        format!("models.{role}.{kind}"),
+                        format!("lacks `{}`, which the {role} role needs", e.name),
+                    ));
                 };
                 let field = format!("models.{role}.{kind}.{}.shape", e.name);
                 match_shape(e, t, &mut vars, &field)?;
@@ -115,14 +142,24 @@ pub(super) fn check_interfaces(bundle: &Bundle) -> Result<(), (String, String)> 
         }
     }
     let has = |r: Role| bundle.models.contains_key(&r);
-    let needs = [(Role::Guide, Role::Denoiser), (Role::ReidHead, Role::ReidEmbed), (Role::ReidEmbed, Role::ReidHead)];
+    let needs = [
+        (Role::Guide, Role::Denoiser),
+        (Role::ReidHead, Role::ReidEmbed),
+        (Role::ReidEmbed, Role::ReidHead),
+    ];
     for (role, other) in needs {
         if has(role) && !has(other) {
-            return Err(("models".into(), format!("has `{role}` but not `{other}`, which it works with")));
+            return Err((
+                "models".into(),
+                format!("has `{role}` but not `{other}`, which it works with"),
+            ));
         }
     }
     if has(Role::ReidHead) && bundle.reid.is_none() {
-        return Err(("reid".into(), "is missing; `models.reid_head` needs `reid.threshold`".into()));
+        return Err((
+            "reid".into(),
+            "is missing; `models.reid_head` needs `reid.threshold`".into(),
+        ));
     }
     Ok(())
 }
@@ -151,7 +188,12 @@ fn match_shape(
             Want::Var(_) => "n".to_string(),
         })
         .collect();
-    let mismatch = || (field.to_string(), format!("is {}, expected [{}]", shape_string(&actual.shape), wanted.join(", ")));
+    let mismatch = || {
+        (
+            field.to_string(),
+            format!("is {}, expected [{}]", shape_string(&actual.shape), wanted.join(", ")),
+        )
+    };
     if actual.shape.len() != expect.shape.len() {
         return Err(mismatch());
     }
@@ -161,7 +203,10 @@ fn match_shape(
             (Want::Is(n), Dim::Fixed(m)) if n == m => {}
             (Want::Var(var), Dim::Fixed(m)) if m > 0 => match vars.get(var) {
                 Some((n, first)) if *n != m => {
-                    return Err((field.to_string(), format!("gives {var} as {m}, but {first} gives it as {n}")));
+                    return Err((
+                        field.to_string(),
+                        format!("gives {var} as {m}, but {first} gives it as {n}"),
+                    ));
                 }
                 Some(_) => {}
                 None => {

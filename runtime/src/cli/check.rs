@@ -38,17 +38,29 @@ pub struct Args {
 
 /// Embeds the references and the images and prints a verdict per image.
 pub fn run(args: &Args, out: &Output) -> anyhow::Result<()> {
-    let loaded = BundleDir::load(&args.bundle).with_context(|| format!("cannot use the bundle in {}", args.bundle.display()))?;
+    let loaded = BundleDir::load(&args.bundle)
+        .with_context(|| format!("cannot use the bundle in {}", args.bundle.display()))?;
     let bundle = &loaded.bundle;
     // An image checked here has no source: every reference is "another" one for it.
-    let (rule, neighbours) = bundle
-        .reid
-        .as_ref()
-        .map(|r| (r, args.neighbours.unwrap_or(r.neighbours)))
-        .with_context(|| format!("the bundle {} has no re-identification model: nothing can be checked", args.bundle.display()))?;
+    let (rule, neighbours) =
+        bundle.reid.as_ref().map(|r| (r, args.neighbours.unwrap_or(r.neighbours))).with_context(
+            || {
+                format!(
+                    "the bundle {} has no re-identification model: nothing can be checked",
+                    args.bundle.display()
+                )
+            },
+        )?;
     let backend = args.backend.single_backend()?;
-    let load = |role: Role| -> anyhow::Result<Model> { Ok(Model::load(backend.as_ref(), bundle.model(role)?, loaded.onnx(role)?)?) };
-    let mut reid = Reid::new(load(Role::ReidEmbed)?, load(Role::ReidHead)?, rule.threshold, rule.neighbour_threshold())?;
+    let load = |role: Role| -> anyhow::Result<Model> {
+        Ok(Model::load(backend.as_ref(), bundle.model(role)?, loaded.onnx(role)?)?)
+    };
+    let mut reid = Reid::new(
+        load(Role::ReidEmbed)?,
+        load(Role::ReidHead)?,
+        rule.threshold,
+        rule.neighbour_threshold(),
+    )?;
     let threshold = rule.neighbour_threshold();
     let norm = &bundle.image.normalization;
     let [c, h, w] = [bundle.image.channels, bundle.image.height, bundle.image.width];
@@ -71,13 +83,22 @@ pub fn run(args: &Args, out: &Output) -> anyhow::Result<()> {
     for (mut row, path) in pixels.outer_iter_mut().zip(&args.images) {
         let (ih, iw, bytes) = load_image(path, c)?;
         if (ih, iw) != (h, w) {
-            bail!("{}: the image is {iw}×{ih} pixels, the bundle's images are {w}×{h}", path.display());
+            bail!(
+                "{}: the image is {iw}×{ih} pixels, the bundle's images are {w}×{h}",
+                path.display()
+            );
         }
         row.iter_mut().zip(bytes).for_each(|(v, p)| *v = p);
     }
     let started = Instant::now();
     let image_embeddings = reid.embed_pixels(pixels.view(), norm)?;
-    let verdicts = check(&mut reid, &refs, image_embeddings.view(), &vec![None; args.images.len()], neighbours)?;
+    let verdicts = check(
+        &mut reid,
+        &refs,
+        image_embeddings.view(),
+        &vec![None; args.images.len()],
+        neighbours,
+    )?;
     let checking = started.elapsed().as_secs_f64();
 
     let failed = verdicts.iter().filter(|v| !v.passed).count();
@@ -98,7 +119,11 @@ pub fn run(args: &Args, out: &Output) -> anyhow::Result<()> {
         out.text(&format!("{verdict} {}  (max same-person probability {:.4} vs {closest}; threshold {threshold}, or the reference's own probability against itself if lower)", path.display(), v.max_probability));
     }
     if failed > 0 {
-        bail!("{failed} of {} images could single out a person in {} (same-person probability ≥ {threshold})", args.images.len(), name);
+        bail!(
+            "{failed} of {} images could single out a person in {} (same-person probability ≥ {threshold})",
+            args.images.len(),
+            name
+        );
     }
     Ok(())
 }

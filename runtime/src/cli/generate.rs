@@ -92,7 +92,8 @@ pub struct Args {
 /// Generates (or resumes) the run and writes the release and the audit log.
 pub fn run(args: &Args, out: &Output) -> anyhow::Result<()> {
     let started = Instant::now();
-    let loaded = BundleDir::load(&args.bundle).with_context(|| format!("cannot use the bundle in {}", args.bundle.display()))?;
+    let loaded = BundleDir::load(&args.bundle)
+        .with_context(|| format!("cannot use the bundle in {}", args.bundle.display()))?;
     let bundle = &loaded.bundle;
     let reference = reference::open(args.reference.as_deref(), &loaded)?;
     let mut settings = Settings::from_bundle(&bundle.sampler, args.seed);
@@ -101,7 +102,8 @@ pub fn run(args: &Args, out: &Output) -> anyhow::Result<()> {
     settings.guidance = args.guidance.unwrap_or(settings.guidance);
     settings.guidance_interval = args.guidance_interval.or(settings.guidance_interval);
     settings.candidates = args.candidates.unwrap_or(settings.candidates);
-    settings.rounds = if args.unfiltered_research_only { 1 } else { args.rounds.unwrap_or(settings.rounds) };
+    settings.rounds =
+        if args.unfiltered_research_only { 1 } else { args.rounds.unwrap_or(settings.rounds) };
     let gated = !args.unfiltered_research_only;
     let sources = args.sources.unwrap_or(reference.len());
     anyhow::ensure!(
@@ -118,14 +120,20 @@ pub fn run(args: &Args, out: &Output) -> anyhow::Result<()> {
     let make_worker = || -> anyhow::Result<Worker> {
         let backend = args.backend.backend()?;
         let gate = if gated { Some(Gate::load(&loaded, backend.as_ref())?) } else { None };
-        Ok(Worker { generator: Generator::load(&loaded, backend.as_ref(), settings.clone())?, gate })
+        Ok(Worker {
+            generator: Generator::load(&loaded, backend.as_ref(), settings.clone())?,
+            gate,
+        })
     };
     let mut first = make_worker()?;
     let mut roles = vec![Role::Denoiser, Role::Guide, Role::Features];
     if gated {
         roles.extend([Role::Classifier, Role::ReidEmbed, Role::ReidHead]);
     }
-    let used: BTreeMap<&str, &str> = roles.into_iter().filter_map(|r| bundle.models.get(&r).map(|m| (r.as_str(), m.sha256.as_str()))).collect();
+    let used: BTreeMap<&str, &str> = roles
+        .into_iter()
+        .filter_map(|r| bundle.models.get(&r).map(|m| (r.as_str(), m.sha256.as_str())))
+        .collect();
     // The gate compares every candidate with the whole reference set, not only its shard. The
     // set is read once, a chunk at a time, for the index (before the directories are claimed,
     // so that bad reference data leaves none behind); the sources' images are read again when
@@ -149,10 +157,15 @@ pub fn run(args: &Args, out: &Output) -> anyhow::Result<()> {
         settings: settings.clone(),
         gate: first.gate.as_ref().map(|g| GateRule::new(g, keep, bundle)),
     };
-    let dirs = Dirs { release: args.out.clone(), audit: args.audit.clone().unwrap_or_else(|| outdir::default_audit(&args.out)) };
+    let dirs = Dirs {
+        release: args.out.clone(),
+        audit: args.audit.clone().unwrap_or_else(|| outdir::default_audit(&args.out)),
+    };
     dirs.claim(&run)?;
     if !gated && !out.quiet {
-        eprintln!("WARNING: --unfiltered-research-only: the privacy gate is OFF; every candidate is written unfiltered. Do not release them.");
+        eprintln!(
+            "WARNING: --unfiltered-research-only: the privacy gate is OFF; every candidate is written unfiltered. Do not release them."
+        );
     }
 
     let shard = args.shard.unwrap_or(Shard::ALL);
@@ -160,7 +173,8 @@ pub fn run(args: &Args, out: &Output) -> anyhow::Result<()> {
     let done = dirs.complete_records()?;
     let pending: Vec<usize> = mine.iter().copied().filter(|r| !done.contains_key(r)).collect();
     let bar = progress_bar(out, mine.len(), mine.len() - pending.len());
-    let batch = args.batch.unwrap_or(if args.backend.device == DeviceKind::Cuda { 128 } else { 16 });
+    let batch =
+        args.batch.unwrap_or(if args.backend.device == DeviceKind::Cuda { 128 } else { 16 });
     let chunks: Vec<&[usize]> = pending.chunks(batch.max(1)).collect();
     let jobs = args.backend.jobs().min(chunks.len()).max(1);
     let failed = AtomicBool::new(false);
@@ -169,7 +183,9 @@ pub fn run(args: &Args, out: &Output) -> anyhow::Result<()> {
             if failed.load(Ordering::Relaxed) {
                 break;
             }
-            let result = recheck(&loaded).and_then(|()| w.write_chunk(reference.as_ref(), index.as_ref(), chunk, keep, &dirs));
+            let result = recheck(&loaded).and_then(|()| {
+                w.write_chunk(reference.as_ref(), index.as_ref(), chunk, keep, &dirs)
+            });
             if result.is_err() {
                 failed.store(true, Ordering::Relaxed);
                 return result;
@@ -179,7 +195,9 @@ pub fn run(args: &Args, out: &Output) -> anyhow::Result<()> {
         Ok(())
     };
     std::thread::scope(|scope| -> anyhow::Result<()> {
-        let others: Vec<_> = (1..jobs).map(|worker| scope.spawn(move || make_worker().and_then(|w| work(worker, w)))).collect();
+        let others: Vec<_> = (1..jobs)
+            .map(|worker| scope.spawn(move || make_worker().and_then(|w| work(worker, w))))
+            .collect();
         let mine = work(0, first);
         for handle in others {
             handle.join().map_err(|_| anyhow::anyhow!("a generation worker panicked"))??;
@@ -191,7 +209,12 @@ pub fn run(args: &Args, out: &Output) -> anyhow::Result<()> {
     let seconds = started.elapsed().as_secs_f64();
     if shard.count > 1 {
         let path = dirs.shard_file(shard);
-        outdir::write_atomically(&path, &outdir::json_bytes(&json!({ "run": run, "shard": shard, "reference_images": mine.len() }))?)?;
+        outdir::write_atomically(
+            &path,
+            &outdir::json_bytes(
+                &json!({ "run": run, "shard": shard, "reference_images": mine.len() }),
+            )?,
+        )?;
         out.json(&json!({ "shard": shard.to_string(), "reference_images": mine.len(), "handled_now": pending.len(), "seconds": seconds }))?;
         out.text(&format!(
             "shard {shard}: {} reference images ({} now) in {seconds:.1} s; when every shard is done: unpersonal merge --out {}",
@@ -246,11 +269,20 @@ struct Worker {
 impl Worker {
     /// Draws (and gates) the images of the reference images in `chunk`, writes the released
     /// ones into the release directory, then their records into the audit directory.
-    fn write_chunk(&mut self, reference: &dyn Images, index: Option<&References>, chunk: &[usize], keep: usize, dirs: &Dirs) -> anyhow::Result<()> {
+    fn write_chunk(
+        &mut self,
+        reference: &dyn Images,
+        index: Option<&References>,
+        chunk: &[usize],
+        keep: usize,
+        dirs: &Dirs,
+    ) -> anyhow::Result<()> {
         let pixels = reference.read(chunk)?;
         let conditions = self.generator.conditions(pixels.view())?;
         let outcomes = match (&mut self.gate, index) {
-            (Some(gate), Some(index)) => release(&mut self.generator, gate, index, chunk, conditions.view(), keep)?,
+            (Some(gate), Some(index)) => {
+                release(&mut self.generator, gate, index, chunk, conditions.view(), keep)?
+            }
             _ => draw_unfiltered(&mut self.generator, chunk, conditions.view())?,
         };
         let (_, c, h, w) = pixels.dim();
@@ -258,9 +290,18 @@ impl Worker {
         for (outcome, images) in outcomes {
             let files = images
                 .iter()
-                .map(|image| dirs.write_image(&encode_png(&interleaved(image.view()), c, h, w).map_err(anyhow::Error::msg)?))
+                .map(|image| {
+                    dirs.write_image(
+                        &encode_png(&interleaved(image.view()), c, h, w)
+                            .map_err(anyhow::Error::msg)?,
+                    )
+                })
                 .collect::<anyhow::Result<Vec<String>>>()?;
-            records.push(Record { labels: reference.label(outcome.reference).to_vec(), outcome, files });
+            records.push(Record {
+                labels: reference.label(outcome.reference).to_vec(),
+                outcome,
+                files,
+            });
         }
         dirs.write_records(&records)
     }
@@ -271,6 +312,9 @@ fn progress_bar(out: &Output, total: usize, done: usize) -> ProgressBar {
         return ProgressBar::hidden();
     }
     let bar = ProgressBar::new(total as u64).with_position(done as u64);
-    bar.set_style(ProgressStyle::with_template("{bar:30} {pos}/{len} reference images  {per_sec}  ETA {eta}").expect("valid progress template"));
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} reference images  {per_sec}  ETA {eta}")
+            .expect("valid progress template"),
+    );
     bar
 }

@@ -19,7 +19,8 @@ pub struct Args {
 
 /// Loads and verifies the bundle, then prints it as text or JSON.
 pub fn run(args: &Args, out: &Output) -> anyhow::Result<()> {
-    let loaded = BundleDir::load(&args.bundle).with_context(|| format!("cannot use the bundle in {}", args.bundle.display()))?;
+    let loaded = BundleDir::load(&args.bundle)
+        .with_context(|| format!("cannot use the bundle in {}", args.bundle.display()))?;
     let mut value = serde_json::to_value(&loaded.bundle)?;
     value["directory"] = json!(args.bundle.display().to_string());
     for &role in loaded.bundle.models.keys() {
@@ -37,24 +38,42 @@ fn describe(loaded: &BundleDir) -> anyhow::Result<String> {
     let mut s = String::new();
     let image = &b.image;
     let norm = &image.normalization;
-    writeln!(s, "bundle {} ({}), schema version {}", b.name, loaded.dir.display(), b.schema_version)?;
+    writeln!(
+        s,
+        "bundle {} ({}), schema version {}",
+        b.name,
+        loaded.dir.display(),
+        b.schema_version
+    )?;
     writeln!(
         s,
         "image   {}×{}×{} (channels × height × width); x = (pixel/255 − {}) / {}",
         image.channels, image.height, image.width, norm.mean, norm.std
     )?;
-    let kind = if b.labels.multi_label { "independent labels (multi-hot)" } else { "classes, one per image" };
+    let kind = if b.labels.multi_label {
+        "independent labels (multi-hot)"
+    } else {
+        "classes, one per image"
+    };
     writeln!(s, "labels  {} {kind}", b.labels.count)?;
     if let Some(edm) = &b.edm {
         writeln!(s, "edm     sigma_data {}", edm.sigma_data)?;
     }
     let p = &b.sampler;
-    let guided = p.guidance_interval.map_or_else(String::new, |[lo, hi]| format!(" at {lo} < sigma ≤ {hi}"));
+    let guided =
+        p.guidance_interval.map_or_else(String::new, |[lo, hi]| format!(" at {lo} < sigma ≤ {hi}"));
     writeln!(
         s,
         "sampler {} {} steps, sigma {}…{}, rho {}, guidance {}{guided}; {} candidates per image, guidance −{} per round, at most {} rounds",
         p.solver,
-        p.steps, p.sigma_max, p.sigma_min, p.rho, p.guidance, p.candidates_per_image, p.guidance_decrement, p.max_rounds
+        p.steps,
+        p.sigma_max,
+        p.sigma_min,
+        p.rho,
+        p.guidance,
+        p.candidates_per_image,
+        p.guidance_decrement,
+        p.max_rounds
     )?;
     if let Some(reid) = &b.reid {
         writeln!(
@@ -77,8 +96,9 @@ fn describe(loaded: &BundleDir) -> anyhow::Result<String> {
 fn model(s: &mut String, role: Role, spec: &ModelSpec, size: usize) -> anyhow::Result<()> {
     writeln!(s, "  {role}: {} ({size} bytes), sha256 {} verified", spec.file, spec.sha256)?;
     let width = spec.inputs.iter().chain(&spec.outputs).map(|t| t.name.len()).max().unwrap_or(0);
-    let tensor =
-        |s: &mut String, kind: &str, t: &TensorSpec| writeln!(s, "    {kind} {:width$}  {}", t.name, shape_string(&t.shape));
+    let tensor = |s: &mut String, kind: &str, t: &TensorSpec| {
+        writeln!(s, "    {kind} {:width$}  {}", t.name, shape_string(&t.shape))
+    };
     for t in &spec.inputs {
         tensor(s, "in ", t)?;
     }

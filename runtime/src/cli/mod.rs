@@ -106,7 +106,11 @@ impl BackendArgs {
     /// The backend of one of [`BackendArgs::jobs`] workers.
     pub fn backend(&self) -> anyhow::Result<Box<dyn unpersonal_runtime::backend::Backend>> {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        self.backend_with(if self.threads > 0 { self.threads } else { (cores / self.jobs()).max(1) })
+        self.backend_with(if self.threads > 0 {
+            self.threads
+        } else {
+            (cores / self.jobs()).max(1)
+        })
     }
 
     /// The backend of a single worker with the whole machine (`--threads`, else every core).
@@ -114,10 +118,16 @@ impl BackendArgs {
         self.backend_with(self.threads)
     }
 
-    fn backend_with(&self, threads: usize) -> anyhow::Result<Box<dyn unpersonal_runtime::backend::Backend>> {
+    fn backend_with(
+        &self,
+        threads: usize,
+    ) -> anyhow::Result<Box<dyn unpersonal_runtime::backend::Backend>> {
         match self.backend {
             BackendKind::Tract => {
-                anyhow::ensure!(self.device == DeviceKind::Cpu, "--device cuda needs --backend ort (tract runs on the CPU)");
+                anyhow::ensure!(
+                    self.device == DeviceKind::Cpu,
+                    "--device cuda needs --backend ort (tract runs on the CPU)"
+                );
                 Ok(Box::new(unpersonal_runtime::backend::Tract))
             }
             #[cfg(feature = "ort")]
@@ -131,11 +141,19 @@ impl BackendArgs {
             }
             #[cfg(feature = "webgpu")]
             BackendKind::Webgpu => {
-                anyhow::ensure!(self.device == DeviceKind::Cpu, "--device is ONNX Runtime's; --backend webgpu picks the GPU adapter itself");
-                Ok(Box::new(unpersonal_runtime::backend::webgpu::WebGpu::new().map_err(anyhow::Error::msg)?))
+                anyhow::ensure!(
+                    self.device == DeviceKind::Cpu,
+                    "--device is ONNX Runtime's; --backend webgpu picks the GPU adapter itself"
+                );
+                Ok(Box::new(
+                    unpersonal_runtime::backend::webgpu::WebGpu::new()
+                        .map_err(anyhow::Error::msg)?,
+                ))
             }
             #[cfg(not(feature = "webgpu"))]
-            BackendKind::Webgpu => anyhow::bail!("this `unpersonal` was built without WebGPU: rebuild with `--features webgpu`"),
+            BackendKind::Webgpu => anyhow::bail!(
+                "this `unpersonal` was built without WebGPU: rebuild with `--features webgpu`"
+            ),
             #[cfg(not(feature = "ort"))]
             BackendKind::Ort => {
                 let _ = threads;

@@ -32,11 +32,11 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use serde::Serialize;
 use serde_json::Value;
-pub use unpersonal_runtime::atomic::write_atomically;
 use unpersonal_runtime::atomic::PARTIAL;
+pub use unpersonal_runtime::atomic::write_atomically;
 use unpersonal_runtime::generate::Shard;
-pub use unpersonal_runtime::report::{GateRule, Record, RunInfo};
 use unpersonal_runtime::report::{self, report};
+pub use unpersonal_runtime::report::{GateRule, Record, RunInfo};
 
 /// The release directory and the audit directory of a run.
 #[derive(Clone, Debug)]
@@ -49,7 +49,8 @@ pub struct Dirs {
 
 /// The default audit directory of release directory `release`: its sibling `<name>-audit`.
 pub fn default_audit(release: &Path) -> PathBuf {
-    let name = release.file_name().map_or("unpersonal-out".into(), |n| n.to_string_lossy().into_owned());
+    let name =
+        release.file_name().map_or("unpersonal-out".into(), |n| n.to_string_lossy().into_owned());
     release.with_file_name(format!("{name}-audit"))
 }
 
@@ -68,15 +69,23 @@ impl Dirs {
         // Checked before anything is created (as written) and after (symbolic links resolved).
         self.check_apart(absolute(&self.release)?, absolute(&self.audit)?)?;
         for dir in [self.release.join("images"), self.audit.join("records")] {
-            std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
         }
         self.check_apart(canonical(&self.release)?, canonical(&self.audit)?)?;
-        for dir in [&self.release, &self.release.join("images"), &self.audit, &self.audit.join("records"), &self.audit.join("shards")] {
+        for dir in [
+            &self.release,
+            &self.release.join("images"),
+            &self.audit,
+            &self.audit.join("records"),
+            &self.audit.join("shards"),
+        ] {
             let Ok(listing) = std::fs::read_dir(dir) else { continue };
             for entry in listing {
                 let entry = entry?;
                 if entry.file_name().to_string_lossy().starts_with(PARTIAL) {
-                    std::fs::remove_file(entry.path()).with_context(|| format!("cannot remove {}", entry.path().display()))?;
+                    std::fs::remove_file(entry.path())
+                        .with_context(|| format!("cannot remove {}", entry.path().display()))?;
                 }
             }
         }
@@ -101,8 +110,10 @@ impl Dirs {
     /// The run recorded in the release directory.
     pub fn run(&self) -> anyhow::Result<RunInfo> {
         let path = self.release.join("run.json");
-        let bytes = std::fs::read(&path).with_context(|| format!("cannot read {}: no run there", path.display()))?;
-        serde_json::from_slice(&bytes).with_context(|| format!("{} is not a run description", path.display()))
+        let bytes = std::fs::read(&path)
+            .with_context(|| format!("cannot read {}: no run there", path.display()))?;
+        serde_json::from_slice(&bytes)
+            .with_context(|| format!("{} is not a run description", path.display()))
     }
 
     /// Writes a released image (PNG bytes) under a name made from its hash and returns the
@@ -121,7 +132,10 @@ impl Dirs {
             text.push_str(&serde_json::to_string(r)?);
             text.push('\n');
         }
-        let path = self.audit.join("records").join(format!("{:06}-{:06}.jsonl", first.outcome.reference, last.outcome.reference));
+        let path = self
+            .audit
+            .join("records")
+            .join(format!("{:06}-{:06}.jsonl", first.outcome.reference, last.outcome.reference));
         Ok(write_atomically(&path, text.as_bytes())?)
     }
 
@@ -129,15 +143,19 @@ impl Dirs {
     fn records(&self) -> anyhow::Result<BTreeMap<usize, Record>> {
         let dir = self.audit.join("records");
         let mut all = BTreeMap::new();
-        let listing = std::fs::read_dir(&dir).with_context(|| format!("cannot read {}", dir.display()))?;
+        let listing =
+            std::fs::read_dir(&dir).with_context(|| format!("cannot read {}", dir.display()))?;
         for entry in listing {
             let path = entry?.path();
             if path.extension().is_none_or(|e| e != "jsonl") {
                 continue;
             }
-            let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
             for (n, line) in text.lines().enumerate() {
-                let record: Record = serde_json::from_str(line).with_context(|| format!("{} line {}: not an audit record", path.display(), n + 1))?;
+                let record: Record = serde_json::from_str(line).with_context(|| {
+                    format!("{} line {}: not an audit record", path.display(), n + 1)
+                })?;
                 all.entry(record.outcome.reference).or_insert(record);
             }
         }
@@ -149,7 +167,8 @@ impl Dirs {
     /// name; those references are drawn again, to the same bytes).
     pub fn complete_records(&self) -> anyhow::Result<BTreeMap<usize, Record>> {
         let mut records = self.records()?;
-        records.retain(|_, record| record.files.iter().all(|file| self.release.join(file).is_file()));
+        records
+            .retain(|_, record| record.files.iter().all(|file| self.release.join(file).is_file()));
         Ok(records)
     }
 
@@ -179,14 +198,20 @@ impl Dirs {
         }
         let named: BTreeSet<String> = filelist.keys().map(|f| f.to_string()).collect();
         let images = self.release.join("images");
-        for entry in std::fs::read_dir(&images).with_context(|| format!("cannot read {}", images.display()))? {
+        for entry in std::fs::read_dir(&images)
+            .with_context(|| format!("cannot read {}", images.display()))?
+        {
             let entry = entry?;
             let file = format!("images/{}", entry.file_name().to_string_lossy());
             if !named.contains(&file) {
-                std::fs::remove_file(entry.path()).with_context(|| format!("cannot remove {}", entry.path().display()))?;
+                std::fs::remove_file(entry.path())
+                    .with_context(|| format!("cannot remove {}", entry.path().display()))?;
             }
         }
-        write_atomically(&self.release.join("filelist.txt"), report::filelist_text(&filelist).as_bytes())?;
+        write_atomically(
+            &self.release.join("filelist.txt"),
+            report::filelist_text(&filelist).as_bytes(),
+        )?;
         let report = report(run, records.values(), filelist.len());
         write_atomically(&self.release.join("report.json"), &json_bytes(&report)?)?;
         let mut log = String::new();
@@ -211,7 +236,8 @@ fn check_or_write_run(dir: &Path, run: &RunInfo) -> anyhow::Result<()> {
     let path = dir.join("run.json");
     match std::fs::read(&path) {
         Ok(bytes) => {
-            let existing: RunInfo = serde_json::from_slice(&bytes).with_context(|| format!("{} is not a run description", path.display()))?;
+            let existing: RunInfo = serde_json::from_slice(&bytes)
+                .with_context(|| format!("{} is not a run description", path.display()))?;
             if &existing != run {
                 bail!(
                     "{} holds a run with other settings, bundle, reference set, gate or backend; \
@@ -223,7 +249,9 @@ fn check_or_write_run(dir: &Path, run: &RunInfo) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(write_atomically(&path, &json_bytes(run)?)?),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Ok(write_atomically(&path, &json_bytes(run)?)?)
+        }
         Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
     }
 }

@@ -36,7 +36,12 @@ fn resolve(path: Option<&Path>, loaded: &BundleDir) -> anyhow::Result<PathBuf> {
         return Ok(path.to_path_buf());
     }
     let path = loaded.dir.join("reference").join("filelist.txt");
-    anyhow::ensure!(path.is_file(), "the bundle {} ships no reference sample ({} is missing): pass --reference", loaded.dir.display(), path.display());
+    anyhow::ensure!(
+        path.is_file(),
+        "the bundle {} ships no reference sample ({} is missing): pass --reference",
+        loaded.dir.display(),
+        path.display()
+    );
     Ok(path)
 }
 
@@ -48,10 +53,20 @@ const FOLDER_FILELIST: &str = "filelist.txt";
 /// the label count, and an IDX set's image size.
 pub fn open_split(path: &Path, split: Split, loaded: &BundleDir) -> anyhow::Result<Reference> {
     let folder_list = path.join(FOLDER_FILELIST);
-    let list = if path.is_dir() && folder_list.is_file() { Some(folder_list.as_path()) } else { path.is_file().then_some(path) };
+    let list = if path.is_dir() && folder_list.is_file() {
+        Some(folder_list.as_path())
+    } else {
+        path.is_file().then_some(path)
+    };
     let (reference, num_labels) = match list {
         Some(list) => {
-            let filelist = Filelist::open(list, &FilelistOptions { channels: loaded.bundle.image.channels, ..FilelistOptions::default() })?;
+            let filelist = Filelist::open(
+                list,
+                &FilelistOptions {
+                    channels: loaded.bundle.image.channels,
+                    ..FilelistOptions::default()
+                },
+            )?;
             let num_labels = filelist.num_labels();
             (Reference::Filelist(filelist), num_labels)
         }
@@ -122,7 +137,11 @@ impl Reference {
     /// Reads every image once, in order, handing them to `visit` [`EMBED_BATCH`] at a time
     /// (`[n, C, H, W]`); a filelist's images must have the bundle's size. Returns the set to
     /// draw from: a filelist keeps per image only its labels, identity, place and digest.
-    pub fn scan(self, loaded: &BundleDir, mut visit: impl FnMut(ArrayView4<u8>) -> anyhow::Result<()>) -> anyhow::Result<Box<dyn Images>> {
+    pub fn scan(
+        self,
+        loaded: &BundleDir,
+        mut visit: impl FnMut(ArrayView4<u8>) -> anyhow::Result<()>,
+    ) -> anyhow::Result<Box<dyn Images>> {
         match self {
             Reference::Filelist(filelist) => {
                 let mut checked = false;
@@ -137,7 +156,10 @@ impl Reference {
                 Ok(Box::new(catalog))
             }
             Reference::Idx(data) => {
-                let pixels = ArrayView4::from_shape((data.len(), data.channels, data.height, data.width), &data.images)?;
+                let pixels = ArrayView4::from_shape(
+                    (data.len(), data.channels, data.height, data.width),
+                    &data.images,
+                )?;
                 for chunk in pixels.axis_chunks_iter(Axis(0), EMBED_BATCH) {
                     visit(chunk)?;
                 }

@@ -99,14 +99,27 @@ impl Catalog {
 
     /// Decodes image `i` again from `reader` (the filelist) onto `out`, failing unless its
     /// line, labels and pixels are those read first.
-    fn reread(&self, i: usize, reader: &mut (impl BufRead + Seek), out: &mut Vec<u8>) -> Result<(), DataError> {
+    fn reread(
+        &self,
+        i: usize,
+        reader: &mut (impl BufRead + Seek),
+        out: &mut Vec<u8>,
+    ) -> Result<(), DataError> {
         let Place { offset, line } = self.places[i];
         let list = &self.source.list;
         let changed = |what: &str| {
-            DataError::line(list, line, format!("{what} changed since the set was first read; nothing is drawn from an image the gate has not seen (restore it, or start a new run)"))
+            DataError::line(
+                list,
+                line,
+                format!(
+                    "{what} changed since the set was first read; nothing is drawn from an image the gate has not seen (restore it, or start a new run)"
+                ),
+            )
         };
         reader.seek(SeekFrom::Start(offset)).map_err(|e| DataError::io(list, e))?;
-        let row = Rows::at(list, &mut *reader, line - 1, offset).next().ok_or_else(|| changed("the filelist"))??;
+        let row = Rows::at(list, &mut *reader, line - 1, offset)
+            .next()
+            .ok_or_else(|| changed("the filelist"))??;
         if row.line != line || row.labels != self.label(i) {
             return Err(changed("the filelist"));
         }
@@ -145,6 +158,7 @@ impl Images for Catalog {
         for &i in indices {
             self.reread(i, &mut reader, &mut pixels)?;
         }
-        Ok(Array4::from_shape_vec((indices.len(), c, h, w), pixels).expect("whole CHW images of one size"))
+        Ok(Array4::from_shape_vec((indices.len(), c, h, w), pixels)
+            .expect("whole CHW images of one size"))
     }
 }

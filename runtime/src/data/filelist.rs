@@ -88,11 +88,21 @@ fn stays_inside(rel: &Path) -> bool {
 }
 
 /// Parses one non-blank, non-comment line; `first` is the first row's line and label count.
-fn parse_line(list: &Path, line: usize, offset: u64, content: &str, first: Option<(usize, usize)>) -> Result<Row, DataError> {
+fn parse_line(
+    list: &Path,
+    line: usize,
+    offset: u64,
+    content: &str,
+    first: Option<(usize, usize)>,
+) -> Result<Row, DataError> {
     let mut fields = content.split_whitespace();
     let file = fields.next().unwrap_or_default();
     let labels = fields
-        .map(|t| parse_label(t).ok_or_else(|| DataError::line(list, line, format!("label {t:?} of {file} is not 0 or 1"))))
+        .map(|t| {
+            parse_label(t).ok_or_else(|| {
+                DataError::line(list, line, format!("label {t:?} of {file} is not 0 or 1"))
+            })
+        })
         .collect::<Result<Vec<f32>, _>>()?;
     if labels.is_empty() {
         return Err(DataError::line(list, line, format!("{file} has no labels")));
@@ -100,12 +110,20 @@ fn parse_line(list: &Path, line: usize, offset: u64, content: &str, first: Optio
     if let Some((first_line, count)) = first
         && count != labels.len()
     {
-        return Err(DataError::line(list, line, format!("expected {count} labels (as on line {first_line}), found {}", labels.len())));
+        return Err(DataError::line(
+            list,
+            line,
+            format!("expected {count} labels (as on line {first_line}), found {}", labels.len()),
+        ));
     }
     let rel = Path::new(file);
     if !stays_inside(rel) {
         let why = if rel.is_absolute() { "it is absolute" } else { "`..` climbs above the root" };
-        return Err(DataError::line(list, line, format!("path escapes the data root: {file} ({why})")));
+        return Err(DataError::line(
+            list,
+            line,
+            format!("path escapes the data root: {file} ({why})"),
+        ));
     }
     Ok(Row { line, offset, path: rel.to_path_buf(), labels })
 }
@@ -144,16 +162,21 @@ impl<R: BufRead> Iterator for Rows<R> {
     fn next(&mut self) -> Option<Self::Item> {
         loop {
             self.buffer.clear();
-            let read = match self.reader.by_ref().take(MAX_LINE + 1).read_until(b'\n', &mut self.buffer) {
-                Ok(0) => return None,
-                Ok(read) => read as u64,
-                Err(e) => return Some(Err(DataError::io(&self.list, e))),
-            };
+            let read =
+                match self.reader.by_ref().take(MAX_LINE + 1).read_until(b'\n', &mut self.buffer) {
+                    Ok(0) => return None,
+                    Ok(read) => read as u64,
+                    Err(e) => return Some(Err(DataError::io(&self.list, e))),
+                };
             self.line += 1;
             let (line, offset) = (self.line, self.offset);
             self.offset += read;
             if read > MAX_LINE {
-                return Some(Err(DataError::line(&self.list, line, format!("longer than {MAX_LINE} bytes"))));
+                return Some(Err(DataError::line(
+                    &self.list,
+                    line,
+                    format!("longer than {MAX_LINE} bytes"),
+                )));
             }
             let Ok(text) = std::str::from_utf8(&self.buffer) else {
                 return Some(Err(DataError::line(&self.list, line, "not UTF-8 text")));
@@ -200,7 +223,12 @@ pub(crate) struct Source {
 impl Source {
     /// Decodes `row`'s image, checks that it has the size of the first image (`size`, set by
     /// the first), appends its CHW pixels to `out` and returns who it shows.
-    pub(crate) fn pixels(&self, row: &Row, size: &mut Option<(u32, u32)>, out: &mut Vec<u8>) -> Result<Option<Identity>, DataError> {
+    pub(crate) fn pixels(
+        &self,
+        row: &Row,
+        size: &mut Option<(u32, u32)>,
+        out: &mut Vec<u8>,
+    ) -> Result<Option<Identity>, DataError> {
         let (img, identity) = read_image(&self.list, &self.root, &self.canonical_root, row)?;
         let dims = (img.width(), img.height());
         let (w, h) = *size.get_or_insert(dims);
@@ -208,7 +236,12 @@ impl Source {
             return Err(DataError::line(
                 &self.list,
                 row.line,
-                format!("{} is {}×{} pixels, the first image is {w}×{h}", row.path.display(), dims.0, dims.1),
+                format!(
+                    "{} is {}×{} pixels, the first image is {w}×{h}",
+                    row.path.display(),
+                    dims.0,
+                    dims.1
+                ),
             ));
         }
         push_chw(out, &img, self.opts.channels);
@@ -237,7 +270,10 @@ impl Filelist {
         if !matches!(opts.channels, 1 | 3) {
             return Err(DataError::invalid(
                 path,
-                format!("{} channels requested; 1 (grayscale) or 3 (RGB) are supported", opts.channels),
+                format!(
+                    "{} channels requested; 1 (grayscale) or 3 (RGB) are supported",
+                    opts.channels
+                ),
             ));
         }
         let file = File::open(path).map_err(|e| DataError::io(path, e))?;
@@ -253,7 +289,11 @@ impl Filelist {
         }
         let root = match &opts.root {
             Some(root) => root.clone(),
-            None => path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf(),
+            None => path
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."))
+                .to_path_buf(),
         };
         let canonical_root = root.canonicalize().map_err(|e| DataError::io(&root, e))?;
         let source = Source { list: path.to_path_buf(), root, canonical_root, opts: opts.clone() };
@@ -283,9 +323,14 @@ impl Filelist {
     /// Decodes the images in filelist order and hands them to `visit` `chunk` at a time
     /// (`[n, C, H, W]`, n = `chunk` but in the last call), holding no more pixels than one
     /// chunk's; returns what is kept of every image (labels, identity, where it is).
-    pub fn read<E: From<DataError>>(&self, chunk: usize, mut visit: impl FnMut(ArrayView4<u8>) -> Result<(), E>) -> Result<Catalog, E> {
+    pub fn read<E: From<DataError>>(
+        &self,
+        chunk: usize,
+        mut visit: impl FnMut(ArrayView4<u8>) -> Result<(), E>,
+    ) -> Result<Catalog, E> {
         let chunk = chunk.max(1);
-        let mut catalog = Catalog::new(self.source.clone(), self.len, self.num_labels, self.multi_label);
+        let mut catalog =
+            Catalog::new(self.source.clone(), self.len, self.num_labels, self.multi_label);
         let mut pixels = Vec::new();
         let mut rows = 0;
         for row in Rows::new(&self.source.list, self.source.open()?) {
@@ -300,7 +345,11 @@ impl Filelist {
             }
         }
         if rows != self.len {
-            return Err(DataError::invalid(&self.source.list, format!("changed while it was read: {rows} images, {} before", self.len)).into());
+            return Err(DataError::invalid(
+                &self.source.list,
+                format!("changed while it was read: {rows} images, {} before", self.len),
+            )
+            .into());
         }
         if !pixels.is_empty() {
             visit(catalog.view(&pixels))?;
@@ -324,10 +373,17 @@ const LOAD_CHUNK: usize = 256;
 
 /// Reads and decodes one row's image (and identity), checking that it stays inside
 /// `canonical_root`.
-fn read_image(list: &Path, root: &Path, canonical_root: &Path, row: &Row) -> Result<(DynamicImage, Option<Identity>), DataError> {
+fn read_image(
+    list: &Path,
+    root: &Path,
+    canonical_root: &Path,
+    row: &Row,
+) -> Result<(DynamicImage, Option<Identity>), DataError> {
     let err = |message: String| DataError::line(list, row.line, message);
     let file = root.join(&row.path);
-    let real = file.canonicalize().map_err(|e| err(format!("cannot read image {}: {e}", file.display())))?;
+    let real = file
+        .canonicalize()
+        .map_err(|e| err(format!("cannot read image {}: {e}", file.display())))?;
     if !real.starts_with(canonical_root) {
         return Err(err(format!(
             "path escapes the data root: {} resolves to {}, outside {}",
@@ -349,7 +405,8 @@ fn decode(file: &Path) -> Result<(DynamicImage, Option<Identity>), String> {
 /// Reads one image file as CHW bytes with `channels` (1 or 3) channels: `(height, width,
 /// bytes)`. Errors name the file.
 pub fn load_image(path: &Path, channels: usize) -> Result<(usize, usize, Vec<u8>), DataError> {
-    let (img, _) = decode(path).map_err(|problem| DataError::invalid(path, problem.trim_end_matches(':').to_string()))?;
+    let (img, _) = decode(path)
+        .map_err(|problem| DataError::invalid(path, problem.trim_end_matches(':').to_string()))?;
     let mut bytes = Vec::new();
     push_chw(&mut bytes, &img, channels);
     Ok((img.height() as usize, img.width() as usize, bytes))
@@ -371,9 +428,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("root");
         std::fs::create_dir_all(root.join("img")).unwrap();
-        image::GrayImage::from_fn(4, 3, |x, y| image::Luma([(10 * y + x) as u8])).save(root.join("img/a.png")).unwrap();
+        image::GrayImage::from_fn(4, 3, |x, y| image::Luma([(10 * y + x) as u8]))
+            .save(root.join("img/a.png"))
+            .unwrap();
         image::GrayImage::from_pixel(4, 3, image::Luma([7])).save(root.join("img/b.png")).unwrap();
-        image::RgbImage::from_pixel(4, 3, image::Rgb([200, 100, 0])).save(root.join("img/rgb.png")).unwrap();
+        image::RgbImage::from_pixel(4, 3, image::Rgb([200, 100, 0]))
+            .save(root.join("img/rgb.png"))
+            .unwrap();
         image::GrayImage::new(5, 3).save(root.join("img/big.png")).unwrap();
         std::fs::write(root.join("img/notes.png"), b"not an image").unwrap();
         image::GrayImage::new(4, 3).save(dir.path().join("secret.png")).unwrap();
@@ -412,7 +473,9 @@ mod tests {
         let gray = load_text(dir.path(), "img/rgb.png 0 1\n", &FilelistOptions::default()).unwrap();
         assert_eq!(gray.channels, 1);
         assert!(gray.image(0).iter().all(|&v| v == gray.image(0)[0] && v > 0));
-        let none_set = load_text(dir.path(), "img/a.png 0 1\nimg/b.png 0 0\n", &FilelistOptions::default()).unwrap();
+        let none_set =
+            load_text(dir.path(), "img/a.png 0 1\nimg/b.png 0 0\n", &FilelistOptions::default())
+                .unwrap();
         assert!(none_set.multi_label, "a row without labels is not one-hot");
     }
 
@@ -421,10 +484,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("Röntgen Bilder – Größe 2");
         std::fs::create_dir_all(root.join("Bild ä")).unwrap();
-        image::GrayImage::from_pixel(4, 3, image::Luma([9])).save(root.join("Bild ä/Thorax-Überblick-日本.png")).unwrap();
+        image::GrayImage::from_pixel(4, 3, image::Luma([9]))
+            .save(root.join("Bild ä/Thorax-Überblick-日本.png"))
+            .unwrap();
         let list = root.join("Liste ü.txt");
         std::fs::write(&list, "./Thorax-Überblick-日本.png 1 0\n").unwrap();
-        let opts = FilelistOptions { root: Some(root.join("Bild ä")), ..FilelistOptions::default() };
+        let opts =
+            FilelistOptions { root: Some(root.join("Bild ä")), ..FilelistOptions::default() };
         let d = load_filelist(&list, &opts).unwrap();
         assert_eq!((d.len(), d.image(0)[0]), (1, 9));
         assert!(d.name.contains("Liste ü.txt"), "{}", d.name);
@@ -435,7 +501,8 @@ mod tests {
         let dir = setup();
         let list = dir.path().join("list.txt");
         std::fs::write(&list, "img/b.png 1\n").unwrap();
-        let opts = FilelistOptions { root: Some(dir.path().join("root")), ..FilelistOptions::default() };
+        let opts =
+            FilelistOptions { root: Some(dir.path().join("root")), ..FilelistOptions::default() };
         assert_eq!(load_filelist(&list, &opts).unwrap().image(0), &[7; 12]);
         let err = load_filelist(&list, &FilelistOptions::default()).unwrap_err().to_string();
         assert!(err.contains("line 1") && err.contains("img/b.png"), "{err}");
@@ -445,24 +512,36 @@ mod tests {
     fn bad_lines_are_named_with_file_and_line() {
         let dir = setup();
         let cases = [
-            ("img/a.png 1 0\n# c\nimg/b.png 1 0 0\n", "line 3: expected 2 labels (as on line 1), found 3"),
+            (
+                "img/a.png 1 0\n# c\nimg/b.png 1 0 0\n",
+                "line 3: expected 2 labels (as on line 1), found 3",
+            ),
             ("img/a.png 1 x\n", "line 1: label \"x\" of img/a.png is not 0 or 1"),
             ("img/a.png 1 0.5\n", "line 1: label \"0.5\""),
             ("img/a.png 1 2\n", "line 1: label \"2\""),
             ("../secret.png 1 0\n", "line 1: path escapes the data root: ../secret.png"),
             ("img/a.png 1 0\nimg/../../secret.png 1 0\n", "line 2: path escapes the data root"),
-            ("/etc/passwd 1 0\n", "line 1: path escapes the data root: /etc/passwd (it is absolute)"),
+            (
+                "/etc/passwd 1 0\n",
+                "line 1: path escapes the data root: /etc/passwd (it is absolute)",
+            ),
             ("img/a.png 1 0\nimg/missing.png 0 1\n", "line 2: cannot read image"),
             ("img/notes.png 1 0\n", "line 1: cannot decode image"),
-            ("img/a.png 1 0\nimg/big.png 0 1\n", "line 2: img/big.png is 5×3 pixels, the first image is 4×3"),
+            (
+                "img/a.png 1 0\nimg/big.png 0 1\n",
+                "line 2: img/big.png is 5×3 pixels, the first image is 4×3",
+            ),
             ("img/a.png\n", "line 1: img/a.png has no labels"),
             ("# nothing\n\n", "names no images"),
         ];
         for (text, needle) in cases {
-            let err = load_text(dir.path(), text, &FilelistOptions::default()).unwrap_err().to_string();
+            let err =
+                load_text(dir.path(), text, &FilelistOptions::default()).unwrap_err().to_string();
             assert!(err.contains("list.txt: ") && err.contains(needle), "{text:?} gave {err}");
         }
-        let err = load_text(dir.path(), "img/missing.png 1\n", &FilelistOptions::default()).unwrap_err().to_string();
+        let err = load_text(dir.path(), "img/missing.png 1\n", &FilelistOptions::default())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("missing.png"), "{err}");
     }
 
@@ -470,11 +549,24 @@ mod tests {
     #[test]
     fn symlinks_out_of_the_root_are_rejected() {
         let dir = setup();
-        std::os::unix::fs::symlink(dir.path().join("secret.png"), dir.path().join("root/img/link.png")).unwrap();
-        std::os::unix::fs::symlink(dir.path().join("root/img/a.png"), dir.path().join("root/inside.png")).unwrap();
-        let err = load_text(dir.path(), "img/a.png 1\nimg/link.png 1\n", &FilelistOptions::default()).unwrap_err();
+        std::os::unix::fs::symlink(
+            dir.path().join("secret.png"),
+            dir.path().join("root/img/link.png"),
+        )
+        .unwrap();
+        std::os::unix::fs::symlink(
+            dir.path().join("root/img/a.png"),
+            dir.path().join("root/inside.png"),
+        )
+        .unwrap();
+        let err =
+            load_text(dir.path(), "img/a.png 1\nimg/link.png 1\n", &FilelistOptions::default())
+                .unwrap_err();
         let err = err.to_string();
-        assert!(err.contains("list.txt: line 2: path escapes the data root: img/link.png"), "{err}");
+        assert!(
+            err.contains("list.txt: line 2: path escapes the data root: img/link.png"),
+            "{err}"
+        );
         let d = load_text(dir.path(), "inside.png 1\n", &FilelistOptions::default()).unwrap();
         assert_eq!(d.len(), 1);
     }
@@ -500,7 +592,8 @@ mod tests {
     #[test]
     fn streamed_chunks_and_images_read_again_are_the_loaded_set() {
         let dir = setup();
-        let text: String = (0..10).map(|i| format!("img/{}.png {} 1\n", ["a", "b"][i % 3 % 2], i % 2)).collect();
+        let text: String =
+            (0..10).map(|i| format!("img/{}.png {} 1\n", ["a", "b"][i % 3 % 2], i % 2)).collect();
         let filelist = open_text(dir.path(), &format!("# ten images\n{text}")).unwrap();
         let loaded = filelist.load().unwrap();
         let mut chunks = Vec::new();
@@ -531,7 +624,10 @@ mod tests {
         let mut text = line.repeat(999_999);
         text.push_str("img/a.png 1 0 0\n");
         let err = open_text(dir.path(), &text).unwrap_err().to_string();
-        assert!(err.contains("list.txt: line 1000000: expected 2 labels (as on line 1), found 3"), "{err}");
+        assert!(
+            err.contains("list.txt: line 1000000: expected 2 labels (as on line 1), found 3"),
+            "{err}"
+        );
 
         let mut text = line.repeat(5_000);
         text.push_str("img/missing.png 0 1\n");
@@ -546,7 +642,10 @@ mod tests {
             })
             .unwrap_err()
             .to_string();
-        assert!(err.contains("list.txt: line 5001: cannot read image") && err.contains("missing.png"), "{err}");
+        assert!(
+            err.contains("list.txt: line 5001: cannot read image") && err.contains("missing.png"),
+            "{err}"
+        );
         assert_eq!(seen, 4_864, "the chunks before the bad line were handed on, not held");
 
         assert!(open_text(dir.path(), "img/a.png 1\nimg/ü.png 1\n").is_ok(), "unicode is text");
@@ -554,7 +653,8 @@ mod tests {
         std::fs::write(&list, b"img/a.png 1\nimg/\xff.png 1\n").unwrap();
         let err = Filelist::open(&list, &FilelistOptions::default()).unwrap_err().to_string();
         assert!(err.contains("list.txt: line 2: not UTF-8 text"), "{err}");
-        std::fs::write(&list, format!("img/a.png 1\n{}\n", "x".repeat(MAX_LINE as usize + 1))).unwrap();
+        std::fs::write(&list, format!("img/a.png 1\n{}\n", "x".repeat(MAX_LINE as usize + 1)))
+            .unwrap();
         let err = Filelist::open(&list, &FilelistOptions::default()).unwrap_err().to_string();
         assert!(err.contains("list.txt: line 2: longer than"), "{err}");
     }
@@ -562,12 +662,19 @@ mod tests {
     #[test]
     fn an_image_or_line_changed_after_the_first_read_is_refused() {
         let dir = setup();
-        let read = |text: &str| open_text(dir.path(), text).unwrap().read(2, |_| Ok::<(), DataError>(())).unwrap();
+        let read = |text: &str| {
+            open_text(dir.path(), text).unwrap().read(2, |_| Ok::<(), DataError>(())).unwrap()
+        };
         let catalog = read("img/a.png 1 0\n# note\nimg/b.png 0 1\n");
         assert_eq!(catalog.read(&[1]).unwrap().as_slice().unwrap(), &[7; 12]);
-        image::GrayImage::from_pixel(4, 3, image::Luma([8])).save(dir.path().join("root/img/b.png")).unwrap();
+        image::GrayImage::from_pixel(4, 3, image::Luma([8]))
+            .save(dir.path().join("root/img/b.png"))
+            .unwrap();
         let err = catalog.read(&[0, 1]).unwrap_err().to_string();
-        assert!(err.contains("list.txt: line 3: img/b.png changed since the set was first read"), "{err}");
+        assert!(
+            err.contains("list.txt: line 3: img/b.png changed since the set was first read"),
+            "{err}"
+        );
 
         let catalog = read("img/a.png 1 0\nimg/b.png 0 1\n");
         std::fs::write(dir.path().join("root/list.txt"), "img/a.png 0 1\nimg/b.png 0 1\n").unwrap();

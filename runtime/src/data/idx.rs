@@ -45,18 +45,32 @@ fn be_u32(bytes: &[u8], at: usize) -> u32 {
 
 /// Checks the magic number and the exact payload length; returns the header's dimensions
 /// and the header length.
-fn parse_header(path: &Path, bytes: &[u8], magic: u32, kind: &str) -> Result<(Vec<usize>, usize), DataError> {
+fn parse_header(
+    path: &Path,
+    bytes: &[u8],
+    magic: u32,
+    kind: &str,
+) -> Result<(Vec<usize>, usize), DataError> {
     let dims = (magic & 0xff) as usize;
     let header = 4 + 4 * dims;
     if bytes.len() < 4 {
-        return Err(DataError::invalid(path, format!("not an IDX {kind} file: only {} bytes", bytes.len())));
+        return Err(DataError::invalid(
+            path,
+            format!("not an IDX {kind} file: only {} bytes", bytes.len()),
+        ));
     }
     let found = be_u32(bytes, 0);
     if found != magic {
-        return Err(DataError::invalid(path, format!("not an IDX {kind} file (magic 0x{found:08x}, expected 0x{magic:08x})")));
+        return Err(DataError::invalid(
+            path,
+            format!("not an IDX {kind} file (magic 0x{found:08x}, expected 0x{magic:08x})"),
+        ));
     }
     if bytes.len() < header {
-        return Err(DataError::invalid(path, format!("truncated: {} bytes, shorter than the {header}-byte header", bytes.len())));
+        return Err(DataError::invalid(
+            path,
+            format!("truncated: {} bytes, shorter than the {header}-byte header", bytes.len()),
+        ));
     }
     let shape: Vec<usize> = (0..dims).map(|i| be_u32(bytes, 4 + 4 * i) as usize).collect();
     let expected = shape
@@ -67,13 +81,17 @@ fn parse_header(path: &Path, bytes: &[u8], magic: u32, kind: &str) -> Result<(Ve
     if found < expected {
         return Err(DataError::invalid(
             path,
-            format!("truncated: expected {expected} bytes of {kind} data for dimensions {shape:?}, found {found}"),
+            format!(
+                "truncated: expected {expected} bytes of {kind} data for dimensions {shape:?}, found {found}"
+            ),
         ));
     }
     if found > expected {
         return Err(DataError::invalid(
             path,
-            format!("trailing bytes: expected {expected} bytes of {kind} data for dimensions {shape:?}, found {found}"),
+            format!(
+                "trailing bytes: expected {expected} bytes of {kind} data for dimensions {shape:?}, found {found}"
+            ),
         ));
     }
     Ok((shape, header))
@@ -87,7 +105,10 @@ pub fn read_images(path: &Path) -> Result<(usize, usize, usize, Vec<u8>), DataEr
 
 /// Parses the bytes of an IDX image file (raw or gzip) named `path` in errors, as
 /// [`read_images`] does.
-pub fn parse_images(path: &Path, raw: Vec<u8>) -> Result<(usize, usize, usize, Vec<u8>), DataError> {
+pub fn parse_images(
+    path: &Path,
+    raw: Vec<u8>,
+) -> Result<(usize, usize, usize, Vec<u8>), DataError> {
     let mut bytes = unpack(path, raw)?;
     let (shape, header) = parse_header(path, &bytes, IMAGES_MAGIC, "image")?;
     let (n, rows, cols) = (shape[0], shape[1], shape[2]);
@@ -111,7 +132,10 @@ pub fn parse_labels(path: &Path, raw: Vec<u8>) -> Result<Vec<u8>, DataError> {
     let (_, header) = parse_header(path, &bytes, LABELS_MAGIC, "label")?;
     bytes.drain(..header);
     if let Some((i, &l)) = bytes.iter().enumerate().find(|&(_, &l)| usize::from(l) >= IDX_CLASSES) {
-        return Err(DataError::invalid(path, format!("label {l} of item {i} is not a class in 0..{IDX_CLASSES}")));
+        return Err(DataError::invalid(
+            path,
+            format!("label {l} of item {i} is not a class in 0..{IDX_CLASSES}"),
+        ));
     }
     Ok(bytes)
 }
@@ -151,7 +175,10 @@ pub(crate) mod tests {
             let (n, h, w, px) = read_images(&dir.path().join(format!("images{suffix}"))).unwrap();
             assert_eq!((n, h, w), (2, 2, 3));
             assert_eq!(px, pixels);
-            assert_eq!(read_labels(&dir.path().join(format!("labels{suffix}"))).unwrap(), vec![9, 0]);
+            assert_eq!(
+                read_labels(&dir.path().join(format!("labels{suffix}"))).unwrap(),
+                vec![9, 0]
+            );
         }
     }
 
@@ -159,9 +186,21 @@ pub(crate) mod tests {
     fn bad_image_files_are_rejected_naming_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let cases = [
-            ("wrong-magic", idx_bytes(LABELS_MAGIC, &[1, 1, 1], &[0]), "not an IDX image file (magic 0x00000801"),
-            ("short-payload", idx_bytes(IMAGES_MAGIC, &[2, 2, 2], &[0; 7]), "truncated: expected 8 bytes"),
-            ("long-payload", idx_bytes(IMAGES_MAGIC, &[1, 2, 2], &[0; 5]), "trailing bytes: expected 4 bytes"),
+            (
+                "wrong-magic",
+                idx_bytes(LABELS_MAGIC, &[1, 1, 1], &[0]),
+                "not an IDX image file (magic 0x00000801",
+            ),
+            (
+                "short-payload",
+                idx_bytes(IMAGES_MAGIC, &[2, 2, 2], &[0; 7]),
+                "truncated: expected 8 bytes",
+            ),
+            (
+                "long-payload",
+                idx_bytes(IMAGES_MAGIC, &[1, 2, 2], &[0; 5]),
+                "trailing bytes: expected 4 bytes",
+            ),
             ("short-header", idx_bytes(IMAGES_MAGIC, &[2], &[]), "shorter than the 16-byte header"),
             ("tiny", vec![0, 0, 8], "only 3 bytes"),
             ("huge", idx_bytes(IMAGES_MAGIC, &[u32::MAX; 3], &[]), "too large"),

@@ -178,7 +178,8 @@ impl Dataset {
     /// Pixels of the rows `indices` as one batch `[n, c, h, w]`. Panics on an index out of
     /// range, like slice indexing.
     pub fn batch(&self, indices: &[usize]) -> ndarray::Array4<u8> {
-        let mut pixels = ndarray::Array4::<u8>::zeros((indices.len(), self.channels, self.height, self.width));
+        let mut pixels =
+            ndarray::Array4::<u8>::zeros((indices.len(), self.channels, self.height, self.width));
         for (mut row, &i) in pixels.outer_iter_mut().zip(indices) {
             row.as_slice_mut().expect("standard layout").copy_from_slice(self.image(i));
         }
@@ -232,7 +233,9 @@ impl Dataset {
                 let dir = path.parent().map_or_else(|| ".".into(), |p| p.display().to_string());
                 return Err(DataError::invalid(
                     path,
-                    format!("an IDX file, not a filelist: pass its directory ({dir}) to load the IDX split"),
+                    format!(
+                        "an IDX file, not a filelist: pass its directory ({dir}) to load the IDX split"
+                    ),
                 ));
             }
             load_filelist(path, &FilelistOptions::default())
@@ -364,7 +367,9 @@ mod tests {
     fn fashion_mnist_loads_with_balanced_classes() {
         let dir = Path::new(FASHION_MNIST);
         if !dir.is_dir() {
-            println!("note: {FASHION_MNIST} is absent (apt-get install dataset-fashion-mnist); test skipped");
+            println!(
+                "note: {FASHION_MNIST} is absent (apt-get install dataset-fashion-mnist); test skipped"
+            );
             return;
         }
         for (split, n) in [(Split::Train, 60_000), (Split::Test, 10_000)] {
@@ -424,17 +429,28 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         write_split(tmp.path(), "train", 3, &[0, 1], false);
         let err = Dataset::load(tmp.path(), Split::Train).unwrap_err().to_string();
-        assert!(err.contains("train-labels-idx1-ubyte") && err.contains("train-images-idx3-ubyte"), "{err}");
+        assert!(
+            err.contains("train-labels-idx1-ubyte") && err.contains("train-images-idx3-ubyte"),
+            "{err}"
+        );
         assert!(err.contains("2 labels") && err.contains("3 images"), "{err}");
     }
 
     #[test]
     fn missing_data_is_named_with_a_hint() {
-        let err = Dataset::load(Path::new("/nonexistent/fmnist"), Split::Train).unwrap_err().to_string();
-        assert!(err.contains("/nonexistent/fmnist") && err.contains("apt-get install dataset-fashion-mnist"), "{err}");
+        let err =
+            Dataset::load(Path::new("/nonexistent/fmnist"), Split::Train).unwrap_err().to_string();
+        assert!(
+            err.contains("/nonexistent/fmnist")
+                && err.contains("apt-get install dataset-fashion-mnist"),
+            "{err}"
+        );
         let tmp = tempfile::tempdir().unwrap();
         let err = Dataset::load(tmp.path(), Split::Test).unwrap_err().to_string();
-        assert!(err.contains("t10k-images-idx3-ubyte") && err.contains("dataset-fashion-mnist"), "{err}");
+        assert!(
+            err.contains("t10k-images-idx3-ubyte") && err.contains("dataset-fashion-mnist"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -443,7 +459,10 @@ mod tests {
         write_split(tmp.path(), "train", 1, &[0], true);
         let file = tmp.path().join("train-images-idx3-ubyte.gz");
         let err = Dataset::load(&file, Split::Train).unwrap_err().to_string();
-        assert!(err.contains("train-images-idx3-ubyte.gz") && err.contains("pass its directory"), "{err}");
+        assert!(
+            err.contains("train-images-idx3-ubyte.gz") && err.contains("pass its directory"),
+            "{err}"
+        );
     }
 
     #[test]

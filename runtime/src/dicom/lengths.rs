@@ -8,8 +8,8 @@
 //! with undefined length (an implicit-VR data set inside an explicit one) end the walk: their
 //! headers cannot be read in place.
 
-use dicom_core::{Tag, VR};
 use dicom_core::dictionary::{DataDictionary, DataDictionaryEntry};
+use dicom_core::{Tag, VR};
 use dicom_dictionary_std::StandardDataDictionary;
 
 /// An undefined length.
@@ -59,7 +59,11 @@ pub(super) fn check(body: &[u8]) -> Result<(), String> {
             continue;
         }
         let (vr, length, header) = match encoding {
-            Encoding::ImplicitLittle => (StandardDataDictionary.by_tag(tag).and_then(|e| e.vr().exact()), u32_at(body, pos + 4, false)?, 8),
+            Encoding::ImplicitLittle => (
+                StandardDataDictionary.by_tag(tag).and_then(|e| e.vr().exact()),
+                u32_at(body, pos + 4, false)?,
+                8,
+            ),
             Encoding::ExplicitLittle | Encoding::ExplicitBig => {
                 let code = [byte_at(body, pos + 4)?, byte_at(body, pos + 5)?];
                 let vr = VR::from_binary(code);
@@ -72,7 +76,11 @@ pub(super) fn check(body: &[u8]) -> Result<(), String> {
         };
         if meta && tag == Tag(0x0002, 0x0010) {
             let end = pos + header + length as usize;
-            syntax = String::from_utf8_lossy(body.get(pos + header..end).ok_or_else(|| too_long(tag, length, body.len() - pos - header))?).into_owned();
+            syntax = String::from_utf8_lossy(
+                body.get(pos + header..end)
+                    .ok_or_else(|| too_long(tag, length, body.len() - pos - header))?,
+            )
+            .into_owned();
         }
         pos += header;
         match (length, vr) {
@@ -87,11 +95,29 @@ pub(super) fn check(body: &[u8]) -> Result<(), String> {
 
 /// Whether explicit VR `vr` has a 4-byte length (after two reserved bytes).
 fn long_length(vr: VR) -> bool {
-    matches!(vr, VR::OB | VR::OD | VR::OF | VR::OL | VR::OV | VR::OW | VR::SQ | VR::SV | VR::UC | VR::UN | VR::UR | VR::UT | VR::UV)
+    matches!(
+        vr,
+        VR::OB
+            | VR::OD
+            | VR::OF
+            | VR::OL
+            | VR::OV
+            | VR::OW
+            | VR::SQ
+            | VR::SV
+            | VR::UC
+            | VR::UN
+            | VR::UR
+            | VR::UT
+            | VR::UV
+    )
 }
 
 fn too_long(tag: Tag, length: u32, remaining: usize) -> String {
-    format!("element ({:04X},{:04X}) declares {length} bytes, but only {remaining} remain in the file (truncated or corrupt)", tag.0, tag.1)
+    format!(
+        "element ({:04X},{:04X}) declares {length} bytes, but only {remaining} remain in the file (truncated or corrupt)",
+        tag.0, tag.1
+    )
 }
 
 /// Checks that `length` bytes fit after `pos`.
@@ -106,14 +132,19 @@ fn fits(body: &[u8], pos: usize, length: u32, tag: Tag) -> Result<(), String> {
 /// The position after a value of `length` bytes at `pos`.
 fn skip(body: &[u8], pos: usize, length: u32, tag: Tag) -> Result<usize, String> {
     if length == UNDEFINED {
-        return Err(format!("element ({:04X},{:04X}) has an undefined length where a value is expected", tag.0, tag.1));
+        return Err(format!(
+            "element ({:04X},{:04X}) has an undefined length where a value is expected",
+            tag.0, tag.1
+        ));
     }
     fits(body, pos, length, tag)?;
     Ok(pos + length as usize)
 }
 
 fn byte_at(body: &[u8], pos: usize) -> Result<u8, String> {
-    body.get(pos).copied().ok_or_else(|| format!("the file ends inside an element header at byte {pos}"))
+    body.get(pos)
+        .copied()
+        .ok_or_else(|| format!("the file ends inside an element header at byte {pos}"))
 }
 
 fn u16_at(body: &[u8], pos: usize, big: bool) -> Result<u16, String> {
@@ -122,7 +153,12 @@ fn u16_at(body: &[u8], pos: usize, big: bool) -> Result<u16, String> {
 }
 
 fn u32_at(body: &[u8], pos: usize, big: bool) -> Result<u32, String> {
-    let b = [byte_at(body, pos)?, byte_at(body, pos + 1)?, byte_at(body, pos + 2)?, byte_at(body, pos + 3)?];
+    let b = [
+        byte_at(body, pos)?,
+        byte_at(body, pos + 1)?,
+        byte_at(body, pos + 2)?,
+        byte_at(body, pos + 3)?,
+    ];
     Ok(if big { u32::from_be_bytes(b) } else { u32::from_le_bytes(b) })
 }
 
@@ -152,10 +188,18 @@ mod tests {
         let mut huge = ok.to_vec();
         huge.extend([0xE0, 0x7F, 0x10, 0x00, b'O', b'B', 0, 0, 0xFE, 0xFF, 0xFF, 0xFF, 1, 2]);
         let error = check(&file("1.2.840.10008.1.2.1", &huge)).unwrap_err();
-        assert!(error.contains("(7FE0,0010) declares 4294967294 bytes") && error.contains("only 2 remain"), "{error}");
+        assert!(
+            error.contains("(7FE0,0010) declares 4294967294 bytes")
+                && error.contains("only 2 remain"),
+            "{error}"
+        );
         // The same in implicit VR: the dictionary is not needed for the length.
         let implicit = [0xE0, 0x7F, 0x10, 0x00, 0x00, 0x00, 0x00, 0x10, 1];
-        assert!(check(&file("1.2.840.10008.1.2", &implicit)).unwrap_err().contains("declares 268435456 bytes"));
+        assert!(
+            check(&file("1.2.840.10008.1.2", &implicit))
+                .unwrap_err()
+                .contains("declares 268435456 bytes")
+        );
     }
 
     #[test]
@@ -164,7 +208,11 @@ mod tests {
         let mut data = vec![0x08, 0x00, 0x15, 0x11, b'S', b'Q', 0, 0, 0xFF, 0xFF, 0xFF, 0xFF];
         data.extend([0xFE, 0xFF, 0x00, 0xE0, 0xFF, 0xFF, 0xFF, 0xFF]);
         data.extend([0x08, 0x00, 0x50, 0x11, b'U', b'I', 0xFF, 0x7F]);
-        assert!(check(&file("1.2.840.10008.1.2.1", &data)).unwrap_err().contains("(0008,1150) declares 32767"));
+        assert!(
+            check(&file("1.2.840.10008.1.2.1", &data))
+                .unwrap_err()
+                .contains("(0008,1150) declares 32767")
+        );
         // Encapsulated pixel data: an empty offset table and one 4-byte fragment, then the end.
         let mut pixels = vec![0xE0, 0x7F, 0x10, 0x00, b'O', b'B', 0, 0, 0xFF, 0xFF, 0xFF, 0xFF];
         pixels.extend([0xFE, 0xFF, 0x00, 0xE0, 0, 0, 0, 0]);
@@ -172,6 +220,10 @@ mod tests {
         pixels.extend([0xFE, 0xFF, 0xDD, 0xE0, 0, 0, 0, 0]);
         assert_eq!(check(&file("1.2.840.10008.1.2.4.50", &pixels)), Ok(()));
         // A header cut short is named.
-        assert!(check(&file("1.2.840.10008.1.2.1", &[0x10, 0x00, 0x10])).unwrap_err().contains("ends inside an element header"));
+        assert!(
+            check(&file("1.2.840.10008.1.2.1", &[0x10, 0x00, 0x10]))
+                .unwrap_err()
+                .contains("ends inside an element header")
+        );
     }
 }

@@ -18,7 +18,10 @@ use std::io::Cursor;
 use dicom_dictionary_std::tags;
 use dicom_encoding::TransferSyntaxIndex;
 use dicom_object::{DefaultDicomObject, OpenFileOptions};
-use dicom_pixeldata::{DecodedPixelData, PhotometricInterpretation, PixelDecoder, PixelRepresentation, PlanarConfiguration};
+use dicom_pixeldata::{
+    DecodedPixelData, PhotometricInterpretation, PixelDecoder, PixelRepresentation,
+    PlanarConfiguration,
+};
 use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 use image::{DynamicImage, GrayImage, RgbImage};
 
@@ -41,14 +44,19 @@ pub fn is_dicom(bytes: &[u8]) -> bool {
 pub fn decode(bytes: &[u8]) -> Result<(DynamicImage, Option<Identity>), String> {
     // dicom-rs's codecs can panic on malformed data (fuzzing found an index out of bounds in
     // its RLE decoder): such a panic is an error here, never a crash.
-    std::panic::catch_unwind(|| decode_unguarded(bytes)).unwrap_or_else(|_| Err("cannot decode DICOM pixel data (the decoder failed on malformed data)".into()))
+    std::panic::catch_unwind(|| decode_unguarded(bytes)).unwrap_or_else(|_| {
+        Err("cannot decode DICOM pixel data (the decoder failed on malformed data)".into())
+    })
 }
 
 /// [`decode`], without the guard against panics in dicom-rs.
 fn decode_unguarded(bytes: &[u8]) -> Result<(DynamicImage, Option<Identity>), String> {
-    let body = if bytes.get(MAGIC_AT..MAGIC_AT + 4) == Some(b"DICM") { &bytes[MAGIC_AT..] } else { bytes };
+    let body =
+        if bytes.get(MAGIC_AT..MAGIC_AT + 4) == Some(b"DICM") { &bytes[MAGIC_AT..] } else { bytes };
     lengths::check(body).map_err(|e| format!("not a readable DICOM file: {e}"))?;
-    let object = OpenFileOptions::new().from_reader(Cursor::new(body)).map_err(|e| format!("cannot read DICOM file ({e})"))?;
+    let object = OpenFileOptions::new()
+        .from_reader(Cursor::new(body))
+        .map_err(|e| format!("cannot read DICOM file ({e})"))?;
     check_transfer_syntax(object.meta().transfer_syntax())?;
     let identity = patient(&object)?;
     let side = |tag, name| -> Result<u32, String> {
@@ -58,7 +66,9 @@ fn decode_unguarded(bytes: &[u8]) -> Result<(DynamicImage, Option<Identity>), St
     let (columns, rows) = (side(tags::COLUMNS, "Columns")?, side(tags::ROWS, "Rows")?);
     crate::pixels::check_size(columns, rows)?;
     check_native_length(&object, columns, rows)?;
-    let decoded = object.decode_pixel_data_frame(0).map_err(|e| format!("cannot decode DICOM pixel data ({e})"))?;
+    let decoded = object
+        .decode_pixel_data_frame(0)
+        .map_err(|e| format!("cannot decode DICOM pixel data ({e})"))?;
     let frame = Frame::of(&decoded)?;
     Ok((frame.to_image()?, identity))
 }
@@ -76,7 +86,9 @@ fn check_native_length(object: &DefaultDicomObject, columns: u32, rows: u32) -> 
     };
     let attribute = |tag, name, absent: Option<u64>| -> Result<Option<u64>, String> {
         match object.element_opt(tag) {
-            Ok(Some(element)) => element.to_int::<u64>().map(Some).map_err(|e| format!("cannot read {name} ({e})")),
+            Ok(Some(element)) => {
+                element.to_int::<u64>().map(Some).map_err(|e| format!("cannot read {name} ({e})"))
+            }
             _ => Ok(absent),
         }
     };
@@ -87,7 +99,9 @@ fn check_native_length(object: &DefaultDicomObject, columns: u32, rows: u32) -> 
     ) else {
         return Ok(());
     };
-    let bits_needed = [u64::from(rows), samples, bits, frames].into_iter().fold(u64::from(columns), u64::saturating_mul);
+    let bits_needed = [u64::from(rows), samples, bits, frames]
+        .into_iter()
+        .fold(u64::from(columns), u64::saturating_mul);
     let needed = bits_needed.div_ceil(8);
     let held = value.calculate_byte_len() as u64;
     if held < needed {
@@ -105,14 +119,18 @@ fn check_transfer_syntax(uid: &str) -> Result<(), String> {
     let supported = "this build decodes uncompressed, deflated, RLE lossless and JPEG (baseline, extended, lossless) pixel data";
     match TransferSyntaxRegistry.get(uid) {
         None => Err(format!("unknown DICOM transfer syntax {uid}; {supported}")),
-        Some(ts) if !ts.can_decode_all() => Err(format!("unsupported DICOM transfer syntax {uid} ({}); {supported}", ts.name())),
+        Some(ts) if !ts.can_decode_all() => {
+            Err(format!("unsupported DICOM transfer syntax {uid} ({}); {supported}", ts.name()))
+        }
         Some(_) => Ok(()),
     }
 }
 
 /// The patient's identity from PatientID, if the file names one.
 fn patient(object: &DefaultDicomObject) -> Result<Option<Identity>, String> {
-    let Some(element) = object.element_opt(tags::PATIENT_ID).map_err(|e| format!("cannot read PatientID ({e})"))? else {
+    let Some(element) =
+        object.element_opt(tags::PATIENT_ID).map_err(|e| format!("cannot read PatientID ({e})"))?
+    else {
         return Ok(None);
     };
     let id = element.to_str().map_err(|e| format!("cannot read PatientID ({e})"))?;
@@ -141,7 +159,8 @@ struct Window {
 impl Window {
     /// The window of the file, if it is usable (finite, width at least 1, as DICOM requires).
     fn usable(center: f64, width: f64) -> Option<Window> {
-        (center.is_finite() && width.is_finite() && width >= 1.0).then_some(Window { center, width })
+        (center.is_finite() && width.is_finite() && width >= 1.0)
+            .then_some(Window { center, width })
     }
 
     /// The 8-bit display value of `x` (DICOM PS3.3 C.11.2.1.2.1, LINEAR).
@@ -189,8 +208,15 @@ impl<'a> Frame<'a> {
                 ));
             }
         };
-        let rescale = decoded.rescale().map_err(|e| format!("cannot read the DICOM rescale ({e})"))?.first().copied();
-        let window = decoded.window().map_err(|e| format!("cannot read the DICOM window ({e})"))?.and_then(|w| w.first().copied());
+        let rescale = decoded
+            .rescale()
+            .map_err(|e| format!("cannot read the DICOM rescale ({e})"))?
+            .first()
+            .copied();
+        let window = decoded
+            .window()
+            .map_err(|e| format!("cannot read the DICOM window ({e})"))?
+            .and_then(|w| w.first().copied());
         let frame = Frame {
             width: decoded.columns(),
             height: decoded.rows(),
@@ -217,7 +243,12 @@ impl<'a> Frame<'a> {
     /// Refuses what [`Frame::to_image`] cannot convert.
     fn check(&self) -> Result<(), String> {
         let (allocated, stored, high) = (self.bits_allocated, self.bits_stored, self.high_bit);
-        if !matches!(allocated, 8 | 16) || stored == 0 || stored > allocated || high >= allocated || high + 1 < stored {
+        if !matches!(allocated, 8 | 16)
+            || stored == 0
+            || stored > allocated
+            || high >= allocated
+            || high + 1 < stored
+        {
             return Err(format!(
                 "unsupported DICOM sample layout: {allocated} bits allocated, {stored} stored, high bit {high} (8 or 16 bits allocated are)"
             ));
@@ -226,7 +257,10 @@ impl<'a> Frame<'a> {
             return Err("unsupported DICOM pixel data: signed RGB samples".into());
         }
         if !(self.slope.is_finite() && self.intercept.is_finite() && self.slope != 0.0) {
-            return Err(format!("invalid DICOM rescale: slope {}, intercept {}", self.slope, self.intercept));
+            return Err(format!(
+                "invalid DICOM rescale: slope {}, intercept {}",
+                self.slope, self.intercept
+            ));
         }
         if self.width == 0 || self.height == 0 {
             return Err(format!("DICOM image of {}×{} pixels", self.width, self.height));
@@ -255,7 +289,11 @@ impl<'a> Frame<'a> {
         };
         let stored = u32::from(self.bits_stored);
         let value = (raw >> (self.high_bit + 1 - self.bits_stored)) & ((1u32 << stored) - 1);
-        if self.signed && value >> (stored - 1) == 1 { value as i32 - (1i32 << stored) } else { value as i32 }
+        if self.signed && value >> (stored - 1) == 1 {
+            value as i32 - (1i32 << stored)
+        } else {
+            value as i32
+        }
     }
 
     /// The frame as an 8-bit image (grayscale or RGB).
@@ -265,14 +303,22 @@ impl<'a> Frame<'a> {
             Colour::Rgb => {
                 let max = f64::from((1u32 << self.bits_stored) - 1);
                 let at = |p: usize, c: usize| if self.planar { c * pixels + p } else { 3 * p + c };
-                let bytes = (0..pixels * 3).map(|i| (f64::from(self.sample(at(i / 3, i % 3))) * 255.0 / max).round() as u8).collect();
+                let bytes = (0..pixels * 3)
+                    .map(|i| (f64::from(self.sample(at(i / 3, i % 3))) * 255.0 / max).round() as u8)
+                    .collect();
                 RgbImage::from_raw(self.width, self.height, bytes).map(DynamicImage::ImageRgb8)
             }
             Colour::Monochrome1 | Colour::Monochrome2 => {
-                let values: Vec<f64> = (0..pixels).map(|i| f64::from(self.sample(i)) * self.slope + self.intercept).collect();
+                let values: Vec<f64> = (0..pixels)
+                    .map(|i| f64::from(self.sample(i)) * self.slope + self.intercept)
+                    .collect();
                 let window = self.window.unwrap_or_else(|| full_range(&values));
                 let invert = self.colour == Colour::Monochrome1;
-                let bytes = values.iter().map(|&v| window.apply(v)).map(|y| if invert { 255 - y } else { y }).collect();
+                let bytes = values
+                    .iter()
+                    .map(|&v| window.apply(v))
+                    .map(|y| if invert { 255 - y } else { y })
+                    .collect();
                 GrayImage::from_raw(self.width, self.height, bytes).map(DynamicImage::ImageLuma8)
             }
         };
@@ -283,7 +329,9 @@ impl<'a> Frame<'a> {
 /// The default window: the full range of the frame's values, minimum black and maximum white
 /// (a frame of one value is black).
 fn full_range(values: &[f64]) -> Window {
-    let (lo, hi) = values.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+    let (lo, hi) = values
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| (lo.min(v), hi.max(v)));
     if hi > lo {
         // Linear window mapping `lo` to 0 and `hi` to 255: center − ½ − (width − 1)/2 = lo.
         Window { center: (lo + hi) / 2.0 + 0.5, width: hi - lo + 1.0 }
@@ -345,13 +393,20 @@ mod tests {
         let frame = Frame { data: &data, intercept: -1024.0, window, ..frame };
         assert_eq!(gray(&frame), [0, 36, 128, 255, 255]);
         let halved = Frame { slope: 0.5, intercept: 0.0, window: None, ..frame };
-        assert_eq!(gray(&halved), gray(&Frame { window: None, ..frame }), "min–max is invariant to a positive linear rescale");
+        assert_eq!(
+            gray(&halved),
+            gray(&Frame { window: None, ..frame }),
+            "min–max is invariant to a positive linear rescale"
+        );
     }
 
     #[test]
     fn windows_follow_the_dicom_linear_formula() {
         let w = Window::usable(40.0, 400.0).unwrap();
-        assert_eq!((w.apply(-160.0), w.apply(-159.0), w.apply(40.0), w.apply(239.5), w.apply(240.0)), (0, 1, 128, 255, 255));
+        assert_eq!(
+            (w.apply(-160.0), w.apply(-159.0), w.apply(40.0), w.apply(239.5), w.apply(240.0)),
+            (0, 1, 128, 255, 255)
+        );
         let narrow = Window::usable(100.0, 1.0).unwrap();
         assert_eq!((narrow.apply(99.5), narrow.apply(99.6)), (0, 255));
         for (c, w) in [(0.0, 0.5), (f64::NAN, 10.0), (0.0, f64::INFINITY)] {
@@ -365,22 +420,40 @@ mod tests {
         let words: [u16; 3] = [0xF800, 0x07FF, 0x0000]; // −2048, +2047, 0
         let data: Vec<u8> = words.iter().flat_map(|v| v.to_le_bytes()).collect();
         let (_, frame) = mono16(&[]);
-        let frame = Frame { width: 3, data: &data, bits_stored: 12, high_bit: 11, signed: true, ..frame };
+        let frame =
+            Frame { width: 3, data: &data, bits_stored: 12, high_bit: 11, signed: true, ..frame };
         assert_eq!((frame.sample(0), frame.sample(1), frame.sample(2)), (-2048, 2047, 0));
         assert_eq!(gray(&frame), [0, 255, 128]);
         let shifted = [0x0010u16.to_le_bytes(), 0xFFF0u16.to_le_bytes()].concat();
-        let frame = Frame { width: 2, data: &shifted, bits_stored: 12, high_bit: 15, signed: false, ..frame };
+        let frame = Frame {
+            width: 2,
+            data: &shifted,
+            bits_stored: 12,
+            high_bit: 15,
+            signed: false,
+            ..frame
+        };
         assert_eq!((frame.sample(0), frame.sample(1)), (1, 4095));
     }
 
     #[test]
     fn rgb_is_scaled_to_8_bits_interleaved_or_planar() {
         let (_, frame) = mono16(&[]);
-        let interleaved: Vec<u8> = [65535u16, 0, 32768, 0, 65535, 0].iter().flat_map(|v| v.to_le_bytes()).collect();
+        let interleaved: Vec<u8> =
+            [65535u16, 0, 32768, 0, 65535, 0].iter().flat_map(|v| v.to_le_bytes()).collect();
         let rgb = Frame { width: 2, colour: Colour::Rgb, data: &interleaved, ..frame.clone() };
         assert_eq!(rgb.to_image().unwrap().to_rgb8().into_raw(), [255, 0, 128, 0, 255, 0]);
         let planar = [200u8, 10, 100, 20, 0, 30];
-        let rgb8 = Frame { width: 2, colour: Colour::Rgb, planar: true, bits_allocated: 8, bits_stored: 8, high_bit: 7, data: &planar, ..frame };
+        let rgb8 = Frame {
+            width: 2,
+            colour: Colour::Rgb,
+            planar: true,
+            bits_allocated: 8,
+            bits_stored: 8,
+            high_bit: 7,
+            data: &planar,
+            ..frame
+        };
         assert_eq!(rgb8.to_image().unwrap().to_rgb8().into_raw(), [200, 100, 0, 10, 20, 30]);
     }
 
@@ -409,10 +482,23 @@ mod tests {
     fn dicom_is_recognised_by_its_magic() {
         let mut file = vec![0u8; 132];
         file[128..].copy_from_slice(b"DICM");
-        assert!(is_dicom(&file) && is_dicom(b"DICM\x02\x00") && !is_dicom(&file[..131]) && !is_dicom(b"\x89PNG"));
+        assert!(
+            is_dicom(&file)
+                && is_dicom(b"DICM\x02\x00")
+                && !is_dicom(&file[..131])
+                && !is_dicom(b"\x89PNG")
+        );
         assert!(decode(&file).unwrap_err().starts_with("cannot read DICOM file"));
-        assert!(check_transfer_syntax("1.2.840.10008.1.2.4.90\0").unwrap_err().contains("unsupported DICOM transfer syntax 1.2.840.10008.1.2.4.90 (JPEG 2000"));
-        assert!(check_transfer_syntax("1.2.3.4").unwrap_err().contains("unknown DICOM transfer syntax 1.2.3.4"));
+        assert!(
+            check_transfer_syntax("1.2.840.10008.1.2.4.90\0")
+                .unwrap_err()
+                .contains("unsupported DICOM transfer syntax 1.2.840.10008.1.2.4.90 (JPEG 2000")
+        );
+        assert!(
+            check_transfer_syntax("1.2.3.4")
+                .unwrap_err()
+                .contains("unknown DICOM transfer syntax 1.2.3.4")
+        );
         assert!(check_transfer_syntax("1.2.840.10008.1.2.5").is_ok(), "RLE");
     }
 }

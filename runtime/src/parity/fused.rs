@@ -11,7 +11,12 @@ use super::onnx::{Graph, int, ints};
 pub fn cases() -> Vec<Case> {
     let mut cases = Vec::new();
     let mut g = Graph::default();
-    normalise(&mut g, "x", "n", Norm { split: Some(&[0, 4, -1]), restore: Some(&[0, 12, 5, 7]), ..Norm::default() });
+    normalise(
+        &mut g,
+        "x",
+        "n",
+        Norm { split: Some(&[0, 4, -1]), restore: Some(&[0, 12, 5, 7]), ..Norm::default() },
+    );
     affine(&mut g, "n", "a", 12);
     silu(&mut g, "a", "y");
     cases.push(case("fused: GroupNorm, affine, SiLU", g, &[("x", &[2, 12, 5, 7])]));
@@ -23,43 +28,69 @@ pub fn cases() -> Vec<Case> {
         g.i64(&format!("{name}_s"), &[start]);
         g.i64(&format!("{name}_e"), &[end]);
         g.i64(&format!("{name}_a"), &[1]);
-        g.node("Slice", &["e4", &format!("{name}_s"), &format!("{name}_e"), &format!("{name}_a")], name);
+        g.node(
+            "Slice",
+            &["e4", &format!("{name}_s"), &format!("{name}_e"), &format!("{name}_a")],
+            name,
+        );
     }
     g.f32("one", &[], &[1.0]);
     g.node("Add", &["scale", "one"], "scale1");
-    normalise(&mut g, "x", "n", Norm { split: Some(&[0, 2, -1]), restore: Some(&[0, 8, 6, 6]), ..Norm::default() });
+    normalise(
+        &mut g,
+        "x",
+        "n",
+        Norm { split: Some(&[0, 2, -1]), restore: Some(&[0, 8, 6, 6]), ..Norm::default() },
+    );
     affine(&mut g, "n", "a", 8);
     g.node("Mul", &["a", "scale1"], "scaled");
     g.node("Add", &["scaled", "shift"], "shifted");
     silu(&mut g, "shifted", "y");
-    cases.push(case("fused: GroupNorm, scale-shift, SiLU", g, &[("x", &[2, 8, 6, 6]), ("e", &[2, 16])]));
+    cases.push(case(
+        "fused: GroupNorm, scale-shift, SiLU",
+        g,
+        &[("x", &[2, 8, 6, 6]), ("e", &[2, 16])],
+    ));
 
     let mut g = Graph::default();
     normalise(&mut g, "x", "y", Norm { axes: &[-1], eps_first: true, ..Norm::default() });
     cases.push(case("fused: LayerNorm, eps + variance", g, &[("x", &[3, 5, 40])]));
 
     let mut g = Graph::default();
-    normalise(&mut g, "x", "n", Norm { split: Some(&[0, 4, -1]), restore: Some(&[0, 12, 5, 7]), ..Norm::default() });
+    normalise(
+        &mut g,
+        "x",
+        "n",
+        Norm { split: Some(&[0, 4, -1]), restore: Some(&[0, 12, 5, 7]), ..Norm::default() },
+    );
     g.i64("back", &[0, 12, 5, 7]);
     g.node("Reshape", &["n_d", "back"], "centred");
     g.node("Add", &["n", "centred"], "y");
-    cases.push(case("not fused: GroupNorm, centred values read twice", g, &[("x", &[2, 12, 5, 7])]));
+    cases.push(case(
+        "not fused: GroupNorm, centred values read twice",
+        g,
+        &[("x", &[2, 12, 5, 7])],
+    ));
 
     let mut g = Graph::default();
     normalise(&mut g, "x", "y", Norm { axes: &[1], ..Norm::default() });
     cases.push(case("not fused: a norm over a middle axis", g, &[("x", &[2, 6, 9])]));
 
-    cases.push(case("fused: element-wise chain of nine inputs", chain(), &[
-        ("a", &[2, 3, 4, 5]),
-        ("b", &[3, 1, 5]),
-        ("c", &[5]),
-        ("d", &[2, 3, 4, 5]),
-        ("e", &[4, 1]),
-        ("f", &[1, 3, 1, 1]),
-        ("g", &[2, 1, 1, 1]),
-        ("h", &[2, 3, 4, 5]),
-        ("k", &[1]),
-    ]));
+    cases.push(case(
+        "fused: element-wise chain of nine inputs",
+        chain(),
+        &[
+            ("a", &[2, 3, 4, 5]),
+            ("b", &[3, 1, 5]),
+            ("c", &[5]),
+            ("d", &[2, 3, 4, 5]),
+            ("e", &[4, 1]),
+            ("f", &[1, 3, 1, 1]),
+            ("g", &[2, 1, 1, 1]),
+            ("h", &[2, 3, 4, 5]),
+            ("k", &[1]),
+        ],
+    ));
     cases
 }
 

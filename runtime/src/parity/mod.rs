@@ -71,7 +71,11 @@ impl Difference {
 
 impl std::fmt::Display for Difference {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {}: max |webgpu − tract| = {:e} (bound {:e})", self.case, self.output, self.max, self.bound)
+        write!(
+            f,
+            "{} {}: max |webgpu − tract| = {:e} (bound {:e})",
+            self.case, self.output, self.max, self.bound
+        )
     }
 }
 
@@ -86,14 +90,24 @@ pub fn models(bundle: &BundleDir) -> Vec<Case> {
             continue;
         }
         seen.push(spec.file.clone());
-        cases.push(Case { name: spec.file.clone(), onnx: onnx.to_vec(), spec: spec.clone(), inputs: model_inputs(spec, 3), bound: MODEL_BOUND });
+        cases.push(Case {
+            name: spec.file.clone(),
+            onnx: onnx.to_vec(),
+            spec: spec.clone(),
+            inputs: model_inputs(spec, 3),
+            bound: MODEL_BOUND,
+        });
     }
     cases
 }
 
 /// Random values in [0, 1) for every input of `spec`, `batch` rows.
 pub fn model_inputs(spec: &ModelSpec, batch: usize) -> Vec<(String, ArrayD<f32>)> {
-    spec.inputs.iter().zip(20..).map(|(t, seed)| (t.name.clone(), random(&t.concrete(batch), seed).mapv(|v| v.abs() / 2.0))).collect()
+    spec.inputs
+        .iter()
+        .zip(20..)
+        .map(|(t, seed)| (t.name.clone(), random(&t.concrete(batch), seed).mapv(|v| v.abs() / 2.0)))
+        .collect()
 }
 
 /// `shape` filled with values uniform in [−2, 2) from a generator seeded with `seed`.
@@ -105,12 +119,20 @@ fn random(shape: &[usize], seed: u64) -> ArrayD<f32> {
 /// Runs `case` on tract and on `gpu` (awaiting the GPU, as a browser must) and gives each
 /// output's largest difference.
 #[cfg(feature = "webgpu")]
-pub async fn compare(gpu: &crate::backend::webgpu::WebGpu, case: &Case) -> Result<Vec<Difference>, String> {
+pub async fn compare(
+    gpu: &crate::backend::webgpu::WebGpu,
+    case: &Case,
+) -> Result<Vec<Difference>, String> {
     use crate::backend::{Backend, Tract, chain};
 
-    let fail = |backend: &str, e: crate::backend::EngineError| format!("{}: {backend}: {}", case.name, chain(e.as_ref()));
+    let fail = |backend: &str, e: crate::backend::EngineError| {
+        format!("{}: {backend}: {}", case.name, chain(e.as_ref()))
+    };
     let feed = case.feed();
-    let expected = Tract.load(&case.onnx, &case.spec).and_then(|mut s| s.run(&feed)).map_err(|e| fail("tract", e))?;
+    let expected = Tract
+        .load(&case.onnx, &case.spec)
+        .and_then(|mut s| s.run(&feed))
+        .map_err(|e| fail("tract", e))?;
     let got = match gpu.session(&case.onnx, &case.spec) {
         Ok(mut session) => session.run_async(&feed).await.map_err(|e| fail("webgpu", e))?,
         Err(e) => return Err(fail("webgpu", e)),
@@ -118,14 +140,26 @@ pub async fn compare(gpu: &crate::backend::webgpu::WebGpu, case: &Case) -> Resul
     expected
         .iter()
         .map(|(output, want)| {
-            let have = got.get(output).ok_or_else(|| format!("{}: webgpu gave no output `{output}`", case.name))?;
+            let have = got
+                .get(output)
+                .ok_or_else(|| format!("{}: webgpu gave no output `{output}`", case.name))?;
             if have.shape() != want.shape() {
-                return Err(format!("{}: output `{output}` has shape {:?} on webgpu, {:?} on tract", case.name, have.shape(), want.shape()));
+                return Err(format!(
+                    "{}: output `{output}` has shape {:?} on webgpu, {:?} on tract",
+                    case.name,
+                    have.shape(),
+                    want.shape()
+                ));
             }
             let max = have.iter().zip(want).fold(0f32, |m, (a, b)| {
                 if a.is_nan() != b.is_nan() { f32::INFINITY } else { m.max((a - b).abs()) }
             });
-            Ok(Difference { case: case.name.clone(), output: output.clone(), max, bound: case.bound })
+            Ok(Difference {
+                case: case.name.clone(),
+                output: output.clone(),
+                max,
+                bound: case.bound,
+            })
         })
         .collect()
 }

@@ -2,7 +2,9 @@
 //! parity checks, and the tiny models of the runtime's tests.
 
 use prost::Message;
-use tract_onnx::pb::{self, attribute_proto::AttributeType, tensor_proto::DataType, tensor_shape_proto};
+use tract_onnx::pb::{
+    self, attribute_proto::AttributeType, tensor_proto::DataType, tensor_shape_proto,
+};
 
 /// An ONNX graph under construction.
 #[derive(Debug, Default)]
@@ -18,7 +20,13 @@ impl Graph {
     }
 
     /// A node with attributes (see [`int`], [`ints`], [`string`]).
-    pub fn node_with(&mut self, op: &str, inputs: &[&str], output: &str, attribute: Vec<pb::AttributeProto>) {
+    pub fn node_with(
+        &mut self,
+        op: &str,
+        inputs: &[&str],
+        output: &str,
+        attribute: Vec<pb::AttributeProto>,
+    ) {
         self.nodes.push(pb::NodeProto {
             input: inputs.iter().map(|s| s.to_string()).collect(),
             output: vec![output.to_string()],
@@ -53,7 +61,11 @@ impl Graph {
 
     /// Serialises with the given float32 inputs and outputs (`None` in a shape: the `batch`
     /// axis).
-    pub fn encode(self, inputs: &[(&str, Vec<Option<i64>>)], outputs: &[(&str, Vec<Option<i64>>)]) -> Vec<u8> {
+    pub fn encode(
+        self,
+        inputs: &[(&str, Vec<Option<i64>>)],
+        outputs: &[(&str, Vec<Option<i64>>)],
+    ) -> Vec<u8> {
         let info = |(name, dims): &(&str, Vec<Option<i64>>)| pb::ValueInfoProto {
             name: name.to_string(),
             r#type: Some(pb::TypeProto {
@@ -65,7 +77,9 @@ impl Graph {
                             .map(|d| tensor_shape_proto::Dimension {
                                 value: Some(match d {
                                     Some(n) => tensor_shape_proto::dimension::Value::DimValue(*n),
-                                    None => tensor_shape_proto::dimension::Value::DimParam("batch".into()),
+                                    None => tensor_shape_proto::dimension::Value::DimParam(
+                                        "batch".into(),
+                                    ),
                                 }),
                                 ..Default::default()
                             })
@@ -96,15 +110,30 @@ impl Graph {
 
 /// An integer attribute.
 pub fn int(name: &str, value: i64) -> pb::AttributeProto {
-    pb::AttributeProto { name: name.into(), r#type: AttributeType::Int as i32, i: value, ..Default::default() }
+    pb::AttributeProto {
+        name: name.into(),
+        r#type: AttributeType::Int as i32,
+        i: value,
+        ..Default::default()
+    }
 }
 
 /// An attribute holding a list of integers.
 pub fn ints(name: &str, values: &[i64]) -> pb::AttributeProto {
-    pb::AttributeProto { name: name.into(), r#type: AttributeType::Ints as i32, ints: values.to_vec(), ..Default::default() }
+    pb::AttributeProto {
+        name: name.into(),
+        r#type: AttributeType::Ints as i32,
+        ints: values.to_vec(),
+        ..Default::default()
+    }
 }
 
 /// A string attribute.
 pub fn string(name: &str, value: &str) -> pb::AttributeProto {
-    pb::AttributeProto { name: name.into(), r#type: AttributeType::String as i32, s: value.as_bytes().to_vec(), ..Default::default() }
+    pb::AttributeProto {
+        name: name.into(),
+        r#type: AttributeType::String as i32,
+        s: value.as_bytes().to_vec(),
+        ..Default::default()
+    }
 }

@@ -26,13 +26,18 @@ fn unpersonal(args: &[&str]) -> std::process::Output {
 
 /// Writes rows `range` of the Fashion-MNIST test split as a PNG filelist in `dir`.
 fn test_images(dir: &Path, range: std::ops::Range<usize>) -> String {
-    let data = Dataset::load(Path::new("/usr/share/datasets/fashion-mnist"), Split::Test).expect("the Fashion-MNIST test split (scripts/setup.sh installs it)");
+    let data = Dataset::load(Path::new("/usr/share/datasets/fashion-mnist"), Split::Test)
+        .expect("the Fashion-MNIST test split (scripts/setup.sh installs it)");
     std::fs::create_dir_all(dir.join("images")).unwrap();
     let mut list = String::new();
     for i in range {
         let name = format!("images/{i}.png");
-        image::GrayImage::from_raw(28, 28, data.image(i).to_vec()).unwrap().save(dir.join(&name)).unwrap();
-        let labels: String = data.label(i).iter().map(|&l| if l >= 0.5 { " 1" } else { " 0" }).collect();
+        image::GrayImage::from_raw(28, 28, data.image(i).to_vec())
+            .unwrap()
+            .save(dir.join(&name))
+            .unwrap();
+        let labels: String =
+            data.label(i).iter().map(|&l| if l >= 0.5 { " 1" } else { " 0" }).collect();
         list.push_str(&format!("{name}{labels}\n"));
     }
     std::fs::write(dir.join("filelist.txt"), list).unwrap();
@@ -42,14 +47,31 @@ fn test_images(dir: &Path, range: std::ops::Range<usize>) -> String {
 fn audit(release: &Path, holdout: &str, test: &str, out: &Path, extra: &[&str]) -> (Value, String) {
     let reference = workspace().join("models/fashion-mnist/reference/filelist.txt");
     let mut args = vec![
-        "audit", "--release", release.to_str().unwrap(), "--train", reference.to_str().unwrap(), "--holdout", holdout, "--test", test,
-        "--out", out.to_str().unwrap(), "--epochs", "1", "--resamples", "200", "--trainer-threads", "1", "--json",
+        "audit",
+        "--release",
+        release.to_str().unwrap(),
+        "--train",
+        reference.to_str().unwrap(),
+        "--holdout",
+        holdout,
+        "--test",
+        test,
+        "--out",
+        out.to_str().unwrap(),
+        "--epochs",
+        "1",
+        "--resamples",
+        "200",
+        "--trainer-threads",
+        "1",
+        "--json",
     ];
     args.extend_from_slice(extra);
     let result = unpersonal(&args);
     assert!(result.status.success(), "audit failed: {}", String::from_utf8_lossy(&result.stderr));
     let json: Value = serde_json::from_slice(&result.stdout).unwrap();
-    let written: Value = serde_json::from_slice(&std::fs::read(out.join("audit.json")).unwrap()).unwrap();
+    let written: Value =
+        serde_json::from_slice(&std::fs::read(out.join("audit.json")).unwrap()).unwrap();
     assert_eq!(json, written, "--json prints what audit.json holds");
     (written, std::fs::read_to_string(out.join("audit.html")).unwrap())
 }
@@ -64,7 +86,18 @@ fn audit_measures_a_gated_release_against_its_sources_and_the_holdout() {
     let holdout = test_images(&tmp.path().join("holdout"), 0..40);
     let test = test_images(&tmp.path().join("test"), 40..100);
     let release = tmp.path().join("release");
-    let generated = unpersonal(&["generate", "--out", release.to_str().unwrap(), "--sources", "10", "--steps", "6", "--candidates", "2", "--quiet"]);
+    let generated = unpersonal(&[
+        "generate",
+        "--out",
+        release.to_str().unwrap(),
+        "--sources",
+        "10",
+        "--steps",
+        "6",
+        "--candidates",
+        "2",
+        "--quiet",
+    ]);
     assert!(generated.status.success(), "{}", String::from_utf8_lossy(&generated.stderr));
     let released = std::fs::read_to_string(release.join("filelist.txt")).unwrap().lines().count();
     assert!(released > 0);
@@ -76,13 +109,20 @@ fn audit_measures_a_gated_release_against_its_sources_and_the_holdout() {
     assert_eq!(a["utility"]["test_images"], 60);
     assert_eq!(a["utility"]["metric"], "accuracy");
     let gap = &a["utility"]["gap_points"];
-    assert!(gap["lower"].as_f64().unwrap() <= gap["estimate"].as_f64().unwrap() && gap["estimate"].as_f64().unwrap() <= gap["upper"].as_f64().unwrap(), "{gap}");
+    assert!(
+        gap["lower"].as_f64().unwrap() <= gap["estimate"].as_f64().unwrap()
+            && gap["estimate"].as_f64().unwrap() <= gap["upper"].as_f64().unwrap(),
+        "{gap}"
+    );
     // Every risk is measured on the release and on the holdout alike.
     for key in ["reidentification", "memorisation"] {
         assert_eq!(a[key]["release"]["of"], released, "{key}");
         assert_eq!(a[key]["holdout"]["of"], 40, "{key}");
     }
-    assert!(a["dcr"]["pixels"]["released_p5"].as_f64().unwrap() > 0.0, "a gated release holds no copy");
+    assert!(
+        a["dcr"]["pixels"]["released_p5"].as_f64().unwrap() > 0.0,
+        "a gated release holds no copy"
+    );
     assert_eq!(a["singling_out"]["records_each"], 40);
     assert_eq!(a["singling_out"]["modes"].as_array().unwrap().len(), 2);
     assert!(a["fidelity"]["frechet_release_vs_test"]["distance"].as_f64().unwrap() > 0.0);
@@ -102,7 +142,12 @@ fn audit_flags_a_release_of_copied_training_images() {
     let release = tmp.path().join("release");
     std::fs::create_dir_all(release.join("images")).unwrap();
     let reference = workspace().join("models/fashion-mnist/reference");
-    let lines: Vec<String> = std::fs::read_to_string(reference.join("filelist.txt")).unwrap().lines().take(20).map(String::from).collect();
+    let lines: Vec<String> = std::fs::read_to_string(reference.join("filelist.txt"))
+        .unwrap()
+        .lines()
+        .take(20)
+        .map(String::from)
+        .collect();
     for line in &lines {
         let file = line.split_whitespace().next().unwrap();
         std::fs::create_dir_all(release.join(file).parent().unwrap()).unwrap();
@@ -112,11 +157,24 @@ fn audit_flags_a_release_of_copied_training_images() {
     std::fs::write(release.join("report.json"), r#"{"privacy_gate": {"applied": false}}"#).unwrap();
 
     let real = release.join("filelist.txt");
-    let (a, html) = audit(&release, &holdout, &test, &tmp.path().join("audit"), &["--real", real.to_str().unwrap()]);
+    let (a, html) = audit(
+        &release,
+        &holdout,
+        &test,
+        &tmp.path().join("audit"),
+        &["--real", real.to_str().unwrap()],
+    );
     assert_eq!(share(&a["memorisation"]["release"]), 1.0, "{}", a["memorisation"]);
     assert_eq!(share(&a["reidentification"]["release"]), 1.0, "{}", a["reidentification"]);
     assert!(share(&a["reidentification"]["holdout"]) < 0.5, "{}", a["reidentification"]);
     assert_eq!(a["dcr"]["pixels"]["released_p5"], 0.0);
-    assert!(a["dcr"]["pixels"]["test"]["p_value"].as_f64().unwrap() < 0.01, "{}", a["dcr"]["pixels"]);
-    assert!(html.contains("ABOVE the holdout baseline") && html.contains("CLOSER to training images"), "the page must say so");
+    assert!(
+        a["dcr"]["pixels"]["test"]["p_value"].as_f64().unwrap() < 0.01,
+        "{}",
+        a["dcr"]["pixels"]
+    );
+    assert!(
+        html.contains("ABOVE the holdout baseline") && html.contains("CLOSER to training images"),
+        "the page must say so"
+    );
 }

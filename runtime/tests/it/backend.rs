@@ -5,7 +5,9 @@ use serde_json::json;
 use unpersonal_runtime::backend::{BackendError, Model};
 use unpersonal_runtime::bundle::{Bundle, Role};
 
-use crate::common::{Body, C, D, H, W, backends, bundle_json, denoiser, denoiser_entry, features, features_entry};
+use crate::common::{
+    Body, C, D, H, W, backends, bundle_json, denoiser, denoiser_entry, features, features_entry,
+};
 
 fn weights() -> Vec<f32> {
     (0..C * H * W * D).map(|i| (i as f32 * 0.37).sin()).collect()
@@ -13,16 +15,20 @@ fn weights() -> Vec<f32> {
 
 fn features_model(backend: &dyn unpersonal_runtime::backend::Backend) -> Model {
     let onnx = features(&weights());
-    let bundle =
-        Bundle::from_json(&bundle_json(json!({ "features": features_entry("features.onnx", &onnx) })).to_string()).unwrap();
+    let bundle = Bundle::from_json(
+        &bundle_json(json!({ "features": features_entry("features.onnx", &onnx) })).to_string(),
+    )
+    .unwrap();
     bundle.verify(Role::Features, &onnx).unwrap();
     Model::load(backend, bundle.model(Role::Features).unwrap(), &onnx).unwrap()
 }
 
 fn denoiser_model(backend: &dyn unpersonal_runtime::backend::Backend, body: Body) -> Model {
     let onnx = denoiser(body);
-    let bundle =
-        Bundle::from_json(&bundle_json(json!({ "denoiser": denoiser_entry("denoiser.onnx", &onnx) })).to_string()).unwrap();
+    let bundle = Bundle::from_json(
+        &bundle_json(json!({ "denoiser": denoiser_entry("denoiser.onnx", &onnx) })).to_string(),
+    )
+    .unwrap();
     Model::load(backend, bundle.model(Role::Denoiser).unwrap(), &onnx).unwrap()
 }
 
@@ -32,7 +38,9 @@ fn runs_any_batch_size_and_matches_a_reference() {
     for backend in backends() {
         let mut model = features_model(backend.as_ref());
         for batch in [1, 3, 2, 3] {
-            let images = Array4::from_shape_fn((batch, C, H, W), |(n, c, y, x)| (n * 31 + c * 7 + y * 5 + x) as f32 / 50.0 - 0.5);
+            let images = Array4::from_shape_fn((batch, C, H, W), |(n, c, y, x)| {
+                (n * 31 + c * 7 + y * 5 + x) as f32 / 50.0 - 0.5
+            });
             let out = model.run(&[("image", images.view().into_dyn())]).unwrap();
             let expected = images.to_shape((batch, C * H * W)).unwrap().dot(&w);
             let got = &out["features"];
@@ -60,7 +68,12 @@ fn nan_output_is_an_error_naming_file_and_output() {
             .unwrap_err();
         assert!(matches!(error, BackendError::NonFinite { .. }), "{}: {error}", backend.name());
         let message = error.to_string();
-        assert!(message.contains("denoiser.onnx") && message.contains("`denoised`") && message.contains("NaN"), "{message}");
+        assert!(
+            message.contains("denoiser.onnx")
+                && message.contains("`denoised`")
+                && message.contains("NaN"),
+            "{message}"
+        );
     }
 }
 
@@ -71,7 +84,10 @@ fn inputs_that_do_not_fit_are_refused_before_running() {
         let wrong: ArrayD<f32> = ArrayD::zeros(vec![2, C, H, W + 1]);
         let error = model.run(&[("image", wrong.view())]).unwrap_err();
         assert!(matches!(error, BackendError::Input { .. }), "{error}");
-        assert!(error.to_string().contains("features.onnx") && error.to_string().contains("`image`"), "{error}");
+        assert!(
+            error.to_string().contains("features.onnx") && error.to_string().contains("`image`"),
+            "{error}"
+        );
         let right: ArrayD<f32> = ArrayD::zeros(vec![2, C, H, W]);
         let error = model.run(&[("image", right.view()), ("extra", right.view())]).unwrap_err();
         assert!(error.to_string().contains("no input `extra`"), "{error}");
@@ -89,10 +105,13 @@ fn a_graph_the_backend_cannot_load_names_the_file() {
     let needle = b"flat";
     let at = onnx.windows(needle.len()).position(|w| w == needle).unwrap();
     onnx[at..at + needle.len()].copy_from_slice(b"flaw");
-    let bundle =
-        Bundle::from_json(&bundle_json(json!({ "features": features_entry("features.onnx", &onnx) })).to_string()).unwrap();
+    let bundle = Bundle::from_json(
+        &bundle_json(json!({ "features": features_entry("features.onnx", &onnx) })).to_string(),
+    )
+    .unwrap();
     for backend in backends() {
-        let error = Model::load(backend.as_ref(), bundle.model(Role::Features).unwrap(), &onnx).unwrap_err();
+        let error = Model::load(backend.as_ref(), bundle.model(Role::Features).unwrap(), &onnx)
+            .unwrap_err();
         assert!(matches!(error, BackendError::Load { .. }), "{error}");
         assert!(error.to_string().contains("features.onnx"), "{error}");
     }

@@ -1,7 +1,9 @@
 //! Reading and verifying bundles: every bad input gives an error naming the file and problem.
 
 use serde_json::{Value, json};
-use unpersonal_runtime::bundle::{Bundle, BundleDir, BundleError, Dim, Role, SamplerSpec, sha256_hex};
+use unpersonal_runtime::bundle::{
+    Bundle, BundleDir, BundleError, Dim, Role, SamplerSpec, sha256_hex,
+};
 
 use crate::common::{Body, bundle_json, denoiser, denoiser_entry, features, features_entry};
 
@@ -39,7 +41,16 @@ fn sampler_defaults_apply_when_absent_and_fields_override() {
     assert_eq!(bundle.sampler, SamplerSpec::default());
     let s = &bundle.sampler;
     assert_eq!(
-        (s.steps, s.sigma_min, s.sigma_max, s.rho, s.guidance, s.candidates_per_image, s.guidance_decrement, s.max_rounds),
+        (
+            s.steps,
+            s.sigma_min,
+            s.sigma_max,
+            s.rho,
+            s.guidance,
+            s.candidates_per_image,
+            s.guidance_decrement,
+            s.max_rounds
+        ),
         (18, 0.002, 80.0, 7.0, 1.3, 32, 0.1, 3)
     );
     let mut value = valid();
@@ -92,7 +103,10 @@ fn onnx_interface_differing_from_bundle_json_names_file_and_tensor() {
     value["models"]["denoiser"]["outputs"][0]["shape"] = json!(["batch", 1, 5, 5]);
     let error = parse(&value).unwrap().verify(Role::Denoiser, &onnx()).unwrap_err();
     assert!(matches!(error, BundleError::Interface { .. }), "{error}");
-    assert_mentions(&error, &["denoiser.onnx", "input `x`", "[batch, 1, 4, 4]", "[batch, 1, 5, 5]"]);
+    assert_mentions(
+        &error,
+        &["denoiser.onnx", "input `x`", "[batch, 1, 4, 4]", "[batch, 1, 5, 5]"],
+    );
 }
 
 #[test]
@@ -110,7 +124,10 @@ fn role_shape_disagreeing_with_image_names_field() {
     value["models"]["denoiser"]["inputs"][0]["shape"] = json!(["batch", 3, 4, 4]);
     let error = parse(&value).unwrap_err();
     assert!(matches!(error, BundleError::Invalid { .. }), "{error}");
-    assert_mentions(&error, &["bundle.json", "models.denoiser.inputs.x.shape", "[batch, 3, 4, 4]", "[batch, 1, 4, 4]"]);
+    assert_mentions(
+        &error,
+        &["bundle.json", "models.denoiser.inputs.x.shape", "[batch, 3, 4, 4]", "[batch, 1, 4, 4]"],
+    );
 }
 
 #[test]
@@ -121,7 +138,10 @@ fn condition_size_must_agree_between_features_and_denoiser() {
     }));
     value["models"]["features"]["outputs"][0]["shape"] = json!(["batch", 7]);
     let error = parse(&value).unwrap_err();
-    assert_mentions(&error, &["models.features.outputs.features.shape", "condition size D", "7", "3"]);
+    assert_mentions(
+        &error,
+        &["models.features.outputs.features.shape", "condition size D", "7", "3"],
+    );
 }
 
 #[test]
@@ -170,7 +190,10 @@ fn non_onnx_bytes_are_refused() {
     let junk = b"PNG\x89 definitely not protobuf \xff\xff\xff\xff";
     let value = bundle_json(json!({ "denoiser": denoiser_entry("denoiser.onnx", junk) }));
     let error = parse(&value).unwrap().verify(Role::Denoiser, junk).unwrap_err();
-    assert!(matches!(error, BundleError::NotOnnx { .. } | BundleError::Interface { .. }), "{error}");
+    assert!(
+        matches!(error, BundleError::NotOnnx { .. } | BundleError::Interface { .. }),
+        "{error}"
+    );
     assert_mentions(&error, &["denoiser.onnx"]);
 }
 
@@ -189,7 +212,8 @@ fn invalid_fields_are_named() {
     for (pointer, replacement, field) in cases {
         let mut value = valid();
         let (parent, key) = pointer.rsplit_once('/').unwrap();
-        let target = if parent.is_empty() { &mut value } else { value.pointer_mut(parent).unwrap() };
+        let target =
+            if parent.is_empty() { &mut value } else { value.pointer_mut(parent).unwrap() };
         target[key] = replacement;
         let error = parse(&value).unwrap_err();
         assert_mentions(&error, &["bundle.json", field]);

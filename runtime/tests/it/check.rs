@@ -12,7 +12,10 @@ fn fixture() -> tempfile::TempDir {
     add_reid(&bundle);
     let mut list = String::new();
     for i in 0..6 {
-        image::GrayImage::from_raw(W as u32, H as u32, pattern(i * 13)).unwrap().save(bundle.join(format!("reference/images/{i}.png"))).unwrap();
+        image::GrayImage::from_raw(W as u32, H as u32, pattern(i * 13))
+            .unwrap()
+            .save(bundle.join(format!("reference/images/{i}.png")))
+            .unwrap();
         list.push_str(&format!("images/{i}.png 1 0 0 0 0 0 0 0 0 0\n"));
     }
     std::fs::write(bundle.join("reference/filelist.txt"), list).unwrap();
@@ -21,7 +24,9 @@ fn fixture() -> tempfile::TempDir {
 
 /// Distinct test images (the same family of patterns as the gate tests).
 fn pattern(phase: usize) -> Vec<u8> {
-    (0..C * H * W).map(|p| ((((phase + (p / W) * 5 + (p % W) * 3) % 17) as f32 / 8.0) * 127.5) as u8).collect()
+    (0..C * H * W)
+        .map(|p| ((((phase + (p / W) * 5 + (p % W) * 3) % 17) as f32 / 8.0) * 127.5) as u8)
+        .collect()
 }
 
 #[test]
@@ -37,10 +42,14 @@ fn copies_fail_and_distinct_images_pass() {
     assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
     assert!(String::from_utf8_lossy(&ok.stdout).contains("PASS"));
 
-    let bad = unpersonal(&["check", "--bundle", b, fresh.to_str().unwrap(), copy.to_str().unwrap()]);
+    let bad =
+        unpersonal(&["check", "--bundle", b, fresh.to_str().unwrap(), copy.to_str().unwrap()]);
     assert!(!bad.status.success());
     let text = String::from_utf8_lossy(&bad.stdout);
-    assert!(text.contains("FAIL") && text.contains("4.png") && text.contains("reference #4"), "{text}");
+    assert!(
+        text.contains("FAIL") && text.contains("4.png") && text.contains("reference #4"),
+        "{text}"
+    );
     assert!(String::from_utf8_lossy(&bad.stderr).contains("1 of 2 images"));
 
     let json = unpersonal(&["check", "--bundle", b, "--json", copy.to_str().unwrap()]);
@@ -57,7 +66,10 @@ fn unusable_input_is_named() {
     let big = tmp.path().join("big.png");
     image::GrayImage::new(9, 9).save(&big).unwrap();
     let out = unpersonal(&["check", "--bundle", b, big.to_str().unwrap()]);
-    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("big.png: the image is 9×9"));
+    assert!(
+        !out.status.success()
+            && String::from_utf8_lossy(&out.stderr).contains("big.png: the image is 9×9")
+    );
 
     let text = tmp.path().join("notes.png");
     std::fs::write(&text, "not an image").unwrap();
@@ -68,5 +80,8 @@ fn unusable_input_is_named() {
     std::fs::create_dir_all(&plain).unwrap();
     write_bundle(&plain, Body::Scale(0.5));
     let out = unpersonal(&["check", "--bundle", plain.to_str().unwrap(), text.to_str().unwrap()]);
-    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("no re-identification model"));
+    assert!(
+        !out.status.success()
+            && String::from_utf8_lossy(&out.stderr).contains("no re-identification model")
+    );
 }

@@ -58,7 +58,9 @@ fn info_on_a_tampered_bundle_fails_naming_the_file() {
 fn every_flag_has_help() {
     let out = unpersonal(&["info", "--help"]);
     let text = String::from_utf8_lossy(&out.stdout);
-    for needle in ["--bundle <DIR>", "bundle directory", "--json", "--quiet", "models/fashion-mnist"] {
+    for needle in
+        ["--bundle <DIR>", "bundle directory", "--json", "--quiet", "models/fashion-mnist"]
+    {
         assert!(text.contains(needle), "help lacks {needle:?}:\n{text}");
     }
 }
@@ -67,8 +69,24 @@ fn every_flag_has_help() {
 fn bench_measures_every_part_on_the_shipped_bundle() {
     let bundle = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/fashion-mnist");
     let out = unpersonal(&[
-        "bench", "--bundle", bundle.to_str().unwrap(), "--json", "--batches", "1,2", "--seconds", "0", "--images", "1",
-        "--references", "10,20", "--checks", "3", "--gemm", "16", "--jobs", "1",
+        "bench",
+        "--bundle",
+        bundle.to_str().unwrap(),
+        "--json",
+        "--batches",
+        "1,2",
+        "--seconds",
+        "0",
+        "--images",
+        "1",
+        "--references",
+        "10,20",
+        "--checks",
+        "3",
+        "--gemm",
+        "16",
+        "--jobs",
+        "1",
     ]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -79,13 +97,19 @@ fn bench_measures_every_part_on_the_shipped_bundle() {
     let calls = report["denoiser"]["calls"].as_array().unwrap();
     assert_eq!(calls.iter().map(|c| c["images"].as_u64().unwrap()).collect::<Vec<_>>(), vec![1, 2]);
     assert!(calls.iter().all(|c| c["evaluations_per_s"].as_f64().unwrap() > 0.0));
-    assert!(report["gemm"]["gflops"].as_f64().unwrap() > 0.0 && report["share_of_peak"].as_f64().unwrap() > 0.0);
+    assert!(
+        report["gemm"]["gflops"].as_f64().unwrap() > 0.0
+            && report["share_of_peak"].as_f64().unwrap() > 0.0
+    );
     let generation = &report["generation"];
     assert_eq!(generation["reference_images"], 1);
     assert_eq!(generation["candidates"], report_candidates(&bundle));
     assert!(generation["images_per_s"].as_f64().unwrap() > 0.0);
     let checks = report["gate"]["checks"].as_array().unwrap();
-    assert_eq!(checks.iter().map(|c| c["references"].as_u64().unwrap()).collect::<Vec<_>>(), vec![10, 20]);
+    assert_eq!(
+        checks.iter().map(|c| c["references"].as_u64().unwrap()).collect::<Vec<_>>(),
+        vec![10, 20]
+    );
 
     let out = unpersonal(&["bench", "--bundle", bundle.to_str().unwrap(), "--batches", "0"]);
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("--batches"));
@@ -93,6 +117,7 @@ fn bench_measures_every_part_on_the_shipped_bundle() {
 
 /// The shipped bundle's candidates per reference image.
 fn report_candidates(bundle: &std::path::Path) -> serde_json::Value {
-    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(bundle.join("bundle.json")).unwrap()).unwrap();
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(bundle.join("bundle.json")).unwrap()).unwrap();
     json["sampler"]["candidates_per_image"].clone()
 }

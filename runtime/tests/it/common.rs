@@ -93,7 +93,12 @@ pub fn denoiser(body: Body) -> Vec<u8> {
         }
     }
     g.encode(
-        &[("x", image_dims()), ("sigma", vec![None]), ("condition", vec![None, Some(d as i64)]), ("condition_mask", vec![None])],
+        &[
+            ("x", image_dims()),
+            ("sigma", vec![None]),
+            ("condition", vec![None, Some(d as i64)]),
+            ("condition_mask", vec![None]),
+        ],
         &[("denoised", image_dims())],
     )
 }
@@ -205,14 +210,22 @@ pub fn bundle_json(models: Value) -> Value {
 /// `webgpu` feature.
 pub fn backends() -> Vec<Box<dyn unpersonal_runtime::backend::Backend>> {
     #[allow(unused_mut)]
-    let mut all: Vec<Box<dyn unpersonal_runtime::backend::Backend>> = vec![Box::new(unpersonal_runtime::backend::Tract)];
+    let mut all: Vec<Box<dyn unpersonal_runtime::backend::Backend>> =
+        vec![Box::new(unpersonal_runtime::backend::Tract)];
     #[cfg(feature = "ort")]
     {
         use unpersonal_runtime::backend::ort::{Device, Ort};
-        all.push(Box::new(Ort::new(None, Device::Cpu, 1).expect("the ort feature's tests need the ONNX Runtime library")));
+        all.push(Box::new(
+            Ort::new(None, Device::Cpu, 1)
+                .expect("the ort feature's tests need the ONNX Runtime library"),
+        ));
     }
     #[cfg(feature = "webgpu")]
-    all.push(Box::new(unpersonal_runtime::backend::webgpu::WebGpu::new().expect("the webgpu feature's tests need a GPU adapter (lavapipe: mesa-vulkan-drivers)")));
+    all.push(Box::new(
+        unpersonal_runtime::backend::webgpu::WebGpu::new().expect(
+            "the webgpu feature's tests need a GPU adapter (lavapipe: mesa-vulkan-drivers)",
+        ),
+    ));
     all
 }
 
@@ -255,7 +268,8 @@ pub fn reid_entries(embed: &[u8], head: &[u8]) -> (Value, Value) {
 /// The re-identification halves used by the tests: embeddings that tell the test images apart,
 /// and a head that says "same person" only for nearly equal embeddings (threshold 0.5).
 pub fn reid_models() -> (Vec<u8>, Vec<u8>) {
-    let weights: Vec<f32> = (0..C * H * W * E).map(|i| ((i * 7 % 11) as f32 - 5.0) * 0.05).collect();
+    let weights: Vec<f32> =
+        (0..C * H * W * E).map(|i| ((i * 7 % 11) as f32 - 5.0) * 0.05).collect();
     (reid_embed(&weights), reid_head(40.0, 4.0))
 }
 
@@ -263,7 +277,9 @@ pub fn reid_models() -> (Vec<u8>, Vec<u8>) {
 /// the bundle in `dir`: a bundle that `generate` can gate.
 pub fn add_gate(dir: &std::path::Path) {
     add_reid(dir);
-    let onnx = classifier(&(0..C * H * W * CLASSES).map(|i| ((i * 5 % 13) as f32 - 6.0) * 0.05).collect::<Vec<_>>());
+    let onnx = classifier(
+        &(0..C * H * W * CLASSES).map(|i| ((i * 5 % 13) as f32 - 6.0) * 0.05).collect::<Vec<_>>(),
+    );
     let path = dir.join("bundle.json");
     let mut value: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
     value["models"]["classifier"] = json!({

@@ -18,7 +18,9 @@ fn real(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/dicom").join(name)
 }
 
-fn decode_real(name: &str) -> Result<(DynamicImage, Option<unpersonal_runtime::identity::Identity>), String> {
+fn decode_real(
+    name: &str,
+) -> Result<(DynamicImage, Option<unpersonal_runtime::identity::Identity>), String> {
     decode_identified(&std::fs::read(real(name)).unwrap())
 }
 
@@ -62,7 +64,13 @@ fn real_colour_files_decode_uncompressed_rle_and_jpeg() {
     let (jpeg, _) = decode_real("SC_rgb_jpeg_dcmtk.dcm").unwrap();
     let jpeg = jpeg.to_rgb8();
     assert_eq!(jpeg.dimensions(), (100, 100));
-    let mean_error = jpeg.as_raw().iter().zip(rle.as_raw()).map(|(&a, &b)| f64::from(a.abs_diff(b))).sum::<f64>() / 30_000.0;
+    let mean_error = jpeg
+        .as_raw()
+        .iter()
+        .zip(rle.as_raw())
+        .map(|(&a, &b)| f64::from(a.abs_diff(b)))
+        .sum::<f64>()
+        / 30_000.0;
     assert!(mean_error < 4.0, "JPEG differs from RLE by {mean_error} on average");
 }
 
@@ -75,18 +83,31 @@ fn unsupported_syntaxes_and_broken_files_are_named() {
     std::fs::write(dir.path().join("cut.dcm"), truncated).unwrap();
     // Rows 64 → 16384: the header now declares 2 MiB of pixels, the file holds 8 KiB.
     let mut tall = std::fs::read(real("MR_small.dcm")).unwrap();
-    let at = tall.windows(8).position(|w| w == b"\x28\x00\x10\x00US\x02\x00").expect("MR_small.dcm has Rows") + 8;
+    let at = tall
+        .windows(8)
+        .position(|w| w == b"\x28\x00\x10\x00US\x02\x00")
+        .expect("MR_small.dcm has Rows")
+        + 8;
     tall[at..at + 2].copy_from_slice(&16384u16.to_le_bytes());
     std::fs::write(dir.path().join("tall.dcm"), tall).unwrap();
     let list = dir.path().join("list.txt");
     for (file, needle) in [
-        ("JPEG2000.dcm", "unsupported DICOM transfer syntax 1.2.840.10008.1.2.4.91 (JPEG 2000 Image Compression)"),
+        (
+            "JPEG2000.dcm",
+            "unsupported DICOM transfer syntax 1.2.840.10008.1.2.4.91 (JPEG 2000 Image Compression)",
+        ),
         ("cut.dcm", "truncated or corrupt"),
-        ("tall.dcm", "the uncompressed PixelData holds 8192 bytes, the header declares 2097152 (Rows 16384 × Columns 64"),
+        (
+            "tall.dcm",
+            "the uncompressed PixelData holds 8192 bytes, the header declares 2097152 (Rows 16384 × Columns 64",
+        ),
     ] {
         std::fs::write(&list, format!("{file} 1\n")).unwrap();
         let err = load_filelist(&list, &FilelistOptions::default()).unwrap_err().to_string();
-        assert!(err.contains("list.txt: line 1: ") && err.contains(needle) && err.contains(file), "{err}");
+        assert!(
+            err.contains("list.txt: line 1: ") && err.contains(needle) && err.contains(file),
+            "{err}"
+        );
     }
 }
 
@@ -118,7 +139,11 @@ fn write_dicom(path: &Path, i: usize, patient: usize, pixels: &[u16]) {
         short(tags::BITS_STORED, 16),
         short(tags::HIGH_BIT, 15),
         short(tags::PIXEL_REPRESENTATION, 0),
-        DataElement::new(tags::PIXEL_DATA, VR::OW, PrimitiveValue::U16(pixels.iter().copied().collect())),
+        DataElement::new(
+            tags::PIXEL_DATA,
+            VR::OW,
+            PrimitiveValue::U16(pixels.iter().copied().collect()),
+        ),
     ]);
     let meta = FileMetaTableBuilder::new()
         .transfer_syntax(uids::EXPLICIT_VR_LITTLE_ENDIAN)
@@ -133,8 +158,10 @@ fn dicom_folder(dir: &Path, n: usize) {
     std::fs::create_dir_all(dir.join("series")).unwrap();
     let mut list = String::new();
     for i in 0..n {
-        let name = if i + 1 == n { format!("series/IM{i:04}") } else { format!("series/IM{i:04}.dcm") };
-        let pixels: Vec<u16> = (0..H * W).map(|p| 1000 + ((i * 37 + p * 11) % 256) as u16 * 16).collect();
+        let name =
+            if i + 1 == n { format!("series/IM{i:04}") } else { format!("series/IM{i:04}.dcm") };
+        let pixels: Vec<u16> =
+            (0..H * W).map(|p| 1000 + ((i * 37 + p * 11) % 256) as u16 * 16).collect();
         write_dicom(&dir.join(&name), i, i / 2, &pixels);
         let labels: String = (0..10).map(|k| if k == i % 10 { " 1" } else { " 0" }).collect();
         list.push_str(&format!("{name}{labels}\n"));
@@ -146,10 +173,15 @@ fn dicom_folder(dir: &Path, n: usize) {
 fn a_filelist_of_dicom_files_loads_pixels_and_patients() {
     let dir = tempfile::tempdir().unwrap();
     dicom_folder(dir.path(), 5);
-    let data = load_filelist(&dir.path().join("filelist.txt"), &FilelistOptions::default()).unwrap();
+    let data =
+        load_filelist(&dir.path().join("filelist.txt"), &FilelistOptions::default()).unwrap();
     assert_eq!((data.len(), data.channels, data.height, data.width), (5, 1, H, W));
     assert!(data.identities.iter().all(Option::is_some));
-    assert!(data.identity(0) == data.identity(1) && data.identity(1) != data.identity(2) && data.identity(2) == data.identity(3));
+    assert!(
+        data.identity(0) == data.identity(1)
+            && data.identity(1) != data.identity(2)
+            && data.identity(2) == data.identity(3)
+    );
     // Each image spans the full 8-bit range (no window in these files).
     for i in 0..5 {
         let image = data.image(i);
@@ -178,25 +210,47 @@ fn no_dicom_header_value_reaches_the_release() {
     dicom_folder(&root.join("dicom"), 6);
     let path = |rel: &str| root.join(rel).to_str().unwrap().to_string();
     let result = unpersonal(&[
-        "generate", "--bundle", &path("bundle"), "--reference", &path("dicom"), "--out", &path("out"), "--candidates", "4", "--steps", "4",
+        "generate",
+        "--bundle",
+        &path("bundle"),
+        "--reference",
+        &path("dicom"),
+        "--out",
+        &path("out"),
+        "--candidates",
+        "4",
+        "--steps",
+        "4",
     ]);
     assert!(result.status.success(), "{}", String::from_utf8_lossy(&result.stderr));
-    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(root.join("out/report.json")).unwrap()).unwrap();
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(root.join("out/report.json")).unwrap()).unwrap();
     assert_eq!(report["reference_images"], 6, "{report}");
-    assert!(report["released_images"].as_u64().unwrap() > 0, "the test needs released images: {report}");
+    assert!(
+        report["released_images"].as_u64().unwrap() > 0,
+        "the test needs released images: {report}"
+    );
 
-    let needles = [PATIENT_NAME, "Qwertzuiop", PATIENT_ID, STUDY_DATE, SOP_INSTANCE, STUDY_INSTANCE];
+    let needles =
+        [PATIENT_NAME, "Qwertzuiop", PATIENT_ID, STUDY_DATE, SOP_INSTANCE, STUDY_INSTANCE];
     let mut scanned = 0;
     for dir in ["out", "out-audit"] {
         for file in files(&root.join(dir)) {
             let bytes = std::fs::read(&file).unwrap();
             for needle in needles {
-                assert!(!bytes.windows(needle.len()).any(|w| w == needle.as_bytes()), "{} holds {needle:?}", file.display());
+                assert!(
+                    !bytes.windows(needle.len()).any(|w| w == needle.as_bytes()),
+                    "{} holds {needle:?}",
+                    file.display()
+                );
             }
             scanned += 1;
         }
     }
     assert!(scanned >= 5, "only {scanned} files scanned");
     let output = [result.stdout, result.stderr].concat();
-    assert!(!needles.iter().any(|n| output.windows(n.len()).any(|w| w == n.as_bytes())), "the command's output names a header value");
+    assert!(
+        !needles.iter().any(|n| output.windows(n.len()).any(|w| w == n.as_bytes())),
+        "the command's output names a header value"
+    );
 }

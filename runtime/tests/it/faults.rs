@@ -12,7 +12,16 @@ use crate::common::Body;
 use crate::generate::{Fixture, results};
 
 /// Slow enough to interrupt: 40 references, 20 candidates each, one reference per batch.
-const FLAGS: [&str; 8] = ["--unfiltered-research-only", "--candidates", "20", "--steps", "150", "--batch", "1", "--quiet"];
+const FLAGS: [&str; 8] = [
+    "--unfiltered-research-only",
+    "--candidates",
+    "20",
+    "--steps",
+    "150",
+    "--batch",
+    "1",
+    "--quiet",
+];
 
 /// `generate` on `f`'s bundle into `out`, started through `sh -c PRELUDE` (empty: directly).
 fn spawn(f: &Fixture, out: &str, prelude: &str) -> Child {
@@ -30,7 +39,13 @@ fn spawn(f: &Fixture, out: &str, prelude: &str) -> Child {
 }
 
 fn images(dir: &Path) -> usize {
-    std::fs::read_dir(dir.join("images")).map(|d| d.filter_map(Result::ok).filter(|e| !e.file_name().to_string_lossy().starts_with('.')).count()).unwrap_or(0)
+    std::fs::read_dir(dir.join("images"))
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+                .count()
+        })
+        .unwrap_or(0)
 }
 
 /// Waits until `child` has released `n` images into `dir`.
@@ -38,7 +53,10 @@ fn wait_for(child: &mut Child, dir: &Path, n: usize) {
     let deadline = Instant::now() + Duration::from_secs(180);
     while images(dir) < n {
         assert!(Instant::now() < deadline, "the run wrote no images");
-        assert!(child.try_wait().unwrap().is_none(), "the run finished before it could be interrupted");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run finished before it could be interrupted"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
 }
@@ -51,7 +69,8 @@ fn finish(child: Child) -> (std::process::ExitStatus, String) {
 
 /// Every visible file of the release directory is whole: images decode, JSON parses.
 fn assert_nothing_half_written(dir: &Path) {
-    for entry in std::fs::read_dir(dir.join("images")).into_iter().flatten().filter_map(Result::ok) {
+    for entry in std::fs::read_dir(dir.join("images")).into_iter().flatten().filter_map(Result::ok)
+    {
         let name = entry.file_name().to_string_lossy().into_owned();
         if !name.starts_with('.') {
             assert!(image::open(entry.path()).is_ok(), "{name} is not a whole PNG");
@@ -59,7 +78,10 @@ fn assert_nothing_half_written(dir: &Path) {
     }
     for name in ["run.json", "report.json"] {
         if let Ok(bytes) = std::fs::read(dir.join(name)) {
-            assert!(serde_json::from_slice::<serde_json::Value>(&bytes).is_ok(), "{name} is not whole JSON");
+            assert!(
+                serde_json::from_slice::<serde_json::Value>(&bytes).is_ok(),
+                "{name} is not whole JSON"
+            );
         }
     }
 }
@@ -67,8 +89,16 @@ fn assert_nothing_half_written(dir: &Path) {
 /// Runs `generate` to the end in `out` and checks it matches `whole`.
 fn resume_matches(f: &Fixture, out: &str, whole: &std::collections::BTreeMap<String, Vec<u8>>) {
     f.generate(out, &FLAGS);
-    assert_eq!(&results(&f.root.join(out)), whole, "a resumed run differs from an uninterrupted one");
-    let leftovers: Vec<_> = std::fs::read_dir(f.root.join(out).join("images")).unwrap().filter_map(Result::ok).filter(|e| e.file_name().to_string_lossy().starts_with('.')).collect();
+    assert_eq!(
+        &results(&f.root.join(out)),
+        whole,
+        "a resumed run differs from an uninterrupted one"
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(f.root.join(out).join("images"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with('.'))
+        .collect();
     assert!(leftovers.is_empty(), "temporary files remain: {leftovers:?}");
 }
 
@@ -82,7 +112,10 @@ fn runs_killed_at_several_points_resume_to_the_same_bytes() {
     for (signal, after) in [("KILL", 20), ("TERM", 150), ("TERM", 420)] {
         let mut child = spawn(&f, "killed", "");
         wait_for(&mut child, &dir, after);
-        Command::new("kill").args([&format!("-{signal}"), &child.id().to_string()]).status().unwrap();
+        Command::new("kill")
+            .args([&format!("-{signal}"), &child.id().to_string()])
+            .status()
+            .unwrap();
         let (status, _) = finish(child);
         assert!(!status.success(), "SIG{signal} after {after} images did not stop the run");
         assert!(!dir.join("report.json").exists(), "the run was interrupted before it finished");
@@ -102,14 +135,21 @@ fn a_write_that_fails_names_the_file_and_leaves_nothing_half_written() {
     // records fit; the filelist of 800 images does not.
     let (status, stderr) = finish(spawn(&f, "full", "trap '' XFSZ; ulimit -f 8;"));
     assert!(!status.success(), "the run succeeded despite a failing write");
-    let failed = stderr.split("cannot write ").nth(1).and_then(|rest| rest.split(": ").next()).unwrap_or_else(|| panic!("no file named: {stderr}"));
+    let failed = stderr
+        .split("cannot write ")
+        .nth(1)
+        .and_then(|rest| rest.split(": ").next())
+        .unwrap_or_else(|| panic!("no file named: {stderr}"));
     assert!(stderr.contains("File too large"), "{stderr}");
     assert!(!Path::new(failed).exists(), "the failed write left {failed} behind");
     let dir = f.root.join("full");
     assert!(!dir.join("report.json").exists(), "a release with a failed write was finished");
     assert_nothing_half_written(&dir);
     let parent = Path::new(failed).parent().unwrap();
-    let partial = std::fs::read_dir(parent).unwrap().filter_map(Result::ok).any(|e| e.file_name().to_string_lossy().starts_with('.'));
+    let partial = std::fs::read_dir(parent)
+        .unwrap()
+        .filter_map(Result::ok)
+        .any(|e| e.file_name().to_string_lossy().starts_with('.'));
     assert!(!partial, "the failed write left its temporary file in {}", parent.display());
     resume_matches(&f, "full", &whole);
 }
@@ -153,8 +193,16 @@ fn a_model_replaced_on_disk_during_the_run_stops_the_release() {
     std::fs::write(&model, &changed).unwrap();
     let (status, stderr) = finish(child);
     assert!(!status.success(), "the run released from a bundle that changed under it");
-    assert!(stderr.contains("changed on disk") && stderr.contains("denoiser.onnx") && stderr.contains("sha256"), "{stderr}");
-    assert!(!dir.join("report.json").exists() && !dir.join("filelist.txt").exists(), "the release was finished");
+    assert!(
+        stderr.contains("changed on disk")
+            && stderr.contains("denoiser.onnx")
+            && stderr.contains("sha256"),
+        "{stderr}"
+    );
+    assert!(
+        !dir.join("report.json").exists() && !dir.join("filelist.txt").exists(),
+        "the release was finished"
+    );
     assert_nothing_half_written(&dir);
     std::fs::write(&model, &original).unwrap();
     resume_matches(&f, "swapped", &whole);

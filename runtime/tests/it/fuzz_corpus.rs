@@ -9,8 +9,11 @@ use unpersonal_runtime::bundle::{Bundle, Dim, ModelSpec, TensorSpec};
 
 fn corpus(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fuzz/corpus").join(target);
-    let mut files: Vec<(PathBuf, Vec<u8>)> =
-        std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())).map(|e| e.unwrap().path()).map(|p| (p.clone(), std::fs::read(&p).unwrap())).collect();
+    let mut files: Vec<(PathBuf, Vec<u8>)> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .map(|p| (p.clone(), std::fs::read(&p).unwrap()))
+        .collect();
     files.sort();
     assert!(!files.is_empty(), "{} is empty", dir.display());
     files
@@ -29,7 +32,8 @@ fn bundle_json_corpus() {
 fn filelist_corpus() {
     for (_, bytes) in corpus("filelist") {
         if let Ok(text) = std::str::from_utf8(&bytes) {
-            let _ = unpersonal_runtime::data::filelist::parse(Path::new("/data/filelist.txt"), text);
+            let _ =
+                unpersonal_runtime::data::filelist::parse(Path::new("/data/filelist.txt"), text);
         }
     }
 }

@@ -15,7 +15,8 @@ fn models(scale: f32) -> Reid {
 
 /// The embedding and head models, loaded through a verified bundle description.
 fn halves(scale: f32) -> (Model, Model) {
-    let weights: Vec<f32> = (0..C * H * W * E).map(|i| ((i * 7 % 11) as f32 - 5.0) * 0.05).collect();
+    let weights: Vec<f32> =
+        (0..C * H * W * E).map(|i| ((i * 7 % 11) as f32 - 5.0) * 0.05).collect();
     let (embed, head) = (reid_embed(&weights), reid_head(scale, 4.0));
     let (e, h) = reid_entries(&embed, &head);
     let mut value = bundle_json(serde_json::json!({ "reid_embed": e, "reid_head": h }));
@@ -30,7 +31,9 @@ fn halves(scale: f32) -> (Model, Model) {
 
 /// `n` distinct images in model space.
 fn images(n: usize, offset: usize) -> Array4<f32> {
-    Array4::from_shape_fn((n, C, H, W), |(i, _, y, x)| (((i * 13 + offset + y * 5 + x * 3) % 17) as f32 / 8.0) - 1.0)
+    Array4::from_shape_fn((n, C, H, W), |(i, _, y, x)| {
+        (((i * 13 + offset + y * 5 + x * 3) % 17) as f32 / 8.0) - 1.0
+    })
 }
 
 #[test]
@@ -41,8 +44,12 @@ fn a_copy_of_any_reference_is_caught_and_distinct_images_pass() {
     // Candidates drawn for reference 0: a copy of reference 4, a copy of reference 0, and
     // images unlike any reference.
     let mut candidates = images(4, 100);
-    candidates.index_axis_mut(ndarray::Axis(0), 0).assign(&references.index_axis(ndarray::Axis(0), 4));
-    candidates.index_axis_mut(ndarray::Axis(0), 1).assign(&references.index_axis(ndarray::Axis(0), 0));
+    candidates
+        .index_axis_mut(ndarray::Axis(0), 0)
+        .assign(&references.index_axis(ndarray::Axis(0), 4));
+    candidates
+        .index_axis_mut(ndarray::Axis(0), 1)
+        .assign(&references.index_axis(ndarray::Axis(0), 0));
     let embeddings = reid.embed(candidates.view()).unwrap();
     let verdicts = check(&mut reid, &refs, embeddings.view(), &[Some(0); 4], 2).unwrap();
     assert!(!verdicts[0].passed && verdicts[0].closest_reference == Some(4), "{:?}", verdicts[0]);
@@ -68,7 +75,8 @@ fn every_image_of_the_source_patient_is_compared_at_the_source_threshold() {
     let mut candidate = references.slice(ndarray::s![4..5, .., .., ..]).to_owned();
     candidate[[0, 0, 0, 0]] += 0.05;
     let e = reid.embed(candidate.view()).unwrap();
-    let strangers = check(&mut reid, &ReferenceSet::new(embedded.clone()), e.view(), &[Some(0)], 0).unwrap();
+    let strangers =
+        check(&mut reid, &ReferenceSet::new(embedded.clone()), e.view(), &[Some(0)], 0).unwrap();
     assert!(strangers[0].passed && strangers[0].compared == 1, "{:?}", strangers[0]);
     // References 0 and 4 are one patient: the copy of 4 now re-identifies the source's person.
     let p = Identity::of_patient_id("P1");
@@ -76,7 +84,11 @@ fn every_image_of_the_source_patient_is_compared_at_the_source_threshold() {
     let refs = ReferenceSet::new(embedded).with_identities(&identities);
     let v = check(&mut reid, &refs, e.view(), &[Some(0)], 0).unwrap();
     let rejection = v[0].rejection.expect("rejected");
-    assert!(!v[0].passed && v[0].compared == 2 && rejection.reference == 4 && rejection.source, "{:?}", v[0]);
+    assert!(
+        !v[0].passed && v[0].compared == 2 && rejection.reference == 4 && rejection.source,
+        "{:?}",
+        v[0]
+    );
 }
 
 #[test]

@@ -37,7 +37,10 @@ impl Fixture {
         for i in 0..n {
             let pixels: Vec<u8> = (0..C * H * W).map(|p| ((i * 37 + p * 11) % 256) as u8).collect();
             let name = format!("images/{i}.png");
-            image::GrayImage::from_raw(W as u32, H as u32, pixels).unwrap().save(root.join("bundle/reference").join(&name)).unwrap();
+            image::GrayImage::from_raw(W as u32, H as u32, pixels)
+                .unwrap()
+                .save(root.join("bundle/reference").join(&name))
+                .unwrap();
             let labels: String = (0..10).map(|k| if k == i % 10 { " 1" } else { " 0" }).collect();
             list.push_str(&format!("{name}{labels}\n"));
         }
@@ -61,16 +64,22 @@ impl Fixture {
     /// Like [`Fixture::try_generate`]; panics on failure and returns standard output.
     pub(crate) fn generate(&self, out: &str, extra: &[&str]) -> String {
         let result = self.try_generate(out, extra);
-        assert!(result.status.success(), "generate {extra:?} failed: {}", String::from_utf8_lossy(&result.stderr));
+        assert!(
+            result.status.success(),
+            "generate {extra:?} failed: {}",
+            String::from_utf8_lossy(&result.stderr)
+        );
         String::from_utf8_lossy(&result.stdout).into_owned()
     }
 
     fn report(&self, out: &str) -> serde_json::Value {
-        serde_json::from_slice(&std::fs::read(self.root.join(out).join("report.json")).unwrap()).unwrap()
+        serde_json::from_slice(&std::fs::read(self.root.join(out).join("report.json")).unwrap())
+            .unwrap()
     }
 
     fn audit_log(&self, out: &str) -> Vec<serde_json::Value> {
-        let text = std::fs::read_to_string(self.root.join(format!("{out}-audit/audit-log.jsonl"))).unwrap();
+        let text = std::fs::read_to_string(self.root.join(format!("{out}-audit/audit-log.jsonl")))
+            .unwrap();
         text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
     }
 }
@@ -80,13 +89,23 @@ impl Fixture {
 pub(crate) fn results(dir: &Path) -> BTreeMap<String, Vec<u8>> {
     let mut files = BTreeMap::new();
     for name in ["filelist.txt", "report.json", "run.json"] {
-        files.insert(name.to_string(), std::fs::read(dir.join(name)).unwrap_or_else(|_| panic!("{name} missing in {}", dir.display())));
+        files.insert(
+            name.to_string(),
+            std::fs::read(dir.join(name))
+                .unwrap_or_else(|_| panic!("{name} missing in {}", dir.display())),
+        );
     }
     let audit = PathBuf::from(format!("{}-audit", dir.display())).join("audit-log.jsonl");
-    files.insert("audit-log.jsonl".into(), std::fs::read(&audit).unwrap_or_else(|_| panic!("{} missing", audit.display())));
+    files.insert(
+        "audit-log.jsonl".into(),
+        std::fs::read(&audit).unwrap_or_else(|_| panic!("{} missing", audit.display())),
+    );
     for entry in std::fs::read_dir(dir.join("images")).unwrap() {
         let path = entry.unwrap().path();
-        files.insert(format!("images/{}", path.file_name().unwrap().to_string_lossy()), std::fs::read(&path).unwrap());
+        files.insert(
+            format!("images/{}", path.file_name().unwrap().to_string_lossy()),
+            std::fs::read(&path).unwrap(),
+        );
     }
     files
 }
@@ -111,11 +130,18 @@ fn same_seed_gives_the_same_bytes_across_runs_batches_and_shards() {
     for i in 0..3 {
         let text = f.generate("shared", &[&flags[..], &["--shard", &format!("{i}/3")]].concat());
         assert!(text.contains(&format!("shard {i}/3")), "{text}");
-        assert!(!f.root.join("shared/filelist.txt").exists(), "a shard must not write the final filelist");
+        assert!(
+            !f.root.join("shared/filelist.txt").exists(),
+            "a shard must not write the final filelist"
+        );
         if i == 1 {
             let early = unpersonal(&["merge", "--out", &f.path("shared")]);
             assert!(!early.status.success());
-            assert!(String::from_utf8_lossy(&early.stderr).contains("shards 2/3 are missing"), "{}", String::from_utf8_lossy(&early.stderr));
+            assert!(
+                String::from_utf8_lossy(&early.stderr).contains("shards 2/3 are missing"),
+                "{}",
+                String::from_utf8_lossy(&early.stderr)
+            );
         }
     }
     let merged = unpersonal(&["merge", "--out", &f.path("shared")]);
@@ -132,7 +158,10 @@ fn same_seed_gives_the_same_bytes_across_runs_batches_and_shards() {
     assert!(String::from_utf8_lossy(&d["run.json"]).contains("\"dpmpp-2m\""));
     assert_ne!(d["filelist.txt"], a["filelist.txt"]);
     let unknown = f.try_generate("e", &["--solver", "euler"]);
-    assert!(!unknown.status.success() && String::from_utf8_lossy(&unknown.stderr).contains("known: heun, dpmpp-2m"));
+    assert!(
+        !unknown.status.success()
+            && String::from_utf8_lossy(&unknown.stderr).contains("known: heun, dpmpp-2m")
+    );
 }
 
 #[test]
@@ -148,7 +177,10 @@ fn sources_draws_for_a_subset_and_gates_against_every_reference() {
 
     // Shards of a subset merge into the same release.
     for i in 0..2 {
-        f.generate("sharded", &["--candidates", "2", "--sources", "3", "--shard", &format!("{i}/2")]);
+        f.generate(
+            "sharded",
+            &["--candidates", "2", "--sources", "3", "--shard", &format!("{i}/2")],
+        );
     }
     let merged = unpersonal(&["merge", "--out", &f.path("sharded")]);
     assert!(merged.status.success(), "{}", String::from_utf8_lossy(&merged.stderr));
@@ -156,7 +188,11 @@ fn sources_draws_for_a_subset_and_gates_against_every_reference() {
 
     let too_many = f.try_generate("bad", &["--sources", "8"]);
     assert!(!too_many.status.success());
-    assert!(String::from_utf8_lossy(&too_many.stderr).contains("--sources 8"), "{}", String::from_utf8_lossy(&too_many.stderr));
+    assert!(
+        String::from_utf8_lossy(&too_many.stderr).contains("--sources 8"),
+        "{}",
+        String::from_utf8_lossy(&too_many.stderr)
+    );
 }
 
 #[test]
@@ -165,7 +201,11 @@ fn the_release_holds_only_checked_images_and_no_mapping_to_real_ones() {
     f.generate("out", &["--candidates", "4"]);
     let filelist = std::fs::read_to_string(f.root.join("out/filelist.txt")).unwrap();
     let files: Vec<&str> = filelist.lines().map(|l| l.split(' ').next().unwrap()).collect();
-    assert_eq!(std::fs::read_dir(f.root.join("out/images")).unwrap().count(), files.len(), "every image in the release is listed");
+    assert_eq!(
+        std::fs::read_dir(f.root.join("out/images")).unwrap().count(),
+        files.len(),
+        "every image in the release is listed"
+    );
     // Image names are content hashes, not reference numbers.
     for file in &files {
         let stem = file.trim_start_matches("images/").trim_end_matches(".png");
@@ -175,7 +215,10 @@ fn the_release_holds_only_checked_images_and_no_mapping_to_real_ones() {
     let release: Vec<String> = walk(&f.root.join("out"));
     assert!(release.iter().all(|p| !p.contains("audit")), "{release:?}");
     let report = std::fs::read_to_string(f.root.join("out/report.json")).unwrap();
-    assert!(!report.contains("closest_reference") && !report.contains("max_same_person"), "the report must hold aggregates only: {report}");
+    assert!(
+        !report.contains("closest_reference") && !report.contains("max_same_person"),
+        "the report must hold aggregates only: {report}"
+    );
     let log = f.audit_log("out");
     assert_eq!(log.len(), 6);
     let logged: usize = log.iter().map(|r| r["files"].as_array().unwrap().len()).sum();
@@ -207,21 +250,32 @@ fn a_planted_leak_releases_nothing_and_says_why() {
     // candidate is an exact copy of its reference image.
     let f = Fixture::gated(Body::Leak, 5);
     let text = f.generate("out", &["--candidates", "3", "--rounds", "2"]);
-    assert!(text.contains("0 images released") && text.contains("5 reference images released nothing"), "{text}");
+    assert!(
+        text.contains("0 images released") && text.contains("5 reference images released nothing"),
+        "{text}"
+    );
     assert_eq!(std::fs::read_dir(f.root.join("out/images")).unwrap().count(), 0);
     assert_eq!(std::fs::read_to_string(f.root.join("out/filelist.txt")).unwrap(), "");
     let report = f.report("out");
     assert_eq!(report["released_images"], 0);
     assert_eq!(report["reference_images_withheld"], 5);
     assert_eq!(report["rounds"][1]["rejection_rate"], 1.0);
-    assert!((report["rounds"][1]["guidance"].as_f64().unwrap() - (report["rounds"][0]["guidance"].as_f64().unwrap() - 0.1)).abs() < 1e-6);
+    assert!(
+        (report["rounds"][1]["guidance"].as_f64().unwrap()
+            - (report["rounds"][0]["guidance"].as_f64().unwrap() - 0.1))
+            .abs()
+            < 1e-6
+    );
     for record in f.audit_log("out") {
         assert_eq!(record["rejected"], serde_json::json!([3, 3]), "{record}");
     }
 
     // Without the gate the same bundle writes the copies: the gate is what stops them.
     let unfiltered = f.generate("raw", &["--candidates", "1", "--unfiltered-research-only"]);
-    assert!(unfiltered.contains("5 images released") && unfiltered.contains("NOT applied"), "{unfiltered}");
+    assert!(
+        unfiltered.contains("5 images released") && unfiltered.contains("NOT applied"),
+        "{unfiltered}"
+    );
 }
 
 #[test]
@@ -231,15 +285,23 @@ fn a_gate_that_cannot_run_releases_nothing() {
     let result = f.try_generate("out", &[]);
     assert!(!result.status.success());
     let err = String::from_utf8_lossy(&result.stderr);
-    assert!(err.contains("no re-identification model") && err.contains("nothing can be released"), "{err}");
-    assert!(!f.root.join("out/images").exists() || std::fs::read_dir(f.root.join("out/images")).unwrap().count() == 0);
+    assert!(
+        err.contains("no re-identification model") && err.contains("nothing can be released"),
+        "{err}"
+    );
+    assert!(
+        !f.root.join("out/images").exists()
+            || std::fs::read_dir(f.root.join("out/images")).unwrap().count() == 0
+    );
 
     // A re-id model that emits NaN (its hash is right, it just cannot give an answer).
     let f = Fixture::gated(Body::Scale(0.5), 3);
     let bundle = f.root.join("bundle");
     let broken = crate::common::nan_model("embedding", crate::common::E);
-    let mut value: serde_json::Value = serde_json::from_slice(&std::fs::read(bundle.join("bundle.json")).unwrap()).unwrap();
-    value["models"]["reid_embed"]["sha256"] = serde_json::json!(unpersonal_runtime::bundle::sha256_hex(&broken));
+    let mut value: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(bundle.join("bundle.json")).unwrap()).unwrap();
+    value["models"]["reid_embed"]["sha256"] =
+        serde_json::json!(unpersonal_runtime::bundle::sha256_hex(&broken));
     std::fs::write(bundle.join("bundle.json"), value.to_string()).unwrap();
     std::fs::write(bundle.join("reid_embed.onnx"), &broken).unwrap();
     let result = f.try_generate("out", &[]);
@@ -287,7 +349,11 @@ fn a_denoiser_emitting_nan_writes_no_image() {
     assert!(!result.status.success());
     let err = String::from_utf8_lossy(&result.stderr);
     assert!(err.contains("denoiser.onnx") && err.contains("NaN"), "{err}");
-    assert_eq!(std::fs::read_dir(f.root.join("out/images")).unwrap().count(), 0, "no image may be written");
+    assert_eq!(
+        std::fs::read_dir(f.root.join("out/images")).unwrap().count(),
+        0,
+        "no image may be written"
+    );
     assert!(!f.root.join("out/filelist.txt").exists() && !f.root.join("out/report.json").exists());
 }
 
@@ -299,15 +365,38 @@ fn bad_reference_data_is_named() {
     let reference = f.root.join("bundle/reference");
     std::fs::write(reference.join("images/notes.png"), b"these are not pixels").unwrap();
     let list = std::fs::read_to_string(reference.join("filelist.txt")).unwrap();
-    std::fs::write(reference.join("bad.txt"), format!("{list}images/notes.png 0 0 0 0 0 0 0 0 0 1\n")).unwrap();
-    let result = unpersonal(&["generate", "--bundle", &bundle, "--out", &f.path("out"), "--reference", &f.path("bundle/reference/bad.txt")]);
+    std::fs::write(
+        reference.join("bad.txt"),
+        format!("{list}images/notes.png 0 0 0 0 0 0 0 0 0 1\n"),
+    )
+    .unwrap();
+    let result = unpersonal(&[
+        "generate",
+        "--bundle",
+        &bundle,
+        "--out",
+        &f.path("out"),
+        "--reference",
+        &f.path("bundle/reference/bad.txt"),
+    ]);
     assert!(!result.status.success());
     let err = String::from_utf8_lossy(&result.stderr);
-    assert!(err.contains("bad.txt") && err.contains("line 3") && err.contains("notes.png"), "{err}");
+    assert!(
+        err.contains("bad.txt") && err.contains("line 3") && err.contains("notes.png"),
+        "{err}"
+    );
 
     image::GrayImage::new(5, 5).save(reference.join("images/big.png")).unwrap();
     std::fs::write(reference.join("big.txt"), "images/big.png 0 0 0 0 0 0 0 0 0 1\n").unwrap();
-    let result = unpersonal(&["generate", "--bundle", &bundle, "--out", &f.path("out2"), "--reference", &f.path("bundle/reference/big.txt")]);
+    let result = unpersonal(&[
+        "generate",
+        "--bundle",
+        &bundle,
+        "--out",
+        &f.path("out2"),
+        "--reference",
+        &f.path("bundle/reference/big.txt"),
+    ]);
     assert!(!result.status.success());
     let err = String::from_utf8_lossy(&result.stderr);
     assert!(err.contains("big.txt") && err.contains("5×5"), "{err}");
@@ -323,8 +412,22 @@ fn generate_help_explains_every_flag() {
     let out = unpersonal(&["generate", "--help"]);
     let text = String::from_utf8_lossy(&out.stdout);
     for flag in [
-        "--bundle", "--reference", "--out", "--audit", "--candidates", "--rounds", "--keep-second", "--steps", "--guidance", "--seed",
-        "--shard", "--batch", "--unfiltered-research-only", "--backend", "--json", "--quiet",
+        "--bundle",
+        "--reference",
+        "--out",
+        "--audit",
+        "--candidates",
+        "--rounds",
+        "--keep-second",
+        "--steps",
+        "--guidance",
+        "--seed",
+        "--shard",
+        "--batch",
+        "--unfiltered-research-only",
+        "--backend",
+        "--json",
+        "--quiet",
     ] {
         assert!(text.contains(flag), "help lacks {flag}:\n{text}");
     }

@@ -34,7 +34,9 @@ fn generator(bundle: &BundleDir, backend: &dyn Backend) -> Generator {
 
 /// Conditions of the first `n` shipped reference images and the sample ids 0..n.
 fn probe(bundle: &BundleDir, generator: &mut Generator, n: usize) -> (Vec<SampleId>, Array2<f32>) {
-    let reference = load_filelist(&bundle.dir.join("reference/filelist.txt"), &FilelistOptions::default()).unwrap();
+    let reference =
+        load_filelist(&bundle.dir.join("reference/filelist.txt"), &FilelistOptions::default())
+            .unwrap();
     let all: Vec<usize> = (0..n).collect();
     let ids = (0..n).map(|reference| SampleId { reference, candidate: 0 }).collect();
     (ids, generator.conditions(reference.batch(&all).view()).unwrap())
@@ -54,7 +56,11 @@ fn a_python_sampler_written_from_the_docs_reproduces_the_runtime() {
         generator.configure(Settings { solver, ..settings(&bundle) }).unwrap();
         let images = generator.generate_model_space(&ids, conditions.view()).unwrap();
         let s = generator.settings();
-        let noise = sampler::noise_batch(s.seed, &ids.iter().map(|id| id.noise_id(1)).collect::<Vec<_>>(), [1, 28, 28]);
+        let noise = sampler::noise_batch(
+            s.seed,
+            &ids.iter().map(|id| id.noise_id(1)).collect::<Vec<_>>(),
+            [1, 28, 28],
+        );
 
         let case = tempfile::tempdir().unwrap();
         write_f32(&case.path().join("noise.f32"), noise.iter().copied());
@@ -71,9 +77,16 @@ fn a_python_sampler_written_from_the_docs_reproduces_the_runtime() {
             .arg(case.path())
             .output()
             .unwrap();
-        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
         println!("{text}");
-        assert!(out.status.success(), "the Python {solver} sampler disagrees with the runtime:\n{text}");
+        assert!(
+            out.status.success(),
+            "the Python {solver} sampler disagrees with the runtime:\n{text}"
+        );
     }
 }
 
@@ -82,7 +95,8 @@ fn a_python_sampler_written_from_the_docs_reproduces_the_runtime() {
 fn tract_and_onnx_runtime_make_the_same_images() {
     use unpersonal_runtime::backend::ort::{Device, Ort};
     let bundle = shipped();
-    let ort = Ort::new(None, Device::Cpu, 0).expect("ONNX Runtime must be available (scripts/setup.sh)");
+    let ort =
+        Ort::new(None, Device::Cpu, 0).expect("ONNX Runtime must be available (scripts/setup.sh)");
     let mut on_tract = generator(&bundle, &Tract);
     let mut on_ort = generator(&bundle, &ort);
     let (ids, conditions) = probe(&bundle, &mut on_tract, 4);
@@ -90,7 +104,8 @@ fn tract_and_onnx_runtime_make_the_same_images() {
     let a = on_tract.generate_model_space(&ids, conditions.view()).unwrap();
     let b = on_ort.generate_model_space(&ids, conditions.view()).unwrap();
     let worst = a.iter().zip(&b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
-    let features = conditions.iter().zip(&ort_conditions).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+    let features =
+        conditions.iter().zip(&ort_conditions).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
     println!("tract vs ONNX Runtime: images max |diff| {worst:e}, features {features:e}");
     assert!(worst <= 1e-3, "tract and ONNX Runtime differ by {worst} on the denoised images");
     assert!(features <= 1e-4, "tract and ONNX Runtime differ by {features} on the features");
@@ -99,7 +114,9 @@ fn tract_and_onnx_runtime_make_the_same_images() {
 #[test]
 fn the_shipped_gate_rejects_copies_and_near_copies_of_reference_images() {
     let bundle = shipped();
-    let reference = load_filelist(&bundle.dir.join("reference/filelist.txt"), &FilelistOptions::default()).unwrap();
+    let reference =
+        load_filelist(&bundle.dir.join("reference/filelist.txt"), &FilelistOptions::default())
+            .unwrap();
     let all: Vec<usize> = (0..reference.len()).collect();
     let pixels = reference.batch(&all);
     let mut gate = Gate::load(&bundle, &Tract).expect("the shipped bundle has a gate");
@@ -117,7 +134,11 @@ fn the_shipped_gate_rejects_copies_and_near_copies_of_reference_images() {
     let (verdicts, _) = gate.judge(&index, near.view(), &all).unwrap();
     let caught = verdicts.iter().filter(|v| !v.passed).count();
     println!("near-copies rejected: {caught} of {}", verdicts.len());
-    assert!(caught * 100 >= verdicts.len() * 95, "only {caught} of {} near-copies were rejected", verdicts.len());
+    assert!(
+        caught * 100 >= verdicts.len() * 95,
+        "only {caught} of {} near-copies were rejected",
+        verdicts.len()
+    );
 
     // The gate still lets the bundle's own samples through for most reference images.
     let mut settings = settings(&bundle);
@@ -125,15 +146,21 @@ fn the_shipped_gate_rejects_copies_and_near_copies_of_reference_images() {
     let mut generator = Generator::load(&bundle, &Tract, settings).unwrap();
     let first: Vec<usize> = (0..4).collect();
     let conditions = generator.conditions(reference.batch(&first).view()).unwrap();
-    let released = release(&mut generator, &mut gate, &index, &first, conditions.view(), 1).unwrap();
+    let released =
+        release(&mut generator, &mut gate, &index, &first, conditions.view(), 1).unwrap();
     let count = released.iter().filter(|(o, _)| !o.released.is_empty()).count();
-    assert!(count >= 3, "only {count} of 4 reference images released a sample: {:?}", released.iter().map(|(o, _)| &o.rejected).collect::<Vec<_>>());
+    assert!(
+        count >= 3,
+        "only {count} of 4 reference images released a sample: {:?}",
+        released.iter().map(|(o, _)| &o.rejected).collect::<Vec<_>>()
+    );
 }
 
 #[test]
 fn an_index_built_chunk_by_chunk_is_the_one_pass_index() {
     let bundle = shipped();
-    let mut data = Dataset::load(Path::new("/usr/share/datasets/fashion-mnist"), Split::Test).expect("the Fashion-MNIST test split (scripts/setup.sh installs it)");
+    let mut data = Dataset::load(Path::new("/usr/share/datasets/fashion-mnist"), Split::Test)
+        .expect("the Fashion-MNIST test split (scripts/setup.sh installs it)");
     data.truncate(600);
     let pixels = data.batch(&(0..data.len()).collect::<Vec<_>>());
     let mut gate = Gate::load(&bundle, &Tract).unwrap();
@@ -147,9 +174,16 @@ fn an_index_built_chunk_by_chunk_is_the_one_pass_index() {
         assert_eq!(built.len(), 600, "chunks of {chunk}");
         for i in 0..600 {
             let (a, b) = (built.embedding(i), whole.embedding(i));
-            assert!(a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits()), "chunks of {chunk}: embedding {i} differs");
+            assert!(
+                a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits()),
+                "chunks of {chunk}: embedding {i} differs"
+            );
         }
         let bits = |p: ndarray::ArrayView2<f32>| p.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
-        assert_eq!(bits(built.probabilities()), bits(whole.probabilities()), "chunks of {chunk}: class probabilities differ");
+        assert_eq!(
+            bits(built.probabilities()),
+            bits(whole.probabilities()),
+            "chunks of {chunk}: class probabilities differ"
+        );
     }
 }

@@ -67,17 +67,23 @@ fn the_shipped_models_match_tract() {
 fn sampling_loops_on_the_gpu_match_tract() {
     let gpu = gpu();
     let bundle = shipped();
-    let reference = unpersonal_runtime::data::load_filelist(&bundle.dir.join("reference/filelist.txt"), &Default::default()).unwrap();
+    let reference = unpersonal_runtime::data::load_filelist(
+        &bundle.dir.join("reference/filelist.txt"),
+        &Default::default(),
+    )
+    .unwrap();
     // Heun's 35 evaluations on one image in model space; DPM-Solver++(2M) on a batch of three
     // in 8-bit pixels, with its progress.
     for (solver, steps, candidates) in [(Solver::Heun, 18, 1), (Solver::DpmPp2M, 10, 3)] {
         let mut settings = Settings::from_bundle(&bundle.bundle.sampler, 3);
-        (settings.solver, settings.steps, settings.candidates, settings.rounds) = (solver, steps, candidates, 1);
+        (settings.solver, settings.steps, settings.candidates, settings.rounds) =
+            (solver, steps, candidates, 1);
         if solver == Solver::DpmPp2M {
             // Guided only in the middle: the loop on the GPU switches w per step like the host.
             settings.guidance_interval = Some([0.3, 5.0]);
         }
-        let ids: Vec<SampleId> = (0..candidates).map(|candidate| SampleId { reference: 0, candidate }).collect();
+        let ids: Vec<SampleId> =
+            (0..candidates).map(|candidate| SampleId { reference: 0, candidate }).collect();
         let mut images = Vec::new();
         for backend in [&Tract as &dyn Backend, &gpu] {
             let mut generator = Generator::load(&bundle, backend, settings.clone()).unwrap();
@@ -85,19 +91,36 @@ fn sampling_loops_on_the_gpu_match_tract() {
             let conditions = generator.conditions(reference.batch(&[0]).view()).unwrap();
             let rows = conditions.select(ndarray::Axis(0), &vec![0; candidates]);
             if solver == Solver::Heun {
-                images.push(generator.generate_model_space(&ids, rows.view()).unwrap().mapv(f64::from));
+                images.push(
+                    generator.generate_model_space(&ids, rows.view()).unwrap().mapv(f64::from),
+                );
             } else {
                 let mut seen = Vec::new();
-                images.push(generator.generate_watched(&ids, rows.view(), &mut |done, total| seen.push((done, total))).unwrap().mapv(f64::from));
-                assert_eq!(seen, (1..=steps).map(|d| (d, steps)).collect::<Vec<_>>(), "progress after every step");
+                images.push(
+                    generator
+                        .generate_watched(&ids, rows.view(), &mut |done, total| {
+                            seen.push((done, total))
+                        })
+                        .unwrap()
+                        .mapv(f64::from),
+                );
+                assert_eq!(
+                    seen,
+                    (1..=steps).map(|d| (d, steps)).collect::<Vec<_>>(),
+                    "progress after every step"
+                );
             }
         }
         let diff = images[0].iter().zip(&images[1]).fold(0f64, |m, (a, b)| m.max((a - b).abs()));
         if solver == Solver::Heun {
-            println!("Heun, 18 steps, loop on the GPU: max |webgpu − tract| = {diff:e} (model space)");
+            println!(
+                "Heun, 18 steps, loop on the GPU: max |webgpu − tract| = {diff:e} (model space)"
+            );
             assert!(diff <= 1e-2, "the sampled images differ by {diff}");
         } else {
-            println!("DPM-Solver++(2M), 10 steps, 3 images, guided at 0.3 < σ ≤ 5, loop on the GPU: max |webgpu − tract| = {diff} in 8-bit pixels");
+            println!(
+                "DPM-Solver++(2M), 10 steps, 3 images, guided at 0.3 < σ ≤ 5, loop on the GPU: max |webgpu − tract| = {diff} in 8-bit pixels"
+            );
             assert!(diff <= 1.0, "pixels differ by {diff}");
         }
     }

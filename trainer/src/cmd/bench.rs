@@ -8,7 +8,9 @@ use serde_json::json;
 
 use unpersonal_trainer::engine::TrainingEngine;
 use unpersonal_trainer::graph::numel;
-use unpersonal_trainer::models::{ClassifierConfig, DenoiserConfig, Model, ReidConfig, forward_mflops};
+use unpersonal_trainer::models::{
+    ClassifierConfig, DenoiserConfig, Model, ReidConfig, forward_mflops,
+};
 use unpersonal_trainer::step::{self, AdamW};
 
 use super::EngineArgs;
@@ -60,7 +62,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let inputs: Vec<Vec<f32>> = step_graph
         .batch_inputs
         .iter()
-        .map(|(_, shape)| (0..numel(shape)).map(|i| ((i * 7919) % 255 + 1) as f32 / 256.0).collect())
+        .map(|(_, shape)| {
+            (0..numel(shape)).map(|i| ((i * 7919) % 255 + 1) as f32 / 256.0).collect()
+        })
         .collect();
     let inputs: Vec<&[f32]> = inputs.iter().map(Vec::as_slice).collect();
     for t in 1..=3 {
@@ -83,7 +87,10 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                     "parameters": params, "forward_mflops_per_image": mflops, "device": args.engine.device })
         );
     } else {
-        println!("{kind} ({params} parameters, {mflops:.1} MFLOPs per image forward), batch {}: {rate:.1} images/s, {ms:.1} ms/step", args.batch);
+        println!(
+            "{kind} ({params} parameters, {mflops:.1} MFLOPs per image forward), batch {}: {rate:.1} images/s, {ms:.1} ms/step",
+            args.batch
+        );
     }
     Ok(())
 }

@@ -74,7 +74,8 @@ pub fn run(args: ClassifierArgs) -> anyhow::Result<()> {
     checkpoint::ensure_writable(&args.out)?;
     checkpoint::ensure_writable(&args.run)?;
     let (data, test) = args.data.load()?;
-    let widths: [usize; 3] = args.widths.as_slice().try_into().context("--widths takes three numbers, e.g. 32,48,96")?;
+    let widths: [usize; 3] =
+        args.widths.as_slice().try_into().context("--widths takes three numbers, e.g. 32,48,96")?;
     let model = ClassifierConfig {
         channels: data.channels,
         height: data.height,
@@ -92,11 +93,21 @@ pub fn run(args: ClassifierArgs) -> anyhow::Result<()> {
         data: args.data.data.display().to_string(),
         samples: data.len(),
         batch: args.batch,
-        schedule: Schedule { steps, warmup: args.warmup.min(steps / 2), lr: args.lr, final_ratio: 0.01 },
+        schedule: Schedule {
+            steps,
+            warmup: args.warmup.min(steps / 2),
+            lr: args.lr,
+            final_ratio: 0.01,
+        },
         adamw: AdamW { weight_decay: args.weight_decay, ..AdamW::default() },
         ema: args.ema,
         seed: args.seed,
-        augment: Augment { shift: args.shift, hflip: !args.no_flip, brightness: 0.0, contrast: 0.0 },
+        augment: Augment {
+            shift: args.shift,
+            hflip: !args.no_flip,
+            brightness: 0.0,
+            contrast: 0.0,
+        },
         normalization: norm,
     };
     let session_config = args.engine.session();
@@ -104,17 +115,25 @@ pub fn run(args: ClassifierArgs) -> anyhow::Result<()> {
     if !args.control.quiet {
         eprintln!(
             "training the classifier on {} ({} images, {} steps of {}) on {:?}",
-            data.name, data.len(), steps, args.batch, args.engine.device
+            data.name,
+            data.len(),
+            steps,
+            args.batch,
+            args.engine.device
         );
     }
-    let (state, summary) = train::train(&model, &cfg, &data, &Supervised, &opts, env, |_, state| {
-        let onnx = export::onnx_bytes(&model, state, Weights::Ema, vec![])?;
-        let mut session = engine::session(env, &onnx, &session_config)?;
-        let acc = eval::accuracy(&test, norm, 500, |x| logits(&mut session, x))?;
-        Ok(json!({ "test_accuracy": acc.rate(), "test_images": acc.total }))
-    })?;
+    let (state, summary) =
+        train::train(&model, &cfg, &data, &Supervised, &opts, env, |_, state| {
+            let onnx = export::onnx_bytes(&model, state, Weights::Ema, vec![])?;
+            let mut session = engine::session(env, &onnx, &session_config)?;
+            let acc = eval::accuracy(&test, norm, 500, |x| logits(&mut session, x))?;
+            Ok(json!({ "test_accuracy": acc.rate(), "test_images": acc.total }))
+        })?;
     if summary.steps < steps {
-        println!("{}", json!({ "stopped_at_step": summary.steps, "of": steps, "resume_with": "--resume" }));
+        println!(
+            "{}",
+            json!({ "stopped_at_step": summary.steps, "of": steps, "resume_with": "--resume" })
+        );
         return Ok(());
     }
 
@@ -123,12 +142,20 @@ pub fn run(args: ClassifierArgs) -> anyhow::Result<()> {
         "architecture": cfg.model, "dataset": data.name, "training_images": data.len(),
         "steps": steps, "batch": args.batch, "weights": "ema", "ema_decay": args.ema, "trainer": TRAINER,
     });
-    let onnx = export::onnx_bytes(&model, &state, Weights::Ema, vec![("unpersonal.role".into(), "classifier".into())])?;
+    let onnx = export::onnx_bytes(
+        &model,
+        &state,
+        Weights::Ema,
+        vec![("unpersonal.role".into(), "classifier".into())],
+    )?;
     let mut session = engine::session(env, &onnx, &session_config)?;
     let acc = eval::accuracy(&test, norm, 500, |x| logits(&mut session, x))?;
     let probe = first_images(&test, norm, 64);
     let parity = export::parity(env, &onnx, &[("image", &probe)])?;
-    anyhow::ensure!(parity <= 1e-4, "ONNX Runtime and tract disagree on the exported model by {parity:e} relative to the output scale (> 1e-4)");
+    anyhow::ensure!(
+        parity <= 1e-4,
+        "ONNX Runtime and tract disagree on the exported model by {parity:e} relative to the output scale (> 1e-4)"
+    );
     provenance["metrics"] = json!({
         "test_accuracy": acc.rate(), "test_images": acc.total, "test_dataset": test.name,
         "ort_tract_max_scaled_diff": parity,
@@ -139,7 +166,10 @@ pub fn run(args: ClassifierArgs) -> anyhow::Result<()> {
         file: "classifier.onnx",
         onnx: &onnx,
         inputs: vec![bundle::tensor_spec("image", &[c, h, w])],
-        outputs: vec![bundle::tensor_spec("logits", &[model.classes]), bundle::tensor_spec("features", &[model.feature_dim()])],
+        outputs: vec![
+            bundle::tensor_spec("logits", &[model.classes]),
+            bundle::tensor_spec("features", &[model.feature_dim()]),
+        ],
         provenance,
     };
     bundle::write(&args.out, &data, norm, vec![entry], json!({}))?;

@@ -8,7 +8,9 @@ use clap::Args;
 use serde_json::{Value, json};
 
 use unpersonal_trainer::data::{Augment, Dataset, Normalization};
-use unpersonal_trainer::diffusion::{self, DenoiserFeed, EdmTraining, Extractor, Features, VALIDATION_SIGMAS};
+use unpersonal_trainer::diffusion::{
+    self, DenoiserFeed, EdmTraining, Extractor, Features, VALIDATION_SIGMAS,
+};
 use unpersonal_trainer::engine::{self, HostTensor, SessionConfig, State};
 use unpersonal_trainer::export::{self, Weights};
 use unpersonal_trainer::graph::numel;
@@ -101,10 +103,15 @@ pub fn run(args: DenoiserArgs) -> anyhow::Result<()> {
     let extractor = features_model(&args.features, &args.out)?;
     let mirrored = !args.no_flip && data.allows_hflip;
     if !args.control.quiet {
-        eprintln!("features of {} training images ({}) …", data.len(), if mirrored { "and their mirror images" } else { "unmirrored" });
+        eprintln!(
+            "features of {} training images ({}) …",
+            data.len(),
+            if mirrored { "and their mirror images" } else { "unmirrored" }
+        );
     }
     let cache = args.run.join("features.safetensors");
-    let features = Extractor { env, model: &extractor.onnx, session: &session }.cached(&cache, &data, norm, mirrored)?;
+    let features = Extractor { env, model: &extractor.onnx, session: &session }
+        .cached(&cache, &data, norm, mirrored)?;
     let mut validation_set = test.clone();
     validation_set.truncate(VALIDATION_IMAGES);
     let validation = Validation::new(env, &extractor.onnx, &validation_set, norm, &session)?;
@@ -128,7 +135,12 @@ pub fn run(args: DenoiserArgs) -> anyhow::Result<()> {
         data: args.data.data.display().to_string(),
         samples: data.len(),
         batch: args.batch,
-        schedule: Schedule { steps: args.steps, warmup: args.warmup.min(args.steps / 2), lr: args.lr, final_ratio: 0.1 },
+        schedule: Schedule {
+            steps: args.steps,
+            warmup: args.warmup.min(args.steps / 2),
+            lr: args.lr,
+            final_ratio: 0.1,
+        },
         adamw: AdamW { weight_decay: 0.0, ..AdamW::default() },
         ema: args.ema,
         seed: args.seed,
@@ -149,10 +161,20 @@ pub fn run(args: DenoiserArgs) -> anyhow::Result<()> {
         if !args.control.quiet {
             eprintln!(
                 "training the denoiser ({:.0} MFLOPs per evaluation) on {} ({} images, {} steps of {}) on {:?}",
-                forward_mflops(&model), data.name, data.len(), args.steps, args.batch, args.engine.device
+                forward_mflops(&model),
+                data.name,
+                data.len(),
+                args.steps,
+                args.batch,
+                args.engine.device
             );
         }
-        let feed = DenoiserFeed { features: &features, edm, seed: args.seed, image: [data.channels, data.height, data.width] };
+        let feed = DenoiserFeed {
+            features: &features,
+            edm,
+            seed: args.seed,
+            image: [data.channels, data.height, data.width],
+        };
         let opts = args.control.options(&args.run, args.eval_every, session.clone());
         let (state, summary) = train::train(&model, &cfg, &data, &feed, &opts, env, |_, state| {
             let onnx = export::onnx_bytes(&model, state, Weights::Ema, vec![])?;
@@ -168,23 +190,48 @@ pub fn run(args: DenoiserArgs) -> anyhow::Result<()> {
         }
         (state, summary.steps)
     };
-    export_bundle(&args, env, &model, &cfg, &state, steps_done, &data, &extractor, &validation, &session)
+    export_bundle(
+        &args,
+        env,
+        &model,
+        &cfg,
+        &state,
+        steps_done,
+        &data,
+        &extractor,
+        &validation,
+        &session,
+    )
 }
 
 /// Reads the features model `choice` names: the bundle's classifier, or an ONNX file.
 fn features_model(choice: &str, bundle_dir: &Path) -> anyhow::Result<FeaturesModel> {
     if choice == "classifier" {
         let path = bundle_dir.join("bundle.json");
-        let text = std::fs::read(&path).with_context(|| format!("--features classifier needs the classifier's bundle: cannot read {}", path.display()))?;
-        let bundle: Value = serde_json::from_slice(&text).with_context(|| format!("{} is not valid JSON", path.display()))?;
+        let text = std::fs::read(&path).with_context(|| {
+            format!(
+                "--features classifier needs the classifier's bundle: cannot read {}",
+                path.display()
+            )
+        })?;
+        let bundle: Value = serde_json::from_slice(&text)
+            .with_context(|| format!("{} is not valid JSON", path.display()))?;
         let entry = &bundle["models"]["classifier"];
-        let file = entry["file"].as_str().with_context(|| format!("{} has no classifier (models.classifier.file)", path.display()))?;
-        let onnx = std::fs::read(bundle_dir.join(file)).with_context(|| format!("cannot read the classifier {}", bundle_dir.join(file).display()))?;
-        let outputs = entry["outputs"].as_array().cloned().with_context(|| format!("{}: models.classifier.outputs is missing", path.display()))?;
+        let file = entry["file"].as_str().with_context(|| {
+            format!("{} has no classifier (models.classifier.file)", path.display())
+        })?;
+        let onnx = std::fs::read(bundle_dir.join(file)).with_context(|| {
+            format!("cannot read the classifier {}", bundle_dir.join(file).display())
+        })?;
+        let outputs = entry["outputs"]
+            .as_array()
+            .cloned()
+            .with_context(|| format!("{}: models.classifier.outputs is missing", path.display()))?;
         return Ok(FeaturesModel { onnx, file: file.to_string(), outputs });
     }
     let path = Path::new(choice);
-    let onnx = std::fs::read(path).with_context(|| format!("cannot read the features model {}", path.display()))?;
+    let onnx = std::fs::read(path)
+        .with_context(|| format!("cannot read the features model {}", path.display()))?;
     Ok(FeaturesModel { onnx, file: "features.onnx".into(), outputs: vec![] })
 }
 
@@ -196,19 +243,39 @@ struct Validation {
 }
 
 impl Validation {
-    fn new(env: &ort::environment::Environment, extractor: &[u8], set: &Dataset, norm: Normalization, session: &SessionConfig) -> anyhow::Result<Self> {
-        let Features { dim, plain, .. } = Extractor { env, model: extractor, session }.compute(set, norm, false)?;
+    fn new(
+        env: &ort::environment::Environment,
+        extractor: &[u8],
+        set: &Dataset,
+        norm: Normalization,
+        session: &SessionConfig,
+    ) -> anyhow::Result<Self> {
+        let Features { dim, plain, .. } =
+            Extractor { env, model: extractor, session }.compute(set, norm, false)?;
         let images = first_images(set, norm, set.len());
-        Ok(Validation { conditions: HostTensor { shape: vec![set.len(), dim], data: plain }, images })
+        Ok(Validation {
+            conditions: HostTensor { shape: vec![set.len(), dim], data: plain },
+            images,
+        })
     }
 
     /// The EMA model's validation loss per noise level and on average.
-    fn report(&self, env: &ort::environment::Environment, onnx: &[u8], session: &SessionConfig, sigma_data: f32) -> anyhow::Result<Value> {
+    fn report(
+        &self,
+        env: &ort::environment::Environment,
+        onnx: &[u8],
+        session: &SessionConfig,
+        sigma_data: f32,
+    ) -> anyhow::Result<Value> {
         let mut session = engine::session(env, onnx, session)?;
-        let losses = diffusion::validation_loss(&mut session, &self.images, &self.conditions, sigma_data)?;
-        let by_sigma: serde_json::Map<String, Value> = VALIDATION_SIGMAS.iter().zip(&losses).map(|(s, l)| (s.to_string(), json!(l))).collect();
+        let losses =
+            diffusion::validation_loss(&mut session, &self.images, &self.conditions, sigma_data)?;
+        let by_sigma: serde_json::Map<String, Value> =
+            VALIDATION_SIGMAS.iter().zip(&losses).map(|(s, l)| (s.to_string(), json!(l))).collect();
         let mean = losses.iter().sum::<f32>() / losses.len() as f32;
-        Ok(json!({ "val_loss": mean, "val_loss_by_sigma": by_sigma, "val_images": self.images.shape[0] }))
+        Ok(
+            json!({ "val_loss": mean, "val_loss_by_sigma": by_sigma, "val_images": self.images.shape[0] }),
+        )
     }
 }
 
@@ -227,12 +294,21 @@ fn export_bundle(
     validation: &Validation,
     session: &SessionConfig,
 ) -> anyhow::Result<()> {
-    let onnx = export::onnx_bytes(model, state, Weights::Ema, vec![("unpersonal.role".into(), "denoiser".into())])?;
+    let onnx = export::onnx_bytes(
+        model,
+        state,
+        Weights::Ema,
+        vec![("unpersonal.role".into(), "denoiser".into())],
+    )?;
     let parity = parity_probe(env, &onnx, validation)?;
-    anyhow::ensure!(parity <= 1e-4, "ONNX Runtime and tract disagree on the exported denoiser by {parity:e} (> 1e-4)");
+    anyhow::ensure!(
+        parity <= 1e-4,
+        "ONNX Runtime and tract disagree on the exported denoiser by {parity:e} (> 1e-4)"
+    );
     let metrics = validation.report(env, &onnx, session, model.sigma_data)?;
     let (c, h, w, d) = (model.channels, model.height, model.width, model.condition_dim);
-    let parameters: usize = step::build(model, 1, &cfg.adamw).params.iter().map(|p| numel(&p.shape)).sum();
+    let parameters: usize =
+        step::build(model, 1, &cfg.adamw).params.iter().map(|p| numel(&p.shape)).sum();
     let mut provenance = json!({
         "architecture": cfg.model, "dataset": data.name, "training_images": data.len(),
         "steps": steps_done, "planned_steps": cfg.schedule.steps, "batch": cfg.batch, "learning_rate": cfg.schedule,
@@ -260,7 +336,11 @@ fn export_bundle(
                     "condition_dropout": cfg.model["edm"]["p_uncond"] })
         },
     };
-    let outputs = if extractor.outputs.is_empty() { vec![bundle::tensor_spec("features", &[d])] } else { extractor.outputs.clone() };
+    let outputs = if extractor.outputs.is_empty() {
+        vec![bundle::tensor_spec("features", &[d])]
+    } else {
+        extractor.outputs.clone()
+    };
     let features = bundle::Entry {
         role: "features",
         file: &extractor.file,
@@ -270,7 +350,13 @@ fn export_bundle(
         provenance: json!({ "extractor": args.features, "output": "features", "normalised": "L2, unit rows" }),
     };
     let sections = json!({ "edm": { "sigma_data": model.sigma_data } });
-    bundle::write(&args.out, data, cfg.normalization, vec![interface("denoiser"), interface("guide"), features], sections)?;
+    bundle::write(
+        &args.out,
+        data,
+        cfg.normalization,
+        vec![interface("denoiser"), interface("guide"), features],
+        sections,
+    )?;
     println!(
         "{}",
         json!({ "out": args.out.join("denoiser.onnx"), "steps": steps_done, "parameters": parameters,
@@ -281,7 +367,11 @@ fn export_bundle(
 
 /// ONNX Runtime vs tract on 8 validation images noised at several levels, half of the rows
 /// unconditional.
-fn parity_probe(env: &ort::environment::Environment, onnx: &[u8], validation: &Validation) -> anyhow::Result<f32> {
+fn parity_probe(
+    env: &ort::environment::Environment,
+    onnx: &[u8],
+    validation: &Validation,
+) -> anyhow::Result<f32> {
     let n = 8.min(validation.images.shape[0]);
     let size: usize = validation.images.shape[1..].iter().product();
     let dim = validation.conditions.shape[1];
@@ -295,8 +385,13 @@ fn parity_probe(env: &ort::environment::Environment, onnx: &[u8], validation: &V
     let x = HostTensor { shape, data: x };
     let sigma = HostTensor { shape: vec![n], data: sigmas };
     let mask_values: Vec<f32> = (0..n).map(|i| (i % 2) as f32).collect();
-    let condition: Vec<f32> = (0..n * dim).map(|i| validation.conditions.data[i] * mask_values[i / dim]).collect();
+    let condition: Vec<f32> =
+        (0..n * dim).map(|i| validation.conditions.data[i] * mask_values[i / dim]).collect();
     let condition = HostTensor { shape: vec![n, dim], data: condition };
     let mask = HostTensor { shape: vec![n], data: mask_values };
-    export::parity(env, onnx, &[("x", &x), ("sigma", &sigma), ("condition", &condition), ("condition_mask", &mask)])
+    export::parity(
+        env,
+        onnx,
+        &[("x", &x), ("sigma", &sigma), ("condition", &condition), ("condition_mask", &mask)],
+    )
 }

@@ -87,14 +87,31 @@ struct Classifier {
 }
 
 impl Classifier {
-    fn run(&mut self, pixels: ArrayView2<u8>, shape: [usize; 3]) -> anyhow::Result<(Array2<f32>, Array2<f32>)> {
+    fn run(
+        &mut self,
+        pixels: ArrayView2<u8>,
+        shape: [usize; 3],
+    ) -> anyhow::Result<(Array2<f32>, Array2<f32>)> {
         let [c, h, w] = shape;
         let (mut logits, mut features) = (Vec::new(), Vec::new());
         for chunk in pixels.axis_chunks_iter(Axis(0), 500) {
-            let x = chunk.mapv(|p| self.norm.normalize(p)).into_shape_with_order((chunk.nrows(), c, h, w))?;
+            let x = chunk.mapv(|p| self.norm.normalize(p)).into_shape_with_order((
+                chunk.nrows(),
+                c,
+                h,
+                w,
+            ))?;
             let mut out = self.model.run(&[("image", x.view().into_dyn())])?;
-            logits.push(out.remove("logits").context("the classifier has no `logits`")?.into_dimensionality()?);
-            features.push(out.remove("features").context("the classifier has no `features`")?.into_dimensionality()?);
+            logits.push(
+                out.remove("logits")
+                    .context("the classifier has no `logits`")?
+                    .into_dimensionality()?,
+            );
+            features.push(
+                out.remove("features")
+                    .context("the classifier has no `features`")?
+                    .into_dimensionality()?,
+            );
         }
         let join = |parts: Vec<Array2<f32>>| -> anyhow::Result<Array2<f32>> {
             let views: Vec<_> = parts.iter().map(|p| p.view()).collect();
@@ -106,7 +123,8 @@ impl Classifier {
 
 /// The first `n` images of `data` as rows of pixels.
 fn pixel_rows(data: &Dataset, n: usize) -> ArrayView2<'_, u8> {
-    ArrayView2::from_shape((n, data.image_size()), &data.images[..n * data.image_size()]).expect("contiguous images")
+    ArrayView2::from_shape((n, data.image_size()), &data.images[..n * data.image_size()])
+        .expect("contiguous images")
 }
 
 /// Pixels of a sample in [-1, 1] (the distance space of the diversity metrics).
@@ -116,15 +134,19 @@ fn unit(p: u8) -> f32 {
 
 pub fn run(args: EvaluateArgs) -> anyhow::Result<()> {
     let started = Instant::now();
-    let loaded = BundleDir::load(&args.bundle).with_context(|| format!("cannot use the bundle in {}", args.bundle.display()))?;
+    let loaded = BundleDir::load(&args.bundle)
+        .with_context(|| format!("cannot use the bundle in {}", args.bundle.display()))?;
     let bundle = &loaded.bundle;
     let device = match args.engine.device {
         Device::Cpu => OrtDevice::Cpu,
         Device::Cuda => OrtDevice::Cuda,
     };
     let backend = Ort::new(args.engine.ort_lib.as_deref(), device, args.engine.threads)?;
-    let load = |role: Role| -> anyhow::Result<Model> { Ok(Model::load(&backend as &dyn Backend, bundle.model(role)?, loaded.onnx(role)?)?) };
-    let mut classifier = Classifier { model: load(Role::Classifier)?, norm: bundle.image.normalization.clone() };
+    let load = |role: Role| -> anyhow::Result<Model> {
+        Ok(Model::load(&backend as &dyn Backend, bundle.model(role)?, loaded.onnx(role)?)?)
+    };
+    let mut classifier =
+        Classifier { model: load(Role::Classifier)?, norm: bundle.image.normalization.clone() };
     let train = Dataset::load(&args.data, Split::Train)?;
     let test = Dataset::load(&args.data, Split::Test)?;
     let shape = [train.channels, train.height, train.width];
@@ -151,14 +173,19 @@ pub fn run(args: EvaluateArgs) -> anyhow::Result<()> {
         let bar = bar(n + k * m, &format!("w = {w}"));
 
         // Fidelity and class consistency: one sample (candidate 0) per conditioning image.
-        let ids: Vec<SampleId> = (0..n).map(|reference| SampleId { reference, candidate: 0 }).collect();
+        let ids: Vec<SampleId> =
+            (0..n).map(|reference| SampleId { reference, candidate: 0 }).collect();
         let samples = sample(&mut generator, &train, &ids, args.batch, &bar)?;
         let (logits, features) = classifier.run(samples.view(), shape)?;
-        let consistent = (0..n).filter(|&i| argmax(logits.row(i).as_slice().unwrap()) == argmax(train.label(i))).count();
+        let consistent = (0..n)
+            .filter(|&i| argmax(logits.row(i).as_slice().unwrap()) == argmax(train.label(i)))
+            .count();
         let fd = frechet_distance(features.view(), test_features.view());
 
         // Diversity: m candidates for each of the first k conditioning images.
-        let ids: Vec<SampleId> = (0..k).flat_map(|reference| (0..m).map(move |candidate| SampleId { reference, candidate })).collect();
+        let ids: Vec<SampleId> = (0..k)
+            .flat_map(|reference| (0..m).map(move |candidate| SampleId { reference, candidate }))
+            .collect();
         let candidates = sample(&mut generator, &train, &ids, args.batch, &bar)?;
         let (_, cand_features) = classifier.run(candidates.view(), shape)?;
         let cand_pixels = candidates.mapv(unit);
@@ -202,14 +229,21 @@ pub fn run(args: EvaluateArgs) -> anyhow::Result<()> {
 }
 
 /// Generates `ids` (conditioned on training images) in batches; 8-bit pixel rows.
-fn sample(generator: &mut Generator, train: &Dataset, ids: &[SampleId], batch: usize, bar: &ProgressBar) -> anyhow::Result<Array2<u8>> {
+fn sample(
+    generator: &mut Generator,
+    train: &Dataset,
+    ids: &[SampleId],
+    batch: usize,
+    bar: &ProgressBar,
+) -> anyhow::Result<Array2<u8>> {
     let size = train.image_size();
     let mut rows = Array2::<u8>::zeros((ids.len(), size));
     for (chunk_index, chunk) in ids.chunks(batch.max(1)).enumerate() {
         let references: Vec<usize> = chunk.iter().map(|id| id.reference).collect();
         let conditions = generator.conditions(train.batch(&references).view())?;
         for (i, image) in generator.generate(chunk, conditions.view())?.outer_iter().enumerate() {
-            rows.row_mut(chunk_index * batch.max(1) + i).assign(&ndarray::Array1::from_iter(image.iter().copied()));
+            rows.row_mut(chunk_index * batch.max(1) + i)
+                .assign(&ndarray::Array1::from_iter(image.iter().copied()));
         }
         bar.inc(chunk.len() as u64);
     }
@@ -224,14 +258,24 @@ fn mean_over_groups(rows: ArrayView2<f32>, m: usize) -> f64 {
 
 /// For each of the first `k` training images, the mean pairwise distance among it and the
 /// next `m − 1` training images of its class (features and pixels), averaged.
-fn real_same_class_spread(train: &Dataset, k: usize, m: usize, classifier: &mut Classifier, shape: [usize; 3]) -> anyhow::Result<Value> {
+fn real_same_class_spread(
+    train: &Dataset,
+    k: usize,
+    m: usize,
+    classifier: &mut Classifier,
+    shape: [usize; 3],
+) -> anyhow::Result<Value> {
     let size = train.image_size();
     let mut group_pixels = Array2::<u8>::zeros((k * m, size));
     for i in 0..k {
         let class = argmax(train.label(i));
         let members = (i..train.len()).filter(|&j| argmax(train.label(j)) == class).take(m);
         for (slot, j) in members.enumerate() {
-            group_pixels.row_mut(i * m + slot).as_slice_mut().expect("contiguous").copy_from_slice(train.image(j));
+            group_pixels
+                .row_mut(i * m + slot)
+                .as_slice_mut()
+                .expect("contiguous")
+                .copy_from_slice(train.image(j));
         }
     }
     let (_, features) = classifier.run(group_pixels.view(), shape)?;
@@ -243,25 +287,42 @@ fn real_same_class_spread(train: &Dataset, k: usize, m: usize, classifier: &mut 
 
 /// Per class, the first training image of the class and 8 candidates conditioned on it, one
 /// row per class, 2× enlarged.
-fn write_grid(path: &std::path::Path, generator: &mut Generator, train: &Dataset, shape: [usize; 3]) -> anyhow::Result<()> {
+fn write_grid(
+    path: &std::path::Path,
+    generator: &mut Generator,
+    train: &Dataset,
+    shape: [usize; 3],
+) -> anyhow::Result<()> {
     let [c, h, w] = shape;
     anyhow::ensure!(c == 1, "grids are written for grayscale images");
     let classes = train.num_labels;
     let cols = generator.settings().candidates + 1;
     let mut grid = image::GrayImage::new((cols * w) as u32, (classes * h) as u32);
     for class in 0..classes {
-        let Some(index) = (0..train.len()).find(|&j| argmax(train.label(j)) == class) else { continue };
-        let ids: Vec<SampleId> = (0..cols - 1).map(|candidate| SampleId { reference: index, candidate }).collect();
+        let Some(index) = (0..train.len()).find(|&j| argmax(train.label(j)) == class) else {
+            continue;
+        };
+        let ids: Vec<SampleId> =
+            (0..cols - 1).map(|candidate| SampleId { reference: index, candidate }).collect();
         let rows = sample(generator, train, &ids, cols, &ProgressBar::hidden())?;
         let mut tiles: Vec<&[u8]> = vec![train.image(index)];
         tiles.extend(rows.outer_iter().map(|r| r.to_slice().expect("contiguous")));
         for (col, tile) in tiles.iter().enumerate() {
             for (p, &v) in tile.iter().enumerate() {
-                grid.put_pixel((col * w + p % w) as u32, (class * h + p / w) as u32, image::Luma([v]));
+                grid.put_pixel(
+                    (col * w + p % w) as u32,
+                    (class * h + p / w) as u32,
+                    image::Luma([v]),
+                );
             }
         }
     }
-    let big = image::imageops::resize(&grid, grid.width() * 2, grid.height() * 2, image::imageops::FilterType::Nearest);
+    let big = image::imageops::resize(
+        &grid,
+        grid.width() * 2,
+        grid.height() * 2,
+        image::imageops::FilterType::Nearest,
+    );
     let mut bytes = Vec::new();
     big.write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png)?;
     Ok(write_atomically(path, &bytes)?)
@@ -269,14 +330,22 @@ fn write_grid(path: &std::path::Path, generator: &mut Generator, train: &Dataset
 
 fn bar(total: usize, label: &str) -> ProgressBar {
     let bar = ProgressBar::new(total as u64);
-    bar.set_style(ProgressStyle::with_template("{msg} {bar:30} {pos}/{len} samples  ETA {eta}").expect("valid template"));
+    bar.set_style(
+        ProgressStyle::with_template("{msg} {bar:30} {pos}/{len} samples  ETA {eta}")
+            .expect("valid template"),
+    );
     bar.set_message(label.to_string());
     bar
 }
 
 /// The guidance table as Markdown.
 fn print_table(report: &Value) {
-    println!("\n| w | FD (floor {:.4}) | class consistency | spread features (real {:.3}) | spread pixels (real {:.2}) | NN = own condition |", report["frechet_distance_floor"].as_f64().unwrap_or(f64::NAN), report["real_same_class_spread"]["features"].as_f64().unwrap_or(f64::NAN), report["real_same_class_spread"]["pixels"].as_f64().unwrap_or(f64::NAN));
+    println!(
+        "\n| w | FD (floor {:.4}) | class consistency | spread features (real {:.3}) | spread pixels (real {:.2}) | NN = own condition |",
+        report["frechet_distance_floor"].as_f64().unwrap_or(f64::NAN),
+        report["real_same_class_spread"]["features"].as_f64().unwrap_or(f64::NAN),
+        report["real_same_class_spread"]["pixels"].as_f64().unwrap_or(f64::NAN)
+    );
     println!("|---|---|---|---|---|---|");
     for row in report["per_guidance"].as_array().into_iter().flatten() {
         let f = |key: &str| row[key].as_f64().unwrap_or(f64::NAN);

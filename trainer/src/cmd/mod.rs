@@ -108,10 +108,14 @@ impl DataArgs {
         let test = match &self.test_data {
             Some(path) => Dataset::load(path, Split::Test)?,
             None if self.data.is_dir() => Dataset::load(&self.data, Split::Test)?,
-            None => anyhow::bail!("{} is a filelist: pass --test-data with a labelled test filelist", self.data.display()),
+            None => anyhow::bail!(
+                "{} is a filelist: pass --test-data with a labelled test filelist",
+                self.data.display()
+            ),
         };
         anyhow::ensure!(
-            (test.channels, test.height, test.width, test.num_labels) == (train.channels, train.height, train.width, train.num_labels),
+            (test.channels, test.height, test.width, test.num_labels)
+                == (train.channels, train.height, train.width, train.num_labels),
             "test data {} does not match the training data's image size or label count",
             test.name
         );

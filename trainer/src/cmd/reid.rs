@@ -101,7 +101,17 @@ const DUPLICATE: f64 = 0.5;
 /// the symmetric normalisation's units), contrast ±20 %, small crops (a zoom of up to 5 %). The
 /// gate must catch such near-copies of an original.
 fn near_copy() -> Strong {
-    Strong { shift: 2.0, rotate: 0.0, scale: 0.05, warp: 0.0, brightness: 0.0, contrast: 0.2, blur: 0.0, noise: 0.2, occlude: 0.0 }
+    Strong {
+        shift: 2.0,
+        rotate: 0.0,
+        scale: 0.05,
+        warp: 0.0,
+        brightness: 0.0,
+        contrast: 0.2,
+        blur: 0.0,
+        noise: 0.2,
+        occlude: 0.0,
+    }
 }
 
 pub fn run(args: ReidArgs) -> anyhow::Result<()> {
@@ -110,8 +120,20 @@ pub fn run(args: ReidArgs) -> anyhow::Result<()> {
     checkpoint::ensure_writable(&args.run)?;
     let (data, mut held_out) = args.data.load()?;
     held_out.truncate(args.calibration_images);
-    let widths: [usize; 3] = args.widths.as_slice().try_into().map_err(|_| anyhow::anyhow!("--widths takes three numbers, e.g. 32,64,128"))?;
-    let model = ReidConfig { channels: data.channels, height: data.height, width: data.width, widths, descriptor: args.descriptor, embedding: args.embedding, groups: 8 };
+    let widths: [usize; 3] = args
+        .widths
+        .as_slice()
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("--widths takes three numbers, e.g. 32,64,128"))?;
+    let model = ReidConfig {
+        channels: data.channels,
+        height: data.height,
+        width: data.width,
+        widths,
+        descriptor: args.descriptor,
+        embedding: args.embedding,
+        groups: 8,
+    };
     model.validate()?;
     let norm = Normalization::SYMMETRIC;
     let strong = Strong::default();
@@ -120,7 +142,12 @@ pub fn run(args: ReidArgs) -> anyhow::Result<()> {
         data: args.data.data.display().to_string(),
         samples: data.len(),
         batch: args.batch,
-        schedule: Schedule { steps: args.steps, warmup: args.warmup.min(args.steps / 2), lr: args.lr, final_ratio: 0.01 },
+        schedule: Schedule {
+            steps: args.steps,
+            warmup: args.warmup.min(args.steps / 2),
+            lr: args.lr,
+            final_ratio: 0.01,
+        },
         adamw: AdamW::default(),
         ema: args.ema,
         seed: args.seed,
@@ -130,30 +157,59 @@ pub fn run(args: ReidArgs) -> anyhow::Result<()> {
     let session = args.engine.session();
     let opts = args.control.options(&args.run, args.eval_every, session.clone());
     if !args.control.quiet {
-        eprintln!("training the re-identification model on {} ({} images, {} steps of {} pairs)", data.name, data.len(), args.steps, args.batch);
+        eprintln!(
+            "training the re-identification model on {} ({} images, {} steps of {} pairs)",
+            data.name,
+            data.len(),
+            args.steps,
+            args.batch
+        );
     }
     let mut feed = PairFeed::new(&data, strong.clone(), norm, args.seed);
     if args.neighbour_negatives > 0 {
         if !args.control.quiet {
-            eprintln!("finding the {} nearest images of each training image (pixel space) …", args.neighbour_negatives);
+            eprintln!(
+                "finding the {} nearest images of each training image (pixel space) …",
+                args.neighbour_negatives
+            );
         }
-        feed = feed.neighbour_negatives(pixel_neighbours(&data, norm, args.neighbour_negatives, DUPLICATE));
+        feed = feed.neighbour_negatives(pixel_neighbours(
+            &data,
+            norm,
+            args.neighbour_negatives,
+            DUPLICATE,
+        ));
     }
     // The gate compares candidates with unmodified reference images, so the held-out pairs
     // do too: an original and a strong augmentation of it, or of another image.
-    let calibration = Calibration::new(PairFeed::new(&held_out, strong.clone(), norm, u64::MAX).plain_anchor(), &held_out, args.batch);
+    let calibration = Calibration::new(
+        PairFeed::new(&held_out, strong.clone(), norm, u64::MAX).plain_anchor(),
+        &held_out,
+        args.batch,
+    );
     let (state, summary) = train::train(&model, &cfg, &data, &feed, &opts, env, |_, state| {
         calibration.measure(env, &model, state, &session, args.false_match_rate).map(|c| c.summary)
     })?;
     if summary.steps < args.steps {
-        println!("{}", json!({ "stopped_at_step": summary.steps, "of": args.steps, "resume_with": "--resume" }));
+        println!(
+            "{}",
+            json!({ "stopped_at_step": summary.steps, "of": args.steps, "resume_with": "--resume" })
+        );
         return Ok(());
     }
 
     let measured = calibration.measure(env, &model, &state, &session, args.false_match_rate)?;
-    let near = Calibration::new(PairFeed::new(&held_out, near_copy(), norm, u64::MAX).plain_anchor(), &held_out, args.batch).measure(env, &model, &state, &session, args.false_match_rate)?;
-    let threshold = measured.threshold.min(threshold_detecting(&near.positives, args.near_copy_detection));
-    let share = |scores: &[f32]| scores.iter().filter(|&&s| s >= threshold).count() as f64 / scores.len().max(1) as f64;
+    let near = Calibration::new(
+        PairFeed::new(&held_out, near_copy(), norm, u64::MAX).plain_anchor(),
+        &held_out,
+        args.batch,
+    )
+    .measure(env, &model, &state, &session, args.false_match_rate)?;
+    let threshold =
+        measured.threshold.min(threshold_detecting(&near.positives, args.near_copy_detection));
+    let share = |scores: &[f32]| {
+        scores.iter().filter(|&&s| s >= threshold).count() as f64 / scores.len().max(1) as f64
+    };
     let mut calibration_json = measured.summary.clone();
     calibration_json["threshold_logit"] = json!(threshold);
     calibration_json["false_match_rate"] = json!(share(&measured.negatives));
@@ -163,11 +219,23 @@ pub fn run(args: ReidArgs) -> anyhow::Result<()> {
         "the lower of the thresholds at a false-match rate of {} and at a near-copy detection of {}",
         args.false_match_rate, args.near_copy_detection
     ));
-    calibration_json["near_copies"] = json!("original vs copy shifted ≤ 2 px, noise σ ≤ 0.1 of the pixel range, contrast ±20 %, zoom ≤ 5 %");
+    calibration_json["near_copies"] = json!(
+        "original vs copy shifted ≤ 2 px, noise σ ≤ 0.1 of the pixel range, contrast ±20 %, zoom ≤ 5 %"
+    );
     calibration_json["dataset"] = json!(held_out.name);
 
-    let embed = export::onnx_bytes(&model, &state, Weights::Ema, vec![("unpersonal.role".into(), "reid_embed".into())])?;
-    let head = export::onnx_bytes(&ReidHead(&model), &state, Weights::Ema, vec![("unpersonal.role".into(), "reid_head".into())])?;
+    let embed = export::onnx_bytes(
+        &model,
+        &state,
+        Weights::Ema,
+        vec![("unpersonal.role".into(), "reid_embed".into())],
+    )?;
+    let head = export::onnx_bytes(
+        &ReidHead(&model),
+        &state,
+        Weights::Ema,
+        vec![("unpersonal.role".into(), "reid_head".into())],
+    )?;
     let provenance = json!({
         "architecture": cfg.model, "dataset": data.name, "training_images": data.len(), "steps": summary.steps,
         "batch_pairs": args.batch, "weights": "ema", "ema_decay": args.ema, "trainer": TRAINER, "metrics": calibration_json,
@@ -193,14 +261,17 @@ pub fn run(args: ReidArgs) -> anyhow::Result<()> {
     ];
     // Against its nearest references, a never-seen person scores far higher than against a
     // random image: the neighbour threshold flags only --neighbour-false-match-rate of them.
-    let mut scorer = Scorer::new(env, &model, &state, &session, [data.channels, data.height, data.width])?;
+    let mut scorer =
+        Scorer::new(env, &model, &state, &session, [data.channels, data.height, data.width])?;
     let held_out_best = neighbour_scores(&mut scorer, &data, &held_out, norm, args.neighbours)?;
     let (_, neighbour_threshold) = tpr_at_fpr(&[], &held_out_best, args.neighbour_false_match_rate);
     // The gate caps every threshold at a reference's score against itself (an exact copy is
     // always flagged); the shipped thresholds and the numbers below are the capped ones.
     let cap = self_score_cap(&mut scorer, &held_out, norm)?;
     let neighbour_threshold = neighbour_threshold.max(threshold).min(cap);
-    let flagged_at = |t: f32| held_out_best.iter().filter(|&&s| s >= t).count() as f64 / held_out_best.len().max(1) as f64;
+    let flagged_at = |t: f32| {
+        held_out_best.iter().filter(|&&s| s >= t).count() as f64 / held_out_best.len().max(1) as f64
+    };
     calibration_json["neighbours"] = json!({
         "compared": args.neighbours, "reference_images": data.len(),
         "held_out_flagged_at_threshold": flagged_at(threshold),
@@ -216,7 +287,10 @@ pub fn run(args: ReidArgs) -> anyhow::Result<()> {
         "calibration": calibration_json,
     } });
     bundle::write(&args.out, &data, norm, entries, sections)?;
-    println!("{}", json!({ "out": args.out, "threshold": probability, "calibration": calibration_json, "steps": summary.steps }));
+    println!(
+        "{}",
+        json!({ "out": args.out, "threshold": probability, "calibration": calibration_json, "steps": summary.steps })
+    );
     Ok(())
 }
 
@@ -240,18 +314,36 @@ impl Calibration {
         let (mut a, mut b, mut same) = (Vec::new(), Vec::new(), Vec::new());
         // Each image twice in a row: even rows are positive pairs, odd rows negative.
         for (k, start) in (0..held_out.len()).step_by(batch.max(1) / 2).enumerate() {
-            let indices: Vec<usize> = (start..(start + batch.max(2) / 2).min(held_out.len())).flat_map(|i| [i, i]).collect();
-            let batch = unpersonal_trainer::data::Batch { images: vec![], labels: vec![], n: indices.len(), indices };
-            let [pa, pb, ps]: [Vec<f32>; 3] = feed.feed(&batch, k as u64).try_into().expect("three batch inputs");
+            let indices: Vec<usize> = (start..(start + batch.max(2) / 2).min(held_out.len()))
+                .flat_map(|i| [i, i])
+                .collect();
+            let batch = unpersonal_trainer::data::Batch {
+                images: vec![],
+                labels: vec![],
+                n: indices.len(),
+                indices,
+            };
+            let [pa, pb, ps]: [Vec<f32>; 3] =
+                feed.feed(&batch, k as u64).try_into().expect("three batch inputs");
             a.extend(pa);
             b.extend(pb);
             same.extend(ps);
         }
-        Calibration { pairs: [a, b, same], shape: [held_out.channels, held_out.height, held_out.width] }
+        Calibration {
+            pairs: [a, b, same],
+            shape: [held_out.channels, held_out.height, held_out.width],
+        }
     }
 
     /// Scores every pair with the exported EMA halves on ONNX Runtime.
-    fn measure(&self, env: &ort::environment::Environment, model: &ReidConfig, state: &State, session: &SessionConfig, fmr: f64) -> anyhow::Result<Measured> {
+    fn measure(
+        &self,
+        env: &ort::environment::Environment,
+        model: &ReidConfig,
+        state: &State,
+        session: &SessionConfig,
+        fmr: f64,
+    ) -> anyhow::Result<Measured> {
         let mut scorer = Scorer::new(env, model, state, session, self.shape)?;
         let (ea, eb) = (scorer.embed(&self.pairs[0])?, scorer.embed(&self.pairs[1])?);
         let logits = scorer.logits(ea, eb)?;
@@ -281,9 +373,23 @@ struct Scorer {
 }
 
 impl Scorer {
-    fn new(env: &ort::environment::Environment, model: &ReidConfig, state: &State, session: &SessionConfig, shape: [usize; 3]) -> anyhow::Result<Scorer> {
-        let embed = engine::session(env, &export::onnx_bytes(model, state, Weights::Ema, vec![])?, session)?;
-        let head = engine::session(env, &export::onnx_bytes(&ReidHead(model), state, Weights::Ema, vec![])?, session)?;
+    fn new(
+        env: &ort::environment::Environment,
+        model: &ReidConfig,
+        state: &State,
+        session: &SessionConfig,
+        shape: [usize; 3],
+    ) -> anyhow::Result<Scorer> {
+        let embed = engine::session(
+            env,
+            &export::onnx_bytes(model, state, Weights::Ema, vec![])?,
+            session,
+        )?;
+        let head = engine::session(
+            env,
+            &export::onnx_bytes(&ReidHead(model), state, Weights::Ema, vec![])?,
+            session,
+        )?;
         Ok(Scorer { embed, head, shape, embedding: model.embedding })
     }
 
@@ -295,7 +401,9 @@ impl Scorer {
             let mut shape = vec![chunk.len() / size];
             shape.extend(self.shape);
             let x = HostTensor { shape, data: chunk.to_vec() };
-            let e = engine::run(&mut self.embed, &[("image", &x)])?.remove("embedding").ok_or_else(|| anyhow::anyhow!("no `embedding` output"))?;
+            let e = engine::run(&mut self.embed, &[("image", &x)])?
+                .remove("embedding")
+                .ok_or_else(|| anyhow::anyhow!("no `embedding` output"))?;
             data.extend(e.data);
         }
         Ok(HostTensor { shape: vec![data.len() / self.embedding, self.embedding], data })
@@ -303,15 +411,23 @@ impl Scorer {
 
     /// Same-person logits of row pairs of two embedding matrices.
     fn logits(&mut self, a: HostTensor, b: HostTensor) -> anyhow::Result<Vec<f32>> {
-        Ok(engine::run(&mut self.head, &[("a", &a), ("b", &b)])?.remove("logit").ok_or_else(|| anyhow::anyhow!("no `logit` output"))?.data)
+        Ok(engine::run(&mut self.head, &[("a", &a), ("b", &b)])?
+            .remove("logit")
+            .ok_or_else(|| anyhow::anyhow!("no `logit` output"))?
+            .data)
     }
 }
 
 /// The lowest threshold logit the gate's self-cap allows: the smallest same-person logit of a
 /// held-out image against itself, less the runtime's margin ([`SELF_MARGIN`] in probability).
-fn self_score_cap(scorer: &mut Scorer, held_out: &Dataset, norm: Normalization) -> anyhow::Result<f32> {
+fn self_score_cap(
+    scorer: &mut Scorer,
+    held_out: &Dataset,
+    norm: Normalization,
+) -> anyhow::Result<f32> {
     let table = norm.table();
-    let e = scorer.embed(&held_out.images.iter().map(|&b| table[usize::from(b)]).collect::<Vec<_>>())?;
+    let e = scorer
+        .embed(&held_out.images.iter().map(|&b| table[usize::from(b)]).collect::<Vec<_>>())?;
     let lowest = scorer.logits(e.clone(), e)?.into_iter().fold(f32::INFINITY, f32::min);
     let p = 1.0 / (1.0 + (-lowest).exp()) - SELF_MARGIN;
     Ok((p / (1.0 - p)).ln())
@@ -319,9 +435,16 @@ fn self_score_cap(scorer: &mut Scorer, held_out: &Dataset, norm: Normalization) 
 
 /// The gate's situation for people it never saw: every held-out image against its `k`
 /// nearest training images by embedding; per held-out image, the highest same-person logit.
-fn neighbour_scores(scorer: &mut Scorer, train: &Dataset, held_out: &Dataset, norm: Normalization, k: usize) -> anyhow::Result<Vec<f32>> {
+fn neighbour_scores(
+    scorer: &mut Scorer,
+    train: &Dataset,
+    held_out: &Dataset,
+    norm: Normalization,
+    k: usize,
+) -> anyhow::Result<Vec<f32>> {
     let table = norm.table();
-    let pixels = |d: &Dataset| -> Vec<f32> { d.images.iter().map(|&b| table[usize::from(b)]).collect() };
+    let pixels =
+        |d: &Dataset| -> Vec<f32> { d.images.iter().map(|&b| table[usize::from(b)]).collect() };
     let (train_e, held_e) = (scorer.embed(&pixels(train))?, scorer.embed(&pixels(held_out))?);
     let e = scorer.embedding;
     fn rows(t: &HostTensor, e: usize) -> ndarray::ArrayView2<'_, f32> {
@@ -336,7 +459,10 @@ fn neighbour_scores(scorer: &mut Scorer, train: &Dataset, held_out: &Dataset, no
         }
     }
     let pairs = a.len() / e;
-    let logits = scorer.logits(HostTensor { shape: vec![pairs, e], data: a }, HostTensor { shape: vec![pairs, e], data: b })?;
+    let logits = scorer.logits(
+        HostTensor { shape: vec![pairs, e], data: a },
+        HostTensor { shape: vec![pairs, e], data: b },
+    )?;
     let mut best = Vec::with_capacity(nearest.len());
     let mut at = 0;
     for list in &nearest {

@@ -69,7 +69,11 @@ impl Augment {
         let len = (c * plane).min(img.len());
         let img = &mut img[..len];
         let max = self.shift.min(h.max(w)) as i64;
-        let (dy, dx) = if max > 0 { (rng.random_range(-max..=max), rng.random_range(-max..=max)) } else { (0, 0) };
+        let (dy, dx) = if max > 0 {
+            (rng.random_range(-max..=max), rng.random_range(-max..=max))
+        } else {
+            (0, 0)
+        };
         let (dy, dx) = (dy as isize, dx as isize);
         let flip = allow_hflip && self.hflip && rng.random::<bool>();
         if flip || dy != 0 || dx != 0 {
@@ -137,7 +141,9 @@ mod tests {
     fn none_is_the_identity() {
         let mut rng = ChaCha8Rng::seed_from_u64(1);
         let original = ramp(2 * 5 * 4);
-        for aug in [Augment::none(), Augment { brightness: f32::NAN, contrast: -1.0, ..Augment::none() }] {
+        for aug in
+            [Augment::none(), Augment { brightness: f32::NAN, contrast: -1.0, ..Augment::none() }]
+        {
             assert!(aug.is_identity());
             let mut img = original.clone();
             aug.apply(&mut img, 2, 5, 4, &mut rng);
@@ -176,7 +182,13 @@ mod tests {
     }
 
     /// The offset `(dy, dx)` that explains `out` as a translation of `src` (`bg` outside).
-    fn find_shift(src: &[f32], out: &[f32], (c, h, w): (usize, usize, usize), max: isize, bg: f32) -> Option<(isize, isize)> {
+    fn find_shift(
+        src: &[f32],
+        out: &[f32],
+        (c, h, w): (usize, usize, usize),
+        max: isize,
+        bg: f32,
+    ) -> Option<(isize, isize)> {
         let explains = |dy: isize, dx: isize| {
             (0..c * h * w).all(|i| {
                 let (ch, y, x) = (i / (h * w), (i / w % h) as isize, (i % w) as isize);
@@ -185,7 +197,9 @@ mod tests {
                 out[i] == if inside { src[ch * h * w + sy as usize * w + sx as usize] } else { bg }
             })
         };
-        (-max..=max).flat_map(|dy| (-max..=max).map(move |dx| (dy, dx))).find(|&(dy, dx)| explains(dy, dx))
+        (-max..=max)
+            .flat_map(|dy| (-max..=max).map(move |dx| (dy, dx)))
+            .find(|&(dy, dx)| explains(dy, dx))
     }
 
     #[test]
@@ -217,7 +231,10 @@ mod tests {
             let mut img = original.clone();
             aug.apply_with(&mut img, dims, -1.0, true, &mut rng);
             let plain = find_shift(&original, &img, dims, 1, -1.0);
-            assert!(plain.is_some() || find_shift(&mirrored, &img, dims, 1, -1.0).is_some(), "{img:?}");
+            assert!(
+                plain.is_some() || find_shift(&mirrored, &img, dims, 1, -1.0).is_some(),
+                "{img:?}"
+            );
         }
         let huge = Augment { shift: usize::MAX, ..Augment::none() };
         let mut img = original.clone();

@@ -126,7 +126,10 @@ impl<'a> Batcher<'a> {
         if batch_size == 0 || batch_size > data.len() {
             return Err(DataError::invalid(
                 std::path::Path::new(&data.name),
-                format!("batch size {batch_size} must be in 1..={} (the number of images)", data.len()),
+                format!(
+                    "batch size {batch_size} must be in 1..={} (the number of images)",
+                    data.len()
+                ),
             ));
         }
         Ok(Batcher {
@@ -154,12 +157,17 @@ impl<'a> Batcher<'a> {
         if state.epoch != self.state.epoch {
             self.order = permutation(self.data.len(), self.seed, state.epoch, self.shuffle);
         }
-        self.state = BatcherState { epoch: state.epoch, position: state.position.min(self.data.len()) };
+        self.state =
+            BatcherState { epoch: state.epoch, position: state.position.min(self.data.len()) };
     }
 
     /// Batches per epoch: full ones, plus a partial one unless `drop_last`.
     pub fn batches_per_epoch(&self) -> usize {
-        if self.drop_last { self.data.len() / self.batch } else { self.data.len().div_ceil(self.batch) }
+        if self.drop_last {
+            self.data.len() / self.batch
+        } else {
+            self.data.len().div_ceil(self.batch)
+        }
     }
 
     /// The next batch, moving into the next (reshuffled) epoch when one ends.
@@ -186,7 +194,8 @@ impl<'a> Batcher<'a> {
         let identity = augment.is_identity();
         assemble(data, &self.order[start..end], &self.table, out, |img, i| {
             if !identity {
-                let mut rng = ChaCha8Rng::seed_from_u64(mix(seed, AUGMENT_STREAM, epoch, (start + i) as u64));
+                let mut rng =
+                    ChaCha8Rng::seed_from_u64(mix(seed, AUGMENT_STREAM, epoch, (start + i) as u64));
                 augment.apply_with(img, dims, background, data.allows_hflip, &mut rng);
             }
         });
@@ -195,7 +204,13 @@ impl<'a> Batcher<'a> {
 
 /// Normalises the rows `indices` into `out` (replacing its contents), calling `augment` on
 /// each image with its place in the batch.
-fn assemble(data: &Dataset, indices: &[usize], table: &[f32; 256], out: &mut Batch, mut augment: impl FnMut(&mut [f32], usize)) {
+fn assemble(
+    data: &Dataset,
+    indices: &[usize],
+    table: &[f32; 256],
+    out: &mut Batch,
+    mut augment: impl FnMut(&mut [f32], usize),
+) {
     let size = data.image_size();
     out.images.clear();
     out.images.reserve(indices.len() * size);
@@ -214,7 +229,11 @@ fn assemble(data: &Dataset, indices: &[usize], table: &[f32; 256], out: &mut Bat
 
 /// One ordered pass over `data` without augmentation (evaluation): batches of `batch_size`
 /// rows (at least 1), the last one possibly short.
-pub fn epoch_batches(data: &Dataset, batch_size: usize, norm: Normalization) -> impl Iterator<Item = Batch> + '_ {
+pub fn epoch_batches(
+    data: &Dataset,
+    batch_size: usize,
+    norm: Normalization,
+) -> impl Iterator<Item = Batch> + '_ {
     let batch_size = batch_size.max(1);
     let table = norm.table();
     (0..data.len()).step_by(batch_size).map(move |start| {
@@ -239,7 +258,9 @@ mod tests {
             num_labels: 3,
             multi_label: false,
             images: (0..n).flat_map(|i| [(i % 256) as u8; 9]).collect(),
-            labels: (0..n).flat_map(|i| (0..3).map(move |k| if k == i % 3 { 1.0 } else { 0.0 })).collect(),
+            labels: (0..n)
+                .flat_map(|i| (0..3).map(move |k| if k == i % 3 { 1.0 } else { 0.0 }))
+                .collect(),
             allows_hflip: true,
             identities: vec![None; n],
         }
@@ -325,12 +346,15 @@ mod tests {
     #[test]
     fn augmentation_depends_on_epoch_and_position() {
         let d = data(4);
-        let mut b = Batcher::new(&d, 4, 1, Normalization::SYMMETRIC, strong(), false, true).unwrap();
+        let mut b =
+            Batcher::new(&d, 4, 1, Normalization::SYMMETRIC, strong(), false, true).unwrap();
         let first = b.next_batch();
         let second = b.next_batch();
         assert_eq!(first.indices, second.indices);
         assert_ne!(first.images, second.images, "each epoch augments afresh");
-        let plain = Batcher::new(&d, 4, 1, Normalization::SYMMETRIC, Augment::none(), false, true).unwrap().next_batch();
+        let plain = Batcher::new(&d, 4, 1, Normalization::SYMMETRIC, Augment::none(), false, true)
+            .unwrap()
+            .next_batch();
         assert_eq!(plain.images[9], Normalization::SYMMETRIC.apply(1));
     }
 
@@ -351,13 +375,16 @@ mod tests {
     #[test]
     fn unshuffled_batches_are_in_order_with_a_short_tail() {
         let d = data(7);
-        let mut b = Batcher::new(&d, 3, 0, Normalization::SYMMETRIC, Augment::none(), false, false).unwrap();
+        let mut b = Batcher::new(&d, 3, 0, Normalization::SYMMETRIC, Augment::none(), false, false)
+            .unwrap();
         let got: Vec<Vec<usize>> = (0..4).map(|_| b.next_batch().indices).collect();
         assert_eq!(got, vec![vec![0, 1, 2], vec![3, 4, 5], vec![6], vec![0, 1, 2]]);
-        let sizes: Vec<usize> = epoch_batches(&d, 3, Normalization::SYMMETRIC).map(|b| b.n).collect();
+        let sizes: Vec<usize> =
+            epoch_batches(&d, 3, Normalization::SYMMETRIC).map(|b| b.n).collect();
         assert_eq!(sizes, vec![3, 3, 1]);
         let eval: Vec<Batch> = epoch_batches(&d, 3, Normalization::SYMMETRIC).collect();
-        let mut b = Batcher::new(&d, 3, 0, Normalization::SYMMETRIC, Augment::none(), false, false).unwrap();
+        let mut b = Batcher::new(&d, 3, 0, Normalization::SYMMETRIC, Augment::none(), false, false)
+            .unwrap();
         assert!(eval.iter().all(|e| *e == b.next_batch()));
         assert_eq!(epoch_batches(&d, 0, Normalization::SYMMETRIC).count(), 7);
     }
@@ -365,9 +392,15 @@ mod tests {
     #[test]
     fn bad_batch_sizes_and_states_do_not_panic_where_avoidable() {
         let d = data(3);
-        let err = Batcher::new(&d, 4, 0, Normalization::SYMMETRIC, Augment::none(), true, true).unwrap_err();
-        assert!(err.to_string().contains("synthetic") && err.to_string().contains("batch size 4"), "{err}");
-        assert!(Batcher::new(&d, 0, 0, Normalization::SYMMETRIC, Augment::none(), true, true).is_err());
+        let err = Batcher::new(&d, 4, 0, Normalization::SYMMETRIC, Augment::none(), true, true)
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("synthetic") && err.to_string().contains("batch size 4"),
+            "{err}"
+        );
+        assert!(
+            Batcher::new(&d, 0, 0, Normalization::SYMMETRIC, Augment::none(), true, true).is_err()
+        );
         let mut b = batcher(&d, 2, 0, Augment::none(), true);
         b.restore(BatcherState { epoch: 5, position: 99 });
         assert_eq!(b.next_batch().n, 2);

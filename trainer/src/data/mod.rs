@@ -10,7 +10,9 @@ pub mod strong;
 
 pub use augment::Augment;
 pub use batch::{Batch, Batcher, BatcherState, epoch_batches};
-pub use unpersonal_runtime::data::{DataError, Dataset, FilelistOptions, IDX_CLASSES, Split, load_filelist};
+pub use unpersonal_runtime::data::{
+    DataError, Dataset, FilelistOptions, IDX_CLASSES, Split, load_filelist,
+};
 
 use serde::{Deserialize, Serialize};
 

@@ -32,7 +32,17 @@ pub struct Strong {
 
 impl Default for Strong {
     fn default() -> Self {
-        Strong { shift: 3.0, rotate: 10.0, scale: 0.1, warp: 1.0, brightness: 0.2, contrast: 0.25, blur: 0.3, noise: 0.25, occlude: 0.25 }
+        Strong {
+            shift: 3.0,
+            rotate: 10.0,
+            scale: 0.1,
+            warp: 1.0,
+            brightness: 0.2,
+            contrast: 0.25,
+            blur: 0.3,
+            noise: 0.25,
+            occlude: 0.25,
+        }
     }
 }
 
@@ -46,7 +56,11 @@ fn bilinear(p: &[f32], h: usize, w: usize, y: f32, x: f32, background: f32) -> f
     let (y0, x0) = (y.floor(), x.floor());
     let (fy, fx) = (y - y0, x - x0);
     let at = |yy: f32, xx: f32| {
-        if yy < 0.0 || xx < 0.0 || yy >= h as f32 || xx >= w as f32 { background } else { p[yy as usize * w + xx as usize] }
+        if yy < 0.0 || xx < 0.0 || yy >= h as f32 || xx >= w as f32 {
+            background
+        } else {
+            p[yy as usize * w + xx as usize]
+        }
     };
     let top = at(y0, x0) * (1.0 - fx) + at(y0, x0 + 1.0) * fx;
     let bottom = at(y0 + 1.0, x0) * (1.0 - fx) + at(y0 + 1.0, x0 + 1.0) * fx;
@@ -56,19 +70,27 @@ fn bilinear(p: &[f32], h: usize, w: usize, y: f32, x: f32, background: f32) -> f
 impl Strong {
     /// Augments one normalised `[c, h, w]` image in place; `background` is the normalised value
     /// of an empty pixel. The draws depend only on `rng`.
-    pub fn apply(&self, img: &mut [f32], (c, h, w): (usize, usize, usize), background: f32, rng: &mut impl Rng) {
+    pub fn apply(
+        &self,
+        img: &mut [f32],
+        (c, h, w): (usize, usize, usize),
+        background: f32,
+        rng: &mut impl Rng,
+    ) {
         let plane = h * w;
         let (dy, dx) = (uniform(rng, self.shift), uniform(rng, self.shift));
         let angle = uniform(rng, self.rotate).to_radians();
         let zoom = 1.0 + uniform(rng, self.scale);
         // A coarse 3×3 grid of random displacements, interpolated bilinearly: a smooth warp.
-        let grid: Vec<(f32, f32)> = (0..9).map(|_| (uniform(rng, self.warp), uniform(rng, self.warp))).collect();
+        let grid: Vec<(f32, f32)> =
+            (0..9).map(|_| (uniform(rng, self.warp), uniform(rng, self.warp))).collect();
         let (cy, cx) = ((h as f32 - 1.0) / 2.0, (w as f32 - 1.0) / 2.0);
         let (sin, cos) = angle.sin_cos();
         let source: Vec<(f32, f32)> = (0..plane)
             .map(|i| {
                 let (y, x) = ((i / w) as f32, (i % w) as f32);
-                let (gy, gx) = (2.0 * y / (h as f32 - 1.0).max(1.0), 2.0 * x / (w as f32 - 1.0).max(1.0));
+                let (gy, gx) =
+                    (2.0 * y / (h as f32 - 1.0).max(1.0), 2.0 * x / (w as f32 - 1.0).max(1.0));
                 let (gy0, gx0) = ((gy.floor() as usize).min(1), (gx.floor() as usize).min(1));
                 let (ty, tx) = (gy - gy0 as f32, gx - gx0 as f32);
                 let g = |r: usize, q: usize| grid[(gy0 + r) * 3 + gx0 + q];
@@ -108,7 +130,8 @@ impl Strong {
             *v = mean + (*v - mean) * contrast + brightness + noise * z;
         }
         if rng.random::<f32>() < self.occlude {
-            let (oh, ow) = (rng.random_range(1..=(h / 4).max(1)), rng.random_range(1..=(w / 4).max(1)));
+            let (oh, ow) =
+                (rng.random_range(1..=(h / 4).max(1)), rng.random_range(1..=(w / 4).max(1)));
             let (oy, ox) = (rng.random_range(0..=h - oh), rng.random_range(0..=w - ow));
             for p in img.chunks_mut(plane).take(c) {
                 for y in oy..oy + oh {
@@ -139,12 +162,26 @@ mod tests {
     use rand_chacha::ChaCha8Rng;
 
     fn image() -> Vec<f32> {
-        (0..28 * 28).map(|i| if (8..20).contains(&(i / 28)) && (10..18).contains(&(i % 28)) { 1.0 } else { -1.0 }).collect()
+        (0..28 * 28)
+            .map(|i| {
+                if (8..20).contains(&(i / 28)) && (10..18).contains(&(i % 28)) { 1.0 } else { -1.0 }
+            })
+            .collect()
     }
 
     #[test]
     fn the_identity_setting_changes_nothing_and_draws_are_reproducible() {
-        let none = Strong { shift: 0.0, rotate: 0.0, scale: 0.0, warp: 0.0, brightness: 0.0, contrast: 0.0, blur: 0.0, noise: 0.0, occlude: 0.0 };
+        let none = Strong {
+            shift: 0.0,
+            rotate: 0.0,
+            scale: 0.0,
+            warp: 0.0,
+            brightness: 0.0,
+            contrast: 0.0,
+            blur: 0.0,
+            noise: 0.0,
+            occlude: 0.0,
+        };
         let mut img = image();
         none.apply(&mut img, (1, 28, 28), -1.0, &mut ChaCha8Rng::seed_from_u64(1));
         let diff = img.iter().zip(image()).fold(0f32, |m, (a, b)| m.max((a - b).abs()));

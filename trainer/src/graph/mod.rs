@@ -91,7 +91,12 @@ impl Default for Graph {
 impl Graph {
     /// An empty graph.
     pub fn new() -> Self {
-        Graph { tensors: Vec::new(), by_name: HashMap::new(), scope: Vec::new(), outputs: Vec::new() }
+        Graph {
+            tensors: Vec::new(),
+            by_name: HashMap::new(),
+            scope: Vec::new(),
+            outputs: Vec::new(),
+        }
     }
 
     /// All tensors in topological order.
@@ -176,7 +181,12 @@ impl Graph {
 
     /// A constant tensor.
     pub fn constant(&mut self, shape: &[usize], values: Vec<f32>) -> TensorId {
-        assert_eq!(numel(shape), values.len(), "constant of shape {shape:?} needs {} values", numel(shape));
+        assert_eq!(
+            numel(shape),
+            values.len(),
+            "constant of shape {shape:?} needs {} values",
+            numel(shape)
+        );
         let name = format!("const{}", self.tensors.len());
         self.push(name, shape.to_vec(), Source::Const(Arc::new(values)))
     }

@@ -42,7 +42,13 @@ pub trait Op: std::fmt::Debug + Send + Sync {
     ///
     /// The default is for operations that are not differentiated (gradient-only helpers);
     /// it panics so a missing rule can never silently produce a zero gradient.
-    fn vjp(&self, g: &mut Graph, inputs: &[TensorId], output: TensorId, grad: TensorId) -> Vec<Option<TensorId>> {
+    fn vjp(
+        &self,
+        g: &mut Graph,
+        inputs: &[TensorId],
+        output: TensorId,
+        grad: TensorId,
+    ) -> Vec<Option<TensorId>> {
         let _ = (g, inputs, output, grad);
         panic!("operation {} has no gradient rule", self.name())
     }

@@ -27,15 +27,32 @@ pub struct ClassifierConfig {
 impl ClassifierConfig {
     /// The default for 28×28 grayscale images with 10 classes.
     pub fn fashion_mnist() -> Self {
-        ClassifierConfig { channels: 1, height: 28, width: 28, classes: 10, widths: [32, 48, 96], groups: 8 }
+        ClassifierConfig {
+            channels: 1,
+            height: 28,
+            width: 28,
+            classes: 10,
+            widths: [32, 48, 96],
+            groups: 8,
+        }
     }
 
     /// Checks user-given sizes before a graph is built.
     pub fn validate(&self) -> anyhow::Result<()> {
-        anyhow::ensure!(self.channels > 0 && self.classes > 1, "classifier needs ≥1 channel and ≥2 classes");
-        anyhow::ensure!(self.height >= 8 && self.width >= 8, "classifier needs images of at least 8×8 pixels");
+        anyhow::ensure!(
+            self.channels > 0 && self.classes > 1,
+            "classifier needs ≥1 channel and ≥2 classes"
+        );
+        anyhow::ensure!(
+            self.height >= 8 && self.width >= 8,
+            "classifier needs images of at least 8×8 pixels"
+        );
         for w in self.widths {
-            anyhow::ensure!(w > 0 && w % self.groups == 0, "width {w} is not a multiple of {} groups", self.groups);
+            anyhow::ensure!(
+                w > 0 && w % self.groups == 0,
+                "width {w} is not a multiple of {} groups",
+                self.groups
+            );
         }
         Ok(())
     }
@@ -49,7 +66,13 @@ impl ClassifierConfig {
     fn forward(&self, g: &mut Graph, x: TensorId) -> (TensorId, TensorId) {
         let map = residual_trunk(g, x, self.widths, self.groups);
         let pooled = global_avg_pool(g, map);
-        let logits = linear(g, "head", pooled, self.classes, Init::Kaiming { fan_in: self.widths[2], gain: 1.0 });
+        let logits = linear(
+            g,
+            "head",
+            pooled,
+            self.classes,
+            Init::Kaiming { fan_in: self.widths[2], gain: 1.0 },
+        );
         (logits, pooled)
     }
 }

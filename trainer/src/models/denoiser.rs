@@ -60,8 +60,14 @@ impl DenoiserConfig {
 
     /// Checks user-given sizes before a graph is built.
     pub fn validate(&self) -> anyhow::Result<()> {
-        anyhow::ensure!(self.channels > 0 && self.condition_dim > 0, "the denoiser needs ≥1 channel and a condition");
-        anyhow::ensure!(!self.widths.is_empty() && self.blocks > 0, "the denoiser needs ≥1 level and ≥1 block per level");
+        anyhow::ensure!(
+            self.channels > 0 && self.condition_dim > 0,
+            "the denoiser needs ≥1 channel and a condition"
+        );
+        anyhow::ensure!(
+            !self.widths.is_empty() && self.blocks > 0,
+            "the denoiser needs ≥1 level and ≥1 block per level"
+        );
         let scale = 1 << (self.widths.len() - 1);
         anyhow::ensure!(
             self.height.is_multiple_of(scale) && self.width.is_multiple_of(scale),
@@ -71,19 +77,30 @@ impl DenoiserConfig {
             self.width
         );
         for &w in &self.widths {
-            anyhow::ensure!(w > 0 && w % self.groups == 0, "width {w} is not a multiple of {} groups", self.groups);
+            anyhow::ensure!(
+                w > 0 && w % self.groups == 0,
+                "width {w} is not a multiple of {} groups",
+                self.groups
+            );
         }
         if let Some(&l) = self.attention.iter().find(|&&l| l >= self.widths.len()) {
             anyhow::bail!("attention level {l} does not exist ({} levels)", self.widths.len());
         }
-        anyhow::ensure!(self.embedding >= 8 && self.embedding.is_multiple_of(2), "the embedding width must be even and ≥ 8");
+        anyhow::ensure!(
+            self.embedding >= 8 && self.embedding.is_multiple_of(2),
+            "the embedding width must be even and ≥ 8"
+        );
         anyhow::ensure!(self.sigma_data > 0.0, "sigma_data must be positive");
         Ok(())
     }
 
     /// The EDM preconditioning factors for `sigma[B]`: `(c_skip, c_out, c_in)` shaped
     /// `[B, 1, 1, 1]`, and `c_noise[B]`.
-    fn precondition(&self, g: &mut Graph, sigma: TensorId) -> (TensorId, TensorId, TensorId, TensorId) {
+    fn precondition(
+        &self,
+        g: &mut Graph,
+        sigma: TensorId,
+    ) -> (TensorId, TensorId, TensorId, TensorId) {
         let b = g.shape(sigma)[0];
         let sd = self.sigma_data;
         let s = g.reshape(sigma, &[b, 1, 1, 1]);
@@ -104,12 +121,19 @@ impl DenoiserConfig {
     /// The embedding every residual block receives: positional features of `c_noise[B]`
     /// through a two-layer MLP, plus the projected condition on rows with mask 1 or a learned
     /// null embedding on rows with mask 0 (such rows do not depend on their condition).
-    fn embed(&self, g: &mut Graph, c_noise: TensorId, condition: TensorId, mask: TensorId) -> TensorId {
+    fn embed(
+        &self,
+        g: &mut Graph,
+        c_noise: TensorId,
+        condition: TensorId,
+        mask: TensorId,
+    ) -> TensorId {
         let b = g.shape(c_noise)[0];
         let e = self.embedding;
         let half = e / 4;
         // Frequencies 0.1 … 100, geometric.
-        let freqs: Vec<f32> = (0..half).map(|k| 0.1 * 1000f32.powf(k as f32 / (half - 1).max(1) as f32)).collect();
+        let freqs: Vec<f32> =
+            (0..half).map(|k| 0.1 * 1000f32.powf(k as f32 / (half - 1).max(1) as f32)).collect();
         let freqs = g.constant(&[1, half], freqs);
         let t = g.reshape(c_noise, &[b, 1]);
         let angles = g.mul(t, freqs);
@@ -122,7 +146,13 @@ impl DenoiserConfig {
 
         let m = g.reshape(mask, &[b, 1]);
         let masked = g.mul(condition, m);
-        let cond = linear(g, "condition_embed", masked, e, Init::Kaiming { fan_in: self.condition_dim, gain: 1.0 });
+        let cond = linear(
+            g,
+            "condition_embed",
+            masked,
+            e,
+            Init::Kaiming { fan_in: self.condition_dim, gain: 1.0 },
+        );
         let cond = g.mul(cond, m);
         let null = g.param("null_embed", &[e], Init::Normal { std: 0.1 });
         let neg = g.neg(m);
@@ -177,7 +207,14 @@ impl DenoiserConfig {
     }
 
     /// `D(x; σ, c, m)` for the graph inputs.
-    fn denoise(&self, g: &mut Graph, x: TensorId, sigma: TensorId, condition: TensorId, mask: TensorId) -> (TensorId, Precond) {
+    fn denoise(
+        &self,
+        g: &mut Graph,
+        x: TensorId,
+        sigma: TensorId,
+        condition: TensorId,
+        mask: TensorId,
+    ) -> (TensorId, Precond) {
         let (c_skip, c_out, c_in, c_noise) = self.precondition(g, sigma);
         let emb = self.embed(g, c_noise, condition, mask);
         let x_in = g.mul(x, c_in);
@@ -199,7 +236,14 @@ struct Precond {
 /// ADM residual block: `skip(x) + conv(silu(norm(conv(silu(norm(x)))) ⊙ (1 + scale) + shift))`
 /// with `scale, shift` projected from the embedding and the last convolution zero-initialised,
 /// so the block starts as its skip path.
-fn res_block(g: &mut Graph, name: &str, x: TensorId, out: usize, emb: TensorId, groups: usize) -> TensorId {
+fn res_block(
+    g: &mut Graph,
+    name: &str,
+    x: TensorId,
+    out: usize,
+    emb: TensorId,
+    groups: usize,
+) -> TensorId {
     let [b, cin, _, _]: [usize; 4] = g.shape(x).try_into().expect("a residual block needs NCHW");
     g.scope(name, |g| {
         let h = group_norm(g, "norm0", x, groups, Init::Ones);
@@ -216,7 +260,8 @@ fn res_block(g: &mut Graph, name: &str, x: TensorId, out: usize, emb: TensorId, 
         let h = g.add(h, shift);
         let h = g.silu(h);
         let h = conv2d(g, "conv1", h, out, 3, Conv::same(1), true, Some(Init::Zeros));
-        let skip = if cin == out { x } else { conv2d(g, "skip", x, out, 1, Conv::same(0), true, None) };
+        let skip =
+            if cin == out { x } else { conv2d(g, "skip", x, out, 1, Conv::same(0), true, None) };
         g.add(skip, h)
     })
 }

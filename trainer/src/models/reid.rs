@@ -35,15 +35,33 @@ pub struct ReidConfig {
 impl ReidConfig {
     /// The default for 28×28 grayscale images: 128-d embeddings.
     pub fn fashion_mnist() -> Self {
-        ReidConfig { channels: 1, height: 28, width: 28, widths: [32, 64, 128], descriptor: 16, embedding: 128, groups: 8 }
+        ReidConfig {
+            channels: 1,
+            height: 28,
+            width: 28,
+            widths: [32, 64, 128],
+            descriptor: 16,
+            embedding: 128,
+            groups: 8,
+        }
     }
 
     /// Checks user-given sizes before a graph is built.
     pub fn validate(&self) -> anyhow::Result<()> {
-        anyhow::ensure!(self.channels > 0 && self.embedding > 0 && self.descriptor > 0, "the re-id model needs ≥1 channel, a descriptor and an embedding");
-        anyhow::ensure!(self.height >= 8 && self.width >= 8, "the re-id model needs images of at least 8×8 pixels");
+        anyhow::ensure!(
+            self.channels > 0 && self.embedding > 0 && self.descriptor > 0,
+            "the re-id model needs ≥1 channel, a descriptor and an embedding"
+        );
+        anyhow::ensure!(
+            self.height >= 8 && self.width >= 8,
+            "the re-id model needs images of at least 8×8 pixels"
+        );
         for w in self.widths {
-            anyhow::ensure!(w > 0 && w.is_multiple_of(self.groups), "width {w} is not a multiple of {} groups", self.groups);
+            anyhow::ensure!(
+                w > 0 && w.is_multiple_of(self.groups),
+                "width {w} is not a multiple of {} groups",
+                self.groups
+            );
         }
         Ok(())
     }
@@ -53,11 +71,19 @@ impl ReidConfig {
     fn embed(&self, g: &mut Graph, x: TensorId) -> TensorId {
         g.scope("embed", |g| {
             let map = residual_trunk(g, x, self.widths, self.groups);
-            let reduced = conv2d(g, "descriptor", map, self.descriptor, 1, Conv::same(0), true, None);
+            let reduced =
+                conv2d(g, "descriptor", map, self.descriptor, 1, Conv::same(0), true, None);
             let reduced = g.relu(reduced);
-            let [b, d, h, w]: [usize; 4] = g.shape(reduced).try_into().expect("the trunk gives a 4-D map");
+            let [b, d, h, w]: [usize; 4] =
+                g.shape(reduced).try_into().expect("the trunk gives a 4-D map");
             let flat = g.reshape(reduced, &[b, d * h * w]);
-            let e = linear(g, "out", flat, self.embedding, Init::Kaiming { fan_in: d * h * w, gain: 1.0 });
+            let e = linear(
+                g,
+                "out",
+                flat,
+                self.embedding,
+                Init::Kaiming { fan_in: d * h * w, gain: 1.0 },
+            );
             g.sigmoid(e)
         })
     }

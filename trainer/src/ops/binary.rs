@@ -42,7 +42,13 @@ impl Op for Binary {
         e.node(self.name(), &[&io.inputs[0], &io.inputs[1]], io.output, vec![]);
     }
 
-    fn vjp(&self, g: &mut Graph, inputs: &[TensorId], output: TensorId, grad: TensorId) -> Vec<Option<TensorId>> {
+    fn vjp(
+        &self,
+        g: &mut Graph,
+        inputs: &[TensorId],
+        output: TensorId,
+        grad: TensorId,
+    ) -> Vec<Option<TensorId>> {
         let (a, b) = (inputs[0], inputs[1]);
         let (ga, gb) = match self.0 {
             BinaryKind::Add => (grad, grad),

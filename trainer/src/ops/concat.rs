@@ -19,8 +19,8 @@ impl Op for Concat {
         let mut out = inputs[0].to_vec();
         assert!(self.axis < out.len(), "concat axis {} out of range for {out:?}", self.axis);
         for s in &inputs[1..] {
-            let same_elsewhere =
-                s.len() == out.len() && s.iter().zip(&out).enumerate().all(|(i, (a, b))| i == self.axis || a == b);
+            let same_elsewhere = s.len() == out.len()
+                && s.iter().zip(&out).enumerate().all(|(i, (a, b))| i == self.axis || a == b);
             assert!(same_elsewhere, "cannot concatenate {:?} along axis {}", inputs, self.axis);
             out[self.axis] += s[self.axis];
         }
@@ -32,7 +32,13 @@ impl Op for Concat {
         e.node("Concat", &inputs, io.output, vec![attr_int("axis", self.axis as i64)]);
     }
 
-    fn vjp(&self, g: &mut Graph, inputs: &[TensorId], _: TensorId, grad: TensorId) -> Vec<Option<TensorId>> {
+    fn vjp(
+        &self,
+        g: &mut Graph,
+        inputs: &[TensorId],
+        _: TensorId,
+        grad: TensorId,
+    ) -> Vec<Option<TensorId>> {
         let mut start = 0;
         inputs
             .iter()

@@ -29,7 +29,11 @@ impl Conv {
     /// Output extent of one spatial axis.
     pub fn out_extent(&self, input: usize, kernel: usize) -> usize {
         let span = self.dilation * (kernel - 1) + 1;
-        assert!(input + 2 * self.pad >= span, "conv kernel {kernel} (dilation {}) larger than padded input {input}", self.dilation);
+        assert!(
+            input + 2 * self.pad >= span,
+            "conv kernel {kernel} (dilation {}) larger than padded input {input}",
+            self.dilation
+        );
         (input + 2 * self.pad - span) / self.stride + 1
     }
 }
@@ -41,7 +45,10 @@ impl Op for Conv {
 
     fn infer(&self, inputs: &[&[usize]]) -> Shape {
         let (x, w) = (inputs[0], inputs[1]);
-        assert!(x.len() == 4 && w.len() == 4, "conv needs 4-D input and weight, got {x:?} and {w:?}");
+        assert!(
+            x.len() == 4 && w.len() == 4,
+            "conv needs 4-D input and weight, got {x:?} and {w:?}"
+        );
         assert!(
             x[1] % self.groups == 0 && w[0] % self.groups == 0 && w[1] * self.groups == x[1],
             "conv weight {w:?} does not fit input {x:?} with {} groups",
@@ -71,15 +78,25 @@ impl Op for Conv {
         e.node("Conv", &inputs, io.output, attrs);
     }
 
-    fn vjp(&self, g: &mut Graph, inputs: &[TensorId], _: TensorId, grad: TensorId) -> Vec<Option<TensorId>> {
-        assert_eq!(self.dilation, 1, "gradient of a dilated convolution is not needed by any network");
+    fn vjp(
+        &self,
+        g: &mut Graph,
+        inputs: &[TensorId],
+        _: TensorId,
+        grad: TensorId,
+    ) -> Vec<Option<TensorId>> {
+        assert_eq!(
+            self.dilation, 1,
+            "gradient of a dilated convolution is not needed by any network"
+        );
         let (x, w) = (inputs[0], inputs[1]);
         let xs = g.shape(x).to_vec();
         let ws = g.shape(w).to_vec();
         let gs = g.shape(grad).to_vec();
 
         // ∂L/∂x: transposed convolution, output padding restoring the input extent.
-        let out_pad = |axis: usize| xs[axis] + 2 * self.pad - ((gs[axis] - 1) * self.stride + ws[axis]);
+        let out_pad =
+            |axis: usize| xs[axis] + 2 * self.pad - ((gs[axis] - 1) * self.stride + ws[axis]);
         let convt = super::ConvTranspose {
             stride: self.stride,
             pad: self.pad,
@@ -112,7 +129,13 @@ impl Conv {
     /// ∂L/∂w as `Σ_b grad[b] @ cols[b]ᵀ`, where `cols[b][C·kh·kw, Ho·Wo]` holds every output
     /// position's input patch, unfolded by a depthwise convolution with one-hot kernels (the
     /// layout of `w` itself): batched matrix products instead of `C` thin ones.
-    fn weight_grad_unfolded(&self, g: &mut Graph, x: TensorId, grad: TensorId, ws: &[usize]) -> TensorId {
+    fn weight_grad_unfolded(
+        &self,
+        g: &mut Graph,
+        x: TensorId,
+        grad: TensorId,
+        ws: &[usize],
+    ) -> TensorId {
         let [b, c, _, _]: [usize; 4] = g.shape(x).try_into().expect("4-D input");
         let [_, o, ho, wo]: [usize; 4] = g.shape(grad).try_into().expect("4-D gradient");
         let (kh, kw) = (ws[2], ws[3]);
@@ -138,7 +161,13 @@ impl Conv {
     }
 
     /// ∂L/∂w as a convolution of the input (channels ↔ batch) by the output gradient.
-    fn weight_grad_by_conv(&self, g: &mut Graph, x: TensorId, grad: TensorId, ws: &[usize]) -> TensorId {
+    fn weight_grad_by_conv(
+        &self,
+        g: &mut Graph,
+        x: TensorId,
+        grad: TensorId,
+        ws: &[usize],
+    ) -> TensorId {
         let [b, c, h, w_] = g.shape(x).try_into().expect("4-D input");
         let groups = self.groups;
         let (ci, co) = (c / groups, ws[0] / groups);

@@ -23,9 +23,17 @@ impl Op for ConvTranspose {
 
     fn infer(&self, inputs: &[&[usize]]) -> Shape {
         let (x, w) = (inputs[0], inputs[1]);
-        assert!(x.len() == 4 && w.len() == 4 && x[1] == w[0], "conv-transpose weight {w:?} does not fit input {x:?}");
-        assert!(self.output_padding.iter().all(|&p| p < self.stride.max(1)), "output padding must be below the stride");
-        let extent = |axis: usize| (x[axis] - 1) * self.stride + w[axis] + self.output_padding[axis - 2] - 2 * self.pad;
+        assert!(
+            x.len() == 4 && w.len() == 4 && x[1] == w[0],
+            "conv-transpose weight {w:?} does not fit input {x:?}"
+        );
+        assert!(
+            self.output_padding.iter().all(|&p| p < self.stride.max(1)),
+            "output padding must be below the stride"
+        );
+        let extent = |axis: usize| {
+            (x[axis] - 1) * self.stride + w[axis] + self.output_padding[axis - 2] - 2 * self.pad
+        };
         vec![x[0], w[1] * self.groups, extent(2), extent(3)]
     }
 
@@ -46,10 +54,17 @@ impl Op for ConvTranspose {
         e.node("ConvTranspose", &[&io.inputs[0], &io.inputs[1]], io.output, attrs);
     }
 
-    fn vjp(&self, g: &mut Graph, inputs: &[TensorId], _: TensorId, grad: TensorId) -> Vec<Option<TensorId>> {
+    fn vjp(
+        &self,
+        g: &mut Graph,
+        inputs: &[TensorId],
+        _: TensorId,
+        grad: TensorId,
+    ) -> Vec<Option<TensorId>> {
         // Only differentiated with respect to its data input, where it is the forward
         // convolution with the same weights (used for learned upsampling with fixed kernels).
-        let conv = super::Conv { stride: self.stride, pad: self.pad, dilation: 1, groups: self.groups };
+        let conv =
+            super::Conv { stride: self.stride, pad: self.pad, dilation: 1, groups: self.groups };
         assert!(
             !matches!(g.tensor(inputs[1]).source, crate::graph::Source::Param(_)),
             "learned conv-transpose weights have no gradient rule"

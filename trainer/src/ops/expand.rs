@@ -31,7 +31,13 @@ impl Op for Expand {
         e.node("Expand", &[&io.inputs[0], &shape], io.output, vec![]);
     }
 
-    fn vjp(&self, g: &mut Graph, inputs: &[TensorId], _: TensorId, grad: TensorId) -> Vec<Option<TensorId>> {
+    fn vjp(
+        &self,
+        g: &mut Graph,
+        inputs: &[TensorId],
+        _: TensorId,
+        grad: TensorId,
+    ) -> Vec<Option<TensorId>> {
         let shape = g.shape(inputs[0]).to_vec();
         vec![Some(g.sum_to(grad, &shape))]
     }

@@ -41,7 +41,13 @@ impl Op for MatMul {
         e.node("MatMul", &[&io.inputs[0], &io.inputs[1]], io.output, vec![]);
     }
 
-    fn vjp(&self, g: &mut Graph, inputs: &[TensorId], _: TensorId, grad: TensorId) -> Vec<Option<TensorId>> {
+    fn vjp(
+        &self,
+        g: &mut Graph,
+        inputs: &[TensorId],
+        _: TensorId,
+        grad: TensorId,
+    ) -> Vec<Option<TensorId>> {
         let (a, b) = (inputs[0], inputs[1]);
         let bt = swap_last(g, b);
         let ga = g.matmul(grad, bt);

@@ -170,7 +170,9 @@ impl Graph {
             return x;
         }
         let lead = from.len() - shape.len();
-        let axes: Vec<usize> = (0..from.len()).filter(|&i| i < lead || (shape[i - lead] == 1 && from[i] != 1)).collect();
+        let axes: Vec<usize> = (0..from.len())
+            .filter(|&i| i < lead || (shape[i - lead] == 1 && from[i] != 1))
+            .collect();
         let summed = if axes.is_empty() { x } else { self.reduce_sum(x, &axes, true) };
         self.reshape(summed, shape)
     }

@@ -35,7 +35,13 @@ impl Op for Pad {
         e.node("Pad", &[&io.inputs[0], &pads], io.output, vec![]);
     }
 
-    fn vjp(&self, g: &mut Graph, inputs: &[TensorId], _: TensorId, grad: TensorId) -> Vec<Option<TensorId>> {
+    fn vjp(
+        &self,
+        g: &mut Graph,
+        inputs: &[TensorId],
+        _: TensorId,
+        grad: TensorId,
+    ) -> Vec<Option<TensorId>> {
         let extent = g.shape(inputs[0])[self.axis];
         vec![Some(g.slice(grad, self.axis, self.before, self.before + extent))]
     }

@@ -39,7 +39,12 @@ impl Op for Reduce {
 
     fn infer(&self, inputs: &[&[usize]]) -> Shape {
         let x = inputs[0];
-        assert!(self.axes.iter().all(|&a| a < x.len()), "{} axes {:?} out of range for {x:?}", self.name(), self.axes);
+        assert!(
+            self.axes.iter().all(|&a| a < x.len()),
+            "{} axes {:?} out of range for {x:?}",
+            self.name(),
+            self.axes
+        );
         if self.keepdims {
             self.kept_shape(x)
         } else {
@@ -56,11 +61,22 @@ impl Op for Reduce {
                 let axes = e.const_i64(&axes);
                 e.node("ReduceSum", &[&io.inputs[0], &axes], io.output, vec![keep]);
             }
-            ReduceKind::Mean => e.node("ReduceMean", &[&io.inputs[0]], io.output, vec![attr_ints("axes", &axes), keep]),
+            ReduceKind::Mean => e.node(
+                "ReduceMean",
+                &[&io.inputs[0]],
+                io.output,
+                vec![attr_ints("axes", &axes), keep],
+            ),
         }
     }
 
-    fn vjp(&self, g: &mut Graph, inputs: &[TensorId], _: TensorId, grad: TensorId) -> Vec<Option<TensorId>> {
+    fn vjp(
+        &self,
+        g: &mut Graph,
+        inputs: &[TensorId],
+        _: TensorId,
+        grad: TensorId,
+    ) -> Vec<Option<TensorId>> {
         let x_shape = g.shape(inputs[0]).to_vec();
         let kept = g.reshape(grad, &self.kept_shape(&x_shape));
         let grad = match self.kind {

@@ -13,7 +13,13 @@ impl Op for Reshape {
     }
 
     fn infer(&self, inputs: &[&[usize]]) -> Shape {
-        assert_eq!(numel(inputs[0]), numel(&self.0), "cannot reshape {:?} to {:?}", inputs[0], self.0);
+        assert_eq!(
+            numel(inputs[0]),
+            numel(&self.0),
+            "cannot reshape {:?} to {:?}",
+            inputs[0],
+            self.0
+        );
         self.0.clone()
     }
 
@@ -31,7 +37,13 @@ impl Op for Reshape {
         e.node("Reshape", &[&io.inputs[0], &shape], io.output, vec![]);
     }
 
-    fn vjp(&self, g: &mut Graph, inputs: &[TensorId], _: TensorId, grad: TensorId) -> Vec<Option<TensorId>> {
+    fn vjp(
+        &self,
+        g: &mut Graph,
+        inputs: &[TensorId],
+        _: TensorId,
+        grad: TensorId,
+    ) -> Vec<Option<TensorId>> {
         let shape = g.shape(inputs[0]).to_vec();
         vec![Some(g.reshape(grad, &shape))]
     }

@@ -34,7 +34,13 @@ impl Op for Upsample {
         e.node("Resize", &[&io.inputs[0], "", &scales], io.output, attrs);
     }
 
-    fn vjp(&self, g: &mut Graph, _: &[TensorId], _: TensorId, grad: TensorId) -> Vec<Option<TensorId>> {
+    fn vjp(
+        &self,
+        g: &mut Graph,
+        _: &[TensorId],
+        _: TensorId,
+        grad: TensorId,
+    ) -> Vec<Option<TensorId>> {
         // Each input pixel fed factor² outputs: sum them (mean pool × factor²).
         let f = self.factor;
         let pooled = g.apply(super::AveragePool { kernel: f, stride: f }, &[grad]);

@@ -40,7 +40,13 @@ impl Op for Slice {
         e.node("Slice", &[&io.inputs[0], &starts, &ends, &axes], io.output, vec![]);
     }
 
-    fn vjp(&self, g: &mut Graph, inputs: &[TensorId], _: TensorId, grad: TensorId) -> Vec<Option<TensorId>> {
+    fn vjp(
+        &self,
+        g: &mut Graph,
+        inputs: &[TensorId],
+        _: TensorId,
+        grad: TensorId,
+    ) -> Vec<Option<TensorId>> {
         let extent = g.shape(inputs[0])[self.axis];
         let pad = super::Pad { axis: self.axis, before: self.start, after: extent - self.end };
         vec![Some(g.apply(pad, &[grad]))]

@@ -30,7 +30,13 @@ impl Op for Softmax {
     }
 
     fn infer(&self, inputs: &[&[usize]]) -> Shape {
-        assert!(self.axis < inputs[0].len(), "{} axis {} out of range for {:?}", self.name(), self.axis, inputs[0]);
+        assert!(
+            self.axis < inputs[0].len(),
+            "{} axis {} out of range for {:?}",
+            self.name(),
+            self.axis,
+            inputs[0]
+        );
         inputs[0].to_vec()
     }
 
@@ -38,7 +44,13 @@ impl Op for Softmax {
         e.node(self.name(), &[&io.inputs[0]], io.output, vec![attr_int("axis", self.axis as i64)]);
     }
 
-    fn vjp(&self, g: &mut Graph, _: &[TensorId], y: TensorId, grad: TensorId) -> Vec<Option<TensorId>> {
+    fn vjp(
+        &self,
+        g: &mut Graph,
+        _: &[TensorId],
+        y: TensorId,
+        grad: TensorId,
+    ) -> Vec<Option<TensorId>> {
         let dx = match self.kind {
             // y ⊙ (g − Σ g⊙y)
             SoftmaxKind::Softmax => {

@@ -16,7 +16,8 @@ impl Op for Transpose {
         let x = inputs[0];
         let mut seen = vec![false; x.len()];
         assert!(
-            self.0.len() == x.len() && self.0.iter().all(|&p| p < x.len() && !std::mem::replace(&mut seen[p], true)),
+            self.0.len() == x.len()
+                && self.0.iter().all(|&p| p < x.len() && !std::mem::replace(&mut seen[p], true)),
             "{:?} is not a permutation of the axes of {x:?}",
             self.0
         );
@@ -28,7 +29,13 @@ impl Op for Transpose {
         e.node("Transpose", &[&io.inputs[0]], io.output, vec![attr_ints("perm", &perm)]);
     }
 
-    fn vjp(&self, g: &mut Graph, _: &[TensorId], _: TensorId, grad: TensorId) -> Vec<Option<TensorId>> {
+    fn vjp(
+        &self,
+        g: &mut Graph,
+        _: &[TensorId],
+        _: TensorId,
+        grad: TensorId,
+    ) -> Vec<Option<TensorId>> {
         let mut inverse = vec![0; self.0.len()];
         for (i, &p) in self.0.iter().enumerate() {
             inverse[p] = i;

@@ -59,7 +59,13 @@ impl Op for Unary {
         e.node(self.name(), &[&io.inputs[0]], io.output, vec![]);
     }
 
-    fn vjp(&self, g: &mut Graph, inputs: &[TensorId], y: TensorId, grad: TensorId) -> Vec<Option<TensorId>> {
+    fn vjp(
+        &self,
+        g: &mut Graph,
+        inputs: &[TensorId],
+        y: TensorId,
+        grad: TensorId,
+    ) -> Vec<Option<TensorId>> {
         let x = inputs[0];
         let dx = match self.0 {
             UnaryKind::Neg => g.neg(grad),

@@ -31,8 +31,10 @@ const PROBE_BATCH: usize = 2;
 /// Rewrites `graph` with fused ops where the patterns above match; leaves the rest alone.
 pub(crate) fn fuse(graph: &mut Graph) {
     simplify(graph);
-    let probe: Option<HashMap<String, Vec<usize>>> =
-        graph.shapes(PROBE_BATCH).ok().map(|shapes| shapes.into_iter().map(|(name, shape)| (name.to_string(), shape)).collect());
+    let probe: Option<HashMap<String, Vec<usize>>> = graph
+        .shapes(PROBE_BATCH)
+        .ok()
+        .map(|shapes| shapes.into_iter().map(|(name, shape)| (name.to_string(), shape)).collect());
     if let Some(shapes) = &probe {
         rewrite(graph, |users, slots| group_norms(users, slots, shapes));
     }
@@ -77,7 +79,8 @@ impl Users {
 
     /// Whether `value` is read only by `nodes` and is not a graph output.
     fn private(&self, value: &str, nodes: &[usize]) -> bool {
-        !self.outputs.iter().any(|o| o == value) && self.readers.get(value).is_some_and(|r| r.iter().all(|i| nodes.contains(i)))
+        !self.outputs.iter().any(|o| o == value)
+            && self.readers.get(value).is_some_and(|r| r.iter().all(|i| nodes.contains(i)))
     }
 
     /// The one node reading `value`, when it is not a graph output.
@@ -103,7 +106,9 @@ fn elementwise(slots: &[Option<Node>], i: usize) -> Option<(&Node, &Expr)> {
 /// The value of a rank-0 float constant.
 fn scalar(constants: &HashMap<String, Constant>, name: &str) -> Option<f32> {
     match constants.get(name)? {
-        Constant { dims, floats: Some(values), .. } if dims.is_empty() && values.len() == 1 => Some(values[0]),
+        Constant { dims, floats: Some(values), .. } if dims.is_empty() && values.len() == 1 => {
+            Some(values[0])
+        }
         _ => None,
     }
 }
@@ -111,7 +116,9 @@ fn scalar(constants: &HashMap<String, Constant>, name: &str) -> Option<f32> {
 /// Step 1: each element-wise node's inputs distinct, rank-0 constants in its parameters.
 fn simplify(graph: &mut Graph) {
     for node in &mut graph.nodes {
-        let Some(op) = (node.op.as_mut() as &mut dyn Any).downcast_mut::<Elementwise>() else { continue };
+        let Some(op) = (node.op.as_mut() as &mut dyn Any).downcast_mut::<Elementwise>() else {
+            continue;
+        };
         let mut inputs: Vec<String> = Vec::new();
         let map: Vec<usize> = node.inputs.iter().map(|name| index(&mut inputs, name, 0)).collect();
         let mut expr = op.expr.rewire(&map, inputs.len());
@@ -138,10 +145,21 @@ fn index(names: &mut Vec<String>, name: &str, from: usize) -> usize {
 /// (likewise): one expression over the producer's inputs, then the consumer's others (shared
 /// where the same value is an input of both, except the producer's first `distinct`).
 /// `None` when the kernel would bind more than [`MAX_BINDINGS`] buffers.
-fn merge(producer: (&Expr, &[String]), consumer: (&Expr, &[String]), k: usize, distinct: usize) -> Option<(Expr, Vec<String>)> {
+fn merge(
+    producer: (&Expr, &[String]),
+    consumer: (&Expr, &[String]),
+    k: usize,
+    distinct: usize,
+) -> Option<(Expr, Vec<String>)> {
     let mut inputs = producer.1.to_vec();
-    let map: Vec<usize> = consumer.1.iter().enumerate().map(|(i, name)| if i == k { 0 } else { index(&mut inputs, name, distinct) }).collect();
-    (inputs.len() + 2 <= MAX_BINDINGS).then(|| (producer.0.then(consumer.0, k, &map, inputs.len()), inputs))
+    let map: Vec<usize> = consumer
+        .1
+        .iter()
+        .enumerate()
+        .map(|(i, name)| if i == k { 0 } else { index(&mut inputs, name, distinct) })
+        .collect();
+    (inputs.len() + 2 <= MAX_BINDINGS)
+        .then(|| (producer.0.then(consumer.0, k, &map, inputs.len()), inputs))
 }
 
 /// Whether `expr` is the ONNX operator `template` on inputs numbered `inputs`.
@@ -167,7 +185,12 @@ fn group_norms(users: &Users, slots: &mut [Option<Node>], shapes: &HashMap<Strin
 
 /// The group normalisation whose first mean is the node in slot `r1`: the slots it replaces
 /// and the fused node.
-fn group_norm(users: &Users, slots: &[Option<Node>], shapes: &HashMap<String, Vec<usize>>, r1: usize) -> Option<(Vec<usize>, Node)> {
+fn group_norm(
+    users: &Users,
+    slots: &[Option<Node>],
+    shapes: &HashMap<String, Vec<usize>>,
+    r1: usize,
+) -> Option<(Vec<usize>, Node)> {
     let node = |i: usize| slots[i].as_ref();
     let mean = op::<Reduce>(node(r1)?)?;
     let u = &node(r1)?.inputs[0];
@@ -180,7 +203,9 @@ fn group_norm(users: &Users, slots: &[Option<Node>], shapes: &HashMap<String, Ve
         return None;
     }
     let readers = users.readers.get(d)?;
-    let square = *readers.iter().find(|&&i| elementwise(slots, i).is_some_and(|(_, e)| is(e, "Mul", &[0, 0])))?;
+    let square = *readers
+        .iter()
+        .find(|&&i| elementwise(slots, i).is_some_and(|(_, e)| is(e, "Mul", &[0, 0])))?;
     let div = *readers.iter().find(|&&i| i != square)?;
     // mean(d²) + eps, its square root, d over it.
     let r2 = users.only_reader(&node(square)?.output)?;
@@ -189,28 +214,43 @@ fn group_norm(users: &Users, slots: &[Option<Node>], shapes: &HashMap<String, Ve
     }
     let add = users.only_reader(&node(r2)?.output)?;
     let (_, expr) = elementwise(slots, add)?;
-    let plus_eps = |a| Expr::of("Add").is_some_and(|e| expr.steps == e.with_scalar(a, 0.0).steps && expr.inputs == 1);
+    let plus_eps = |a| {
+        Expr::of("Add")
+            .is_some_and(|e| expr.steps == e.with_scalar(a, 0.0).steps && expr.inputs == 1)
+    };
     if !(plus_eps(0) || plus_eps(1)) {
         return None;
     }
     let eps = expr.scalars[0];
     let sqrt = users.only_reader(&node(add)?.output)?;
-    if !is(elementwise(slots, sqrt)?.1, "Sqrt", &[0]) || users.only_reader(&node(sqrt)?.output)? != div {
+    if !is(elementwise(slots, sqrt)?.1, "Sqrt", &[0])
+        || users.only_reader(&node(sqrt)?.output)? != div
+    {
         return None;
     }
     let (quotient, expr) = elementwise(slots, div)?;
-    if !is(expr, "Div", &[0, 1]) || quotient.inputs != [d.clone(), node(sqrt)?.output.clone()] || !users.private(d, &[square, div]) {
+    if !is(expr, "Div", &[0, 1])
+        || quotient.inputs != [d.clone(), node(sqrt)?.output.clone()]
+        || !users.private(d, &[square, div])
+    {
         return None;
     }
-    if [d, &quotient.output].iter().any(|v| shapes.get(*v) != shapes.get(u)) || shapes.get(&node(add)?.output) != shapes.get(&node(r2)?.output) {
+    if [d, &quotient.output].iter().any(|v| shapes.get(*v) != shapes.get(u))
+        || shapes.get(&node(add)?.output) != shapes.get(&node(r2)?.output)
+    {
         return None;
     }
     let mut members = vec![r1, sub, square, r2, add, sqrt, div];
     // The Reshapes into rows and back, where nothing else reads their values.
-    let split = users.producer.get(u).filter(|&&i| users.private(u, &[r1, sub]) && node(i).and_then(op::<Reshape>).is_some()).copied();
+    let split = users
+        .producer
+        .get(u)
+        .filter(|&&i| users.private(u, &[r1, sub]) && node(i).and_then(op::<Reshape>).is_some())
+        .copied();
     let x = split.map_or(u, |i| &slots[i].as_ref().expect("checked").inputs[0]).clone();
     members.extend(split);
-    let restore = users.only_reader(&quotient.output).filter(|&i| node(i).and_then(op::<Reshape>).is_some());
+    let restore =
+        users.only_reader(&quotient.output).filter(|&i| node(i).and_then(op::<Reshape>).is_some());
     members.extend(restore);
     let last = restore.unwrap_or(div);
     let op = GroupNorm {
@@ -220,7 +260,12 @@ fn group_norm(users: &Users, slots: &[Option<Node>], shapes: &HashMap<String, Ve
         restore: restore.and_then(|i| node(i).and_then(op::<Reshape>)).cloned(),
         epilogue: Expr::identity(),
     };
-    let fused = Node { name: format!("group norm {}", node(r1)?.name), op: Box::new(op), inputs: vec![x], output: node(last)?.output.clone() };
+    let fused = Node {
+        name: format!("group norm {}", node(r1)?.name),
+        op: Box::new(op),
+        inputs: vec![x],
+        output: node(last)?.output.clone(),
+    };
     Some((members, fused))
 }
 
@@ -265,11 +310,16 @@ fn epilogues(users: &Users, slots: &mut [Option<Node>], shapes: &HashMap<String,
             continue;
         }
         let k = consumer.inputs.iter().position(|n| *n == node.output).expect("a reader");
-        let Some((epilogue, inputs)) = merge((&norm.epilogue, &node.inputs), (expr, &consumer.inputs), k, 1) else { continue };
+        let Some((epilogue, inputs)) =
+            merge((&norm.epilogue, &node.inputs), (expr, &consumer.inputs), k, 1)
+        else {
+            continue;
+        };
         let fused = GroupNorm { epilogue, ..norm.clone() };
         let consumer = slots[reader].take().expect("checked");
         let node = slots[i].take().expect("checked");
-        slots[reader] = Some(Node { op: Box::new(fused), inputs, output: consumer.output, name: node.name });
+        slots[reader] =
+            Some(Node { op: Box::new(fused), inputs, output: consumer.output, name: node.name });
     }
 }
 
@@ -345,8 +395,11 @@ mod tests {
 
     #[test]
     fn the_shipped_models_run_fewer_kernels() {
-        let bundle = BundleDir::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/fashion-mnist")).unwrap();
-        let gpu = WebGpu::new().expect("a GPU adapter (lavapipe: apt-get install mesa-vulkan-drivers)");
+        let bundle =
+            BundleDir::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/fashion-mnist"))
+                .unwrap();
+        let gpu =
+            WebGpu::new().expect("a GPU adapter (lavapipe: apt-get install mesa-vulkan-drivers)");
         for case in parity::models(&bundle) {
             // Two rows: one guided evaluation of one image for the denoiser.
             let mut fused = gpu.session(&case.onnx, &case.spec).unwrap();
@@ -354,10 +407,19 @@ mod tests {
             let mut plain = gpu.upload(Graph::parse(&case.onnx, &case.spec).unwrap()).unwrap();
             let before = plain.plan(2).unwrap().dispatches().len();
             let norms = count(&fused.graph).0;
-            println!("{}: {before} dispatches per call unfused, {after} fused ({norms} group norms)", case.name);
+            println!(
+                "{}: {before} dispatches per call unfused, {after} fused ({norms} group norms)",
+                case.name
+            );
             match case.name.as_str() {
-                "denoiser.onnx" => assert!(norms == 27 && after * 2 < before, "{norms} group norms, {after} of {before}"),
-                "classifier.onnx" | "reid_embed.onnx" => assert!(norms == 7 && after * 2 < before, "{norms} group norms, {after} of {before}"),
+                "denoiser.onnx" => assert!(
+                    norms == 27 && after * 2 < before,
+                    "{norms} group norms, {after} of {before}"
+                ),
+                "classifier.onnx" | "reid_embed.onnx" => assert!(
+                    norms == 7 && after * 2 < before,
+                    "{norms} group norms, {after} of {before}"
+                ),
                 _ => assert!(after < before),
             }
         }

@@ -68,13 +68,21 @@ impl Gpu {
                 ..Default::default()
             })
             .await
-            .map_err(|e| format!("the adapter {} refused a device: {e}", adapter.get_info().name))?;
+            .map_err(|e| {
+                format!("the adapter {} refused a device: {e}", adapter.get_info().name)
+            })?;
         let zero = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
             label: Some("zero"),
             contents: bytemuck::cast_slice(&[0f32]),
             usage: wgpu::BufferUsages::STORAGE,
         });
-        Ok(Gpu { device, queue, info: adapter.get_info(), zero, pipelines: Mutex::new(HashMap::new()) })
+        Ok(Gpu {
+            device,
+            queue,
+            info: adapter.get_info(),
+            zero,
+            pipelines: Mutex::new(HashMap::new()),
+        })
     }
 
     /// The adapter's description.
@@ -128,7 +136,9 @@ impl Gpu {
         self.device.create_buffer(&wgpu::BufferDescriptor {
             label: None,
             size: 4 * elements.max(1) as u64,
-            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+            usage: wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::COPY_SRC
+                | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         })
     }
@@ -139,13 +149,21 @@ impl Gpu {
         self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
             label: None,
             contents: bytemuck::cast_slice(contents),
-            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+            usage: wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::COPY_SRC
+                | wgpu::BufferUsages::COPY_DST,
         })
     }
 
     /// Records `kernel` (name, WGSL source) over `buffers` (bound in order) with the
     /// parameters `params` bound last.
-    pub fn dispatch(&self, kernel: (&str, &str), buffers: &[&wgpu::Buffer], params: &[u32], groups: [u32; 3]) -> Dispatch {
+    pub fn dispatch(
+        &self,
+        kernel: (&str, &str),
+        buffers: &[&wgpu::Buffer],
+        params: &[u32],
+        groups: [u32; 3],
+    ) -> Dispatch {
         let pipeline = self.pipeline(kernel.0, kernel.1);
         let params = self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
             label: Some("params"),
@@ -157,7 +175,10 @@ impl Gpu {
             .copied()
             .chain([&params])
             .enumerate()
-            .map(|(i, b)| wgpu::BindGroupEntry { binding: i as u32, resource: b.as_entire_binding() })
+            .map(|(i, b)| wgpu::BindGroupEntry {
+                binding: i as u32,
+                resource: b.as_entire_binding(),
+            })
             .collect();
         let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: Some(kernel.0),
@@ -182,12 +203,16 @@ impl Gpu {
 
     /// A command encoder for a batch of work.
     pub fn encoder(&self) -> wgpu::CommandEncoder {
-        self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("unpersonal") })
+        self.device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("unpersonal") })
     }
 
     /// Records `dispatches` in order into one compute pass of `encoder`.
     pub fn record(encoder: &mut wgpu::CommandEncoder, dispatches: &[Dispatch]) {
-        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("graph"), timestamp_writes: None });
+        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: Some("graph"),
+            timestamp_writes: None,
+        });
         for d in dispatches {
             pass.set_pipeline(&d.pipeline);
             pass.set_bind_group(0, &d.bind_group, &[]);
@@ -207,7 +232,11 @@ impl Gpu {
     }
 
     /// Submits `encoder` with copies of `outputs` into mappable buffers, then reads them back.
-    pub async fn read(&self, mut encoder: wgpu::CommandEncoder, outputs: &[&Tensor]) -> Result<Vec<Vec<f32>>, String> {
+    pub async fn read(
+        &self,
+        mut encoder: wgpu::CommandEncoder,
+        outputs: &[&Tensor],
+    ) -> Result<Vec<Vec<f32>>, String> {
         let staging: Vec<wgpu::Buffer> = outputs
             .iter()
             .map(|t| {
@@ -236,8 +265,14 @@ impl Gpu {
         self.wait()?;
         let mut values = Vec::with_capacity(outputs.len());
         for ((buffer, t), mapped) in staging.iter().zip(outputs).zip(mapped) {
-            mapped.await.map_err(|_| "the GPU device was lost".to_string())?.map_err(|e| format!("cannot read a result back: {e}"))?;
-            let view = buffer.slice(..).get_mapped_range().map_err(|e| format!("cannot read a result back: {e}"))?;
+            mapped
+                .await
+                .map_err(|_| "the GPU device was lost".to_string())?
+                .map_err(|e| format!("cannot read a result back: {e}"))?;
+            let view = buffer
+                .slice(..)
+                .get_mapped_range()
+                .map_err(|e| format!("cannot read a result back: {e}"))?;
             values.push(bytemuck::cast_slice::<u8, f32>(&view)[..t.len()].to_vec());
             drop(view);
             buffer.unmap();
@@ -249,6 +284,9 @@ impl Gpu {
     /// run); in a browser this returns at once and the page's event loop does that while the
     /// caller awaits.
     fn wait(&self) -> Result<(), String> {
-        self.device.poll(wgpu::PollType::wait_indefinitely()).map(|_| ()).map_err(|e| format!("the GPU did not finish: {e}"))
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map(|_| ())
+            .map_err(|e| format!("the GPU did not finish: {e}"))
     }
 }

@@ -54,25 +54,44 @@ impl Graph {
             .input
             .iter()
             .filter(|i| !constants.contains_key(&i.name))
-            .map(|i| spec.input(&i.name).cloned().ok_or_else(|| format!("the graph has an input `{}` the bundle does not declare", i.name)))
+            .map(|i| {
+                spec.input(&i.name).cloned().ok_or_else(|| {
+                    format!("the graph has an input `{}` the bundle does not declare", i.name)
+                })
+            })
             .collect::<Result<Vec<_>, String>>()?;
         let mut nodes = Vec::with_capacity(graph.node.len());
         for n in &graph.node {
-            let name = if n.name.is_empty() { n.output.first().cloned().unwrap_or_default() } else { n.name.clone() };
-            let op = ops::build(n, &constants).map_err(|e| format!("node `{name}` ({}): {e}", n.op_type))?;
+            let name = if n.name.is_empty() {
+                n.output.first().cloned().unwrap_or_default()
+            } else {
+                n.name.clone()
+            };
+            let op = ops::build(n, &constants)
+                .map_err(|e| format!("node `{name}` ({}): {e}", n.op_type))?;
             let [output] = n.output.as_slice() else {
-                return Err(format!("node `{name}` ({}) has {} outputs; the WebGPU backend runs single-output nodes", n.op_type, n.output.len()));
+                return Err(format!(
+                    "node `{name}` ({}) has {} outputs; the WebGPU backend runs single-output nodes",
+                    n.op_type,
+                    n.output.len()
+                ));
             };
             let inputs = n.input.iter().take(op.gpu_inputs(n.input.len())).cloned().collect();
             nodes.push(Node { name, op, inputs, output: output.clone() });
         }
-        Ok(Graph { nodes, constants, inputs, outputs: graph.output.iter().map(|o| o.name.clone()).collect() })
+        Ok(Graph {
+            nodes,
+            constants,
+            inputs,
+            outputs: graph.output.iter().map(|o| o.name.clone()).collect(),
+        })
     }
 
     /// The shape of every value for `batch` rows: the inputs', the constants' and each node's
     /// output; the error names the first node whose input shapes it cannot take.
     pub fn shapes(&self, batch: usize) -> Result<HashMap<&str, Vec<usize>>, String> {
-        let mut shapes: HashMap<&str, Vec<usize>> = self.inputs.iter().map(|t| (t.name.as_str(), t.concrete(batch))).collect();
+        let mut shapes: HashMap<&str, Vec<usize>> =
+            self.inputs.iter().map(|t| (t.name.as_str(), t.concrete(batch))).collect();
         shapes.extend(self.constants.iter().map(|(name, c)| (name.as_str(), c.dims.clone())));
         for node in &self.nodes {
             let fail = |e: String| format!("node `{}`: {e}", node.name);
@@ -89,13 +108,35 @@ impl Graph {
 }
 
 fn constant(t: &pb::TensorProto) -> Result<Constant, String> {
-    let dims = t.dims.iter().map(|&d| usize::try_from(d).map_err(|_| format!("initializer `{}` has a negative extent", t.name))).collect::<Result<Vec<_>, _>>()?;
+    let dims = t
+        .dims
+        .iter()
+        .map(|&d| {
+            usize::try_from(d)
+                .map_err(|_| format!("initializer `{}` has a negative extent", t.name))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let raw = |width: usize| (!t.raw_data.is_empty()).then(|| t.raw_data.chunks_exact(width));
     let (mut floats, mut ints) = (None, None);
     match t.data_type {
-        1 => floats = Some(raw(4).map_or_else(|| t.float_data.clone(), |c| c.map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect())),
-        7 => ints = Some(raw(8).map_or_else(|| t.int64_data.clone(), |c| c.map(|b| i64::from_le_bytes(b.try_into().expect("8 bytes"))).collect())),
-        other => return Err(format!("initializer `{}` has ONNX element type {other}; the WebGPU backend reads float32 and int64", t.name)),
+        1 => {
+            floats = Some(raw(4).map_or_else(
+                || t.float_data.clone(),
+                |c| c.map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+            ))
+        }
+        7 => {
+            ints = Some(raw(8).map_or_else(
+                || t.int64_data.clone(),
+                |c| c.map(|b| i64::from_le_bytes(b.try_into().expect("8 bytes"))).collect(),
+            ))
+        }
+        other => {
+            return Err(format!(
+                "initializer `{}` has ONNX element type {other}; the WebGPU backend reads float32 and int64",
+                t.name
+            ));
+        }
     }
     Ok(Constant { dims, floats, ints })
 }

@@ -70,7 +70,11 @@ impl Backend for WebGpu {
         Ok(Box::new(self.session(onnx, spec)?))
     }
 
-    fn device_denoiser(&self, onnx: &[u8], spec: &ModelSpec) -> Result<Option<Box<dyn DeviceDenoiser>>, EngineError> {
+    fn device_denoiser(
+        &self,
+        onnx: &[u8],
+        spec: &ModelSpec,
+    ) -> Result<Option<Box<dyn DeviceDenoiser>>, EngineError> {
         Ok(Some(Box::new(self.session(onnx, spec)?)))
     }
 }
@@ -90,12 +94,18 @@ impl WebGpu {
         for node in &graph.nodes {
             for name in &node.inputs {
                 if let Some(c) = graph.constants.get(name) {
-                    let floats = c.floats.as_ref().ok_or_else(|| format!("node `{}` reads the int64 constant `{name}` on the GPU", node.name))?;
-                    weights.entry(name.clone()).or_insert_with(|| Tensor { buffer: self.gpu.upload(floats), shape: c.dims.clone() });
+                    let floats = c.floats.as_ref().ok_or_else(|| {
+                        format!("node `{}` reads the int64 constant `{name}` on the GPU", node.name)
+                    })?;
+                    weights.entry(name.clone()).or_insert_with(|| Tensor {
+                        buffer: self.gpu.upload(floats),
+                        shape: c.dims.clone(),
+                    });
                 }
             }
         }
-        let mut session = WebGpuSession { gpu: self.gpu.clone(), graph, weights, plans: HashMap::new() };
+        let mut session =
+            WebGpuSession { gpu: self.gpu.clone(), graph, weights, plans: HashMap::new() };
         // Lay out batch size 1 now, so a graph the kernels cannot run fails at load time.
         session.plan(1)?;
         Ok(session)
@@ -121,7 +131,10 @@ impl WebGpuSession {
 
     /// Runs the graph once on `inputs` (every graph input, all with the same batch size),
     /// awaiting the GPU: the single call a browser can make.
-    pub async fn run_async(&mut self, inputs: &[(&str, ArrayViewD<'_, f32>)]) -> Result<Outputs, EngineError> {
+    pub async fn run_async(
+        &mut self,
+        inputs: &[(&str, ArrayViewD<'_, f32>)],
+    ) -> Result<Outputs, EngineError> {
         let batch = super::batch(&self.graph.inputs, inputs);
         let gpu = self.gpu.clone();
         Ok(self.plan(batch)?.run(&gpu, inputs).await?)
@@ -162,7 +175,9 @@ impl DeviceDenoiser for WebGpuSession {
             let plan = self.plan(2 * noise.len_of(Axis(0)))?;
             let mut field = GpuField::new(&gpu, plan, condition, guidance, [c, h, w])?;
             let start = field.upload(noise);
-            let images = solve(&mut field, start, sigmas, solver, on_step).await.map_err(|e| e.to_string())?;
+            let images = solve(&mut field, start, sigmas, solver, on_step)
+                .await
+                .map_err(|e| e.to_string())?;
             field.read(&images).await
         })
     }

@@ -29,7 +29,13 @@ struct Buffers {
 impl Buffers {
     /// A buffer of at least `elements` values: the smallest free one that fits, or a new one.
     fn take(&mut self, gpu: &Gpu, elements: usize) -> usize {
-        let best = self.free.iter().enumerate().filter(|(_, id)| self.all[**id].1 >= elements).min_by_key(|(_, id)| self.all[**id].1).map(|(i, _)| i);
+        let best = self
+            .free
+            .iter()
+            .enumerate()
+            .filter(|(_, id)| self.all[**id].1 >= elements)
+            .min_by_key(|(_, id)| self.all[**id].1)
+            .map(|(i, _)| i);
         let id = match best {
             Some(i) => self.free.swap_remove(i),
             None => {
@@ -52,7 +58,12 @@ impl Buffers {
 
 impl Plan {
     /// Lays `graph` out for `batch` rows, with `weights` the uploaded float constants.
-    pub fn new(graph: &Graph, weights: &HashMap<String, Tensor>, gpu: &Gpu, batch: usize) -> Result<Plan, String> {
+    pub fn new(
+        graph: &Graph,
+        weights: &HashMap<String, Tensor>,
+        gpu: &Gpu,
+        batch: usize,
+    ) -> Result<Plan, String> {
         let shapes = graph.shapes(batch)?;
         let mut buffers = Buffers { all: Vec::new(), live: Vec::new(), free: Vec::new() };
         let mut values: HashMap<&str, usize> = HashMap::new();
@@ -83,7 +94,10 @@ impl Plan {
                 .iter()
                 .map(|name| match (weights.get(name), values.get(name.as_str())) {
                     (Some(w), _) => Ok(w.clone()),
-                    (None, Some(id)) => Ok(Tensor { buffer: buffers.all[*id].0.clone(), shape: shapes[name.as_str()].clone() }),
+                    (None, Some(id)) => Ok(Tensor {
+                        buffer: buffers.all[*id].0.clone(),
+                        shape: shapes[name.as_str()].clone(),
+                    }),
                     (None, None) => Err(fail(format!("input `{name}` is not on the GPU"))),
                 })
                 .collect::<Result<Vec<_>, _>>()?;
@@ -97,7 +111,9 @@ impl Plan {
                 )));
             }
             let id = if node.op.aliases() {
-                let id = values.get(node.inputs[0].as_str()).ok_or_else(|| fail("it can only alias a computed tensor".into()))?;
+                let id = values
+                    .get(node.inputs[0].as_str())
+                    .ok_or_else(|| fail("it can only alias a computed tensor".into()))?;
                 buffers.live[*id] += 1;
                 *id
             } else {
@@ -107,7 +123,12 @@ impl Plan {
             let refs: Vec<&Tensor> = tensors.iter().collect();
             dispatches.extend(node.op.encode(gpu, &refs, &output).map_err(fail)?);
             values.insert(&node.output, id);
-            let mut done: Vec<&str> = node.inputs.iter().map(String::as_str).filter(|n| last_use.get(n) == Some(&i)).collect();
+            let mut done: Vec<&str> = node
+                .inputs
+                .iter()
+                .map(String::as_str)
+                .filter(|n| last_use.get(n) == Some(&i))
+                .collect();
             done.sort_unstable();
             done.dedup();
             for name in done {
@@ -120,19 +141,38 @@ impl Plan {
             .outputs
             .iter()
             .map(|name| {
-                let id = values.get(name.as_str()).ok_or_else(|| format!("graph output `{name}` is never computed"))?;
-                Ok((name.clone(), Tensor { buffer: buffers.all[*id].0.clone(), shape: shapes[name.as_str()].clone() }))
+                let id = values
+                    .get(name.as_str())
+                    .ok_or_else(|| format!("graph output `{name}` is never computed"))?;
+                Ok((
+                    name.clone(),
+                    Tensor {
+                        buffer: buffers.all[*id].0.clone(),
+                        shape: shapes[name.as_str()].clone(),
+                    },
+                ))
             })
             .collect::<Result<Vec<_>, String>>()?;
         Ok(Plan { inputs, outputs, dispatches })
     }
 
     /// Uploads `inputs`, runs every kernel and reads the outputs back.
-    pub async fn run(&self, gpu: &Gpu, inputs: &[(&str, ArrayViewD<'_, f32>)]) -> Result<Outputs, String> {
+    pub async fn run(
+        &self,
+        gpu: &Gpu,
+        inputs: &[(&str, ArrayViewD<'_, f32>)],
+    ) -> Result<Outputs, String> {
         for (name, tensor) in &self.inputs {
-            let (_, view) = inputs.iter().find(|(n, _)| n == name).ok_or_else(|| format!("input `{name}` is not given"))?;
+            let (_, view) = inputs
+                .iter()
+                .find(|(n, _)| n == name)
+                .ok_or_else(|| format!("input `{name}` is not given"))?;
             if view.shape() != tensor.shape.as_slice() {
-                return Err(format!("input `{name}` has shape {:?}, the plan {:?}", view.shape(), tensor.shape));
+                return Err(format!(
+                    "input `{name}` has shape {:?}, the plan {:?}",
+                    view.shape(),
+                    tensor.shape
+                ));
             }
             gpu.write(&tensor.buffer, &view.iter().copied().collect::<Vec<f32>>());
         }
@@ -142,7 +182,8 @@ impl Plan {
         let values = gpu.read(encoder, &tensors).await?;
         let mut outputs = Outputs::new();
         for ((name, tensor), data) in self.outputs.iter().zip(values) {
-            let array = ArrayD::from_shape_vec(IxDyn(&tensor.shape), data).map_err(|e| format!("output `{name}`: {e}"))?;
+            let array = ArrayD::from_shape_vec(IxDyn(&tensor.shape), data)
+                .map_err(|e| format!("output `{name}`: {e}"))?;
             outputs.insert(name.clone(), array);
         }
         Ok(outputs)
@@ -150,12 +191,20 @@ impl Plan {
 
     /// The buffer of input `name`.
     pub fn input(&self, name: &str) -> Result<&Tensor, String> {
-        self.inputs.iter().find(|(n, _)| n == name).map(|(_, t)| t).ok_or_else(|| format!("the graph has no input `{name}`"))
+        self.inputs
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, t)| t)
+            .ok_or_else(|| format!("the graph has no input `{name}`"))
     }
 
     /// The buffer of output `name` (valid after the kernels ran).
     pub fn output(&self, name: &str) -> Result<&Tensor, String> {
-        self.outputs.iter().find(|(n, _)| n == name).map(|(_, t)| t).ok_or_else(|| format!("the graph has no output `{name}`"))
+        self.outputs
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, t)| t)
+            .ok_or_else(|| format!("the graph has no output `{name}`"))
     }
 
     /// The recorded kernels, in order.

@@ -24,7 +24,13 @@ pub(crate) struct GpuField<'a> {
 impl<'a> GpuField<'a> {
     /// Sets `plan`'s condition rows (row k and row n + k get row k of `condition`, mask 1
     /// and 0) for `n` sampled images.
-    pub fn new(gpu: &'a Gpu, plan: &'a Plan, condition: ArrayView2<f32>, guidance: Guidance, image: [usize; 3]) -> Result<GpuField<'a>, String> {
+    pub fn new(
+        gpu: &'a Gpu,
+        plan: &'a Plan,
+        condition: ArrayView2<f32>,
+        guidance: Guidance,
+        image: [usize; 3],
+    ) -> Result<GpuField<'a>, String> {
         let n = condition.nrows();
         let null = Array2::<f32>::zeros(condition.raw_dim());
         let both = concatenate![Axis(0), condition, null];
@@ -37,15 +43,21 @@ impl<'a> GpuField<'a> {
 
     /// `images` (`[n, C, H, W]`) in a GPU buffer.
     pub fn upload(&self, images: ArrayView4<f32>) -> Tensor {
-        Tensor { buffer: self.gpu.upload(&images.iter().copied().collect::<Vec<f32>>()), shape: images.shape().to_vec() }
+        Tensor {
+            buffer: self.gpu.upload(&images.iter().copied().collect::<Vec<f32>>()),
+            shape: images.shape().to_vec(),
+        }
     }
 
     /// Runs what is recorded and reads `images` back.
     pub async fn read(&mut self, images: &Tensor) -> Result<Array4<f32>, String> {
         let encoder = self.encoder.take().ok_or("the GPU work was already submitted")?;
         let mut values = self.gpu.read(encoder, &[images]).await?;
-        let [n, c, h, w] = self.shape[..] else { return Err("the sampled images are not 4-D".into()) };
-        Array4::from_shape_vec((n, c, h, w), values.pop().unwrap_or_default()).map_err(|e| e.to_string())
+        let [n, c, h, w] = self.shape[..] else {
+            return Err("the sampled images are not 4-D".into());
+        };
+        Array4::from_shape_vec((n, c, h, w), values.pop().unwrap_or_default())
+            .map_err(|e| e.to_string())
     }
 
     fn encoder(&mut self) -> Result<&mut wgpu::CommandEncoder, String> {
@@ -57,7 +69,8 @@ impl<'a> GpuField<'a> {
     }
 
     fn guided(&mut self, x: &Tensor, sigma: f32) -> Result<Tensor, String> {
-        let (input, sigmas, denoised) = (self.plan.input("x")?, self.plan.input("sigma")?, self.plan.output("denoised")?);
+        let (input, sigmas, denoised) =
+            (self.plan.input("x")?, self.plan.input("sigma")?, self.plan.output("denoised")?);
         let bytes = 4 * x.len() as u64;
         if input.len() != 2 * x.len() {
             return Err(format!("the plan takes {:?}, the sampler has {:?}", input.shape, x.shape));
@@ -93,7 +106,10 @@ impl Field for GpuField<'_> {
     }
 
     async fn settle(&mut self) -> Result<(), SampleError> {
-        let encoder = self.encoder.replace(self.gpu.encoder()).ok_or_else(|| SampleError::Shape("the GPU work was already submitted".into()))?;
+        let encoder = self
+            .encoder
+            .replace(self.gpu.encoder())
+            .ok_or_else(|| SampleError::Shape("the GPU work was already submitted".into()))?;
         self.gpu.settle(encoder).await.map_err(SampleError::Shape)
     }
 }

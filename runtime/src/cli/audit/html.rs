@@ -29,7 +29,14 @@ fn percent(v: &Value) -> String {
 
 /// A share with its interval, as `1.20 % [0.9, 1.6]`.
 fn share(v: &Value) -> String {
-    format!("{:.2} % [{:.2}, {:.2}] ({}/{})", 100.0 * num(&v["share"]), 100.0 * num(&v["ci95"]["lower"]), 100.0 * num(&v["ci95"]["upper"]), v["flagged"], v["of"])
+    format!(
+        "{:.2} % [{:.2}, {:.2}] ({}/{})",
+        100.0 * num(&v["share"]),
+        100.0 * num(&v["ci95"]["lower"]),
+        100.0 * num(&v["ci95"]["upper"]),
+        v["flagged"],
+        v["of"]
+    )
 }
 
 /// The headline rows, each with a plain verdict.
@@ -47,7 +54,11 @@ fn rows(r: &Value) -> Vec<Row> {
             num(&gap["estimate"]),
             num(&gap["lower"]),
             num(&gap["upper"]),
-            if num(&gap["estimate"]) >= -1.0 { "within one point" } else { "FALLS SHORT of one point" }
+            if num(&gap["estimate"]) >= -1.0 {
+                "within one point"
+            } else {
+                "FALLS SHORT of one point"
+            }
         ),
     });
     let f = &r["fidelity"];
@@ -55,7 +66,11 @@ fn rows(r: &Value) -> Vec<Row> {
         what: "Fréchet distance to the test set (classifier features)",
         release: format!("{:.4}", num(&f["frechet_release_vs_test"]["distance"])),
         baseline: format!("{:.4} (real images)", num(&f["frechet_real_vs_test"]["distance"])),
-        verdict: format!("{:.1}× the real floor", num(&f["frechet_release_vs_test"]["distance"]) / num(&f["frechet_real_vs_test"]["distance"])),
+        verdict: format!(
+            "{:.1}× the real floor",
+            num(&f["frechet_release_vs_test"]["distance"])
+                / num(&f["frechet_real_vs_test"]["distance"])
+        ),
     });
     let m = &f["manifold_release_vs_real"];
     rows.push(Row {
@@ -70,11 +85,19 @@ fn rows(r: &Value) -> Vec<Row> {
         what: "Re-identified: linked to a training image by the re-id model",
         release: share(&reid["release"]),
         baseline: share(&reid["holdout"]),
-        verdict: if above { "ABOVE the holdout baseline".into() } else { "not above the holdout baseline".into() },
+        verdict: if above {
+            "ABOVE the holdout baseline".into()
+        } else {
+            "not above the holdout baseline".into()
+        },
     });
     for (key, name) in [("pixels", "DCR, pixels"), ("embedding", "DCR, re-id embedding")] {
         let d = &r["dcr"][key];
-        let what = if key == "pixels" { "Distance to closest record, pixels (5th percentile)" } else { "Distance to closest record, re-id embedding (5th pct.)" };
+        let what = if key == "pixels" {
+            "Distance to closest record, pixels (5th percentile)"
+        } else {
+            "Distance to closest record, re-id embedding (5th pct.)"
+        };
         let copied = num(&d["dcr_ratio"]) < 1.0 && num(&d["test"]["p_value"]) < 0.05;
         rows.push(Row {
             what,
@@ -84,22 +107,43 @@ fn rows(r: &Value) -> Vec<Row> {
                 "{name} ratio {:.3}, Mann–Whitney p {:.3}: {}",
                 num(&d["dcr_ratio"]),
                 num(&d["test"]["p_value"]),
-                if copied { "released images lie CLOSER to training images than new ones do" } else { "no closer than new images" }
+                if copied {
+                    "released images lie CLOSER to training images than new ones do"
+                } else {
+                    "no closer than new images"
+                }
             ),
         });
     }
     for mode in r["singling_out"]["modes"].as_array().into_iter().flatten() {
         let risk = &mode["risk"];
         rows.push(Row {
-            what: if mode["mode"] == "univariate" { "Singling-out risk, univariate predicates" } else { "Singling-out risk, multivariate predicates (3 columns)" },
-            release: format!("attack {:.3} ± {:.3}", num(&mode["attack"]["value"]), num(&mode["attack"]["error"])),
-            baseline: format!("control {:.3} ± {:.3}; naive {:.3}", num(&mode["control"]["value"]), num(&mode["control"]["error"]), num(&mode["baseline"]["value"])),
+            what: if mode["mode"] == "univariate" {
+                "Singling-out risk, univariate predicates"
+            } else {
+                "Singling-out risk, multivariate predicates (3 columns)"
+            },
+            release: format!(
+                "attack {:.3} ± {:.3}",
+                num(&mode["attack"]["value"]),
+                num(&mode["attack"]["error"])
+            ),
+            baseline: format!(
+                "control {:.3} ± {:.3}; naive {:.3}",
+                num(&mode["control"]["value"]),
+                num(&mode["control"]["error"]),
+                num(&mode["baseline"]["value"])
+            ),
             verdict: format!(
                 "risk {:.3} [{:.3}, {:.3}]: {}",
                 num(&risk["estimate"]),
                 num(&risk["lower"]),
                 num(&risk["upper"]),
-                if num(&risk["lower"]) > 0.0 { "RISK above the control" } else { "interval contains 0" }
+                if num(&risk["lower"]) > 0.0 {
+                    "RISK above the control"
+                } else {
+                    "interval contains 0"
+                }
             ),
         });
     }
@@ -108,7 +152,11 @@ fn rows(r: &Value) -> Vec<Row> {
         what: "Memorised (Carlini et al.: nearest < ⅓ of the 50-NN mean)",
         release: share(&mem["release"]),
         baseline: share(&mem["holdout"]),
-        verdict: if num(&mem["release"]["ci95"]["lower"]) > num(&mem["holdout"]["ci95"]["upper"]) { "ABOVE the holdout baseline".into() } else { "not above the holdout baseline".into() },
+        verdict: if num(&mem["release"]["ci95"]["lower"]) > num(&mem["holdout"]["ci95"]["upper"]) {
+            "ABOVE the holdout baseline".into()
+        } else {
+            "not above the holdout baseline".into()
+        },
     });
     rows
 }
@@ -117,7 +165,11 @@ fn rows(r: &Value) -> Vec<Row> {
 pub fn summary(report: &Value) -> String {
     let mut text = String::new();
     for row in rows(report) {
-        let _ = writeln!(text, "{}\n    release {} | baseline {} | {}", row.what, row.release, row.baseline, row.verdict);
+        let _ = writeln!(
+            text,
+            "{}\n    release {} | baseline {} | {}",
+            row.what, row.release, row.baseline, row.verdict
+        );
     }
     text
 }
@@ -143,7 +195,10 @@ fn histogram(title: &str, release: &[f64], holdout: &[f64]) -> String {
     let path = |d: &[f64]| -> String {
         let mut p = String::new();
         for (i, v) in d.iter().enumerate() {
-            let (x0, x1) = (pad + (w - 2.0 * pad) * i as f64 / BINS as f64, pad + (w - 2.0 * pad) * (i + 1) as f64 / BINS as f64);
+            let (x0, x1) = (
+                pad + (w - 2.0 * pad) * i as f64 / BINS as f64,
+                pad + (w - 2.0 * pad) * (i + 1) as f64 / BINS as f64,
+            );
             let y = h - pad - (h - 2.0 * pad) * v / peak;
             let _ = write!(p, "{}{x0:.1},{y:.1} L{x1:.1},{y:.1} ", if i == 0 { "M" } else { "L" });
         }
@@ -168,14 +223,29 @@ fn histogram(title: &str, release: &[f64], holdout: &[f64]) -> String {
 /// An `<img>` of row `i` of `data` as a PNG data URL, scaled up for the eye.
 fn thumbnail(data: &Dataset, i: usize) -> anyhow::Result<String> {
     let pixels = data.batch(&[i]);
-    let png = encode_png(&interleaved(pixels.index_axis(ndarray::Axis(0), 0)), data.channels, data.height, data.width).map_err(anyhow::Error::msg)?;
+    let png = encode_png(
+        &interleaved(pixels.index_axis(ndarray::Axis(0), 0)),
+        data.channels,
+        data.height,
+        data.width,
+    )
+    .map_err(anyhow::Error::msg)?;
     let url = base64::engine::general_purpose::STANDARD.encode(png);
-    Ok(format!(r#"<img src="data:image/png;base64,{url}" width="{}" height="{}" alt="" style="image-rendering:pixelated">"#, data.width * 3, data.height * 3))
+    Ok(format!(
+        r#"<img src="data:image/png;base64,{url}" width="{}" height="{}" alt="" style="image-rendering:pixelated">"#,
+        data.width * 3,
+        data.height * 3
+    ))
 }
 
 /// The HTML page of `report`; `histograms` holds the DCR samples, `release` and `train` the
 /// images of the memorisation gallery.
-pub fn render(report: &Value, histograms: &Value, release: &Dataset, train: &Dataset) -> anyhow::Result<String> {
+pub fn render(
+    report: &Value,
+    histograms: &Value,
+    release: &Dataset,
+    train: &Dataset,
+) -> anyhow::Result<String> {
     let mut page = String::from(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Unpersonal audit</title><style>\
          body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}\
@@ -205,19 +275,35 @@ pub fn render(report: &Value, histograms: &Value, release: &Dataset, train: &Dat
     page.push_str("<p class=\"warn\">This page shows real training images next to the released images closest to them: it is personal data wherever the training data is. Keep it where the training data may be.</p>");
     page.push_str("<h2>Summary</h2><table><tr><th>What</th><th>Release</th><th>Baseline</th><th>Verdict</th></tr>");
     for row in rows(report) {
-        let _ = write!(page, "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>", escape(row.what), escape(&row.release), escape(&row.baseline), escape(&row.verdict));
+        let _ = write!(
+            page,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            escape(row.what),
+            escape(&row.release),
+            escape(&row.baseline),
+            escape(&row.verdict)
+        );
     }
     page.push_str("</table><p>Baselines are the same measurement for people the models never saw (holdout), or for real data. Intervals are 95 %: Wilson for shares, paired bootstrap for the utility gap, Anonymeter's propagated error for singling-out risk.</p>");
 
     page.push_str("<h2>Distance to closest record</h2>");
-    let samples = |v: &Value| -> Vec<f64> { v.as_array().into_iter().flatten().filter_map(Value::as_f64).collect() };
+    let samples = |v: &Value| -> Vec<f64> {
+        v.as_array().into_iter().flatten().filter_map(Value::as_f64).collect()
+    };
     for (key, title) in [("pixels", "Pixel space"), ("embedding", "Re-identification embedding")] {
-        page.push_str(&histogram(title, &samples(&histograms[key]["release"]), &samples(&histograms[key]["holdout"])));
+        page.push_str(&histogram(
+            title,
+            &samples(&histograms[key]["release"]),
+            &samples(&histograms[key]["holdout"]),
+        ));
     }
 
     page.push_str("<h2>Released images closest to a training image</h2><p>The lowest Carlini ratios (distance to the nearest training image over the mean distance to its 50 nearest): each released image beside its nearest training image.</p>");
     for row in report["memorisation"]["worst"].as_array().into_iter().flatten() {
-        let (i, j) = (row["index"].as_u64().context("gallery row without index")? as usize, row["nearest_train"].as_u64().context("gallery row without nearest_train")? as usize);
+        let (i, j) = (
+            row["index"].as_u64().context("gallery row without index")? as usize,
+            row["nearest_train"].as_u64().context("gallery row without nearest_train")? as usize,
+        );
         let _ = write!(
             page,
             "<div class=\"pair\">{} {}<br>released #{i} · training #{j}<br>ratio {:.3}, distance {:.2}</div>",
@@ -227,6 +313,10 @@ pub fn render(report: &Value, histograms: &Value, release: &Dataset, train: &Dat
             num(&row["distance"])
         );
     }
-    let _ = write!(page, "<h2>Every number</h2><details><summary>audit.json</summary><pre>{}</pre></details></body></html>\n", escape(&serde_json::to_string_pretty(report)?));
+    let _ = write!(
+        page,
+        "<h2>Every number</h2><details><summary>audit.json</summary><pre>{}</pre></details></body></html>\n",
+        escape(&serde_json::to_string_pretty(report)?)
+    );
     Ok(page)
 }

@@ -86,7 +86,11 @@ const MANIFOLD_K: usize = 3;
 const GALLERY: usize = 8;
 
 /// The classifier's logits and features of every image of `data`.
-pub(crate) fn outputs(model: &mut Model, data: &Dataset, normalization: &Normalization) -> anyhow::Result<(Array2<f32>, Array2<f32>)> {
+pub(crate) fn outputs(
+    model: &mut Model,
+    data: &Dataset,
+    normalization: &Normalization,
+) -> anyhow::Result<(Array2<f32>, Array2<f32>)> {
     let (mut logits, mut features) = (Vec::new(), Vec::new());
     let all: Vec<usize> = (0..data.len()).collect();
     for chunk in all.chunks(BATCH) {
@@ -94,8 +98,14 @@ pub(crate) fn outputs(model: &mut Model, data: &Dataset, normalization: &Normali
         let mut out = model.run(&[("image", x.view().into_dyn())])?;
         let file = &model.spec().file;
         for (name, into) in [("logits", &mut logits), ("features", &mut features)] {
-            let value = out.remove(name).with_context(|| format!("{file}: the classifier has no output `{name}`"))?;
-            into.push(value.into_dimensionality::<ndarray::Ix2>().with_context(|| format!("{file}: output `{name}` is not 2-D"))?);
+            let value = out
+                .remove(name)
+                .with_context(|| format!("{file}: the classifier has no output `{name}`"))?;
+            into.push(
+                value
+                    .into_dimensionality::<ndarray::Ix2>()
+                    .with_context(|| format!("{file}: output `{name}` is not 2-D"))?,
+            );
         }
     }
     let join = |parts: Vec<Array2<f32>>| -> anyhow::Result<Array2<f32>> {
@@ -107,7 +117,9 @@ pub(crate) fn outputs(model: &mut Model, data: &Dataset, normalization: &Normali
 
 /// Pixels scaled to [0, 1], one flattened row per image.
 fn pixel_rows(data: &Dataset) -> Array2<f32> {
-    Array2::from_shape_fn((data.len(), data.image_size()), |(i, j)| f32::from(data.image(i)[j]) / 255.0)
+    Array2::from_shape_fn((data.len(), data.image_size()), |(i, j)| {
+        f32::from(data.image(i)[j]) / 255.0
+    })
 }
 
 /// `n` rows of `x` drawn without replacement (all of them, in order, when it has no more).
@@ -124,15 +136,23 @@ fn subsample(x: ArrayView2<f32>, n: usize, seed: u64) -> Array2<f32> {
 /// The release: its images and labels, and its report (`None` when it has none).
 fn load_release(dir: &Path, loaded: &BundleDir) -> anyhow::Result<(Dataset, Value)> {
     let filelist = dir.join("filelist.txt");
-    let images = reference::load_split(&filelist, Split::Train, loaded).with_context(|| format!("{} is not a finished release", dir.display()))?;
+    let images = reference::load_split(&filelist, Split::Train, loaded)
+        .with_context(|| format!("{} is not a finished release", dir.display()))?;
     let path = dir.join("report.json");
-    let report: Value = serde_json::from_slice(&std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?)
-        .with_context(|| format!("{} is not a release report", path.display()))?;
+    let report: Value = serde_json::from_slice(
+        &std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?,
+    )
+    .with_context(|| format!("{} is not a release report", path.display()))?;
     Ok((images, report))
 }
 
 /// The real images the release stands for: `--real`, or the sources its audit log names.
-fn real_images(args: &Args, loaded: &BundleDir, train: &Dataset, report: &Value) -> anyhow::Result<Dataset> {
+fn real_images(
+    args: &Args,
+    loaded: &BundleDir,
+    train: &Dataset,
+    report: &Value,
+) -> anyhow::Result<Dataset> {
     if let Some(path) = &args.real {
         return reference::load_split(path, Split::Train, loaded);
     }
@@ -140,7 +160,10 @@ fn real_images(args: &Args, loaded: &BundleDir, train: &Dataset, report: &Value)
     let mismatch = || {
         anyhow::anyhow!(
             "the release was drawn from {} ({} images) but --train is {} ({} images): pass the release's --reference as --train, or the real images it stands for as --real",
-            drawn_from["name"], drawn_from["images"], train.name, train.len()
+            drawn_from["name"],
+            drawn_from["images"],
+            train.name,
+            train.len()
         )
     };
     if drawn_from["images"] != json!(train.len()) {
@@ -148,13 +171,23 @@ fn real_images(args: &Args, loaded: &BundleDir, train: &Dataset, report: &Value)
     }
     let dir = args.release_audit.clone().unwrap_or_else(|| outdir::default_audit(&args.release));
     let log = dir.join("audit-log.jsonl");
-    let text = std::fs::read_to_string(&log).with_context(|| format!("cannot read {} (the release's sources; or pass --real)", log.display()))?;
+    let text = std::fs::read_to_string(&log).with_context(|| {
+        format!("cannot read {} (the release's sources; or pass --real)", log.display())
+    })?;
     let mut sources = Vec::new();
     for (n, line) in text.lines().enumerate() {
-        let record: Record = serde_json::from_str(line).with_context(|| format!("{}:{}: not an audit record", log.display(), n + 1))?;
+        let record: Record = serde_json::from_str(line)
+            .with_context(|| format!("{}:{}: not an audit record", log.display(), n + 1))?;
         // The records carry their source's labels: a different --train of the same size shows.
-        if record.outcome.reference >= train.len() || record.labels != train.label(record.outcome.reference) {
-            return Err(mismatch().context(format!("{}:{}: source #{} is not that image of --train", log.display(), n + 1, record.outcome.reference)));
+        if record.outcome.reference >= train.len()
+            || record.labels != train.label(record.outcome.reference)
+        {
+            return Err(mismatch().context(format!(
+                "{}:{}: source #{} is not that image of --train",
+                log.display(),
+                n + 1,
+                record.outcome.reference
+            )));
         }
         sources.push(record.outcome.reference);
     }
@@ -172,25 +205,39 @@ fn share(flagged: usize, n: usize) -> Value {
 /// Runs the audit and writes audit.json and audit.html.
 pub fn run(args: &Args, out: &Output) -> anyhow::Result<()> {
     let started = Instant::now();
-    let loaded = BundleDir::load(&args.bundle).with_context(|| format!("cannot use the bundle in {}", args.bundle.display()))?;
+    let loaded = BundleDir::load(&args.bundle)
+        .with_context(|| format!("cannot use the bundle in {}", args.bundle.display()))?;
     let bundle = &loaded.bundle;
-    let rule = bundle.reid.as_ref().with_context(|| format!("the bundle {} has no re-identification model: the audit cannot link images to people", args.bundle.display()))?;
+    let rule = bundle.reid.as_ref().with_context(|| {
+        format!(
+            "the bundle {} has no re-identification model: the audit cannot link images to people",
+            args.bundle.display()
+        )
+    })?;
     let trainer = match &args.trainer {
         Some(path) => path.clone(),
         None => std::env::current_exe()?.with_file_name("unpersonal-train"),
     };
     if !trainer.is_file() {
-        bail!("cannot find the trainer {} (build it: cargo build --release -p unpersonal-trainer), or pass --trainer PATH", trainer.display());
+        bail!(
+            "cannot find the trainer {} (build it: cargo build --release -p unpersonal-trainer), or pass --trainer PATH",
+            trainer.display()
+        );
     }
     let (release, report) = load_release(&args.release, &loaded)?;
     if report["privacy_gate"]["applied"] != json!(true) {
-        eprintln!("WARNING: {} was generated without the privacy gate; auditing it anyway", args.release.display());
+        eprintln!(
+            "WARNING: {} was generated without the privacy gate; auditing it anyway",
+            args.release.display()
+        );
     }
     let train = reference::load_split(&args.train, Split::Train, &loaded)?;
     let holdout = reference::load_split(&args.holdout, Split::Test, &loaded)?;
     let test = reference::load_split(&args.test, Split::Test, &loaded)?;
     let real = real_images(args, &loaded, &train, &report)?;
-    for (what, set) in [("--train", &train), ("--holdout", &holdout), ("--test", &test), ("the release", &release)] {
+    for (what, set) in
+        [("--train", &train), ("--holdout", &holdout), ("--test", &test), ("the release", &release)]
+    {
         if set.len() < 2 {
             bail!("{what} ({}) holds {} images; the audit needs at least 2", set.name, set.len());
         }
@@ -202,11 +249,15 @@ pub fn run(args: &Args, out: &Output) -> anyhow::Result<()> {
     };
 
     let backend = args.backend.single_backend()?;
-    let load = |role: Role| -> anyhow::Result<Model> { Ok(Model::load(backend.as_ref(), bundle.model(role)?, loaded.onnx(role)?)?) };
+    let load = |role: Role| -> anyhow::Result<Model> {
+        Ok(Model::load(backend.as_ref(), bundle.model(role)?, loaded.onnx(role)?)?)
+    };
     let norm = &bundle.image.normalization;
     progress("classifier features of every set");
     let mut classifier = load(Role::Classifier)?;
-    let features = |data: &Dataset, model: &mut Model| -> anyhow::Result<Array2<f32>> { Ok(outputs(model, data, norm)?.1) };
+    let features = |data: &Dataset, model: &mut Model| -> anyhow::Result<Array2<f32>> {
+        Ok(outputs(model, data, norm)?.1)
+    };
     let f_release = features(&release, &mut classifier)?;
     let f_train = features(&train, &mut classifier)?;
     let f_holdout = features(&holdout, &mut classifier)?;
@@ -222,14 +273,24 @@ pub fn run(args: &Args, out: &Output) -> anyhow::Result<()> {
     });
 
     progress("re-identification against every training image");
-    let mut reid = Reid::new(load(Role::ReidEmbed)?, load(Role::ReidHead)?, rule.threshold, rule.neighbour_threshold())?;
-    let embed = |data: &Dataset, reid: &mut Reid| -> anyhow::Result<Array2<f32>> { Ok(reid.embed_pixels(data.batch(&(0..data.len()).collect::<Vec<_>>()).view(), norm)?) };
+    let mut reid = Reid::new(
+        load(Role::ReidEmbed)?,
+        load(Role::ReidHead)?,
+        rule.threshold,
+        rule.neighbour_threshold(),
+    )?;
+    let embed = |data: &Dataset, reid: &mut Reid| -> anyhow::Result<Array2<f32>> {
+        Ok(reid.embed_pixels(data.batch(&(0..data.len()).collect::<Vec<_>>()).view(), norm)?)
+    };
     let e_train = embed(&train, &mut reid)?;
     let e_release = embed(&release, &mut reid)?;
     let e_holdout = embed(&holdout, &mut reid)?;
     let references = ReferenceSet::new(e_train.clone());
     let linked = |e: &Array2<f32>, reid: &mut Reid| -> anyhow::Result<usize> {
-        Ok(check(reid, &references, e.view(), &vec![None; e.nrows()], rule.neighbours)?.iter().filter(|v| !v.passed).count())
+        Ok(check(reid, &references, e.view(), &vec![None; e.nrows()], rule.neighbours)?
+            .iter()
+            .filter(|v| !v.passed)
+            .count())
     };
     let reidentification = json!({
         "rule": format!("same-person probability ≥ {} against any of the {} nearest training images by re-id embedding", rule.neighbour_threshold(), rule.neighbours),
@@ -240,12 +301,24 @@ pub fn run(args: &Args, out: &Output) -> anyhow::Result<()> {
     progress("distance to closest record and memorisation (Carlini et al.)");
     // One nearest-neighbour search per set and space: the Carlini rows carry each record's
     // distance to its closest training image, which is the pixel DCR.
-    let (p_release, p_train, p_holdout) = (pixel_rows(&release), pixel_rows(&train), pixel_rows(&holdout));
-    let carlini = |x: &Array2<f32>| audit::memorisation(x.view(), p_train.view(), audit::memorisation::DEFAULT_NEIGHBOURS, audit::memorisation::DEFAULT_THRESHOLD);
+    let (p_release, p_train, p_holdout) =
+        (pixel_rows(&release), pixel_rows(&train), pixel_rows(&holdout));
+    let carlini = |x: &Array2<f32>| {
+        audit::memorisation(
+            x.view(),
+            p_train.view(),
+            audit::memorisation::DEFAULT_NEIGHBOURS,
+            audit::memorisation::DEFAULT_THRESHOLD,
+        )
+    };
     let (memorised, holdout_memorised) = (carlini(&p_release), carlini(&p_holdout));
-    let closest = |m: &audit::Memorisation| -> Vec<f64> { m.rows.iter().map(|r| r.distance).collect() };
+    let closest =
+        |m: &audit::Memorisation| -> Vec<f64> { m.rows.iter().map(|r| r.distance).collect() };
     let (pixels_release, pixels_holdout) = (closest(&memorised), closest(&holdout_memorised));
-    let (embedding_release, embedding_holdout) = (audit::closest_record_distances(e_release.view(), e_train.view()), audit::closest_record_distances(e_holdout.view(), e_train.view()));
+    let (embedding_release, embedding_holdout) = (
+        audit::closest_record_distances(e_release.view(), e_train.view()),
+        audit::closest_record_distances(e_holdout.view(), e_train.view()),
+    );
     let pixel_dcr = audit::dcr_of_distances(&pixels_release, &pixels_holdout);
     let embedding_dcr = audit::dcr_of_distances(&embedding_release, &embedding_holdout);
     let histograms = json!({
@@ -270,7 +343,14 @@ pub fn run(args: &Args, out: &Output) -> anyhow::Result<()> {
     );
     let modes: Vec<_> = [audit::Mode::Univariate, audit::Mode::Multivariate]
         .into_iter()
-        .map(|mode| audit::singling_out(s_release.view(), s_train.view(), s_control.view(), &SinglingOutConfig { mode, seed: args.seed, ..SinglingOutConfig::default() }))
+        .map(|mode| {
+            audit::singling_out(
+                s_release.view(),
+                s_train.view(),
+                s_control.view(),
+                &SinglingOutConfig { mode, seed: args.seed, ..SinglingOutConfig::default() },
+            )
+        })
         .collect();
     let singling_out = json!({
         "feature_space": format!("the {} leading principal components (fitted on the release) of the classifier features", pca.variances.len()),
@@ -279,11 +359,24 @@ pub fn run(args: &Args, out: &Output) -> anyhow::Result<()> {
     });
 
     progress("utility: training the classifier on the release and on the real images");
-    let work = tempfile::Builder::new().prefix(".audit-work-").tempdir_in(std::env::temp_dir()).context("cannot create a scratch directory")?;
+    let work = tempfile::Builder::new()
+        .prefix(".audit-work-")
+        .tempdir_in(std::env::temp_dir())
+        .context("cannot create a scratch directory")?;
     let batch = 128.min(real.len()).min(release.len());
     let steps = args.epochs.max(1) * (real.len() / batch) as u64;
-    let recipe = utility::Recipe { trainer, steps, batch, seed: args.seed, threads: args.trainer_threads };
-    let utility = utility::compare(recipe, &args.release.join("filelist.txt"), &real, &test, work.path(), backend.as_ref(), norm, args.resamples)?;
+    let recipe =
+        utility::Recipe { trainer, steps, batch, seed: args.seed, threads: args.trainer_threads };
+    let utility = utility::compare(
+        recipe,
+        &args.release.join("filelist.txt"),
+        &real,
+        &test,
+        work.path(),
+        backend.as_ref(),
+        norm,
+        args.resamples,
+    )?;
 
     let seconds = started.elapsed().as_secs_f64();
     let report_json = json!({
@@ -309,6 +402,10 @@ pub fn run(args: &Args, out: &Output) -> anyhow::Result<()> {
     outdir::write_atomically(&args.out.join("audit.html"), page.as_bytes())?;
     out.json(&report_json)?;
     out.text(&html::summary(&report_json));
-    out.text(&format!("audit of {} images in {seconds:.0} s → {}", release.len(), args.out.join("audit.html").display()));
+    out.text(&format!(
+        "audit of {} images in {seconds:.0} s → {}",
+        release.len(),
+        args.out.join("audit.html").display()
+    ));
     Ok(())
 }

@@ -20,7 +20,9 @@ pub const DEPTH: usize = 8;
 /// the means).
 pub fn model(n: usize) -> (Vec<u8>, ModelSpec) {
     let scale = (3.0 / n as f32).sqrt();
-    let weights: Vec<u8> = (0..n * n).flat_map(|i| ((((i * 7919) % 1000) as f32 / 500.0 - 1.0) * scale).to_le_bytes()).collect();
+    let weights: Vec<u8> = (0..n * n)
+        .flat_map(|i| ((((i * 7919) % 1000) as f32 / 500.0 - 1.0) * scale).to_le_bytes())
+        .collect();
     let value = |name: &str, dims: [Option<i64>; 2]| pb::ValueInfoProto {
         name: name.into(),
         r#type: Some(pb::TypeProto {
@@ -59,11 +61,22 @@ pub fn model(n: usize) -> (Vec<u8>, ModelSpec) {
                 output: vec!["y".into()],
                 name: "mean".into(),
                 op_type: "ReduceMean".into(),
-                attribute: vec![pb::AttributeProto { name: "axes".into(), r#type: AttributeType::Ints as i32, ints: vec![1], ..Default::default() }],
+                attribute: vec![pb::AttributeProto {
+                    name: "axes".into(),
+                    r#type: AttributeType::Ints as i32,
+                    ints: vec![1],
+                    ..Default::default()
+                }],
                 ..Default::default()
             }])
             .collect(),
-        initializer: vec![pb::TensorProto { name: "w".into(), dims: vec![side, side], data_type: FLOAT, raw_data: weights, ..Default::default() }],
+        initializer: vec![pb::TensorProto {
+            name: "w".into(),
+            dims: vec![side, side],
+            data_type: FLOAT,
+            raw_data: weights,
+            ..Default::default()
+        }],
         input: vec![value("x", [None, Some(side)])],
         output: vec![value("y", [None, Some(1)])],
         ..Default::default()
@@ -75,7 +88,10 @@ pub fn model(n: usize) -> (Vec<u8>, ModelSpec) {
         graph: Some(graph),
         ..Default::default()
     };
-    let tensor = |name: &str, width: usize| TensorSpec { name: name.into(), shape: vec![Dim::Batch, Dim::Fixed(width)] };
+    let tensor = |name: &str, width: usize| TensorSpec {
+        name: name.into(),
+        shape: vec![Dim::Batch, Dim::Fixed(width)],
+    };
     let spec = ModelSpec {
         file: format!("{DEPTH} products {n}×{n}×{n} (built in)"),
         sha256: String::new(),

@@ -117,9 +117,16 @@ struct GateCheck {
 
 /// Runs every measurement and prints the report.
 pub fn run(args: &Args, out: &Output) -> anyhow::Result<()> {
-    anyhow::ensure!(args.batches.iter().all(|&b| b > 0) && !args.batches.is_empty(), "--batches needs sizes of at least 1");
-    anyhow::ensure!(args.images > 0 && args.checks > 0 && args.gemm > 0, "--images, --checks and --gemm must be at least 1");
-    let loaded = BundleDir::load(&args.bundle).with_context(|| format!("cannot use the bundle in {}", args.bundle.display()))?;
+    anyhow::ensure!(
+        args.batches.iter().all(|&b| b > 0) && !args.batches.is_empty(),
+        "--batches needs sizes of at least 1"
+    );
+    anyhow::ensure!(
+        args.images > 0 && args.checks > 0 && args.gemm > 0,
+        "--images, --checks and --gemm must be at least 1"
+    );
+    let loaded = BundleDir::load(&args.bundle)
+        .with_context(|| format!("cannot use the bundle in {}", args.bundle.display()))?;
     let backend = args.engine.single_backend()?;
     let device = if args.engine.device == DeviceKind::Cuda { " (CUDA)" } else { "" };
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -154,7 +161,10 @@ pub fn run(args: &Args, out: &Output) -> anyhow::Result<()> {
 
 /// Seconds per call of `f`: one untimed call, then calls until `seconds` have passed (at
 /// least 3).
-fn seconds_per_call(seconds: f64, mut f: impl FnMut() -> anyhow::Result<()>) -> anyhow::Result<f64> {
+fn seconds_per_call(
+    seconds: f64,
+    mut f: impl FnMut() -> anyhow::Result<()>,
+) -> anyhow::Result<f64> {
     f()?;
     let start = Instant::now();
     let mut calls = 0u32;
@@ -169,19 +179,32 @@ fn load(loaded: &BundleDir, backend: &dyn Backend, role: Role) -> anyhow::Result
     Ok(Model::load(backend, loaded.bundle.model(role)?, loaded.onnx(role)?)?)
 }
 
-fn normal<D: ndarray::Dimension>(shape: impl ndarray::ShapeBuilder<Dim = D>, seed: u64) -> ndarray::Array<f32, D> {
+fn normal<D: ndarray::Dimension>(
+    shape: impl ndarray::ShapeBuilder<Dim = D>,
+    seed: u64,
+) -> ndarray::Array<f32, D> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     ndarray::Array::from_shape_simple_fn(shape, || rng.sample(StandardNormal))
 }
 
-fn denoiser_speed(args: &Args, loaded: &BundleDir, backend: &dyn Backend) -> anyhow::Result<DenoiserSpeed> {
+fn denoiser_speed(
+    args: &Args,
+    loaded: &BundleDir,
+    backend: &dyn Backend,
+) -> anyhow::Result<DenoiserSpeed> {
     let bundle = &loaded.bundle;
     let denoiser_spec = bundle.model(Role::Denoiser)?;
     let guide = bundle.models.get(&Role::Guide).filter(|g| g.file != denoiser_spec.file);
     let row = |role: Role| -> anyhow::Result<u64> {
-        flops(loaded.onnx(role)?, bundle.model(role)?, 1).map_err(|e| anyhow::anyhow!("{}: cannot count its FLOPs: {e}", bundle.model(role).map_or("?", |m| &m.file)))
+        flops(loaded.onnx(role)?, bundle.model(role)?, 1).map_err(|e| {
+            anyhow::anyhow!(
+                "{}: cannot count its FLOPs: {e}",
+                bundle.model(role).map_or("?", |m| &m.file)
+            )
+        })
     };
-    let flops_per_evaluation = row(Role::Denoiser)? + if guide.is_some() { row(Role::Guide)? } else { row(Role::Denoiser)? };
+    let flops_per_evaluation = row(Role::Denoiser)?
+        + if guide.is_some() { row(Role::Guide)? } else { row(Role::Denoiser)? };
     let guide_model = guide.map(|_| load(loaded, backend, Role::Guide)).transpose()?;
     let mut denoiser = Denoiser::new(load(loaded, backend, Role::Denoiser)?, guide_model)?;
     let [c, h, w] = denoiser.image_shape();
@@ -194,7 +217,12 @@ fn denoiser_speed(args: &Args, loaded: &BundleDir, backend: &dyn Backend) -> any
             Ok(())
         })?;
         let evaluations_per_s = images as f64 / seconds;
-        calls.push(DenoiserCall { images, ms_per_call: seconds * 1e3, evaluations_per_s, gflops: evaluations_per_s * flops_per_evaluation as f64 / 1e9 });
+        calls.push(DenoiserCall {
+            images,
+            ms_per_call: seconds * 1e3,
+            evaluations_per_s,
+            gflops: evaluations_per_s * flops_per_evaluation as f64 / 1e9,
+        });
     }
     Ok(DenoiserSpeed { flops_per_evaluation, calls })
 }
@@ -208,7 +236,11 @@ fn gemm_speed(args: &Args, backend: &dyn Backend) -> anyhow::Result<Gemm> {
         model.run(&[("x", x.view().into_dyn())])?;
         Ok(())
     })?;
-    Ok(Gemm { n, ms_per_call: seconds * 1e3, gflops: 2.0 * (n as f64).powi(3) * gemm::DEPTH as f64 / seconds / 1e9 })
+    Ok(Gemm {
+        n,
+        ms_per_call: seconds * 1e3,
+        gflops: 2.0 * (n as f64).powi(3) * gemm::DEPTH as f64 / seconds / 1e9,
+    })
 }
 
 /// Candidates for the first `--images` reference images at the bundle's defaults, drawn by
@@ -228,10 +260,19 @@ fn generation_speed(args: &Args, loaded: &BundleDir) -> anyhow::Result<Generatio
                 scope.spawn(move || -> anyhow::Result<usize> {
                     let prepared = (|| -> anyhow::Result<_> {
                         let backend = args.engine.backend()?;
-                        let mut generator = Generator::load(loaded, backend.as_ref(), Settings { steps: 1, ..settings.clone() })?;
+                        let mut generator = Generator::load(
+                            loaded,
+                            backend.as_ref(),
+                            Settings { steps: 1, ..settings.clone() },
+                        )?;
                         let conditions = generator.conditions(data.batch(&mine).view())?;
-                        let (samples, rows): (Vec<_>, Vec<usize>) =
-                            mine.iter().enumerate().flat_map(|(row, &r)| settings.round_samples(r, 0).map(move |id| (id, row))).unzip();
+                        let (samples, rows): (Vec<_>, Vec<usize>) = mine
+                            .iter()
+                            .enumerate()
+                            .flat_map(|(row, &r)| {
+                                settings.round_samples(r, 0).map(move |id| (id, row))
+                            })
+                            .unzip();
                         let conditions = conditions.select(Axis(0), &rows);
                         // One single-step call plans the batch size.
                         generator.generate(&samples, conditions.view())?;
@@ -249,7 +290,8 @@ fn generation_speed(args: &Args, loaded: &BundleDir) -> anyhow::Result<Generatio
         let start = Instant::now();
         let mut candidates = 0;
         for worker in workers {
-            candidates += worker.join().map_err(|_| anyhow::anyhow!("a generation worker panicked"))??;
+            candidates +=
+                worker.join().map_err(|_| anyhow::anyhow!("a generation worker panicked"))??;
         }
         Ok((start.elapsed().as_secs_f64(), candidates))
     })?;
@@ -267,8 +309,16 @@ fn generation_speed(args: &Args, loaded: &BundleDir) -> anyhow::Result<Generatio
 
 fn gate_speed(args: &Args, loaded: &BundleDir, backend: &dyn Backend) -> anyhow::Result<GateSpeed> {
     let bundle = &loaded.bundle;
-    let rule = bundle.reid.as_ref().with_context(|| format!("the bundle {} has no re-identification rule", bundle.name))?;
-    let mut reid = Reid::new(load(loaded, backend, Role::ReidEmbed)?, load(loaded, backend, Role::ReidHead)?, rule.threshold, rule.neighbour_threshold())?;
+    let rule = bundle
+        .reid
+        .as_ref()
+        .with_context(|| format!("the bundle {} has no re-identification rule", bundle.name))?;
+    let mut reid = Reid::new(
+        load(loaded, backend, Role::ReidEmbed)?,
+        load(loaded, backend, Role::ReidHead)?,
+        rule.threshold,
+        rule.neighbour_threshold(),
+    )?;
     let image = &bundle.image;
     let images: Array4<f32> = normal((args.checks, image.channels, image.height, image.width), 4);
     let mut embeddings = Array2::zeros((0, 0));
@@ -287,7 +337,11 @@ fn gate_speed(args: &Args, loaded: &BundleDir, backend: &dyn Backend) -> anyhow:
         })?;
         checks.push(GateCheck { references: n, checks_per_s: args.checks as f64 / seconds });
     }
-    Ok(GateSpeed { embedded_images_per_s: args.checks as f64 / embed_seconds, neighbours: rule.neighbours, checks })
+    Ok(GateSpeed {
+        embedded_images_per_s: args.checks as f64 / embed_seconds,
+        neighbours: rule.neighbours,
+        checks,
+    })
 }
 
 fn describe(r: &Report) -> String {
@@ -298,7 +352,10 @@ fn describe(r: &Report) -> String {
         r.denoiser.flops_per_evaluation as f64 / 1e6
     );
     for c in &r.denoiser.calls {
-        s.push_str(&format!("  {:>11}  {:>7.2}  {:>13.1}  {:>7.2}\n", c.images, c.ms_per_call, c.evaluations_per_s, c.gflops));
+        s.push_str(&format!(
+            "  {:>11}  {:>7.2}  {:>13.1}  {:>7.2}\n",
+            c.images, c.ms_per_call, c.evaluations_per_s, c.gflops
+        ));
     }
     s.push_str(&format!(
         "float32 matrix products {n}×{n}×{n}: {:.2} GFLOP/s ({:.1} ms per {} products); the best denoiser call reaches {:.0} % of it\n",
@@ -313,7 +370,10 @@ fn describe(r: &Report) -> String {
         "\ngeneration at the bundle's defaults: {} candidates for {} reference images ({} jobs), {} {} steps ({} guided evaluations each) in {:.2} s: {:.2} images/s\n",
         g.candidates, g.reference_images, g.jobs, g.solver, g.steps, g.guided_evaluations_per_image, g.seconds, g.images_per_s
     ));
-    s.push_str(&format!("\ngate: {:.1} images embedded/s; checks against the source and {} nearest references:\n", r.gate.embedded_images_per_s, r.gate.neighbours));
+    s.push_str(&format!(
+        "\ngate: {:.1} images embedded/s; checks against the source and {} nearest references:\n",
+        r.gate.embedded_images_per_s, r.gate.neighbours
+    ));
     for c in &r.gate.checks {
         s.push_str(&format!("  {:>7} references: {:.1} checks/s\n", c.references, c.checks_per_s));
     }

@@ -23,7 +23,9 @@ impl Op for Concat {
         let mut shape = first.to_vec();
         shape[a] = 0;
         for s in inputs {
-            if s.len() != first.len() || s.iter().zip(first.iter()).enumerate().any(|(k, (x, y))| k != a && x != y) {
+            if s.len() != first.len()
+                || s.iter().zip(first.iter()).enumerate().any(|(k, (x, y))| k != a && x != y)
+            {
                 return Err(format!("inputs {first:?} and {s:?} differ outside axis {a}"));
             }
             shape[a] += s[a];
@@ -38,7 +40,15 @@ impl Op for Concat {
         let mut dispatches = Vec::new();
         for x in inputs {
             if x.len() > 0 {
-                dispatches.push(copy(gpu, x, y, &x.shape, [0, at * ys[a]], &strides(&x.shape), &ys)?);
+                dispatches.push(copy(
+                    gpu,
+                    x,
+                    y,
+                    &x.shape,
+                    [0, at * ys[a]],
+                    &strides(&x.shape),
+                    &ys,
+                )?);
             }
             at += x.shape[a];
         }

@@ -31,10 +31,16 @@ impl Conv {
         }
         let pads = match attrs.ints("pads").as_deref() {
             None => [0; 4],
-            Some([t, l, b, r]) if [*t, *l, *b, *r].iter().all(|&p| p >= 0) => [*t as usize, *l as usize, *b as usize, *r as usize],
+            Some([t, l, b, r]) if [*t, *l, *b, *r].iter().all(|&p| p >= 0) => {
+                [*t as usize, *l as usize, *b as usize, *r as usize]
+            }
             Some(other) => Err(format!("pads {other:?} are not four non-negative values"))?,
         };
-        Ok(Conv { strides: pair(attrs.ints("strides"), 1, "strides")?, pads, dilations: pair(attrs.ints("dilations"), 1, "dilations")? })
+        Ok(Conv {
+            strides: pair(attrs.ints("strides"), 1, "strides")?,
+            pads,
+            dilations: pair(attrs.ints("dilations"), 1, "dilations")?,
+        })
     }
 
     fn out_extent(&self, input: usize, kernel: usize, axis: usize) -> Result<usize, String> {
@@ -50,7 +56,10 @@ impl Conv {
 impl Op for Conv {
     fn output_shape(&self, inputs: &[&[usize]]) -> Result<Vec<usize>, String> {
         let ([n, c, h, w], [co, ci, kh, kw]) = (inputs[0], inputs[1]) else {
-            return Err(format!("input {:?} and weights {:?} are not both rank 4", inputs[0], inputs[1]));
+            return Err(format!(
+                "input {:?} and weights {:?} are not both rank 4",
+                inputs[0], inputs[1]
+            ));
         };
         if c != ci {
             return Err(format!("input has {c} channels, weights expect {ci}"));
@@ -70,16 +79,38 @@ impl Op for Conv {
         let k = c * kh * kw;
         let bias = inputs.get(2).map_or(gpu.zero(), |b| &b.buffer);
         let p: Vec<u32> = [
-            co, cols, k, c, h, wi, oh, ow, kh, kw, self.strides[0], self.strides[1], self.pads[0], self.pads[1], self.dilations[0],
-            self.dilations[1], usize::from(inputs.len() > 2),
+            co,
+            cols,
+            k,
+            c,
+            h,
+            wi,
+            oh,
+            ow,
+            kh,
+            kw,
+            self.strides[0],
+            self.strides[1],
+            self.pads[0],
+            self.pads[1],
+            self.dilations[0],
+            self.dilations[1],
+            usize::from(inputs.len() > 2),
         ]
         .iter()
         .map(|&v| v as u32)
         .collect();
         let groups = [cols.div_ceil(16) as u32, co.div_ceil(16) as u32, 1];
         if groups[0] > 65_535 {
-            return Err(format!("convolution over {cols} output positions needs more than 65,535 workgroups"));
+            return Err(format!(
+                "convolution over {cols} output positions needs more than 65,535 workgroups"
+            ));
         }
-        Ok(vec![gpu.dispatch(("conv", include_str!("../shaders/conv.wgsl")), &[&x.buffer, &w.buffer, bias, &y.buffer], &p, groups)])
+        Ok(vec![gpu.dispatch(
+            ("conv", include_str!("../shaders/conv.wgsl")),
+            &[&x.buffer, &w.buffer, bias, &y.buffer],
+            &p,
+            groups,
+        )])
     }
 }

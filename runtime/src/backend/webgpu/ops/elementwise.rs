@@ -25,9 +25,18 @@ impl Func {
     /// The function of an ONNX operator, if it is one of these.
     pub fn of(op_type: &str) -> Option<Func> {
         use Func::*;
-        [("Sqrt", Sqrt), ("Log", Log), ("Cos", Cos), ("Sin", Sin), ("Neg", Neg), ("Sigmoid", Sigmoid), ("Relu", Relu), ("Abs", Abs)]
-            .into_iter()
-            .find_map(|(name, f)| (name == op_type).then_some(f))
+        [
+            ("Sqrt", Sqrt),
+            ("Log", Log),
+            ("Cos", Cos),
+            ("Sin", Sin),
+            ("Neg", Neg),
+            ("Sigmoid", Sigmoid),
+            ("Relu", Relu),
+            ("Abs", Abs),
+        ]
+        .into_iter()
+        .find_map(|(name, f)| (name == op_type).then_some(f))
     }
 
     fn wgsl(self, a: &str) -> String {
@@ -57,7 +66,9 @@ impl Arith {
     /// The operator of an ONNX operator, if it is one of these.
     pub fn of(op_type: &str) -> Option<Arith> {
         use Arith::*;
-        [("Add", Add), ("Sub", Sub), ("Mul", Mul), ("Div", Div)].into_iter().find_map(|(name, a)| (name == op_type).then_some(a))
+        [("Add", Add), ("Sub", Sub), ("Mul", Mul), ("Div", Div)]
+            .into_iter()
+            .find_map(|(name, a)| (name == op_type).then_some(a))
     }
 
     fn symbol(self) -> &'static str {
@@ -129,7 +140,13 @@ impl Expr {
 
     /// The expression with input `k` renumbered `inputs[k]`, out of `count` inputs.
     pub fn rewire(&self, inputs: &[usize], count: usize) -> Expr {
-        let steps = self.steps.iter().map(|s| s.map(|o| if let Operand::Input(i) = o { Operand::Input(inputs[i]) } else { o })).collect();
+        let steps = self
+            .steps
+            .iter()
+            .map(|s| {
+                s.map(|o| if let Operand::Input(i) = o { Operand::Input(inputs[i]) } else { o })
+            })
+            .collect();
         Expr { inputs: count, steps, scalars: self.scalars.clone() }
     }
 
@@ -202,7 +219,8 @@ impl Expr {
             Operand::Step(j) => format!("s{j}"),
             Operand::Scalar(k) => format!("bitcast<f32>(p[{}u])", scalars + k),
         };
-        let mut body: String = (0..self.inputs).map(|k| format!("let v{k} = {};\n", load(k))).collect();
+        let mut body: String =
+            (0..self.inputs).map(|k| format!("let v{k} = {};\n", load(k))).collect();
         for (j, step) in self.steps.iter().enumerate() {
             let value = match *step {
                 Step::Unary(f, a) => f.wgsl(&name(a)),
@@ -218,9 +236,17 @@ impl Expr {
 /// The parameters a generated kernel over `y` reads: count, rank, dims[6] of `y`, `extra`,
 /// then per input a flag (1: `y`'s own shape, read at `i`) and its broadcast strides[6], then
 /// the scalars' bits.
-pub(crate) fn parameters(y: &Tensor, inputs: &[&Tensor], extra: u32, scalars: &[f32]) -> Result<Vec<u32>, String> {
+pub(crate) fn parameters(
+    y: &Tensor,
+    inputs: &[&Tensor],
+    extra: u32,
+    scalars: &[f32],
+) -> Result<Vec<u32>, String> {
     let rank = y.shape.len();
-    let mut p = vec![u32::try_from(y.len()).map_err(|_| "tensor too large for 32-bit indices")?, rank as u32];
+    let mut p = vec![
+        u32::try_from(y.len()).map_err(|_| "tensor too large for 32-bit indices")?,
+        rank as u32,
+    ];
     p.extend(padded(&y.shape)?);
     p.push(extra);
     for x in inputs {
@@ -251,12 +277,29 @@ pub(crate) fn broadcast_load(k: usize) -> String {
 /// Records the generated kernel `name` over `inputs` and `y`: `kernel`'s WGSL (`BINDINGS` in
 /// its text stands for the bindings) with the expression helpers and the shared index helpers
 /// appended.
-pub(crate) fn generated(gpu: &Gpu, name: &str, kernel: &str, inputs: &[&Tensor], y: &Tensor, p: &[u32], groups: [u32; 3]) -> Dispatch {
+pub(crate) fn generated(
+    gpu: &Gpu,
+    name: &str,
+    kernel: &str,
+    inputs: &[&Tensor],
+    y: &Tensor,
+    p: &[u32],
+    groups: [u32; 3],
+) -> Dispatch {
     let n = inputs.len();
-    let mut bindings: String = (0..n).map(|k| format!("@group(0) @binding({k}) var<storage, read> x{k}: array<f32>;\n")).collect();
-    bindings.push_str(&format!("@group(0) @binding({n}) var<storage, read_write> y: array<f32>;\n"));
-    bindings.push_str(&format!("@group(0) @binding({}) var<storage, read> p: array<u32>;\n", n + 1));
-    let source = [kernel.replace("BINDINGS", &bindings).as_str(), include_str!("../shaders/expression.wgsl"), include_str!("../shaders/index.wgsl")].concat();
+    let mut bindings: String = (0..n)
+        .map(|k| format!("@group(0) @binding({k}) var<storage, read> x{k}: array<f32>;\n"))
+        .collect();
+    bindings
+        .push_str(&format!("@group(0) @binding({n}) var<storage, read_write> y: array<f32>;\n"));
+    bindings
+        .push_str(&format!("@group(0) @binding({}) var<storage, read> p: array<u32>;\n", n + 1));
+    let source = [
+        kernel.replace("BINDINGS", &bindings).as_str(),
+        include_str!("../shaders/expression.wgsl"),
+        include_str!("../shaders/index.wgsl"),
+    ]
+    .concat();
     let mut buffers: Vec<&wgpu::Buffer> = inputs.iter().map(|t| &t.buffer).collect();
     buffers.push(&y.buffer);
     gpu.dispatch((name, &source), &buffers, p, groups)
@@ -274,7 +317,8 @@ impl Op for Elementwise {
     }
 
     fn encode(&self, gpu: &Gpu, inputs: &[&Tensor], y: &Tensor) -> Result<Vec<Dispatch>, String> {
-        let kernel = include_str!("../shaders/elementwise.wgsl").replace("BODY", &self.expr.wgsl(broadcast_load, scalars_at(inputs.len())));
+        let kernel = include_str!("../shaders/elementwise.wgsl")
+            .replace("BODY", &self.expr.wgsl(broadcast_load, scalars_at(inputs.len())));
         let p = parameters(y, inputs, 0, &self.expr.scalars)?;
         Ok(vec![generated(gpu, "elementwise", &kernel, inputs, y, &p, Gpu::groups_1d(y.len()))])
     }

@@ -4,7 +4,12 @@
 use crate::backend::webgpu::gpu::{Dispatch, Gpu, Tensor};
 
 /// Records `y = bias + Σ w·x[offset..]` over `y`'s elements (`terms`: weight, tensor, offset).
-pub(crate) fn lincomb(gpu: &Gpu, terms: &[(f32, &Tensor, usize)], bias: f32, y: &Tensor) -> Result<Dispatch, String> {
+pub(crate) fn lincomb(
+    gpu: &Gpu,
+    terms: &[(f32, &Tensor, usize)],
+    bias: f32,
+    y: &Tensor,
+) -> Result<Dispatch, String> {
     if terms.len() > 3 {
         return Err(format!("a linear combination of {} terms", terms.len()));
     }

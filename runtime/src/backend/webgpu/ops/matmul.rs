@@ -47,14 +47,24 @@ impl Op for MatMul {
         let mut p = vec![m as u32, n as u32, k as u32, batch.len() as u32];
         p.extend(pad(batch.to_vec()));
         // Batch strides in whole matrices, 0 on broadcast axes.
-        let matrices = |own: &[usize], size: usize| broadcast_strides(own, batch.len()).into_iter().map(|s| s * size).collect::<Vec<_>>();
+        let matrices = |own: &[usize], size: usize| {
+            broadcast_strides(own, batch.len()).into_iter().map(|s| s * size).collect::<Vec<_>>()
+        };
         p.extend(pad(matrices(ab, m * k)));
         p.extend(pad(matrices(bb, k * n)));
         let count: usize = batch.iter().product();
         let groups = [n.div_ceil(16) as u32, m.div_ceil(16) as u32, count as u32];
         if groups.iter().any(|&g| g > 65_535) {
-            return Err(format!("product {:?} · {:?} needs more than 65,535 workgroups along an axis", a.shape, b.shape));
+            return Err(format!(
+                "product {:?} · {:?} needs more than 65,535 workgroups along an axis",
+                a.shape, b.shape
+            ));
         }
-        Ok(vec![gpu.dispatch(("matmul", include_str!("../shaders/matmul.wgsl")), &[&a.buffer, &b.buffer, &y.buffer], &p, groups)])
+        Ok(vec![gpu.dispatch(
+            ("matmul", include_str!("../shaders/matmul.wgsl")),
+            &[&a.buffer, &b.buffer, &y.buffer],
+            &p,
+            groups,
+        )])
     }
 }

@@ -6,7 +6,13 @@
 /// (`shaders/index.wgsl`) appended.
 macro_rules! kernel_1d {
     ($name:literal) => {
-        ($name, concat!(include_str!(concat!("../shaders/", $name, ".wgsl")), include_str!("../shaders/index.wgsl")))
+        (
+            $name,
+            concat!(
+                include_str!(concat!("../shaders/", $name, ".wgsl")),
+                include_str!("../shaders/index.wgsl")
+            ),
+        )
     };
 }
 
@@ -58,15 +64,29 @@ pub(crate) trait Op: Any + Debug + Send + Sync {
     }
 
     /// Records the kernels that compute `output` from `inputs`.
-    fn encode(&self, gpu: &Gpu, inputs: &[&Tensor], output: &Tensor) -> Result<Vec<Dispatch>, String>;
+    fn encode(
+        &self,
+        gpu: &Gpu,
+        inputs: &[&Tensor],
+        output: &Tensor,
+    ) -> Result<Vec<Dispatch>, String>;
 }
 
 /// The op of `node`, or why the backend cannot run it.
-pub(crate) fn build(node: &pb::NodeProto, constants: &HashMap<String, Constant>) -> Result<Box<dyn Op>, String> {
+pub(crate) fn build(
+    node: &pb::NodeProto,
+    constants: &HashMap<String, Constant>,
+) -> Result<Box<dyn Op>, String> {
     let attrs = Attributes(node);
     let host = |i: usize| -> Result<&Constant, String> {
-        let name = node.input.get(i).filter(|n| !n.is_empty()).ok_or_else(|| format!("input {i} is missing"))?;
-        constants.get(name).ok_or_else(|| format!("input `{name}` must be a constant (an initializer)"))
+        let name = node
+            .input
+            .get(i)
+            .filter(|n| !n.is_empty())
+            .ok_or_else(|| format!("input {i} is missing"))?;
+        constants
+            .get(name)
+            .ok_or_else(|| format!("input `{name}` must be a constant (an initializer)"))
     };
     if let Some(expr) = Expr::of(&node.op_type) {
         if node.input.len() != expr.inputs || node.input.iter().any(String::is_empty) {
@@ -77,20 +97,39 @@ pub(crate) fn build(node: &pb::NodeProto, constants: &HashMap<String, Constant>)
     Ok(match node.op_type.as_str() {
         "Identity" => Box::new(reshape::Reshape::identity()),
         "Flatten" => Box::new(reshape::Reshape::flatten(attrs.int("axis").unwrap_or(1))),
-        "Reshape" => Box::new(reshape::Reshape::new(host(1)?, attrs.int("allowzero").unwrap_or(0) != 0)?),
+        "Reshape" => {
+            Box::new(reshape::Reshape::new(host(1)?, attrs.int("allowzero").unwrap_or(0) != 0)?)
+        }
         "Transpose" => Box::new(transpose::Transpose::new(attrs.ints("perm"))),
-        "Slice" => Box::new(slice::Slice::new(host(1)?, host(2)?, node.input.get(3).map(|_| host(3)).transpose()?, node.input.get(4).map(|_| host(4)).transpose()?)?),
+        "Slice" => Box::new(slice::Slice::new(
+            host(1)?,
+            host(2)?,
+            node.input.get(3).map(|_| host(3)).transpose()?,
+            node.input.get(4).map(|_| host(4)).transpose()?,
+        )?),
         "Concat" => Box::new(concat::Concat::new(attrs.int("axis").ok_or("Concat needs `axis`")?)),
-        "ReduceMean" => Box::new(reduce::Reduce::new(true, attrs.ints("axes"), attrs.int("keepdims").unwrap_or(1) != 0)),
+        "ReduceMean" => Box::new(reduce::Reduce::new(
+            true,
+            attrs.ints("axes"),
+            attrs.int("keepdims").unwrap_or(1) != 0,
+        )),
         "ReduceSum" => {
-            let axes = if node.input.len() > 1 && !node.input[1].is_empty() { host(1)?.ints.clone() } else { None };
+            let axes = if node.input.len() > 1 && !node.input[1].is_empty() {
+                host(1)?.ints.clone()
+            } else {
+                None
+            };
             Box::new(reduce::Reduce::new(false, axes, attrs.int("keepdims").unwrap_or(1) != 0))
         }
         "Softmax" => Box::new(softmax::Softmax::new(attrs.int("axis").unwrap_or(-1))),
         "MatMul" => Box::new(matmul::MatMul),
         "Conv" => Box::new(conv::Conv::new(&attrs)?),
         "Resize" => Box::new(resize::Resize::new(&attrs, host(2)?)?),
-        other => return Err(format!("the WebGPU backend has no kernel for the ONNX operator `{other}`")),
+        other => {
+            return Err(format!(
+                "the WebGPU backend has no kernel for the ONNX operator `{other}`"
+            ));
+        }
     })
 }
 
@@ -165,7 +204,8 @@ pub(crate) fn padded(values: &[usize]) -> Result<[u32; MAX_RANK], String> {
     }
     let mut out = [0u32; MAX_RANK];
     for (o, &v) in out.iter_mut().zip(values) {
-        *o = u32::try_from(v).map_err(|_| format!("extent {v} does not fit the kernels' 32-bit indices"))?;
+        *o = u32::try_from(v)
+            .map_err(|_| format!("extent {v} does not fit the kernels' 32-bit indices"))?;
     }
     Ok(out)
 }
@@ -173,14 +213,30 @@ pub(crate) fn padded(values: &[usize]) -> Result<[u32; MAX_RANK], String> {
 /// `axis` (negative counts from the end) as an index into a rank-`rank` shape.
 pub(crate) fn axis(axis: i64, rank: usize) -> Result<usize, String> {
     let a = if axis < 0 { axis + rank as i64 } else { axis };
-    usize::try_from(a).ok().filter(|&a| a < rank).ok_or_else(|| format!("axis {axis} is outside rank {rank}"))
+    usize::try_from(a)
+        .ok()
+        .filter(|&a| a < rank)
+        .ok_or_else(|| format!("axis {axis} is outside rank {rank}"))
 }
 
 /// The strided-copy kernel (transpose, slice, concat): `y[y0 + Σ c·ys] = x[x0 + Σ c·xs]` over
 /// the iteration shape `dims`.
-pub(crate) fn copy(gpu: &Gpu, x: &Tensor, y: &Tensor, dims: &[usize], offsets: [usize; 2], xs: &[usize], ys: &[usize]) -> Result<Dispatch, String> {
+pub(crate) fn copy(
+    gpu: &Gpu,
+    x: &Tensor,
+    y: &Tensor,
+    dims: &[usize],
+    offsets: [usize; 2],
+    xs: &[usize],
+    ys: &[usize],
+) -> Result<Dispatch, String> {
     let count: usize = dims.iter().product();
-    let mut p = vec![u32::try_from(count).map_err(|_| "tensor too large for 32-bit indices")?, dims.len() as u32, offsets[0] as u32, offsets[1] as u32];
+    let mut p = vec![
+        u32::try_from(count).map_err(|_| "tensor too large for 32-bit indices")?,
+        dims.len() as u32,
+        offsets[0] as u32,
+        offsets[1] as u32,
+    ];
     p.extend(padded(dims)?);
     p.extend(padded(xs)?);
     p.extend(padded(ys)?);

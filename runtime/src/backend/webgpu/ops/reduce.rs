@@ -30,7 +30,8 @@ impl Reduce {
     pub fn trailing_mean(&self, rank: usize) -> Option<usize> {
         let flags = self.flags(rank).ok()?;
         let trailing = flags.iter().rev().take_while(|&&f| f).count();
-        (self.mean && self.keep_dims && trailing > 0 && !flags[..rank - trailing].contains(&true)).then_some(trailing)
+        (self.mean && self.keep_dims && trailing > 0 && !flags[..rank - trailing].contains(&true))
+            .then_some(trailing)
     }
 }
 
@@ -41,17 +42,36 @@ impl Op for Reduce {
 
     fn output_shape(&self, inputs: &[&[usize]]) -> Result<Vec<usize>, String> {
         let flags = self.flags(inputs[0].len())?;
-        Ok(inputs[0].iter().zip(&flags).filter_map(|(&d, &f)| if !f { Some(d) } else if self.keep_dims { Some(1) } else { None }).collect())
+        Ok(inputs[0]
+            .iter()
+            .zip(&flags)
+            .filter_map(|(&d, &f)| {
+                if !f {
+                    Some(d)
+                } else if self.keep_dims {
+                    Some(1)
+                } else {
+                    None
+                }
+            })
+            .collect())
     }
 
     fn encode(&self, gpu: &Gpu, inputs: &[&Tensor], y: &Tensor) -> Result<Vec<Dispatch>, String> {
         let x = inputs[0];
         let flags = self.flags(x.shape.len())?;
-        let reduced: usize = x.shape.iter().zip(&flags).filter(|(_, f)| **f).map(|(d, _)| d).product();
-        let mut p = vec![y.len() as u32, x.shape.len() as u32, reduced as u32, u32::from(self.mean)];
+        let reduced: usize =
+            x.shape.iter().zip(&flags).filter(|(_, f)| **f).map(|(d, _)| d).product();
+        let mut p =
+            vec![y.len() as u32, x.shape.len() as u32, reduced as u32, u32::from(self.mean)];
         p.extend(padded(&x.shape)?);
         p.extend(padded(&strides(&x.shape))?);
         p.extend(padded(&flags.iter().map(|&f| usize::from(f)).collect::<Vec<_>>())?);
-        Ok(vec![gpu.dispatch(kernel_1d!("reduce"), &[&x.buffer, &y.buffer], &p, Gpu::groups_1d(y.len()))])
+        Ok(vec![gpu.dispatch(
+            kernel_1d!("reduce"),
+            &[&x.buffer, &y.buffer],
+            &p,
+            Gpu::groups_1d(y.len()),
+        )])
     }
 }

@@ -40,7 +40,10 @@ impl Op for Reshape {
         let input = inputs[0];
         if let Some(a) = self.flatten {
             let a = if a < 0 { a + input.len() as i64 } else { a };
-            let a = usize::try_from(a).ok().filter(|&a| a <= input.len()).ok_or_else(|| format!("axis {a} is outside rank {}", input.len()))?;
+            let a = usize::try_from(a)
+                .ok()
+                .filter(|&a| a <= input.len())
+                .ok_or_else(|| format!("axis {a} is outside rank {}", input.len()))?;
             return Ok(vec![input[..a].iter().product(), input[a..].iter().product()]);
         }
         let Some(target) = &self.target else { return Ok(input.to_vec()) };
@@ -49,7 +52,9 @@ impl Op for Reshape {
         let mut infer = None;
         for (k, &t) in target.iter().enumerate() {
             match t {
-                0 if !self.allow_zero => shape.push(*input.get(k).ok_or("0 refers past the input's rank")?),
+                0 if !self.allow_zero => {
+                    shape.push(*input.get(k).ok_or("0 refers past the input's rank")?)
+                }
                 -1 if infer.is_none() => {
                     infer = Some(k);
                     shape.push(1);
@@ -75,7 +80,12 @@ impl Op for Reshape {
         true
     }
 
-    fn encode(&self, _gpu: &Gpu, _inputs: &[&Tensor], _output: &Tensor) -> Result<Vec<Dispatch>, String> {
+    fn encode(
+        &self,
+        _gpu: &Gpu,
+        _inputs: &[&Tensor],
+        _output: &Tensor,
+    ) -> Result<Vec<Dispatch>, String> {
         Ok(Vec::new())
     }
 }

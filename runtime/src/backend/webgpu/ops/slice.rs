@@ -19,7 +19,12 @@ fn ints(c: &Constant, what: &str) -> Result<Vec<i64>, String> {
 
 impl Slice {
     /// From the constant inputs.
-    pub fn new(starts: &Constant, ends: &Constant, axes: Option<&Constant>, steps: Option<&Constant>) -> Result<Slice, String> {
+    pub fn new(
+        starts: &Constant,
+        ends: &Constant,
+        axes: Option<&Constant>,
+        steps: Option<&Constant>,
+    ) -> Result<Slice, String> {
         let slice = Slice {
             starts: ints(starts, "starts")?,
             ends: ints(ends, "ends")?,

@@ -28,6 +28,11 @@ impl Op for Softmax {
         let inner: usize = y.shape[a + 1..].iter().product();
         let rows = y.len() / len.max(1);
         let p = [rows as u32, len as u32, inner as u32];
-        Ok(vec![gpu.dispatch(kernel_1d!("softmax"), &[&inputs[0].buffer, &y.buffer], &p, Gpu::groups_1d(rows))])
+        Ok(vec![gpu.dispatch(
+            kernel_1d!("softmax"),
+            &[&inputs[0].buffer, &y.buffer],
+            &p,
+            Gpu::groups_1d(rows),
+        )])
     }
 }

@@ -17,7 +17,10 @@ impl Transpose {
 
     fn perm(&self, rank: usize) -> Result<Vec<usize>, String> {
         let perm: Vec<usize> = match &self.perm {
-            Some(p) => p.iter().map(|&a| usize::try_from(a).map_err(|_| format!("invalid perm {p:?}"))).collect::<Result<_, _>>()?,
+            Some(p) => p
+                .iter()
+                .map(|&a| usize::try_from(a).map_err(|_| format!("invalid perm {p:?}")))
+                .collect::<Result<_, _>>()?,
             None => (0..rank).rev().collect(),
         };
         let mut seen = perm.clone();
