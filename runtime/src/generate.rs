@@ -63,6 +63,39 @@ impl Settings {
         }
     }
 
+    /// Checks every setting against [`limits`](crate::bundle::limits) (the bundle's were
+    /// checked when it was read; a caller's overrides are checked here). The error names the
+    /// setting as `flag` maps it (e.g. `candidates` → `--candidates`) and the bound.
+    pub fn validate(&self, flag: impl Fn(&str) -> String) -> Result<(), String> {
+        use crate::bundle::limits::{self, count_problem, weight_problem};
+        let problem = count_problem(self.steps, &limits::STEPS)
+            .map(|p| ("steps", p))
+            .or_else(|| count_problem(self.candidates, &limits::CANDIDATES).map(|p| ("candidates", p)))
+            .or_else(|| count_problem(self.rounds, &limits::ROUNDS).map(|p| ("rounds", p)))
+            .or_else(|| weight_problem(self.guidance, &limits::GUIDANCE).map(|p| ("guidance", p)))
+            .or_else(|| {
+                self.guidance_interval
+                    .and_then(Guidance::interval_problem)
+                    .map(|p| ("guidance-interval", p))
+            })
+            .or_else(|| {
+                let last = self.guidance_in_round(self.rounds - 1);
+                (last < 0.0).then(|| {
+                    (
+                        "rounds",
+                        format!(
+                            "is {}: the guidance {} lowered by {} per round would be {last} in the last round; use fewer rounds or a higher guidance",
+                            self.rounds, self.guidance, self.guidance_decrement
+                        ),
+                    )
+                })
+            });
+        match problem {
+            Some((setting, problem)) => Err(format!("{} {problem}", flag(setting))),
+            None => Ok(()),
+        }
+    }
+
     /// Noise streams per reference image: every candidate of every round has its own.
     pub fn streams(&self) -> usize {
         self.candidates * self.rounds

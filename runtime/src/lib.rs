@@ -13,6 +13,7 @@
 //! - [`audit`]: the statistics of `unpersonal audit` (DCR, precision/recall, memorisation,
 //!   singling-out risk, Fréchet distance); pure functions, no I/O.
 //!
+//! - [`near_copy`]: pixel-space near-copies of reference images (`unpersonal check`).
 //! - [`report`]: what a release says about itself (run, records, aggregate report, filelist).
 //! - [`identity`]: who an image shows (a hashed PatientID), for the gate's "same person".
 //! - `parity` (feature `parity`): the WebGPU backend against tract, kernel by kernel and model
@@ -21,6 +22,7 @@
 //! - `dicom` (feature `image`): DICOM files to 8-bit images (rescale, window, MONOCHROME1).
 //! - `data` (feature `data`): labelled image sets (IDX files, filelists).
 //! - `atomic` (feature `fs`): files written whole or not at all.
+//! - [`files`]: reading only regular files, never more than a stated limit.
 //!
 //! The library does no file-system access outside [`bundle::BundleDir`], `data` (and the ONNX Runtime
 //! library lookup of the `ort` backend), and starts no threads.
@@ -36,9 +38,11 @@ pub mod bundle;
 pub mod data;
 #[cfg(feature = "image")]
 pub mod dicom;
+pub mod files;
 pub mod gate;
 pub mod generate;
 pub mod identity;
+pub mod near_copy;
 pub mod neighbours;
 #[cfg(feature = "parity")]
 pub mod parity;

@@ -23,8 +23,20 @@ pub fn decode(bytes: &[u8]) -> Result<DynamicImage, String> {
 /// Like [`decode`], with the identity of the person the image shows where the file says (the
 /// PatientID of a DICOM file).
 pub fn decode_identified(bytes: &[u8]) -> Result<(DynamicImage, Option<Identity>), String> {
+    decode_expecting(bytes, None)
+}
+
+/// Like [`decode_identified`], refusing an image whose header declares another size than
+/// `expect` (width, height) before any of its pixels is decoded: a set of images of one size
+/// costs no more memory than its first image says, however large the others claim to be.
+pub fn decode_expecting(
+    bytes: &[u8],
+    expect: Option<(u32, u32)>,
+) -> Result<(DynamicImage, Option<Identity>), String> {
     if dicom::is_dicom(bytes) {
-        return dicom::decode(bytes);
+        let (image, identity) = dicom::decode(bytes)?;
+        check_expected((image.width(), image.height()), expect)?;
+        return Ok((image, identity));
     }
     let reader = || {
         image::ImageReader::new(std::io::Cursor::new(bytes))
@@ -39,6 +51,7 @@ pub fn decode_identified(bytes: &[u8]) -> Result<(DynamicImage, Option<Identity>
     let (width, height) =
         reader()?.into_dimensions().map_err(|e| format!("cannot decode image ({e})"))?;
     check_size(width, height)?;
+    check_expected((width, height), expect)?;
     let mut limits = image::Limits::default();
     (limits.max_image_width, limits.max_image_height, limits.max_alloc) =
         (Some(MAX_SIDE), Some(MAX_SIDE), Some(MAX_ALLOC));
@@ -54,6 +67,17 @@ pub(crate) fn check_size(width: u32, height: u32) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// Refuses an image of `size` (width, height) when another size is expected.
+fn check_expected(size: (u32, u32), expect: Option<(u32, u32)>) -> Result<(), String> {
+    match expect {
+        Some((w, h)) if size != (w, h) => Err(format!(
+            "image of {}×{} pixels where {w}×{h} are expected (every image of a set has one size)",
+            size.0, size.1
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// Appends `img` to `out` as CHW bytes with `channels` (1 or 3) channels.

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use super::{BUNDLE_JSON, Bundle, BundleError, Role};
+use crate::files::{MAX_FILE_BYTES, read_regular};
 
 /// A bundle read from a directory, with every model's bytes verified against `bundle.json`.
 #[derive(Clone, Debug)]
@@ -19,7 +20,7 @@ impl BundleDir {
     /// Reads `dir/bundle.json` and every ONNX file it names, and verifies each (hash, parse,
     /// interface). Errors name the file and the problem.
     pub fn load(dir: &Path) -> Result<BundleDir, BundleError> {
-        BundleDir::read_with(dir, |path| std::fs::read(path))
+        BundleDir::read_with(dir, |path| read_regular(path, MAX_FILE_BYTES))
     }
 
     /// [`BundleDir::load`] with the files' bytes coming from `read` (given `dir` joined with a
@@ -54,7 +55,8 @@ impl BundleDir {
     pub fn recheck(&self) -> Result<(), BundleError> {
         for (&role, spec) in &self.bundle.models {
             let path = self.dir.join(&spec.file);
-            let bytes = std::fs::read(&path).map_err(|error| BundleError::Io { path, error })?;
+            let bytes = read_regular(&path, MAX_FILE_BYTES)
+                .map_err(|error| BundleError::Io { path, error })?;
             self.bundle.verify_hash(role, &bytes)?;
         }
         Ok(())

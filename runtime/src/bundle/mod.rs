@@ -8,7 +8,9 @@
 mod dir;
 mod error;
 mod interface;
+pub mod limits;
 mod roles;
+mod unique;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -302,6 +304,9 @@ impl Bundle {
         // field it renamed.
         let value: serde_json::Value = serde_json::from_str(text)
             .map_err(|error| BundleError::Json { file: origin.into(), error })?;
+        // serde_json keeps the last of two equal keys; a bundle saying two things is refused.
+        serde_json::from_str::<unique::UniqueKeys>(text)
+            .map_err(|error| BundleError::Json { file: origin.into(), error })?;
         let version = value.get("schema_version").ok_or_else(|| BundleError::Invalid {
             file: origin.into(),
             field: "schema_version".into(),
@@ -392,13 +397,26 @@ impl Bundle {
             ));
         }
         self.validate_sampler(origin)?;
-        if let Some(reid) = &self.reid
-            && !(reid.threshold > 0.0 && reid.threshold < 1.0)
-        {
-            return Err(invalid(
-                "reid.threshold",
-                format!("must lie strictly between 0 and 1, is {}", reid.threshold),
-            ));
+        if let Some(reid) = &self.reid {
+            for (field, threshold) in [
+                ("reid.threshold", Some(reid.threshold)),
+                ("reid.neighbour_threshold", reid.neighbour_threshold),
+            ] {
+                if let Some(t) = threshold
+                    && !(t > 0.0 && t < 1.0)
+                {
+                    return Err(invalid(
+                        field,
+                        format!("must lie strictly between 0 and 1, is {t}"),
+                    ));
+                }
+            }
+            if let Some(p) = limits::count_problem(reid.neighbours, &limits::NEIGHBOURS) {
+                return Err(invalid(
+                    "reid.neighbours",
+                    format!("{p}: with no neighbours the check against other people is off"),
+                ));
+            }
         }
         for (role, spec) in &self.models {
             let field = |name: &str| format!("models.{role}.{name}");
@@ -424,30 +442,40 @@ impl Bundle {
 
     fn validate_sampler(&self, origin: &str) -> Result<(), BundleError> {
         let s = &self.sampler;
-        let problem = if s.steps == 0 {
-            Some(("sampler.steps", format!("must be at least 1, is {}", s.steps)))
+        let problem = if let Some(p) = limits::count_problem(s.steps, &limits::STEPS) {
+            Some(("sampler.steps", p))
         } else if !(s.sigma_min.is_finite() && s.sigma_min > 0.0) {
             Some(("sampler.sigma_min", format!("must be positive, is {}", s.sigma_min)))
-        } else if !(s.sigma_max.is_finite() && s.sigma_max > s.sigma_min) {
+        } else if !(s.sigma_max.is_finite()
+            && s.sigma_max > s.sigma_min
+            && s.sigma_max <= limits::SIGMA_MAX)
+        {
             Some((
                 "sampler.sigma_max",
-                format!("must be finite and above sigma_min ({}), is {}", s.sigma_min, s.sigma_max),
+                format!(
+                    "must be above sigma_min ({}) and at most {} (this tool's limit), is {}",
+                    s.sigma_min,
+                    limits::SIGMA_MAX,
+                    s.sigma_max
+                ),
             ))
-        } else if !(s.rho.is_finite() && s.rho > 0.0) {
-            Some(("sampler.rho", format!("must be positive, is {}", s.rho)))
-        } else if !s.guidance.is_finite() {
-            Some(("sampler.guidance", format!("must be a finite number, is {}", s.guidance)))
+        } else if !(s.rho.is_finite() && s.rho > 0.0 && s.rho <= limits::RHO_MAX) {
+            Some((
+                "sampler.rho",
+                format!("must be positive and at most {}, is {}", limits::RHO_MAX, s.rho),
+            ))
+        } else if let Some(p) = limits::weight_problem(s.guidance, &limits::GUIDANCE) {
+            Some(("sampler.guidance", p))
         } else if let Some(problem) = s.guidance_interval.and_then(Guidance::interval_problem) {
             Some(("sampler.guidance_interval", problem))
-        } else if s.candidates_per_image == 0 {
-            Some(("sampler.candidates_per_image", "must be at least 1".into()))
-        } else if !(s.guidance_decrement.is_finite() && s.guidance_decrement >= 0.0) {
-            Some((
-                "sampler.guidance_decrement",
-                format!("must be zero or positive, is {}", s.guidance_decrement),
-            ))
-        } else if s.max_rounds == 0 {
-            Some(("sampler.max_rounds", "must be at least 1".into()))
+        } else if let Some(p) = limits::count_problem(s.candidates_per_image, &limits::CANDIDATES) {
+            Some(("sampler.candidates_per_image", p))
+        } else if let Some(p) =
+            limits::weight_problem(s.guidance_decrement, &limits::GUIDANCE_DECREMENT)
+        {
+            Some(("sampler.guidance_decrement", p))
+        } else if let Some(p) = limits::count_problem(s.max_rounds, &limits::ROUNDS) {
+            Some(("sampler.max_rounds", p))
         } else {
             None
         };
@@ -462,5 +490,10 @@ impl Bundle {
 
 /// SHA-256 of `bytes`, lowercase hex.
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+    hex(&Sha256::digest(bytes))
+}
+
+/// `bytes` as lowercase hex.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -37,7 +37,7 @@ pub struct Catalog {
 }
 
 /// The truncated SHA-256 of an image's pixels.
-fn digest(pixels: &[u8]) -> [u8; DIGEST_BYTES] {
+pub(crate) fn digest(pixels: &[u8]) -> [u8; DIGEST_BYTES] {
     let full = Sha256::digest(pixels);
     let mut short = [0; DIGEST_BYTES];
     short.copy_from_slice(&full[..DIGEST_BYTES]);
@@ -148,6 +148,15 @@ impl Images for Catalog {
 
     fn identities(&self) -> &[Option<Identity>] {
         &self.identities
+    }
+
+    fn fingerprint(&self) -> String {
+        let mut hasher = Sha256::new();
+        for (i, digest) in self.digests.iter().enumerate() {
+            hasher.update(digest);
+            hasher.update(super::labels_bytes(self.label(i)));
+        }
+        crate::bundle::hex(&hasher.finalize())
     }
 
     /// Decodes the images again, each checked against what was first read.

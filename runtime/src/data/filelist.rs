@@ -25,7 +25,8 @@ use std::path::{Component, Path, PathBuf};
 use image::DynamicImage;
 use ndarray::ArrayView4;
 
-use super::{Catalog, DataError, Dataset};
+use super::{Catalog, DataError, Dataset, MAX_LOADED_BYTES};
+use crate::files::{MAX_FILE_BYTES, open_regular, read_regular};
 use crate::identity::Identity;
 use crate::pixels::{self, push_chw};
 
@@ -39,11 +40,16 @@ pub struct FilelistOptions {
     pub allows_hflip: bool,
     /// Directory the paths are relative to (default: the filelist's directory).
     pub root: Option<PathBuf>,
+    /// The size (width, height) every image must have (default: the first image's). An image
+    /// of another size is refused from its header, before its pixels are decoded.
+    pub size: Option<(u32, u32)>,
+    /// Every row must set exactly one label (default: no, multi-hot rows are allowed).
+    pub one_hot: bool,
 }
 
 impl Default for FilelistOptions {
     fn default() -> Self {
-        FilelistOptions { channels: 1, allows_hflip: false, root: None }
+        FilelistOptions { channels: 1, allows_hflip: false, root: None, size: None, one_hot: false }
     }
 }
 
@@ -95,12 +101,28 @@ fn parse_line(
     content: &str,
     first: Option<(usize, usize)>,
 ) -> Result<Row, DataError> {
-    let mut fields = content.split_whitespace();
-    let file = fields.next().unwrap_or_default();
-    let labels = fields
-        .map(|t| {
+    // A path with spaces is written in double quotes.
+    let (file, rest) = match content.strip_prefix('"') {
+        Some(quoted) => quoted.split_once('"').ok_or_else(|| {
+            DataError::line(list, line, "a path opened with \" is not closed with another")
+        })?,
+        None => content.split_once(char::is_whitespace).unwrap_or((content, "")),
+    };
+    let tokens: Vec<&str> = rest.split_whitespace().collect();
+    let labels = tokens
+        .iter()
+        .enumerate()
+        .map(|(k, t)| {
             parse_label(t).ok_or_else(|| {
-                DataError::line(list, line, format!("label {t:?} of {file} is not 0 or 1"))
+                let hint = if k == 0 && t.contains('.') {
+                    format!(
+                        " (fields are separated by whitespace: a path with spaces is written in double quotes, \"{file} {}\")",
+                        tokens.iter().take_while(|t| parse_label(t).is_none()).copied().collect::<Vec<_>>().join(" ")
+                    )
+                } else {
+                    String::new()
+                };
+                DataError::line(list, line, format!("label {t:?} of {file} is not 0 or 1{hint}"))
             })
         })
         .collect::<Result<Vec<f32>, _>>()?;
@@ -229,28 +251,17 @@ impl Source {
         size: &mut Option<(u32, u32)>,
         out: &mut Vec<u8>,
     ) -> Result<Option<Identity>, DataError> {
-        let (img, identity) = read_image(&self.list, &self.root, &self.canonical_root, row)?;
-        let dims = (img.width(), img.height());
-        let (w, h) = *size.get_or_insert(dims);
-        if dims != (w, h) {
-            return Err(DataError::line(
-                &self.list,
-                row.line,
-                format!(
-                    "{} is {}×{} pixels, the first image is {w}×{h}",
-                    row.path.display(),
-                    dims.0,
-                    dims.1
-                ),
-            ));
-        }
+        let expect = size.or(self.opts.size);
+        let (img, identity) =
+            read_image(&self.list, &self.root, &self.canonical_root, row, expect)?;
+        size.get_or_insert((img.width(), img.height()));
         push_chw(out, &img, self.opts.channels);
         Ok(identity)
     }
 
     /// The filelist, opened for reading.
     pub(crate) fn open(&self) -> Result<BufReader<File>, DataError> {
-        File::open(&self.list).map(BufReader::new).map_err(|e| DataError::io(&self.list, e))
+        open_regular(&self.list).map(BufReader::new).map_err(|e| DataError::io(&self.list, e))
     }
 }
 
@@ -276,13 +287,24 @@ impl Filelist {
                 ),
             ));
         }
-        let file = File::open(path).map_err(|e| DataError::io(path, e))?;
+        let file = open_regular(path).map_err(|e| DataError::io(path, e))?;
         let (mut len, mut num_labels, mut multi_label) = (0, 0, false);
         for row in Rows::new(path, BufReader::new(file)) {
             let row = row?;
             len += 1;
             num_labels = row.labels.len();
-            multi_label |= row.labels.iter().filter(|&&v| v == 1.0).count() != 1;
+            let set = row.labels.iter().filter(|&&v| v == 1.0).count();
+            if opts.one_hot && set != 1 {
+                return Err(DataError::line(
+                    path,
+                    row.line,
+                    format!(
+                        "{} sets {set} labels, but these labels are single-label: exactly one of the {num_labels} must be 1",
+                        row.path.display()
+                    ),
+                ));
+            }
+            multi_label |= set != 1;
         }
         if len == 0 {
             return Err(names_no_images(path));
@@ -303,6 +325,11 @@ impl Filelist {
     /// The filelist's path.
     pub fn path(&self) -> &Path {
         &self.source.list
+    }
+
+    /// The directory its paths are relative to.
+    pub fn root(&self) -> &Path {
+        &self.source.root
     }
 
     /// Number of images.
@@ -361,6 +388,19 @@ impl Filelist {
     pub fn load(&self) -> Result<Dataset, DataError> {
         let mut images = Vec::new();
         let catalog = self.read(LOAD_CHUNK, |pixels| {
+            if (images.len() + pixels.len()) as u64 > MAX_LOADED_BYTES {
+                return Err(DataError::invalid(
+                    &self.source.list,
+                    format!(
+                        "its {} images of {}×{}×{} pixels take more than the {} GiB this tool loads into memory; bring them to a smaller size",
+                        self.len,
+                        pixels.dim().1,
+                        pixels.dim().2,
+                        pixels.dim().3,
+                        MAX_LOADED_BYTES >> 30
+                    ),
+                ));
+            }
             images.extend(pixels.iter());
             Ok::<(), DataError>(())
         })?;
@@ -378,6 +418,7 @@ fn read_image(
     root: &Path,
     canonical_root: &Path,
     row: &Row,
+    expect: Option<(u32, u32)>,
 ) -> Result<(DynamicImage, Option<Identity>), DataError> {
     let err = |message: String| DataError::line(list, row.line, message);
     let file = root.join(&row.path);
@@ -392,20 +433,34 @@ fn read_image(
             canonical_root.display()
         )));
     }
-    decode(&real).map_err(|problem| err(format!("{problem} {}", file.display())))
+    decode(&real, expect).map_err(|problem| err(format!("{problem} {}", file.display())))
 }
 
 /// Decodes an image file and the identity it names; the error says what failed and why, for
 /// the caller to complete with the path it shows.
-fn decode(file: &Path) -> Result<(DynamicImage, Option<Identity>), String> {
-    let bytes = std::fs::read(file).map_err(|e| format!("cannot read image ({e}):"))?;
-    pixels::decode_identified(&bytes).map_err(|e| format!("{e}:"))
+fn decode(
+    file: &Path,
+    expect: Option<(u32, u32)>,
+) -> Result<(DynamicImage, Option<Identity>), String> {
+    let bytes =
+        read_regular(file, MAX_FILE_BYTES).map_err(|e| format!("cannot read image ({e}):"))?;
+    pixels::decode_expecting(&bytes, expect).map_err(|e| format!("{e}:"))
 }
 
 /// Reads one image file as CHW bytes with `channels` (1 or 3) channels: `(height, width,
 /// bytes)`. Errors name the file.
 pub fn load_image(path: &Path, channels: usize) -> Result<(usize, usize, Vec<u8>), DataError> {
-    let (img, _) = decode(path)
+    load_image_sized(path, channels, None)
+}
+
+/// Like [`load_image`], refusing from its header an image whose size (width, height) is not
+/// `expect`.
+pub fn load_image_sized(
+    path: &Path,
+    channels: usize,
+    expect: Option<(u32, u32)>,
+) -> Result<(usize, usize, Vec<u8>), DataError> {
+    let (img, _) = decode(path, expect)
         .map_err(|problem| DataError::invalid(path, problem.trim_end_matches(':').to_string()))?;
     let mut bytes = Vec::new();
     push_chw(&mut bytes, &img, channels);
@@ -464,7 +519,8 @@ mod tests {
     #[test]
     fn one_hot_lists_are_single_label_and_rgb_is_chw() {
         let dir = setup();
-        let opts = FilelistOptions { channels: 3, allows_hflip: true, root: None };
+        let opts =
+            FilelistOptions { channels: 3, allows_hflip: true, ..FilelistOptions::default() };
         let d = load_text(dir.path(), "img/rgb.png 0 1\nimg/b.png 1 0\n", &opts).unwrap();
         assert!(!d.multi_label && d.allows_hflip);
         assert_eq!((d.channels, d.image(0).len()), (3, 36));
@@ -494,6 +550,77 @@ mod tests {
         let d = load_filelist(&list, &opts).unwrap();
         assert_eq!((d.len(), d.image(0)[0]), (1, 9));
         assert!(d.name.contains("Liste ü.txt"), "{}", d.name);
+    }
+
+    #[test]
+    fn a_quoted_path_may_hold_spaces() {
+        let dir = setup();
+        std::fs::copy(dir.path().join("root/img/b.png"), dir.path().join("root/img/b c.png"))
+            .unwrap();
+        let d =
+            load_text(dir.path(), "\"img/b c.png\" 1 0\n", &FilelistOptions::default()).unwrap();
+        assert_eq!((d.len(), d.image(0)), (1, &[7u8; 12][..]));
+    }
+
+    #[test]
+    fn one_hot_sets_refuse_rows_with_two_labels_or_none() {
+        let dir = setup();
+        let opts = FilelistOptions { one_hot: true, ..FilelistOptions::default() };
+        assert!(load_text(dir.path(), "img/a.png 0 1\n", &opts).is_ok());
+        for (text, set) in
+            [("img/a.png 1 0\nimg/b.png 1 1\n", 2), ("img/a.png 0 1\nimg/b.png 0 0\n", 0)]
+        {
+            let err = load_text(dir.path(), text, &opts).unwrap_err().to_string();
+            assert!(
+                err.contains(&format!("line 2: img/b.png sets {set} labels"))
+                    && err.contains("single-label"),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_image_of_another_size_is_refused_from_its_header() {
+        let dir = setup();
+        // A tiny PNG declaring 16384×16384 pixels: refused before its pixels are decoded.
+        let huge = image::GrayImage::new(1, 1);
+        let mut bytes = Vec::new();
+        huge.write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png).unwrap();
+        // IHDR: type at 12..16, width and height at 16..24, its CRC at 29..33.
+        bytes[16..20].copy_from_slice(&16384u32.to_be_bytes());
+        bytes[20..24].copy_from_slice(&16384u32.to_be_bytes());
+        let mut crc = flate2::Crc::new();
+        crc.update(&bytes[12..29]);
+        bytes[29..33].copy_from_slice(&crc.sum().to_be_bytes());
+        std::fs::write(dir.path().join("root/img/huge.png"), &bytes).unwrap();
+        let text = "img/huge.png 1\n".repeat(20);
+        let opts = FilelistOptions { size: Some((4, 3)), ..FilelistOptions::default() };
+        let err = load_text(dir.path(), &text, &opts).unwrap_err().to_string();
+        assert!(
+            err.contains("line 1: image of 16384×16384 pixels where 4×3 are expected"),
+            "{err}"
+        );
+        let text = format!("img/a.png 1\n{}", "img/huge.png 1\n".repeat(20));
+        let err =
+            load_text(dir.path(), &text, &FilelistOptions::default()).unwrap_err().to_string();
+        assert!(err.contains("line 2: image of 16384×16384 pixels where 4×3"), "{err}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_fifo_named_in_a_filelist_is_refused_without_blocking() {
+        let dir = setup();
+        let fifo = dir.path().join("root/img/pipe.png");
+        assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+        let err =
+            load_text(dir.path(), "img/a.png 1\nimg/pipe.png 1\n", &FilelistOptions::default())
+                .unwrap_err()
+                .to_string();
+        assert!(err.contains("line 2") && err.contains("is a FIFO"), "{err}");
+        let list = dir.path().join("list-fifo");
+        assert!(std::process::Command::new("mkfifo").arg(&list).status().unwrap().success());
+        let err = load_filelist(&list, &FilelistOptions::default()).unwrap_err().to_string();
+        assert!(err.contains("is a FIFO"), "{err}");
     }
 
     #[test]
@@ -529,9 +656,14 @@ mod tests {
             ("img/notes.png 1 0\n", "line 1: cannot decode image"),
             (
                 "img/a.png 1 0\nimg/big.png 0 1\n",
-                "line 2: img/big.png is 5×3 pixels, the first image is 4×3",
+                "line 2: image of 5×3 pixels where 4×3 are expected",
             ),
             ("img/a.png\n", "line 1: img/a.png has no labels"),
+            (
+                "img/a b.png 1 0\n",
+                "label \"b.png\" of img/a is not 0 or 1 (fields are separated by whitespace: a path with spaces is written in double quotes, \"img/a b.png\")",
+            ),
+            ("\"img/a.png 1 0\n", "line 1: a path opened with \" is not closed"),
             ("# nothing\n\n", "names no images"),
         ];
         for (text, needle) in cases {

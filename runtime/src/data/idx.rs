@@ -7,7 +7,8 @@
 use std::io::Read;
 use std::path::Path;
 
-use super::{DataError, IDX_CLASSES};
+use super::{DataError, IDX_CLASSES, MAX_LOADED_BYTES};
+use crate::files::{MAX_FILE_BYTES, read_regular};
 
 /// Magic number of an image file: unsigned bytes, three dimensions (count, rows, columns).
 pub const IMAGES_MAGIC: u32 = 0x0000_0803;
@@ -18,24 +19,50 @@ pub const LABELS_MAGIC: u32 = 0x0000_0801;
 /// field is only a hint).
 const MAX_PREALLOCATION: usize = 1 << 28;
 
-/// The bytes of a file, gunzipped when they start with the gzip magic bytes.
+/// The bytes of a file, gunzipped when they start with the gzip magic bytes. A gzip stream is
+/// inflated no further than its IDX header declares (plus one byte, to tell that it goes on),
+/// and a header declaring more than [`MAX_LOADED_BYTES`] is refused before the data is inflated.
 fn unpack(path: &Path, raw: Vec<u8>) -> Result<Vec<u8>, DataError> {
     if !raw.starts_with(&[0x1f, 0x8b]) {
         return Ok(raw);
     }
-    let mut out = Vec::with_capacity(gzip_size_hint(&raw).min(MAX_PREALLOCATION));
-    flate2::read::MultiGzDecoder::new(raw.as_slice())
-        .read_to_end(&mut out)
-        .map_err(|e| DataError::invalid(path, format!("corrupt gzip stream: {e}")))?;
+    let corrupt = |e: std::io::Error| DataError::invalid(path, format!("corrupt gzip stream: {e}"));
+    let mut decoder = flate2::read::MultiGzDecoder::new(raw.as_slice());
+    let mut out = Vec::new();
+    (&mut decoder).take(4).read_to_end(&mut out).map_err(corrupt)?;
+    if out.len() == 4 {
+        let dims = u64::from(out[3]);
+        (&mut decoder).take(4 * dims).read_to_end(&mut out).map_err(corrupt)?;
+    }
+    let declared = declared_size(&out);
+    if declared > MAX_LOADED_BYTES {
+        return Err(DataError::invalid(
+            path,
+            format!(
+                "its header declares {declared} bytes, more than the {} GiB this tool inflates",
+                MAX_LOADED_BYTES >> 30
+            ),
+        ));
+    }
+    out.reserve((declared as usize).min(MAX_PREALLOCATION).saturating_sub(out.len()));
+    let rest = (declared + 1).saturating_sub(out.len() as u64);
+    decoder.take(rest).read_to_end(&mut out).map_err(corrupt)?;
     Ok(out)
 }
 
-/// The uncompressed size (mod 2³²) recorded in a gzip stream's last four bytes.
-fn gzip_size_hint(gz: &[u8]) -> usize {
-    match gz.len().checked_sub(4).and_then(|at| gz.get(at..)) {
-        Some(&[a, b, c, d]) => u32::from_le_bytes([a, b, c, d]) as usize,
-        _ => 0,
+/// The length an IDX file's header (as far as `head` holds it) declares: header plus the
+/// product of the dimensions, saturating; `head`'s own length when it is no whole header.
+fn declared_size(head: &[u8]) -> u64 {
+    if head.len() < 4 {
+        return head.len() as u64;
     }
+    let dims = usize::from(head[3]);
+    if head.len() < 4 + 4 * dims {
+        return head.len() as u64;
+    }
+    let payload =
+        (0..dims).map(|i| u64::from(be_u32(head, 4 + 4 * i))).fold(1u64, u64::saturating_mul);
+    (4 + 4 * dims as u64).saturating_add(payload)
 }
 
 /// The big-endian `u32` at `at`; the caller has checked the length.
@@ -100,7 +127,7 @@ fn parse_header(
 /// Reads an IDX image file (raw or gzip): `(count, rows, cols, pixels)`, pixels row-major,
 /// `count · rows · cols` bytes.
 pub fn read_images(path: &Path) -> Result<(usize, usize, usize, Vec<u8>), DataError> {
-    parse_images(path, std::fs::read(path).map_err(|e| DataError::io(path, e))?)
+    parse_images(path, read_regular(path, MAX_FILE_BYTES).map_err(|e| DataError::io(path, e))?)
 }
 
 /// Parses the bytes of an IDX image file (raw or gzip) named `path` in errors, as
@@ -122,7 +149,7 @@ pub fn parse_images(
 /// Reads an IDX label file (raw or gzip). Every label must be a class in `0..10`
 /// (Fashion-MNIST/MNIST).
 pub fn read_labels(path: &Path) -> Result<Vec<u8>, DataError> {
-    parse_labels(path, std::fs::read(path).map_err(|e| DataError::io(path, e))?)
+    parse_labels(path, read_regular(path, MAX_FILE_BYTES).map_err(|e| DataError::io(path, e))?)
 }
 
 /// Parses the bytes of an IDX label file (raw or gzip) named `path` in errors, as
@@ -180,6 +207,25 @@ pub(crate) mod tests {
                 vec![9, 0]
             );
         }
+    }
+
+    #[test]
+    fn a_gzip_stream_is_inflated_no_further_than_its_header_declares() {
+        let dir = tempfile::tempdir().unwrap();
+        // One 28×28 image declared, 64 MiB of zeros after it: stops one byte past the image.
+        let mut bomb = idx_bytes(IMAGES_MAGIC, &[1, 28, 28], &[]);
+        bomb.resize(bomb.len() + (64 << 20), 0);
+        write_gz(&dir.path().join("bomb.gz"), &bomb);
+        let err = read_images(&dir.path().join("bomb.gz")).unwrap_err().to_string();
+        assert!(err.contains("bomb.gz: trailing bytes: expected 784 bytes"), "{err}");
+        assert!(err.contains("found 785"), "inflated past one byte more: {err}");
+        // A header declaring more than can be held is refused before any data is inflated.
+        write_gz(
+            &dir.path().join("huge.gz"),
+            &idx_bytes(IMAGES_MAGIC, &[1 << 20, 4096, 4096], &[]),
+        );
+        let err = read_images(&dir.path().join("huge.gz")).unwrap_err().to_string();
+        assert!(err.contains("declares") && err.contains("the 4 GiB this tool inflates"), "{err}");
     }
 
     #[test]

@@ -13,12 +13,17 @@ pub mod filelist;
 pub mod idx;
 
 pub use catalog::Catalog;
-pub use filelist::{Filelist, FilelistOptions, load_filelist, load_image};
+pub use filelist::{Filelist, FilelistOptions, load_filelist, load_image, load_image_sized};
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 
 use crate::identity::Identity;
+
+/// Most bytes of pixels an image set loads into memory (a filelist's [`Filelist::load`], an
+/// IDX file inflated): 4 GiB. A larger set is read a chunk at a time ([`Filelist::read`]) or
+/// brought to a smaller size first.
+pub const MAX_LOADED_BYTES: u64 = 4 << 30;
 
 /// Classes of Fashion-MNIST and MNIST: every IDX label must be below this.
 pub const IDX_CLASSES: usize = 10;
@@ -307,6 +312,10 @@ pub trait Images: Sync {
     /// Pixels of the images `indices` as one batch `[n, C, H, W]`. Panics on an index out of
     /// range, like slice indexing.
     fn read(&self, indices: &[usize]) -> Result<ndarray::Array4<u8>, DataError>;
+    /// SHA-256 (hex) of every image's pixels and labels, in order: the same set gives the same
+    /// fingerprint wherever it lies, another set another one. It names no file; it stays with
+    /// the personal data all the same (whoever holds the set can recognise it).
+    fn fingerprint(&self) -> String;
 }
 
 impl Images for Dataset {
@@ -329,6 +338,21 @@ impl Images for Dataset {
     fn read(&self, indices: &[usize]) -> Result<ndarray::Array4<u8>, DataError> {
         Ok(self.batch(indices))
     }
+
+    fn fingerprint(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut hasher = Sha256::new();
+        for i in 0..Dataset::len(self) {
+            hasher.update(catalog::digest(self.image(i)));
+            hasher.update(labels_bytes(self.label(i)));
+        }
+        crate::bundle::hex(&hasher.finalize())
+    }
+}
+
+/// Labels as the bytes a fingerprint hashes: one byte per label, 0 or 1.
+pub(crate) fn labels_bytes(labels: &[f32]) -> Vec<u8> {
+    labels.iter().map(|&l| u8::from(l >= 0.5)).collect()
 }
 
 /// Whether a file name looks like an IDX file (`…-idx3-ubyte`, `…-idx1-ubyte.gz`).
