@@ -9,6 +9,14 @@ use clap::Parser;
 use crate::cli::{Cli, Command, Output};
 
 fn main() -> ExitCode {
+    // Rust ignores SIGPIPE, so a print into a closed pipe (`unpersonal info | head -1`) would
+    // panic; with the default action the process ends quietly, as a Unix tool does. Files are
+    // written whole or not at all, so ending at any point leaves nothing half-written.
+    #[cfg(unix)]
+    // SAFETY: setting a signal's disposition to its default before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     let out = Output { json: cli.json, quiet: cli.quiet };
     let result = match &cli.command {

@@ -9,14 +9,15 @@ use std::time::Instant;
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
+use unpersonal_runtime::bundle::limits::{self, count_problem};
 use unpersonal_runtime::bundle::{BundleDir, Role};
-use unpersonal_runtime::data::Images;
+use unpersonal_runtime::data::{Images, Split};
 use unpersonal_runtime::generate::{Generator, Settings, Shard, interleaved, shard_references};
 use unpersonal_runtime::pixels::encode_png;
 use unpersonal_runtime::release::{Gate, Indexing, References, draw_unfiltered, release};
 use unpersonal_runtime::sampler::{Guidance, Solver};
 
-use super::outdir::{self, Dirs, GateRule, Record, RunInfo};
+use super::outdir::{self, Dirs, GateRule, Record, RunInfo, SourceInfo};
 use super::{BackendArgs, DeviceKind, Output, reference};
 
 /// Arguments of `unpersonal generate`.
@@ -76,6 +77,11 @@ pub struct Args {
     /// against all of them): a release standing for a subset of the reference set.
     #[arg(long, value_name = "N")]
     pub sources: Option<usize>,
+    /// The reference set's name in the release's run.json and report.json (default: none; the
+    /// path typed as --reference can name a patient or a ward, so it stays in the audit
+    /// directory).
+    #[arg(long, value_name = "NAME")]
+    pub reference_name: Option<String>,
     /// Reference images handled together in one batch of model calls (memory vs. speed only;
     /// default 16 on the CPU, 128 on CUDA, whose throughput grows up to about 500 images per
     /// call).
@@ -95,7 +101,6 @@ pub fn run(args: &Args, out: &Output) -> anyhow::Result<()> {
     let loaded = BundleDir::load(&args.bundle)
         .with_context(|| format!("cannot use the bundle in {}", args.bundle.display()))?;
     let bundle = &loaded.bundle;
-    let reference = reference::open(args.reference.as_deref(), &loaded)?;
     let mut settings = Settings::from_bundle(&bundle.sampler, args.seed);
     settings.solver = args.solver.unwrap_or(settings.solver);
     settings.steps = args.steps.unwrap_or(settings.steps);
@@ -104,11 +109,27 @@ pub fn run(args: &Args, out: &Output) -> anyhow::Result<()> {
     settings.candidates = args.candidates.unwrap_or(settings.candidates);
     settings.rounds =
         if args.unfiltered_research_only { 1 } else { args.rounds.unwrap_or(settings.rounds) };
+    settings.validate(|setting| format!("--{setting}")).map_err(anyhow::Error::msg)?;
+    args.backend.validate()?;
+    if let Some(batch) = args.batch
+        && let Some(problem) = count_problem(batch, &limits::BATCH)
+    {
+        anyhow::bail!("--batch {problem}");
+    }
+    let reference_path = reference::resolve(args.reference.as_deref(), &loaded)?;
+    let reference = reference::open_split(&reference_path, Split::Train, &loaded)?;
+    let folders = reference.folders(&reference_path);
     let gated = !args.unfiltered_research_only;
     let sources = args.sources.unwrap_or(reference.len());
     anyhow::ensure!(
-        (1..=reference.len()).contains(&sources),
-        "--sources {sources}: the reference set {} holds {} images",
+        sources >= 1,
+        "--sources must be at least 1: it is the number of reference images to draw for, from the first (the reference set {} holds {})",
+        reference.name(),
+        reference.len()
+    );
+    anyhow::ensure!(
+        sources <= reference.len(),
+        "--sources {sources}: the reference set {} holds only {} images",
         reference.name(),
         reference.len()
     );
@@ -152,7 +173,7 @@ pub fn run(args: &Args, out: &Output) -> anyhow::Result<()> {
     };
     let run = RunInfo {
         bundle: json!({ "name": bundle.name, "models": used }),
-        reference: json!({ "name": reference.name(), "images": reference.len(), "sources": sources }),
+        reference: json!({ "name": args.reference_name, "images": reference.len(), "sources": sources }),
         backend: backend_name.to_string(),
         settings: settings.clone(),
         gate: first.gate.as_ref().map(|g| GateRule::new(g, keep, bundle)),
@@ -161,7 +182,14 @@ pub fn run(args: &Args, out: &Output) -> anyhow::Result<()> {
         release: args.out.clone(),
         audit: args.audit.clone().unwrap_or_else(|| outdir::default_audit(&args.out)),
     };
-    dirs.claim(&run)?;
+    let source = SourceInfo {
+        reference: reference_path.display().to_string(),
+        fingerprint: reference.fingerprint(),
+    };
+    let mut protected: Vec<(&str, &std::path::Path)> =
+        folders.iter().map(|f| ("the reference set's folder", f.as_path())).collect();
+    protected.push(("the bundle", &args.bundle));
+    dirs.claim(&run, Some(&source), &protected)?;
     if !gated && !out.quiet {
         eprintln!(
             "WARNING: --unfiltered-research-only: the privacy gate is OFF; every candidate is written unfiltered. Do not release them."

@@ -29,8 +29,9 @@ pub fn run(args: &Args, out: &Output) -> anyhow::Result<()> {
         release: args.out.clone(),
         audit: args.audit.clone().unwrap_or_else(|| outdir::default_audit(&args.out)),
     };
+    dirs.check_marked()?;
     let run = dirs.run()?;
-    dirs.claim(&run)?;
+    dirs.claim(&run, None, &[])?;
     let shards_dir = dirs.audit.join("shards");
     let listing = std::fs::read_dir(&shards_dir).with_context(|| {
         format!("{} holds no finished shard (no {})", dirs.audit.display(), shards_dir.display())

@@ -40,8 +40,10 @@ pub enum Command {
     Generate(generate::Args),
     /// Join the outputs of `generate --shard i/n` runs into the single-run result.
     Merge(merge::Args),
-    /// Check images against a reference set with the re-identification model; exit status 0
-    /// only if no image could single out a person of the reference set.
+    /// Check images against a reference set: exit status 0 only if no image is a pixel
+    /// near-copy of a reference (correlation ≥ 0.99, mirrored too) and the re-identification
+    /// model links none to its nearest references (at the neighbour threshold, or the strict
+    /// one with --strict); what the model catches is what the bundle's calibration says.
     Check(check::Args),
     /// Measure what a release is worth and what it risks: utility, fidelity, re-identification,
     /// distance to closest record, singling-out, memorisation (audit.json + audit.html).
@@ -96,6 +98,18 @@ pub enum DeviceKind {
 }
 
 impl BackendArgs {
+    /// Fails when `--jobs` or `--threads` lies outside [`limits`](unpersonal_runtime::bundle::limits).
+    pub fn validate(&self) -> anyhow::Result<()> {
+        use unpersonal_runtime::bundle::limits::{JOBS, THREADS, count_problem};
+        if let Some(problem) = self.jobs.and_then(|jobs| count_problem(jobs, &JOBS)) {
+            anyhow::bail!("--jobs {problem}");
+        }
+        if let Some(problem) = count_problem(self.threads, &THREADS) {
+            anyhow::bail!("--threads {problem}");
+        }
+        Ok(())
+    }
+
     /// Parallel workers, as `--jobs` says or by default.
     pub fn jobs(&self) -> usize {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());

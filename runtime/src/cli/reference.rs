@@ -31,7 +31,7 @@ pub fn load(path: Option<&Path>, loaded: &BundleDir) -> anyhow::Result<Dataset> 
 }
 
 /// `path`, or the bundle's shipped reference sample when `None`.
-fn resolve(path: Option<&Path>, loaded: &BundleDir) -> anyhow::Result<PathBuf> {
+pub fn resolve(path: Option<&Path>, loaded: &BundleDir) -> anyhow::Result<PathBuf> {
     if let Some(path) = path {
         return Ok(path.to_path_buf());
     }
@@ -53,6 +53,15 @@ const FOLDER_FILELIST: &str = "filelist.txt";
 /// the label count, and an IDX set's image size.
 pub fn open_split(path: &Path, split: Split, loaded: &BundleDir) -> anyhow::Result<Reference> {
     let folder_list = path.join(FOLDER_FILELIST);
+    if let Ok(metadata) = std::fs::metadata(path)
+        && !metadata.is_file()
+        && !metadata.is_dir()
+    {
+        anyhow::bail!(
+            "{} is neither a regular file nor a directory (a FIFO, a device or a socket): pass a filelist, a folder holding one, or an IDX directory",
+            path.display()
+        );
+    }
     let list = if path.is_dir() && folder_list.is_file() {
         Some(folder_list.as_path())
     } else {
@@ -64,6 +73,11 @@ pub fn open_split(path: &Path, split: Split, loaded: &BundleDir) -> anyhow::Resu
                 list,
                 &FilelistOptions {
                     channels: loaded.bundle.image.channels,
+                    size: Some((
+                        loaded.bundle.image.width as u32,
+                        loaded.bundle.image.height as u32,
+                    )),
+                    one_hot: !loaded.bundle.labels.multi_label,
                     ..FilelistOptions::default()
                 },
             )?;
@@ -131,6 +145,21 @@ impl Reference {
         match self {
             Reference::Filelist(filelist) => filelist.len(),
             Reference::Idx(data) => data.len(),
+        }
+    }
+
+    /// The folders that hold the set (a filelist's folder and the root its paths start from,
+    /// or the IDX directory): nothing is ever written inside them.
+    pub fn folders(&self, path: &Path) -> Vec<PathBuf> {
+        let parent = |p: &Path| {
+            p.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf()
+        };
+        match self {
+            Reference::Filelist(filelist) => {
+                vec![parent(filelist.path()), filelist.root().to_path_buf()]
+            }
+            Reference::Idx(_) if path.is_dir() => vec![path.to_path_buf()],
+            Reference::Idx(_) => vec![parent(path)],
         }
     }
 

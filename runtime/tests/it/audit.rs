@@ -178,3 +178,46 @@ fn audit_flags_a_release_of_copied_training_images() {
         "the page must say so"
     );
 }
+
+#[test]
+fn a_holdout_inside_the_training_set_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let release = tmp.path().join("release");
+    let generated = unpersonal(&[
+        "generate",
+        "--out",
+        release.to_str().unwrap(),
+        "--sources",
+        "2",
+        "--steps",
+        "2",
+        "--candidates",
+        "1",
+        "--quiet",
+    ]);
+    assert!(generated.status.success(), "{}", String::from_utf8_lossy(&generated.stderr));
+    let reference = workspace().join("models/fashion-mnist/reference/filelist.txt");
+    let reference = reference.to_str().unwrap();
+    let result = unpersonal(&[
+        "audit",
+        "--release",
+        release.to_str().unwrap(),
+        "--train",
+        reference,
+        "--holdout",
+        reference,
+        "--test",
+        reference,
+        "--out",
+        tmp.path().join("audit").to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&result.stderr);
+    assert!(!result.status.success());
+    assert!(
+        err.contains("100 of the 100 --holdout images")
+            && err.contains("disjoint from the training set"),
+        "{err}"
+    );
+    assert!(!err.contains("NaN"), "{err}");
+    assert!(!tmp.path().join("audit").exists(), "nothing is written for a refused audit");
+}

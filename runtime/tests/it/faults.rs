@@ -38,8 +38,9 @@ fn spawn(f: &Fixture, out: &str, prelude: &str) -> Child {
         .unwrap()
 }
 
+/// Images that passed the gate so far: staged in the audit directory until the run finishes.
 fn images(dir: &Path) -> usize {
-    std::fs::read_dir(dir.join("images"))
+    std::fs::read_dir(Path::new(&format!("{}-audit", dir.display())).join("staged"))
         .map(|d| {
             d.filter_map(Result::ok)
                 .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
@@ -149,13 +150,17 @@ fn a_write_that_fails_names_the_file_and_leaves_nothing_half_written() {
     let partial = std::fs::read_dir(parent)
         .unwrap()
         .filter_map(Result::ok)
-        .any(|e| e.file_name().to_string_lossy().starts_with('.'));
+        .any(|e| e.file_name().to_string_lossy().starts_with(".partial-"));
     assert!(!partial, "the failed write left its temporary file in {}", parent.display());
+    // The audit log is what failed (its directory is the one full): no image was released
+    // without its record.
+    assert!(failed.ends_with("full-audit/audit-log.jsonl"), "{failed}");
+    assert_eq!(std::fs::read_dir(dir.join("images")).map_or(0, |d| d.count()), 0);
     resume_matches(&f, "full", &whole);
 }
 
 #[test]
-fn a_release_directory_removed_mid_run_fails_and_the_next_run_redraws_what_it_held() {
+fn a_release_directory_removed_mid_run_fails_and_the_next_run_finishes_it() {
     let f = Fixture::new(Body::Scale(0.5), 40);
     f.generate("whole", &FLAGS);
     let whole = results(&f.root.join("whole"));
@@ -170,9 +175,11 @@ fn a_release_directory_removed_mid_run_fails_and_the_next_run_redraws_what_it_he
     assert!(!status.success(), "the run went on without its release directory");
     // Either a later write fails, or (when every image was written before the move, as on a
     // loaded machine) the final check finds records whose images are gone.
+    // Images are staged in the audit directory until the end, when the run finds its release
+    // directory gone (or, moved while it was finishing, a write fails).
     let failed_write = stderr.contains("cannot write");
-    let found_incomplete = stderr.contains("the run is incomplete");
-    assert!((failed_write || found_incomplete) && stderr.contains("gone"), "{stderr}");
+    let found_gone = stderr.contains("holds no .unpersonal-release");
+    assert!((failed_write || found_gone) && stderr.contains("gone"), "{stderr}");
     // The audit directory still records references whose images went with the directory.
     assert!(std::fs::read_dir(f.root.join("gone-audit/records")).unwrap().count() > 0);
     resume_matches(&f, "gone", &whole);

@@ -11,6 +11,8 @@ mod faults;
 mod fuzz_corpus;
 mod gate;
 mod generate;
+mod hostile;
+mod layout;
 mod sampler;
 mod shipped;
 #[cfg(feature = "webgpu")]

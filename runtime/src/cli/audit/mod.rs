@@ -159,8 +159,8 @@ fn real_images(
     let drawn_from = &report["run"]["reference"];
     let mismatch = || {
         anyhow::anyhow!(
-            "the release was drawn from {} ({} images) but --train is {} ({} images): pass the release's --reference as --train, or the real images it stands for as --real",
-            drawn_from["name"],
+            "the release was drawn from a reference set{} of {} images but --train is {} ({} images): pass the release's --reference as --train, or the real images it stands for as --real",
+            drawn_from["name"].as_str().map_or(String::new(), |n| format!(" named {n:?}")),
             drawn_from["images"],
             train.name,
             train.len()
@@ -197,6 +197,35 @@ fn real_images(
     Ok(train.select(&sources, format!("{} (the release's {} sources)", train.name, sources.len())))
 }
 
+/// `holdout` without the images that are also in `train` (pixel for pixel): the holdout is
+/// the baseline of people no model saw. A few shared images (duplicates in a public data set)
+/// are dropped with a warning; more than 1 % means the holdout is not one, and is refused.
+fn without_training_images(holdout: Dataset, train: &Dataset) -> anyhow::Result<Dataset> {
+    use sha2::{Digest, Sha256};
+    let seen: std::collections::HashSet<_> =
+        (0..train.len()).map(|i| Sha256::digest(train.image(i))).collect();
+    let fresh: Vec<usize> =
+        (0..holdout.len()).filter(|&i| !seen.contains(&Sha256::digest(holdout.image(i)))).collect();
+    let shared = holdout.len() - fresh.len();
+    if shared == 0 {
+        return Ok(holdout);
+    }
+    if shared * 100 > holdout.len() {
+        bail!(
+            "{shared} of the {} --holdout images ({}) are also in --train ({}): the holdout must be records of the same population that no model saw, disjoint from the training set",
+            holdout.len(),
+            holdout.name,
+            train.name
+        );
+    }
+    eprintln!(
+        "WARNING: {shared} of the {} --holdout images are also in --train; they are left out of the holdout",
+        holdout.len()
+    );
+    let name = format!("{} (without {shared} images also in --train)", holdout.name);
+    Ok(holdout.select(&fresh, name))
+}
+
 /// A share of `flagged` out of `n` with its 95 % Wilson interval.
 fn share(flagged: usize, n: usize) -> Value {
     json!({ "flagged": flagged, "of": n, "share": flagged as f64 / n.max(1) as f64, "ci95": wilson(flagged, n, 1.96) })
@@ -205,6 +234,16 @@ fn share(flagged: usize, n: usize) -> Value {
 /// Runs the audit and writes audit.json and audit.html.
 pub fn run(args: &Args, out: &Output) -> anyhow::Result<()> {
     let started = Instant::now();
+    for (flag, value, range) in [
+        ("--epochs", args.epochs as usize, 1..=10_000),
+        ("--resamples", args.resamples, 1..=100_000),
+        ("--components", args.components, 1..=64),
+    ] {
+        if let Some(problem) = unpersonal_runtime::bundle::limits::count_problem(value, &range) {
+            bail!("{flag} {problem}");
+        }
+    }
+    args.backend.validate()?;
     let loaded = BundleDir::load(&args.bundle)
         .with_context(|| format!("cannot use the bundle in {}", args.bundle.display()))?;
     let bundle = &loaded.bundle;
@@ -224,6 +263,9 @@ pub fn run(args: &Args, out: &Output) -> anyhow::Result<()> {
             trainer.display()
         );
     }
+    // The report shows real training images: never inside what is shared.
+    outdir::check_apart("--out", &args.out, "the release directory", &args.release)?;
+    outdir::check_claimable(&args.out, outdir::REPORT_MARKER, "--out")?;
     let (release, report) = load_release(&args.release, &loaded)?;
     if report["privacy_gate"]["applied"] != json!(true) {
         eprintln!(
@@ -232,7 +274,10 @@ pub fn run(args: &Args, out: &Output) -> anyhow::Result<()> {
         );
     }
     let train = reference::load_split(&args.train, Split::Train, &loaded)?;
-    let holdout = reference::load_split(&args.holdout, Split::Test, &loaded)?;
+    let holdout = without_training_images(
+        reference::load_split(&args.holdout, Split::Test, &loaded)?,
+        &train,
+    )?;
     let test = reference::load_split(&args.test, Split::Test, &loaded)?;
     let real = real_images(args, &loaded, &train, &report)?;
     for (what, set) in
@@ -398,6 +443,9 @@ pub fn run(args: &Args, out: &Output) -> anyhow::Result<()> {
         "seconds": seconds,
     });
     let page = html::render(&report_json, &histograms, &release, &train)?;
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("cannot create {}", args.out.display()))?;
+    outdir::write_atomically(&args.out.join(outdir::REPORT_MARKER), b"unpersonal\n")?;
     outdir::write_atomically(&args.out.join("audit.json"), &outdir::json_bytes(&report_json)?)?;
     outdir::write_atomically(&args.out.join("audit.html"), page.as_bytes())?;
     out.json(&report_json)?;

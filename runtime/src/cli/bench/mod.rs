@@ -117,14 +117,25 @@ struct GateCheck {
 
 /// Runs every measurement and prints the report.
 pub fn run(args: &Args, out: &Output) -> anyhow::Result<()> {
+    use unpersonal_runtime::bundle::limits::{BATCH, CANDIDATES, count_problem};
+    anyhow::ensure!(!args.batches.is_empty(), "--batches needs at least one size");
+    for (flag, values, range) in [
+        ("--batches", &args.batches[..], BATCH),
+        ("--images", std::slice::from_ref(&args.images), CANDIDATES),
+        ("--checks", std::slice::from_ref(&args.checks), 1..=1_000_000),
+        ("--gemm", std::slice::from_ref(&args.gemm), 1..=8192),
+        ("--references", &args.references[..], 1..=10_000_000),
+    ] {
+        if let Some(problem) = values.iter().find_map(|&v| count_problem(v, &range)) {
+            anyhow::bail!("{flag} {problem}");
+        }
+    }
     anyhow::ensure!(
-        args.batches.iter().all(|&b| b > 0) && !args.batches.is_empty(),
-        "--batches needs sizes of at least 1"
+        args.seconds.is_finite() && args.seconds >= 0.0 && args.seconds <= 3600.0,
+        "--seconds must be a number of seconds from 0 to 3600, is {}",
+        args.seconds
     );
-    anyhow::ensure!(
-        args.images > 0 && args.checks > 0 && args.gemm > 0,
-        "--images, --checks and --gemm must be at least 1"
-    );
+    args.engine.validate()?;
     let loaded = BundleDir::load(&args.bundle)
         .with_context(|| format!("cannot use the bundle in {}", args.bundle.display()))?;
     let backend = args.engine.single_backend()?;
@@ -328,7 +339,6 @@ fn gate_speed(args: &Args, loaded: &BundleDir, backend: &dyn Backend) -> anyhow:
     })?;
     let mut checks = Vec::new();
     for &n in &args.references {
-        anyhow::ensure!(n > 0, "--references needs sizes of at least 1");
         let set = ReferenceSet::new(normal((n, embeddings.ncols()), 5));
         let sources: Vec<Option<usize>> = (0..args.checks).map(|i| Some(i % n)).collect();
         let seconds = seconds_per_call(args.seconds, || {
