@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every test: the Rust workspace (with the WebGPU backend on lavapipe when no GPU is there),
+# Every test: the tree's formatting (rustfmt.toml), the Rust workspace (with the WebGPU backend on
 # then the page built by trunk and tested in Chromium, then the WebGPU parity cases in Chromium
 # (after the page: its wasm build reuses the page's compiled dependencies).
 set -euo pipefail
@@ -9,6 +9,7 @@ bash scripts/setup-web.sh
 bash scripts/setup-webgpu.sh
 # wgpu wants a private runtime directory; a fresh CI machine may have none.
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$(mktemp -d)}"
+cargo fmt --all --check
 cargo test --workspace --release --features unpersonal-runtime/webgpu
 bash scripts/web.sh test
 bash scripts/parity.sh
