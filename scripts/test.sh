@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Every test: the tree's formatting (rustfmt.toml), the Rust workspace (with the WebGPU backend on
+# Every test: the tree's formatting (rustfmt.toml), the Rust workspace (with the WebGPU backend
+# on lavapipe when no GPU is there),
 # then the page built by trunk and tested in Chromium, then the WebGPU parity cases in Chromium
 # (after the page: its wasm build reuses the page's compiled dependencies).
 set -euo pipefail
