@@ -1,4 +1,4 @@
-//! Reading files the user names: only regular files, never a FIFO, a device or a socket (which
+//! Reading files the user names: images no larger than [`MAX_IMAGE_SIDE`] a side, only regular files, never a FIFO, a device or a socket (which
 //! would block forever or never end), and never more bytes than a stated limit.
 
 use std::fs::File;
@@ -8,6 +8,22 @@ use std::path::Path;
 /// Most bytes read from one file the user names (an image, a filelist, an ONNX model, a
 /// JSON record): 2 GiB. A larger file is refused before it is read whole.
 pub const MAX_FILE_BYTES: u64 = 2 << 30;
+
+/// Largest width or height of an image that is decoded; larger ones are refused before their
+/// pixels are decoded (a reference image is brought to the bundle's size anyway, and a small
+/// file can declare a huge image).
+pub const MAX_IMAGE_SIDE: u32 = 16_384;
+
+/// Refuses an image wider or taller than [`MAX_IMAGE_SIDE`]; the error says why, for the
+/// caller to complete with the file's name.
+pub fn check_image_size(width: u32, height: u32) -> Result<(), String> {
+    if width > MAX_IMAGE_SIDE || height > MAX_IMAGE_SIDE {
+        return Err(format!(
+            "image of {width}×{height} pixels is larger than the {MAX_IMAGE_SIDE}×{MAX_IMAGE_SIDE} this tool decodes"
+        ));
+    }
+    Ok(())
+}
 
 /// What a path names when it is not a regular file.
 fn kind(metadata: &std::fs::Metadata) -> &'static str {

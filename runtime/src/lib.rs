@@ -4,7 +4,10 @@
 //! - [`backend`]: the [`backend::Backend`] trait and its implementations (tract by default,
 //!   ONNX Runtime with the `ort` feature, WGSL kernels through wgpu with the `webgpu` feature);
 //!   every call is checked for NaN/Inf.
-//! - [`sampler`]: the EDM Heun sampler with guidance and per-sample seeds.
+//! - [`solver`]: what every device shares: noise schedule, per-sample noise, guidance, and the
+//!   solvers' updates written once over a field of
+//!   images, host arrays or device buffers (a leaf: it imports no backend).
+//! - [`sampler`]: the host's sampler (EDM Heun, DPM-Solver++(2M)) over the backends' models.
 //! - [`generate`]: reference images → pseudo-conditions → samples → pixels, and sharding.
 //! - [`gate`]: the privacy gate (re-identification against the source and its nearest
 //!   references, ranking of passing candidates); fails closed.
@@ -51,3 +54,4 @@ pub mod pixels;
 pub mod release;
 pub mod report;
 pub mod sampler;
+pub mod solver;

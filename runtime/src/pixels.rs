@@ -6,10 +6,8 @@ use image::{DynamicImage, ImageEncoder};
 use crate::dicom;
 use crate::identity::Identity;
 
-/// Largest width or height of an image that is decoded; larger ones are refused before their
-/// pixels are decoded (a reference image is brought to the bundle's size anyway, and a small
-/// file can declare a huge image).
-pub const MAX_SIDE: u32 = 16_384;
+pub use crate::files::MAX_IMAGE_SIDE as MAX_SIDE;
+use crate::files::check_image_size;
 
 /// Most bytes one image may take decoded (16384² RGB at 8 bits is 768 MiB).
 const MAX_ALLOC: u64 = 1 << 30;
@@ -50,23 +48,13 @@ pub fn decode_expecting(
     // The header alone first: the size is checked before any pixel is decoded.
     let (width, height) =
         reader()?.into_dimensions().map_err(|e| format!("cannot decode image ({e})"))?;
-    check_size(width, height)?;
+    check_image_size(width, height)?;
     check_expected((width, height), expect)?;
     let mut limits = image::Limits::default();
     (limits.max_image_width, limits.max_image_height, limits.max_alloc) =
         (Some(MAX_SIDE), Some(MAX_SIDE), Some(MAX_ALLOC));
     decoder.limits(limits);
     Ok((decoder.decode().map_err(|e| format!("cannot decode image ({e})"))?, None))
-}
-
-/// Refuses an image wider or taller than [`MAX_SIDE`].
-pub(crate) fn check_size(width: u32, height: u32) -> Result<(), String> {
-    if width > MAX_SIDE || height > MAX_SIDE {
-        return Err(format!(
-            "image of {width}×{height} pixels is larger than the {MAX_SIDE}×{MAX_SIDE} this tool decodes"
-        ));
-    }
-    Ok(())
 }
 
 /// Refuses an image of `size` (width, height) when another size is expected.

@@ -12,18 +12,16 @@
 //! Arithmetic is float32, with the σ values computed in float64 and rounded to float32.
 
 use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
-use std::str::FromStr;
 
-use ndarray::{Array1, Array2, Array3, Array4, ArrayView2, ArrayView4, Axis, Zip, concatenate, s};
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha20Rng;
-use rand_distr::StandardNormal;
-use serde::{Deserialize, Serialize};
+use ndarray::{Array1, Array2, Array4, ArrayView2, ArrayView4, Axis, Zip, concatenate, s};
 
 use crate::backend::{BackendError, Model};
+pub use crate::bundle::Solver;
 use crate::bundle::{Dim, ModelSpec};
+pub use crate::solver::{
+    DeviceDenoiser, Guidance, ScheduleError, karras_sigmas, noise, noise_batch,
+};
+use crate::solver::{Field, solve};
 
 /// Why sampling failed.
 #[derive(Debug, thiserror::Error)]
@@ -35,8 +33,8 @@ pub enum SampleError {
     #[error(transparent)]
     Bundle(#[from] crate::bundle::BundleError),
     /// The σ schedule's parameters are unusable.
-    #[error("invalid noise schedule: {0}")]
-    Schedule(String),
+    #[error(transparent)]
+    Schedule(#[from] ScheduleError),
     /// A denoiser model does not have the denoiser interface.
     #[error("{file}: not a denoiser: {problem}")]
     Interface {
@@ -48,145 +46,6 @@ pub enum SampleError {
     /// The caller's arrays do not fit the denoiser or each other.
     #[error("{0}")]
     Shape(String),
-}
-
-/// How the sampler integrates the probability-flow ODE through the noise levels.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Solver {
-    /// EDM's second-order Heun method: 2N − 1 guided evaluations for N steps.
-    #[default]
-    #[serde(rename = "heun")]
-    Heun,
-    /// DPM-Solver++(2M): second-order multistep in log σ, reusing the previous step's
-    /// denoised image; N guided evaluations for N steps.
-    #[serde(rename = "dpmpp-2m")]
-    DpmPp2M,
-}
-
-impl Solver {
-    /// Guided denoiser evaluations per image for `steps` steps.
-    pub fn evaluations(self, steps: usize) -> usize {
-        match self {
-            Solver::Heun => (2 * steps).saturating_sub(1),
-            Solver::DpmPp2M => steps,
-        }
-    }
-}
-
-impl fmt::Display for Solver {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Solver::Heun => "heun",
-            Solver::DpmPp2M => "dpmpp-2m",
-        })
-    }
-}
-
-impl FromStr for Solver {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Solver, String> {
-        match s {
-            "heun" => Ok(Solver::Heun),
-            "dpmpp-2m" => Ok(Solver::DpmPp2M),
-            _ => Err(format!("unknown solver `{s}` (known: heun, dpmpp-2m)")),
-        }
-    }
-}
-
-/// Classifier-free guidance: `D = D_u + w·(D_c − D_u)` at the noise levels σ in
-/// `interval` (`lo < σ ≤ hi`), the conditional model alone (`w = 1`) at the others. Guidance
-/// at high σ takes diversity and at low σ does little; limiting it to the middle keeps most of
-/// its class fidelity (Kynkäänniemi et al. 2024, "Applying guidance in a limited interval
-/// improves sample and distribution quality in diffusion models").
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Guidance {
-    /// The weight w inside the interval.
-    pub weight: f32,
-    /// `[lo, hi]`; `None` guides at every noise level.
-    pub interval: Option<[f64; 2]>,
-}
-
-impl Guidance {
-    /// Guidance with weight `weight` at every noise level.
-    pub fn everywhere(weight: f32) -> Guidance {
-        Guidance { weight, interval: None }
-    }
-
-    /// Why `[lo, hi]` cannot be a guidance interval: both must be finite, `0 ≤ lo < hi`.
-    pub fn interval_problem([lo, hi]: [f64; 2]) -> Option<String> {
-        (!(lo.is_finite() && hi.is_finite() && 0.0 <= lo && lo < hi))
-            .then(|| format!("must be [lo, hi] with 0 ≤ lo < hi, is [{lo}, {hi}]"))
-    }
-
-    /// Parses a guidance interval written `lo,hi` (a command-line argument).
-    pub fn parse_interval(text: &str) -> Result<[f64; 2], String> {
-        let usage = || format!("{text:?} is not a noise-level interval lo,hi (e.g. 0.3,5)");
-        let (lo, hi) = text.split_once(',').ok_or_else(usage)?;
-        let interval =
-            [lo.trim().parse().map_err(|_| usage())?, hi.trim().parse().map_err(|_| usage())?];
-        Guidance::interval_problem(interval)
-            .map_or(Ok(interval), |problem| Err(format!("guidance interval {problem}")))
-    }
-
-    /// The weight at noise level `sigma`.
-    pub fn weight_at(&self, sigma: f32) -> f32 {
-        match self.interval {
-            Some([lo, hi]) if !(f64::from(sigma) > lo && f64::from(sigma) <= hi) => 1.0,
-            _ => self.weight,
-        }
-    }
-}
-
-/// The Karras et al. noise levels for `steps` Heun steps:
-/// `σ_i = (σ_max^{1/ρ} + i/(N−1)·(σ_min^{1/ρ} − σ_max^{1/ρ}))^ρ` for `i < N` (σ_0 = σ_max when
-/// N = 1), followed by `σ_N = 0`; `steps + 1` values in all.
-pub fn karras_sigmas(
-    steps: usize,
-    sigma_min: f64,
-    sigma_max: f64,
-    rho: f64,
-) -> Result<Vec<f64>, SampleError> {
-    if steps == 0 {
-        return Err(SampleError::Schedule("at least one step is needed".into()));
-    }
-    if !(sigma_min > 0.0
-        && sigma_max > sigma_min
-        && sigma_max.is_finite()
-        && rho > 0.0
-        && rho.is_finite())
-    {
-        return Err(SampleError::Schedule(format!(
-            "need 0 < sigma_min < sigma_max and rho > 0 (finite), got sigma_min {sigma_min}, sigma_max {sigma_max}, rho {rho}"
-        )));
-    }
-    let (lo, hi) = (sigma_min.powf(1.0 / rho), sigma_max.powf(1.0 / rho));
-    let last = (steps - 1).max(1) as f64;
-    let mut sigmas: Vec<f64> =
-        (0..steps).map(|i| (hi + i as f64 / last * (lo - hi)).powf(rho)).collect();
-    sigmas.push(0.0);
-    Ok(sigmas)
-}
-
-/// The standard-normal initial noise of sample `sample_id` under `seed`, shape `[C, H, W]`
-/// (row-major). Drawn from ChaCha20 seeded with the 32 bytes
-/// `seed (u64 LE) ‖ sample_id (u64 LE) ‖ 16 zero bytes`, through `rand_distr::StandardNormal`.
-pub fn noise(seed: u64, sample_id: u64, shape: [usize; 3]) -> Array3<f32> {
-    let mut key = [0u8; 32];
-    key[..8].copy_from_slice(&seed.to_le_bytes());
-    key[8..16].copy_from_slice(&sample_id.to_le_bytes());
-    let mut rng = ChaCha20Rng::from_seed(key);
-    Array3::from_shape_simple_fn(shape, || rng.sample(StandardNormal))
-}
-
-/// [`noise`] for several samples, stacked into `[ids.len(), C, H, W]`.
-pub fn noise_batch(seed: u64, sample_ids: &[u64], shape: [usize; 3]) -> Array4<f32> {
-    let [c, h, w] = shape;
-    let mut batch = Array4::zeros((sample_ids.len(), c, h, w));
-    for (mut row, &id) in batch.outer_iter_mut().zip(sample_ids) {
-        row.assign(&noise(seed, id, shape));
-    }
-    batch
 }
 
 /// A denoiser `D(x; σ, c)`: a model (and, optionally, a separate unconditional guide model)
@@ -222,26 +81,6 @@ impl fmt::Debug for Runner {
             }
         }
     }
-}
-
-/// A denoiser that runs the whole sampling loop — model calls, guidance and the solver's
-/// updates — on its device, so that only the final images come back to the host. Its
-/// model's own mask-0 rows are the unconditional guide.
-pub trait DeviceDenoiser {
-    /// The backend's name, for messages.
-    fn backend(&self) -> &'static str;
-
-    /// Samples like [`sample_watched`] (which checked the arguments): row k of `noise`
-    /// conditioned on row k of `condition`; returns the images in model space.
-    fn sample<'a>(
-        &'a mut self,
-        sigmas: &'a [f64],
-        solver: Solver,
-        guidance: Guidance,
-        condition: ArrayView2<'a, f32>,
-        noise: ArrayView4<'a, f32>,
-        on_step: &'a mut dyn FnMut(usize, usize),
-    ) -> Pin<Box<dyn Future<Output = Result<Array4<f32>, String>> + 'a>>;
 }
 
 impl Denoiser {
@@ -464,9 +303,9 @@ pub async fn sample_async(
     on_step: &mut dyn FnMut(usize, usize),
 ) -> Result<Array4<f32>, SampleError> {
     if sigmas.len() < 2 || sigmas.last() != Some(&0.0) {
-        return Err(SampleError::Schedule(
+        return Err(SampleError::Schedule(ScheduleError(
             "a schedule needs at least two noise levels, the last 0".into(),
-        ));
+        )));
     }
     let n = noise.len_of(Axis(0));
     if n != condition.len_of(Axis(0)) {
@@ -517,83 +356,6 @@ pub async fn sample_async(
     Ok(images)
 }
 
-/// What a solver needs from where it runs: guided denoising and linear combinations of
-/// images (on the host: arrays; on a device: its buffers).
-pub(crate) trait Field {
-    /// A batch of images `[n, C, H, W]`.
-    type Images;
-    /// The guided denoiser output `D(x; σ)` of every row.
-    async fn denoise(&mut self, x: &Self::Images, sigma: f32) -> Result<Self::Images, SampleError>;
-    /// `Σ weight·images` over `terms` (one to three).
-    fn combine(&mut self, terms: &[(f32, &Self::Images)]) -> Result<Self::Images, SampleError>;
-    /// Waits until the work of the step so far is done.
-    async fn settle(&mut self) -> Result<(), SampleError>;
-}
-
-/// Runs `solver` on `field` from `noise` (see [`sample`] for the updates).
-pub(crate) async fn solve<F: Field>(
-    field: &mut F,
-    noise: F::Images,
-    sigmas: &[f64],
-    solver: Solver,
-    on_step: &mut dyn FnMut(usize, usize),
-) -> Result<F::Images, SampleError> {
-    let mut x = field.combine(&[(sigmas[0] as f32, &noise)])?;
-    drop(noise);
-    let total = sigmas.len() - 1;
-    // DPM-Solver++(2M)'s memory: the previous step's denoised image and its h.
-    let mut previous: Option<(F::Images, f64)> = None;
-    for (step, pair) in sigmas.windows(2).enumerate() {
-        let (t, t_next) = (pair[0], pair[1]);
-        x = match solver {
-            Solver::Heun => {
-                let (t32, t_next32) = (t as f32, t_next as f32);
-                let h = t_next32 - t32;
-                let d = derivative(field, &x, t32).await?;
-                let euler = field.combine(&[(1.0, &x), (h, &d)])?;
-                if t_next > 0.0 {
-                    let d_next = derivative(field, &euler, t_next32).await?;
-                    field.combine(&[(1.0, &x), (0.5 * h, &d), (0.5 * h, &d_next)])?
-                } else {
-                    euler
-                }
-            }
-            Solver::DpmPp2M => {
-                let denoised = field.denoise(&x, t as f32).await?;
-                let h = (t / t_next).ln();
-                let ratio = (t_next / t) as f32;
-                let next = match &previous {
-                    Some((old, h_last)) if t_next > 0.0 => {
-                        let half_r = 0.5 * h / h_last;
-                        let (a, b) = ((1.0 + half_r) as f32, half_r as f32);
-                        field.combine(&[
-                            (ratio, &x),
-                            ((1.0 - ratio) * a, &denoised),
-                            (-(1.0 - ratio) * b, old),
-                        ])?
-                    }
-                    _ => field.combine(&[(ratio, &x), (1.0 - ratio, &denoised)])?,
-                };
-                previous = Some((denoised, h));
-                next
-            }
-        };
-        field.settle().await?;
-        on_step(step + 1, total);
-    }
-    Ok(x)
-}
-
-/// `(x − D(x; σ))/σ`.
-async fn derivative<F: Field>(
-    field: &mut F,
-    x: &F::Images,
-    sigma: f32,
-) -> Result<F::Images, SampleError> {
-    let denoised = field.denoise(x, sigma).await?;
-    field.combine(&[(1.0 / sigma, x), (-1.0 / sigma, &denoised)])
-}
-
 /// The host's field: model calls through [`Denoiser::denoise`], arithmetic on arrays.
 struct HostField<'a, 'c> {
     denoiser: &'a mut Denoiser,
@@ -603,6 +365,7 @@ struct HostField<'a, 'c> {
 
 impl Field for HostField<'_, '_> {
     type Images = Array4<f32>;
+    type Error = SampleError;
 
     async fn denoise(&mut self, x: &Array4<f32>, sigma: f32) -> Result<Array4<f32>, SampleError> {
         self.denoiser.denoise(x.view(), sigma, self.condition, self.guidance.weight_at(sigma))

@@ -19,7 +19,7 @@ use std::error::Error;
 use ndarray::{ArrayD, ArrayViewD, Dimension};
 
 use crate::bundle::{Dim, ModelSpec, TensorSpec, shape_string};
-use crate::sampler::DeviceDenoiser;
+use crate::solver::DeviceDenoiser;
 
 pub use self::tract::{Tract, flops};
 

@@ -30,6 +30,13 @@ pub const JOBS: RangeInclusive<usize> = 1..=256;
 /// Threads per worker (`--threads`, 0: automatic).
 pub const THREADS: RangeInclusive<usize> = 0..=1024;
 
+/// `None` when `[lo, hi]` is a usable guidance interval (`0 ≤ lo < hi`, both finite), else
+/// what is wrong.
+pub fn interval_problem([lo, hi]: [f64; 2]) -> Option<String> {
+    (!(lo.is_finite() && hi.is_finite() && 0.0 <= lo && lo < hi))
+        .then(|| format!("must be [lo, hi] with 0 ≤ lo < hi, is [{lo}, {hi}]"))
+}
+
 /// `None` when `value` lies in `range`, else what is wrong, naming the bound.
 pub fn count_problem(value: usize, range: &RangeInclusive<usize>) -> Option<String> {
     (!range.contains(&value)).then(|| {

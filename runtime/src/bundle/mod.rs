@@ -14,11 +14,10 @@ mod unique;
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-
-use crate::sampler::{Guidance, Solver};
 
 pub use dir::BundleDir;
 pub use error::BundleError;
@@ -214,6 +213,50 @@ pub fn shape_string(shape: &[Dim]) -> String {
 pub struct EdmSpec {
     /// Standard deviation of the (normalised) training data, σ_data.
     pub sigma_data: f32,
+}
+
+/// How the sampler integrates the probability-flow ODE through the noise levels.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Solver {
+    /// EDM's second-order Heun method: 2N − 1 guided evaluations for N steps.
+    #[default]
+    #[serde(rename = "heun")]
+    Heun,
+    /// DPM-Solver++(2M): second-order multistep in log σ, reusing the previous step's
+    /// denoised image; N guided evaluations for N steps.
+    #[serde(rename = "dpmpp-2m")]
+    DpmPp2M,
+}
+
+impl Solver {
+    /// Guided denoiser evaluations per image for `steps` steps.
+    pub fn evaluations(self, steps: usize) -> usize {
+        match self {
+            Solver::Heun => (2 * steps).saturating_sub(1),
+            Solver::DpmPp2M => steps,
+        }
+    }
+}
+
+impl fmt::Display for Solver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Solver::Heun => "heun",
+            Solver::DpmPp2M => "dpmpp-2m",
+        })
+    }
+}
+
+impl FromStr for Solver {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Solver, String> {
+        match s {
+            "heun" => Ok(Solver::Heun),
+            "dpmpp-2m" => Ok(Solver::DpmPp2M),
+            _ => Err(format!("unknown solver `{s}` (known: heun, dpmpp-2m)")),
+        }
+    }
 }
 
 /// Sampler and selection defaults; every field falls back to its documented default.
@@ -466,7 +509,7 @@ impl Bundle {
             ))
         } else if let Some(p) = limits::weight_problem(s.guidance, &limits::GUIDANCE) {
             Some(("sampler.guidance", p))
-        } else if let Some(problem) = s.guidance_interval.and_then(Guidance::interval_problem) {
+        } else if let Some(problem) = s.guidance_interval.and_then(limits::interval_problem) {
             Some(("sampler.guidance_interval", problem))
         } else if let Some(p) = limits::count_problem(s.candidates_per_image, &limits::CANDIDATES) {
             Some(("sampler.candidates_per_image", p))

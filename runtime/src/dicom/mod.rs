@@ -64,7 +64,7 @@ fn decode_unguarded(bytes: &[u8]) -> Result<(DynamicImage, Option<Identity>), St
         element.to_int::<u32>().map_err(|e| format!("cannot read {name} ({e})"))
     };
     let (columns, rows) = (side(tags::COLUMNS, "Columns")?, side(tags::ROWS, "Rows")?);
-    crate::pixels::check_size(columns, rows)?;
+    crate::files::check_image_size(columns, rows)?;
     check_native_length(&object, columns, rows)?;
     let decoded = object
         .decode_pixel_data_frame(0)

@@ -12,6 +12,7 @@ mod fuzz_corpus;
 mod gate;
 mod generate;
 mod hostile;
+mod imports;
 mod layout;
 mod sampler;
 mod shipped;

@@ -58,8 +58,13 @@ fn karras_schedule_values() {
         assert!((got - want).abs() <= 1e-9 * want.max(1.0), "{got} vs {want}");
     }
     assert_eq!(karras_sigmas(1, 0.002, 80.0, 7.0).unwrap(), vec![80.0, 0.0]);
-    assert!(matches!(karras_sigmas(0, 0.002, 80.0, 7.0), Err(SampleError::Schedule(_))));
-    assert!(matches!(karras_sigmas(18, 1.0, 0.5, 7.0), Err(SampleError::Schedule(_))));
+    assert!(karras_sigmas(0, 0.002, 80.0, 7.0).is_err());
+    assert!(
+        karras_sigmas(18, 1.0, 0.5, 7.0)
+            .unwrap_err()
+            .to_string()
+            .contains("invalid noise schedule")
+    );
 }
 
 #[test]

@@ -33,7 +33,8 @@ use self::plan::Plan;
 use self::sampler::GpuField;
 use super::{Backend, EngineError, Outputs, Session};
 use crate::bundle::ModelSpec;
-use crate::sampler::{DeviceDenoiser, Guidance, Solver, solve};
+use crate::bundle::Solver;
+use crate::solver::{DeviceDenoiser, Guidance, solve};
 
 /// The WebGPU backend on one adapter.
 #[derive(Debug, Clone)]
@@ -175,9 +176,7 @@ impl DeviceDenoiser for WebGpuSession {
             let plan = self.plan(2 * noise.len_of(Axis(0)))?;
             let mut field = GpuField::new(&gpu, plan, condition, guidance, [c, h, w])?;
             let start = field.upload(noise);
-            let images = solve(&mut field, start, sigmas, solver, on_step)
-                .await
-                .map_err(|e| e.to_string())?;
+            let images = solve(&mut field, start, sigmas, solver, on_step).await?;
             field.read(&images).await
         })
     }

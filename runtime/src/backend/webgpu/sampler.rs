@@ -1,4 +1,4 @@
-//! The whole sampling loop on the GPU: the solver of [`crate::sampler`] with its images in GPU
+//! The whole sampling loop on the GPU: the solver of [`crate::solver`] with its images in GPU
 //! buffers. Each guided evaluation copies `x` into both halves of the plan's input (the
 //! conditional and the unconditional rows), fills `sigma`, runs the graph's kernels and mixes
 //! the halves with the guidance weight at that noise level; the solver's updates are [`lincomb`] kernels. Only
@@ -9,7 +9,7 @@ use ndarray::{Array1, Array2, Array4, ArrayView2, ArrayView4, Axis, concatenate}
 use super::gpu::{Gpu, Tensor};
 use super::ops::lincomb;
 use super::plan::Plan;
-use crate::sampler::{Field, Guidance, SampleError};
+use crate::solver::{Field, Guidance};
 
 /// The sampler's field on one plan of the denoiser (for twice the sampled rows).
 pub(crate) struct GpuField<'a> {
@@ -92,24 +92,25 @@ impl<'a> GpuField<'a> {
 
 impl Field for GpuField<'_> {
     type Images = Tensor;
+    type Error = String;
 
-    async fn denoise(&mut self, x: &Tensor, sigma: f32) -> Result<Tensor, SampleError> {
-        self.guided(x, sigma).map_err(SampleError::Shape)
+    async fn denoise(&mut self, x: &Tensor, sigma: f32) -> Result<Tensor, String> {
+        self.guided(x, sigma)
     }
 
-    fn combine(&mut self, terms: &[(f32, &Tensor)]) -> Result<Tensor, SampleError> {
+    fn combine(&mut self, terms: &[(f32, &Tensor)]) -> Result<Tensor, String> {
         let out = self.output();
         let terms: Vec<(f32, &Tensor, usize)> = terms.iter().map(|&(w, x)| (w, x, 0)).collect();
-        let dispatch = lincomb(self.gpu, &terms, 0.0, &out).map_err(SampleError::Shape)?;
-        Gpu::record(self.encoder().map_err(SampleError::Shape)?, &[dispatch]);
+        let dispatch = lincomb(self.gpu, &terms, 0.0, &out)?;
+        Gpu::record(self.encoder()?, &[dispatch]);
         Ok(out)
     }
 
-    async fn settle(&mut self) -> Result<(), SampleError> {
+    async fn settle(&mut self) -> Result<(), String> {
         let encoder = self
             .encoder
             .replace(self.gpu.encoder())
-            .ok_or_else(|| SampleError::Shape("the GPU work was already submitted".into()))?;
-        self.gpu.settle(encoder).await.map_err(SampleError::Shape)
+            .ok_or_else(|| "the GPU work was already submitted".to_string())?;
+        self.gpu.settle(encoder).await
     }
 }
