@@ -222,6 +222,7 @@ impl Dirs {
         }
         check_claimable(&self.release, RELEASE_MARKER, "the release directory")?;
         check_claimable(&self.audit, AUDIT_MARKER, "the audit directory")?;
+        self.check_own_folders()?;
         for dir in [&self.release, &self.audit.join("records"), &self.audit.join("staged")] {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("cannot create {}", dir.display()))?;
@@ -266,6 +267,28 @@ impl Dirs {
                 source,
                 "a run drawn from another reference set",
             )?;
+        }
+        Ok(())
+    }
+
+    /// Fails when a folder this tool writes or removes files in (`images/`, `staged/`,
+    /// `records/`, `shards/`) is a symbolic link or not a directory: files are removed there,
+    /// and never through a link into someone else's folder.
+    fn check_own_folders(&self) -> anyhow::Result<()> {
+        for dir in [
+            self.release.join("images"),
+            self.audit.join("staged"),
+            self.audit.join("records"),
+            self.audit.join("shards"),
+        ] {
+            if let Ok(metadata) = std::fs::symlink_metadata(&dir)
+                && !metadata.is_dir()
+            {
+                bail!(
+                    "{} is a symbolic link or not a directory: this tool writes and removes files there only in a folder of its own (nothing was written)",
+                    dir.display()
+                );
+            }
         }
         Ok(())
     }
@@ -368,6 +391,7 @@ impl Dirs {
     /// the staged copies. Returns the report.
     pub fn finish(&self, run: &RunInfo, sources: usize) -> anyhow::Result<Value> {
         self.check_marked()?;
+        self.check_own_folders()?;
         let records = self.complete_records()?;
         let missing = (0..sources).filter(|r| !records.contains_key(r)).count();
         if missing > 0 {

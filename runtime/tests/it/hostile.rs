@@ -83,6 +83,11 @@ fn an_output_directory_is_new_empty_or_the_same_run_and_never_the_reference_set(
     f.generate("empty", &flags);
     // The release and audit directories of a run are not interchangeable.
     refused(&f, "empty-audit", &flags, "is an audit directory");
+    // A release whose images/ became a link to a user's folder: nothing there is removed.
+    std::fs::rename(f.root.join("empty/images"), f.root.join("moved")).unwrap();
+    std::os::unix::fs::symlink(f.root.join("mine/images"), f.root.join("empty/images")).unwrap();
+    refused(&f, "empty", &flags, "is a symbolic link or not a directory");
+    assert!(f.root.join("mine/images/holiday.png").exists());
 }
 
 #[test]
