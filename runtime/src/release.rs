@@ -7,12 +7,11 @@
 //! the reference's, and the best (optionally the two best) are released with the reference's
 //! labels. A reference whose every candidate of every round was rejected releases nothing.
 
-use ndarray::{Array2, Array3, ArrayView2, ArrayView3, ArrayView4, Axis};
+use ndarray::{Array3, ArrayView2, ArrayView3, Axis};
 use serde::{Deserialize, Serialize};
 
-use crate::backend::{Backend, Model};
-use crate::bundle::{BundleDir, BundleError, Normalization, Role};
-use crate::gate::{self, GateError, ReferenceSet, Reid, Verdict};
+use crate::gate::{self, GateError, Verdict};
+pub use crate::gate::{Gate, Indexing, References};
 use crate::generate::{Generator, SampleId};
 use crate::sampler::SampleError;
 
@@ -22,232 +21,9 @@ pub enum ReleaseError {
     /// Generation failed.
     #[error(transparent)]
     Sample(#[from] SampleError),
-    /// A gate model failed.
+    /// The gate could not be loaded, or could not judge.
     #[error(transparent)]
     Gate(#[from] GateError),
-    /// The bundle lacks what the gate needs.
-    #[error(transparent)]
-    Bundle(#[from] BundleError),
-    /// The bundle has no re-identification decision rule.
-    #[error(
-        "the bundle {0} has no re-identification model (models reid_embed, reid_head and a `reid` section): nothing can be released"
-    )]
-    NoReid(String),
-}
-
-/// The models of the gate: the re-identification halves with their threshold and the
-/// classifier that ranks the survivors.
-#[derive(Debug)]
-pub struct Gate {
-    reid: Reid,
-    classifier: Model,
-    normalization: Normalization,
-    multi_label: bool,
-    neighbours: usize,
-}
-
-/// The reference set as the gate sees it: every reference's re-identification embedding
-/// (searched exhaustively) and class probabilities.
-#[derive(Clone, Debug)]
-pub struct References {
-    set: ReferenceSet,
-    probabilities: Array2<f32>,
-}
-
-impl References {
-    /// Number of reference images.
-    pub fn len(&self) -> usize {
-        self.set.len()
-    }
-
-    /// Whether there are none.
-    pub fn is_empty(&self) -> bool {
-        self.set.is_empty()
-    }
-
-    /// These references, knowing who each shows (one identity, or none, per reference): a
-    /// candidate must not re-identify any image of its source's person.
-    pub fn with_identities(
-        mut self,
-        identities: &[Option<crate::identity::Identity>],
-    ) -> References {
-        self.set = self.set.with_identities(identities);
-        self
-    }
-
-    /// The re-identification embedding of reference `i`.
-    pub fn embedding(&self, i: usize) -> ndarray::ArrayView1<'_, f32> {
-        self.set.embedding(i)
-    }
-
-    /// Every reference's class probabilities (`[n, labels]`).
-    pub fn probabilities(&self) -> ArrayView2<'_, f32> {
-        self.probabilities.view()
-    }
-}
-
-impl Gate {
-    /// Loads the gate of the bundle (`reid_embed`, `reid_head`, `classifier` and the `reid`
-    /// section) on `backend`; fails when any is missing.
-    pub fn load(loaded: &BundleDir, backend: &dyn Backend) -> Result<Gate, ReleaseError> {
-        let bundle = &loaded.bundle;
-        let rule = bundle.reid.as_ref().ok_or_else(|| ReleaseError::NoReid(bundle.name.clone()))?;
-        let load = |role: Role| -> Result<Model, ReleaseError> {
-            Ok(Model::load(backend, bundle.model(role)?, loaded.onnx(role)?)
-                .map_err(GateError::from)?)
-        };
-        let reid = Reid::new(
-            load(Role::ReidEmbed)?,
-            load(Role::ReidHead)?,
-            rule.threshold,
-            rule.neighbour_threshold(),
-        )?;
-        Ok(Gate {
-            reid,
-            classifier: load(Role::Classifier)?,
-            normalization: bundle.image.normalization.clone(),
-            multi_label: bundle.labels.multi_label,
-            neighbours: rule.neighbours,
-        })
-    }
-
-    /// The re-identification threshold against a candidate's source (a probability).
-    pub fn threshold(&self) -> f32 {
-        self.reid.threshold()
-    }
-
-    /// The re-identification threshold against other references (a probability).
-    pub fn neighbour_threshold(&self) -> f32 {
-        self.reid.neighbour_threshold()
-    }
-
-    /// Nearest references compared besides the source.
-    pub fn neighbours(&self) -> usize {
-        self.neighbours
-    }
-
-    /// Embeds and classifies every reference image (`[n, C, H, W]` pixels): an [`Indexing`]
-    /// fed all of them at once.
-    pub fn index(&mut self, pixels: ArrayView4<u8>) -> Result<References, ReleaseError> {
-        let mut indexing = Indexing::default();
-        indexing.add(self, pixels)?;
-        indexing.finish(self)
-    }
-
-    /// Class probabilities of 8-bit images.
-    fn classify(&mut self, pixels: ArrayView4<u8>) -> Result<Array2<f32>, ReleaseError> {
-        let mut rows = Vec::new();
-        for chunk in pixels.axis_chunks_iter(Axis(0), gate::EMBED_BATCH) {
-            let x = chunk.mapv(|p| self.normalization.normalize(p));
-            let logits =
-                gate::output2(&mut self.classifier, &[("image", x.view().into_dyn())], "logits")?;
-            rows.push(gate::probabilities(logits.view(), self.multi_label));
-        }
-        let views: Vec<_> = rows.iter().map(|r| r.view()).collect();
-        Ok(ndarray::concatenate(Axis(0), &views).unwrap_or_else(|_| Array2::zeros((0, 0))))
-    }
-
-    /// Verdicts on 8-bit candidates, each against its source reference and the nearest
-    /// references, and their class probabilities.
-    pub fn judge(
-        &mut self,
-        references: &References,
-        pixels: ArrayView4<u8>,
-        sources: &[usize],
-    ) -> Result<(Vec<Verdict>, Array2<f32>), ReleaseError> {
-        let embeddings = self.reid.embed_pixels(pixels, &self.normalization)?;
-        let sources: Vec<Option<usize>> = sources.iter().map(|&s| Some(s)).collect();
-        let verdicts = gate::check(
-            &mut self.reid,
-            &references.set,
-            embeddings.view(),
-            &sources,
-            self.neighbours,
-        )?;
-        Ok((verdicts, self.classify(pixels)?))
-    }
-}
-
-/// [`References`] built a chunk of reference images at a time, for sets larger than memory:
-/// only each reference's embedding and class probabilities are kept. The references are
-/// classified here, once, rather than per batch of sources, and always in blocks of
-/// [`gate::EMBED_BATCH`] whatever the chunks handed in: the size of a model call changes the
-/// last float bits, so this keeps the index, and the selection (mean BCE to the source's
-/// probabilities), independent of `--batch` and of how the set is read.
-#[derive(Debug, Default)]
-pub struct Indexing {
-    /// Embeddings so far, row-major.
-    embeddings: Vec<f32>,
-    /// Class probabilities so far, row-major.
-    probabilities: Vec<f32>,
-    /// Width of an embedding and of a probability row (0 before the first block).
-    widths: (usize, usize),
-    /// Pixels of fewer than [`gate::EMBED_BATCH`] images waiting for the rest of their block.
-    pending: Vec<u8>,
-    /// Shape `[C, H, W]` of every image.
-    shape: [usize; 3],
-}
-
-impl Indexing {
-    /// Adds the next reference images (`[n, C, H, W]`, in reference-set order).
-    pub fn add(&mut self, gate: &mut Gate, pixels: ArrayView4<u8>) -> Result<(), ReleaseError> {
-        let (_, c, h, w) = pixels.dim();
-        self.shape = [c, h, w];
-        let mut rest = pixels;
-        while !rest.is_empty() {
-            let waiting = self.pending.len() / (c * h * w).max(1);
-            let take = (gate::EMBED_BATCH - waiting).min(rest.len_of(Axis(0)));
-            let (head, tail) = rest.split_at(Axis(0), take);
-            rest = tail;
-            if waiting == 0 && take == gate::EMBED_BATCH {
-                self.embed(gate, head)?;
-            } else {
-                self.pending.extend(head.iter());
-                if waiting + take == gate::EMBED_BATCH {
-                    self.flush(gate)?;
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// The index of every reference added.
-    pub fn finish(mut self, gate: &mut Gate) -> Result<References, ReleaseError> {
-        self.flush(gate)?;
-        let (e, l) = self.widths;
-        let rows = self.embeddings.len().checked_div(e).unwrap_or(0);
-        let shaped = |data: Vec<f32>, width: usize| {
-            Array2::from_shape_vec((rows, width), data).expect("whole rows")
-        };
-        Ok(References {
-            set: ReferenceSet::new(shaped(self.embeddings, e)),
-            probabilities: shaped(self.probabilities, l),
-        })
-    }
-
-    /// Embeds and classifies the pending images.
-    fn flush(&mut self, gate: &mut Gate) -> Result<(), ReleaseError> {
-        let [c, h, w] = self.shape;
-        let pending = std::mem::take(&mut self.pending);
-        let n = pending.len() / (c * h * w).max(1);
-        if n > 0 {
-            self.embed(
-                gate,
-                ArrayView4::from_shape((n, c, h, w), &pending).expect("whole images"),
-            )?;
-        }
-        Ok(())
-    }
-
-    /// Embeds and classifies one block of at most [`gate::EMBED_BATCH`] images.
-    fn embed(&mut self, gate: &mut Gate, block: ArrayView4<u8>) -> Result<(), ReleaseError> {
-        let embeddings = gate.reid.embed_pixels(block, &gate.normalization)?;
-        let probabilities = gate.classify(block)?;
-        self.widths = (embeddings.ncols(), probabilities.ncols());
-        self.embeddings.extend(embeddings.iter());
-        self.probabilities.extend(probabilities.iter());
-        Ok(())
-    }
 }
 
 /// The gate's scores of a released image.
@@ -370,7 +146,7 @@ pub async fn release_async(
         for (slot, &k) in pending.iter().enumerate() {
             let span = slot * n..(slot + 1) * n;
             let verdicts = &verdicts[span.clone()];
-            let own = index.probabilities.row(references[k]).to_vec();
+            let own = index.probabilities().row(references[k]).to_vec();
             let ranked =
                 gate::rank(&own, probabilities.slice(ndarray::s![span.clone(), ..]), verdicts);
             let (outcome, images) = &mut results[k];

@@ -7,13 +7,12 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
-use ndarray::{Array4, Axis};
+use ndarray::Array4;
 use serde_json::json;
-use unpersonal_runtime::backend::Model;
+use unpersonal_runtime::bundle::BundleDir;
 use unpersonal_runtime::bundle::limits::{self, count_problem};
-use unpersonal_runtime::bundle::{BundleDir, Role};
 use unpersonal_runtime::data::load_image_sized;
-use unpersonal_runtime::gate::{ReferenceSet, Reid, check};
+use unpersonal_runtime::gate::Screen;
 use unpersonal_runtime::near_copy::{self, NearCopies};
 
 use super::{BackendArgs, Output, reference};
@@ -61,16 +60,12 @@ pub fn run(args: &Args, out: &Output) -> anyhow::Result<()> {
                 )
             },
         )?;
-    let backend = args.backend.single_backend()?;
-    let load = |role: Role| -> anyhow::Result<Model> {
-        Ok(Model::load(backend.as_ref(), bundle.model(role)?, loaded.onnx(role)?)?)
-    };
-    let threshold = if args.strict { rule.threshold } else { rule.neighbour_threshold() };
     if let Some(problem) = count_problem(neighbours, &limits::NEIGHBOURS) {
         bail!("--neighbours {problem}");
     }
-    let mut reid = Reid::new(load(Role::ReidEmbed)?, load(Role::ReidHead)?, threshold, threshold)?;
-    let norm = &bundle.image.normalization;
+    let backend = args.backend.single_backend()?;
+    let mut screen = Screen::load(&loaded, backend.as_ref(), args.strict, Some(neighbours))?;
+    let threshold = screen.threshold();
     let [c, h, w] = [bundle.image.channels, bundle.image.height, bundle.image.width];
 
     let mut pixels = Array4::<u8>::zeros((args.images.len(), c, h, w));
@@ -83,28 +78,15 @@ pub fn run(args: &Args, out: &Output) -> anyhow::Result<()> {
     let (name, count) = (references.name(), references.len());
     let started = Instant::now();
     let mut copies = NearCopies::new(pixels.view());
-    let refs = {
-        let mut parts = Vec::new();
-        references.scan(&loaded, |chunk| {
-            copies.add(chunk);
-            parts.push(reid.embed_pixels(chunk, norm)?);
-            Ok(())
-        })?;
-        let views: Vec<_> = parts.iter().map(|e| e.view()).collect();
-        ReferenceSet::new(ndarray::concatenate(Axis(0), &views)?)
-    };
+    references.scan(&loaded, |chunk| {
+        copies.add(chunk);
+        Ok(screen.add_references(chunk)?)
+    })?;
     let copies = copies.finish();
     let indexed = started.elapsed().as_secs_f64();
 
     let started = Instant::now();
-    let image_embeddings = reid.embed_pixels(pixels.view(), norm)?;
-    let mut verdicts = check(
-        &mut reid,
-        &refs,
-        image_embeddings.view(),
-        &vec![None; args.images.len()],
-        neighbours,
-    )?;
+    let mut verdicts = screen.check(pixels.view())?;
     for (verdict, copy) in verdicts.iter_mut().zip(&copies) {
         verdict.passed &= !copy.is_some_and(|m| m.is_near_copy());
     }

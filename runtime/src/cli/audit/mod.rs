@@ -18,7 +18,7 @@ use unpersonal_runtime::audit::{self, Pca, SinglingOutConfig, wilson};
 use unpersonal_runtime::backend::Model;
 use unpersonal_runtime::bundle::{BundleDir, Normalization, Role};
 use unpersonal_runtime::data::{Dataset, Split};
-use unpersonal_runtime::gate::{ReferenceSet, Reid, check};
+use unpersonal_runtime::gate::Screen;
 
 use super::outdir::{self, Record};
 use super::{BackendArgs, Output, reference};
@@ -247,7 +247,7 @@ pub fn run(args: &Args, out: &Output) -> anyhow::Result<()> {
     let loaded = BundleDir::load(&args.bundle)
         .with_context(|| format!("cannot use the bundle in {}", args.bundle.display()))?;
     let bundle = &loaded.bundle;
-    let rule = bundle.reid.as_ref().with_context(|| {
+    bundle.reid.as_ref().with_context(|| {
         format!(
             "the bundle {} has no re-identification model: the audit cannot link images to people",
             args.bundle.display()
@@ -318,29 +318,21 @@ pub fn run(args: &Args, out: &Output) -> anyhow::Result<()> {
     });
 
     progress("re-identification against every training image");
-    let mut reid = Reid::new(
-        load(Role::ReidEmbed)?,
-        load(Role::ReidHead)?,
-        rule.threshold,
-        rule.neighbour_threshold(),
-    )?;
-    let embed = |data: &Dataset, reid: &mut Reid| -> anyhow::Result<Array2<f32>> {
-        Ok(reid.embed_pixels(data.batch(&(0..data.len()).collect::<Vec<_>>()).view(), norm)?)
+    let mut screen = Screen::load(&loaded, backend.as_ref(), false, None)?;
+    let embed = |data: &Dataset, screen: &mut Screen| -> anyhow::Result<Array2<f32>> {
+        Ok(screen.embed(data.batch(&(0..data.len()).collect::<Vec<_>>()).view())?)
     };
-    let e_train = embed(&train, &mut reid)?;
-    let e_release = embed(&release, &mut reid)?;
-    let e_holdout = embed(&holdout, &mut reid)?;
-    let references = ReferenceSet::new(e_train.clone());
-    let linked = |e: &Array2<f32>, reid: &mut Reid| -> anyhow::Result<usize> {
-        Ok(check(reid, &references, e.view(), &vec![None; e.nrows()], rule.neighbours)?
-            .iter()
-            .filter(|v| !v.passed)
-            .count())
+    let e_train = embed(&train, &mut screen)?;
+    let e_release = embed(&release, &mut screen)?;
+    let e_holdout = embed(&holdout, &mut screen)?;
+    screen.add_reference_embeddings(e_train.view());
+    let linked = |e: &Array2<f32>, screen: &mut Screen| -> anyhow::Result<usize> {
+        Ok(screen.check_embeddings(e.view())?.iter().filter(|v| !v.passed).count())
     };
     let reidentification = json!({
-        "rule": format!("same-person probability ≥ {} against any of the {} nearest training images by re-id embedding", rule.neighbour_threshold(), rule.neighbours),
-        "release": share(linked(&e_release, &mut reid)?, release.len()),
-        "holdout": share(linked(&e_holdout, &mut reid)?, holdout.len()),
+        "rule": format!("same-person probability ≥ {} against any of the {} nearest training images by re-id embedding", screen.threshold(), screen.neighbours()),
+        "release": share(linked(&e_release, &mut screen)?, release.len()),
+        "holdout": share(linked(&e_holdout, &mut screen)?, holdout.len()),
     });
 
     progress("distance to closest record and memorisation (Carlini et al.)");
