@@ -26,6 +26,9 @@ pub enum ReleaseError {
     Gate(#[from] GateError),
 }
 
+/// Each reference's outcome with the pixels of its released images (`[C, H, W]` each).
+pub type Released = Vec<(Outcome, Vec<Array3<u8>>)>;
+
 /// The gate's scores of a released image.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Scores {
@@ -91,7 +94,7 @@ pub fn release(
     references: &[usize],
     conditions: ArrayView2<f32>,
     keep: usize,
-) -> Result<Vec<(Outcome, Vec<Array3<u8>>)>, ReleaseError> {
+) -> Result<Released, ReleaseError> {
     release_watched(generator, gate, index, references, conditions, keep, &mut ())
 }
 
@@ -104,7 +107,7 @@ pub fn release_watched(
     conditions: ArrayView2<f32>,
     keep: usize,
     watch: &mut dyn Watch,
-) -> Result<Vec<(Outcome, Vec<Array3<u8>>)>, ReleaseError> {
+) -> Result<Released, ReleaseError> {
     pollster::block_on(release_async(generator, gate, index, references, conditions, keep, watch))
 }
 
@@ -117,7 +120,7 @@ pub async fn release_async(
     conditions: ArrayView2<'_, f32>,
     keep: usize,
     watch: &mut dyn Watch,
-) -> Result<Vec<(Outcome, Vec<Array3<u8>>)>, ReleaseError> {
+) -> Result<Released, ReleaseError> {
     let settings = generator.settings().clone();
     let n = settings.candidates;
     let mut results: Vec<(Outcome, Vec<Array3<u8>>)> = references
@@ -189,7 +192,7 @@ pub fn draw_unfiltered(
     generator: &mut Generator,
     references: &[usize],
     conditions: ArrayView2<f32>,
-) -> Result<Vec<(Outcome, Vec<Array3<u8>>)>, ReleaseError> {
+) -> Result<Released, ReleaseError> {
     let settings = generator.settings().clone();
     let ids: Vec<SampleId> =
         references.iter().flat_map(|&r| settings.round_samples(r, 0)).collect();

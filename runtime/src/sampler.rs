@@ -63,6 +63,10 @@ pub struct Denoiser {
 }
 
 /// Where a [`Denoiser`]'s sampling loop runs.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "one Runner per denoiser, made once; its size costs nothing"
+)]
 enum Runner {
     /// Model calls from the host, the solver on the host.
     Host { model: Model, guide: Option<Model> },

@@ -517,10 +517,8 @@ impl Bundle {
             limits::weight_problem(s.guidance_decrement, &limits::GUIDANCE_DECREMENT)
         {
             Some(("sampler.guidance_decrement", p))
-        } else if let Some(p) = limits::count_problem(s.max_rounds, &limits::ROUNDS) {
-            Some(("sampler.max_rounds", p))
         } else {
-            None
+            limits::count_problem(s.max_rounds, &limits::ROUNDS).map(|p| ("sampler.max_rounds", p))
         };
         match problem {
             Some((field, problem)) => {

@@ -73,8 +73,7 @@ impl Gate {
         let bundle = &loaded.bundle;
         let rule = bundle.reid.as_ref().ok_or_else(|| GateError::NoReid(bundle.name.clone()))?;
         let load = |role: Role| -> Result<Model, GateError> {
-            Ok(Model::load(backend, bundle.model(role)?, loaded.onnx(role)?)
-                .map_err(GateError::from)?)
+            Model::load(backend, bundle.model(role)?, loaded.onnx(role)?).map_err(GateError::from)
         };
         let reid = Reid::new(
             load(Role::ReidEmbed)?,

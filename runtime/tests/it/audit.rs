@@ -76,6 +76,25 @@ fn audit(release: &Path, holdout: &str, test: &str, out: &Path, extra: &[&str]) 
     (written, std::fs::read_to_string(out.join("audit.html")).unwrap())
 }
 
+/// A gated release of the shipped bundle for its first `sources` references, in `dir/release`.
+fn generate(dir: &Path, sources: &str, steps: &str, candidates: &str) -> PathBuf {
+    let release = dir.join("release");
+    let generated = unpersonal(&[
+        "generate",
+        "--out",
+        release.to_str().unwrap(),
+        "--sources",
+        sources,
+        "--steps",
+        steps,
+        "--candidates",
+        candidates,
+        "--quiet",
+    ]);
+    assert!(generated.status.success(), "{}", String::from_utf8_lossy(&generated.stderr));
+    release
+}
+
 fn share(v: &Value) -> f64 {
     v["share"].as_f64().unwrap()
 }
@@ -85,20 +104,7 @@ fn audit_measures_a_gated_release_against_its_sources_and_the_holdout() {
     let tmp = tempfile::tempdir().unwrap();
     let holdout = test_images(&tmp.path().join("holdout"), 0..40);
     let test = test_images(&tmp.path().join("test"), 40..100);
-    let release = tmp.path().join("release");
-    let generated = unpersonal(&[
-        "generate",
-        "--out",
-        release.to_str().unwrap(),
-        "--sources",
-        "10",
-        "--steps",
-        "6",
-        "--candidates",
-        "2",
-        "--quiet",
-    ]);
-    assert!(generated.status.success(), "{}", String::from_utf8_lossy(&generated.stderr));
+    let release = generate(tmp.path(), "10", "6", "2");
     let released = std::fs::read_to_string(release.join("filelist.txt")).unwrap().lines().count();
     assert!(released > 0);
 
@@ -182,20 +188,7 @@ fn audit_flags_a_release_of_copied_training_images() {
 #[test]
 fn a_holdout_inside_the_training_set_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
-    let release = tmp.path().join("release");
-    let generated = unpersonal(&[
-        "generate",
-        "--out",
-        release.to_str().unwrap(),
-        "--sources",
-        "2",
-        "--steps",
-        "2",
-        "--candidates",
-        "1",
-        "--quiet",
-    ]);
-    assert!(generated.status.success(), "{}", String::from_utf8_lossy(&generated.stderr));
+    let release = generate(tmp.path(), "2", "2", "1");
     let reference = workspace().join("models/fashion-mnist/reference/filelist.txt");
     let reference = reference.to_str().unwrap();
     let result = unpersonal(&[

@@ -320,7 +320,8 @@ fn check_says_what_it_guarantees_and_fails_every_near_copy() {
     let source = image::open(bundle.join("reference/images/train-00002.png")).unwrap().to_luma8();
     let (w, h) = source.dimensions();
     let noise = |x: u32, y: u32| ((x * 7 + y * 13) % 7) as i32 - 3;
-    let variants: [(&str, &dyn Fn(u32, u32) -> u8); 7] = [
+    type Edit<'a> = &'a dyn Fn(u32, u32) -> u8;
+    let variants: [(&str, Edit); 7] = [
         ("inverted-pixel", &|x, y| {
             let p = source.get_pixel(x, y)[0];
             if (x, y) == (14, 14) { 255 - p } else { p }

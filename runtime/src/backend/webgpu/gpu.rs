@@ -103,7 +103,7 @@ impl Gpu {
 
     /// Largest storage buffer a kernel may bind.
     pub fn max_binding(&self) -> u64 {
-        u64::from(self.device.limits().max_storage_buffer_binding_size)
+        self.device.limits().max_storage_buffer_binding_size
     }
 
     /// The compute pipeline of the WGSL `source` (entry point `main`), compiled on first use.

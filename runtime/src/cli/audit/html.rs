@@ -313,9 +313,9 @@ pub fn render(
             num(&row["distance"])
         );
     }
-    let _ = write!(
+    let _ = writeln!(
         page,
-        "<h2>Every number</h2><details><summary>audit.json</summary><pre>{}</pre></details></body></html>\n",
+        "<h2>Every number</h2><details><summary>audit.json</summary><pre>{}</pre></details></body></html>",
         escape(&serde_json::to_string_pretty(report)?)
     );
     Ok(page)

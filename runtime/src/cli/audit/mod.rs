@@ -406,9 +406,7 @@ pub fn run(args: &Args, out: &Output) -> anyhow::Result<()> {
         utility::Recipe { trainer, steps, batch, seed: args.seed, threads: args.trainer_threads };
     let utility = utility::compare(
         recipe,
-        &args.release.join("filelist.txt"),
-        &real,
-        &test,
+        utility::Sets { release: &args.release.join("filelist.txt"), real: &real, test: &test },
         work.path(),
         backend.as_ref(),
         norm,

@@ -156,12 +156,20 @@ fn correct(logits: ArrayView2<f32>, test: &Dataset) -> Vec<bool> {
         .collect()
 }
 
+/// The three sets the utility comparison trains and tests on.
+pub struct Sets<'a> {
+    /// The release's filelist.
+    pub release: &'a Path,
+    /// The real images the release stands for.
+    pub real: &'a Dataset,
+    /// The real test set.
+    pub test: &'a Dataset,
+}
+
 /// Trains both classifiers in `work` (a scratch directory) and compares them on `test`.
 pub fn compare(
     recipe: Recipe,
-    release: &Path,
-    real: &Dataset,
-    test: &Dataset,
+    Sets { release, real, test }: Sets,
     work: &Path,
     backend: &dyn Backend,
     normalization: &Normalization,

@@ -65,7 +65,7 @@ impl Op for Reshape {
         }
         let known: usize = shape.iter().product();
         if let Some(k) = infer {
-            if known == 0 || total % known != 0 {
+            if known == 0 || !total.is_multiple_of(known) {
                 return Err(format!("cannot reshape {input:?} to {target:?}"));
             }
             shape[k] = total / known;
