@@ -105,6 +105,16 @@ fn picked_references_give_a_gated_zip() {
         names.contains(&"filelist.txt".to_string()) && names.contains(&"report.json".to_string())
     );
     assert_eq!(names.len(), released + 2, "only images, filelist and report: {names:?}");
+    // The zip's order and times say nothing of the reference order: entries by name, one time.
+    let images: Vec<&String> = names.iter().filter(|n| n.starts_with("images/")).collect();
+    assert!(
+        images.windows(2).all(|pair| pair[0] < pair[1]),
+        "entries not in name order: {names:?}"
+    );
+    for i in 0..archive.len() {
+        let entry = archive.by_index(i).unwrap();
+        assert_eq!(entry.last_modified(), Some(zip::DateTime::default()), "{}", entry.name());
+    }
     let mut text = String::new();
     archive.by_name("filelist.txt").unwrap().read_to_string(&mut text).unwrap();
     assert_eq!(text.lines().count(), released);
