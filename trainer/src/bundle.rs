@@ -1,97 +1,110 @@
-//! Writing exported models into a model bundle directory (`bundle.json` + ONNX files).
+//! Writing exported models into a model bundle directory (`bundle.json` + ONNX files), through
+//! the runtime's own typed schema ([`unpersonal_runtime::bundle::Bundle`]): what the trainer
+//! writes is what the runtime reads, field for field.
 //!
 //! The trainer adds or replaces one model entry (by role) and keeps the rest of an existing
 //! `bundle.json`. The schema is documented in `docs/bundle.md`.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::Context;
-use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
+use serde_json::Value;
+use unpersonal_runtime::bundle::{
+    self as schema, Bundle, Dim, EdmSpec, ImageSpec, LabelSpec, ModelSpec, ReidSpec, Role,
+    SCHEMA_VERSION, SamplerSpec, TensorSpec,
+};
 
 use crate::checkpoint::write_atomically;
 use crate::data::{Dataset, Normalization};
 
-/// Version of the `bundle.json` schema this trainer writes.
-pub const SCHEMA_VERSION: u32 = 1;
+pub use unpersonal_runtime::bundle::sha256_hex;
 
-/// A named tensor of a model's interface; `"batch"` marks the symbolic batch axis.
-pub fn tensor_spec(name: &str, dims: &[usize]) -> Value {
-    let shape: Vec<Value> =
-        std::iter::once(json!("batch")).chain(dims.iter().map(|&d| json!(d))).collect();
-    json!({ "name": name, "shape": shape })
+/// A named tensor of a model's interface, with the symbolic batch axis first.
+pub fn tensor_spec(name: &str, dims: &[usize]) -> TensorSpec {
+    TensorSpec {
+        name: name.to_string(),
+        shape: std::iter::once(Dim::Batch).chain(dims.iter().map(|&d| Dim::Fixed(d))).collect(),
+    }
 }
 
 /// One model of the bundle.
 pub struct Entry<'a> {
-    /// Role (`classifier`, `features`, `denoiser`, …).
-    pub role: &'a str,
+    /// Its role.
+    pub role: Role,
     /// File name inside the bundle directory.
     pub file: &'a str,
     /// ONNX bytes.
     pub onnx: &'a [u8],
     /// Inputs, from [`tensor_spec`].
-    pub inputs: Vec<Value>,
+    pub inputs: Vec<TensorSpec>,
     /// Outputs, from [`tensor_spec`].
-    pub outputs: Vec<Value>,
+    pub outputs: Vec<TensorSpec>,
     /// Architecture and training facts.
     pub provenance: Value,
 }
 
+/// The sections of `bundle.json` a trainer command sets besides its models (each replaces
+/// the one there when present).
+#[derive(Default)]
+pub struct Sections {
+    /// The EDM constants of a denoiser.
+    pub edm: Option<EdmSpec>,
+    /// The re-identification decision rule.
+    pub reid: Option<ReidSpec>,
+}
+
 /// Writes the entries' ONNX files and records them in `dir/bundle.json` (replacing entries
-/// of the same roles and top-level fields named in the object `sections`), all atomically.
+/// of the same roles, and the sections given), all atomically. An existing `bundle.json` is
+/// read with the runtime's parser, so a bundle the runtime would refuse is not extended.
 pub fn write(
     dir: &Path,
     data: &Dataset,
     norm: Normalization,
     entries: Vec<Entry>,
-    sections: Value,
+    sections: Sections,
 ) -> anyhow::Result<()> {
     for entry in &entries {
         write_atomically(&dir.join(entry.file), entry.onnx)?;
     }
-    let path = dir.join("bundle.json");
-    let mut bundle: Value = match std::fs::read(&path) {
-        Ok(bytes) => serde_json::from_slice(&bytes)
-            .with_context(|| format!("{} is not valid JSON", path.display()))?,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => json!({}),
+    let path = dir.join(schema::BUNDLE_JSON);
+    let mut bundle = match std::fs::read(&path) {
+        Ok(bytes) => {
+            let text = String::from_utf8(bytes)
+                .with_context(|| format!("{} is not UTF-8 text", path.display()))?;
+            Bundle::from_json_at(&text, &path.display().to_string())?
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Bundle {
+            schema_version: SCHEMA_VERSION,
+            name: dir.file_name().and_then(|n| n.to_str()).unwrap_or("bundle").to_string(),
+            image: image_spec(data, norm),
+            labels: label_spec(data),
+            models: BTreeMap::new(),
+            edm: None,
+            sampler: SamplerSpec::default(),
+            reid: None,
+        },
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
     };
-    let root = bundle
-        .as_object_mut()
-        .with_context(|| format!("{} is not a JSON object", path.display()))?;
-    root.insert("schema_version".into(), json!(SCHEMA_VERSION));
-    root.entry("name")
-        .or_insert(json!(dir.file_name().and_then(|n| n.to_str()).unwrap_or("bundle")));
-    root.insert(
-        "image".into(),
-        json!({
-            "channels": data.channels, "height": data.height, "width": data.width,
-            "normalization": { "mean": norm.mean, "std": norm.std,
-                               "formula": "x = (pixel / 255 - mean) / std" },
-        }),
-    );
-    root.insert(
-        "labels".into(),
-        json!({ "count": data.num_labels, "multi_label": data.multi_label }),
-    );
-    if let Value::Object(sections) = sections {
-        root.extend(sections);
+    bundle.schema_version = SCHEMA_VERSION;
+    bundle.image = image_spec(data, norm);
+    bundle.labels = label_spec(data);
+    if let Some(edm) = sections.edm {
+        bundle.edm = Some(edm);
     }
-    let models = root.entry("models").or_insert(json!({}));
-    let models = models
-        .as_object_mut()
-        .with_context(|| format!("{}: `models` is not an object", path.display()))?;
+    if let Some(reid) = sections.reid {
+        bundle.reid = Some(reid);
+    }
     for entry in entries {
-        models.insert(
-            entry.role.into(),
-            json!({
-                "file": entry.file,
-                "sha256": sha256_hex(entry.onnx),
-                "inputs": entry.inputs,
-                "outputs": entry.outputs,
-                "provenance": entry.provenance,
-            }),
+        bundle.models.insert(
+            entry.role,
+            ModelSpec {
+                file: entry.file.to_string(),
+                sha256: sha256_hex(entry.onnx),
+                inputs: entry.inputs,
+                outputs: entry.outputs,
+                provenance: entry.provenance,
+            },
         );
     }
     let mut text = serde_json::to_string_pretty(&bundle)?;
@@ -99,12 +112,21 @@ pub fn write(
     Ok(write_atomically(&path, text.as_bytes())?)
 }
 
-/// SHA-256 of `bytes`, lowercase hex (as `bundle.json` records files).
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex(&Sha256::digest(bytes))
+/// The image section of a data set read with `norm`.
+fn image_spec(data: &Dataset, norm: Normalization) -> ImageSpec {
+    ImageSpec {
+        channels: data.channels,
+        height: data.height,
+        width: data.width,
+        normalization: schema::Normalization {
+            mean: norm.mean,
+            std: norm.std,
+            formula: "x = (pixel / 255 - mean) / std".into(),
+        },
+    }
 }
 
-/// Lowercase hexadecimal of `bytes`.
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+/// The labels section of a data set.
+fn label_spec(data: &Dataset) -> LabelSpec {
+    LabelSpec { count: data.num_labels, multi_label: data.multi_label }
 }

@@ -6,6 +6,7 @@ use anyhow::Context;
 use clap::Args;
 use serde_json::json;
 
+use unpersonal_runtime::bundle::Role;
 use unpersonal_trainer::data::{Augment, Normalization};
 use unpersonal_trainer::engine;
 use unpersonal_trainer::eval;
@@ -162,7 +163,7 @@ pub fn run(args: ClassifierArgs) -> anyhow::Result<()> {
     });
     let (c, h, w) = (data.channels, data.height, data.width);
     let entry = bundle::Entry {
-        role: "classifier",
+        role: Role::Classifier,
         file: "classifier.onnx",
         onnx: &onnx,
         inputs: vec![bundle::tensor_spec("image", &[c, h, w])],
@@ -172,7 +173,7 @@ pub fn run(args: ClassifierArgs) -> anyhow::Result<()> {
         ],
         provenance,
     };
-    bundle::write(&args.out, &data, norm, vec![entry], json!({}))?;
+    bundle::write(&args.out, &data, norm, vec![entry], bundle::Sections::default())?;
     println!(
         "{}",
         json!({

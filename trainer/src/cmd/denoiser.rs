@@ -7,6 +7,7 @@ use anyhow::Context;
 use clap::Args;
 use serde_json::{Value, json};
 
+use unpersonal_runtime::bundle::{BundleDir, EdmSpec, Role, TensorSpec};
 use unpersonal_trainer::data::{Augment, Dataset, Normalization};
 use unpersonal_trainer::diffusion::{
     self, DenoiserFeed, EdmTraining, Extractor, Features, VALIDATION_SIGMAS,
@@ -88,7 +89,7 @@ pub struct DenoiserArgs {
 struct FeaturesModel {
     onnx: Vec<u8>,
     file: String,
-    outputs: Vec<Value>,
+    outputs: Vec<TensorSpec>,
 }
 
 const VALIDATION_IMAGES: usize = 256;
@@ -207,27 +208,19 @@ pub fn run(args: DenoiserArgs) -> anyhow::Result<()> {
 /// Reads the features model `choice` names: the bundle's classifier, or an ONNX file.
 fn features_model(choice: &str, bundle_dir: &Path) -> anyhow::Result<FeaturesModel> {
     if choice == "classifier" {
-        let path = bundle_dir.join("bundle.json");
-        let text = std::fs::read(&path).with_context(|| {
+        // Read and verified as the runtime reads it: the schema, and every file's hash.
+        let loaded = BundleDir::load(bundle_dir).with_context(|| {
             format!(
-                "--features classifier needs the classifier's bundle: cannot read {}",
-                path.display()
+                "--features classifier needs the classifier's bundle in {}",
+                bundle_dir.display()
             )
         })?;
-        let bundle: Value = serde_json::from_slice(&text)
-            .with_context(|| format!("{} is not valid JSON", path.display()))?;
-        let entry = &bundle["models"]["classifier"];
-        let file = entry["file"].as_str().with_context(|| {
-            format!("{} has no classifier (models.classifier.file)", path.display())
-        })?;
-        let onnx = std::fs::read(bundle_dir.join(file)).with_context(|| {
-            format!("cannot read the classifier {}", bundle_dir.join(file).display())
-        })?;
-        let outputs = entry["outputs"]
-            .as_array()
-            .cloned()
-            .with_context(|| format!("{}: models.classifier.outputs is missing", path.display()))?;
-        return Ok(FeaturesModel { onnx, file: file.to_string(), outputs });
+        let spec = loaded.bundle.model(Role::Classifier)?;
+        return Ok(FeaturesModel {
+            onnx: loaded.onnx(Role::Classifier)?.to_vec(),
+            file: spec.file.clone(),
+            outputs: spec.outputs.clone(),
+        });
     }
     let path = Path::new(choice);
     let onnx = std::fs::read(path)
@@ -329,7 +322,7 @@ fn export_bundle(
             bundle::tensor_spec("condition_mask", &[]),
         ],
         outputs: vec![bundle::tensor_spec("denoised", &[c, h, w])],
-        provenance: if role == "denoiser" {
+        provenance: if role == Role::Denoiser {
             provenance.clone()
         } else {
             json!({ "same_network_as": "denoiser", "unconditional": "condition_mask 0 and a zero condition",
@@ -342,19 +335,22 @@ fn export_bundle(
         extractor.outputs.clone()
     };
     let features = bundle::Entry {
-        role: "features",
+        role: Role::Features,
         file: &extractor.file,
         onnx: &extractor.onnx,
         inputs: vec![bundle::tensor_spec("image", &[c, h, w])],
         outputs,
         provenance: json!({ "extractor": args.features, "output": "features", "normalised": "L2, unit rows" }),
     };
-    let sections = json!({ "edm": { "sigma_data": model.sigma_data } });
+    let sections = bundle::Sections {
+        edm: Some(EdmSpec { sigma_data: model.sigma_data }),
+        ..bundle::Sections::default()
+    };
     bundle::write(
         &args.out,
         data,
         cfg.normalization,
-        vec![interface("denoiser"), interface("guide"), features],
+        vec![interface(Role::Denoiser), interface(Role::Guide), features],
         sections,
     )?;
     println!(

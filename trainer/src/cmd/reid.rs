@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use clap::Args;
 use serde_json::{Value, json};
 
+use unpersonal_runtime::bundle::{ReidSpec, Role};
 use unpersonal_runtime::gate::SELF_MARGIN;
 use unpersonal_trainer::bundle;
 use unpersonal_trainer::checkpoint;
@@ -243,7 +244,7 @@ pub fn run(args: ReidArgs) -> anyhow::Result<()> {
     let (c, h, w, e) = (model.channels, model.height, model.width, model.embedding);
     let entries = vec![
         bundle::Entry {
-            role: "reid_embed",
+            role: Role::ReidEmbed,
             file: "reid_embed.onnx",
             onnx: &embed,
             inputs: vec![bundle::tensor_spec("image", &[c, h, w])],
@@ -251,7 +252,7 @@ pub fn run(args: ReidArgs) -> anyhow::Result<()> {
             provenance: provenance.clone(),
         },
         bundle::Entry {
-            role: "reid_head",
+            role: Role::ReidHead,
             file: "reid_head.onnx",
             onnx: &head,
             inputs: vec![bundle::tensor_spec("a", &[e]), bundle::tensor_spec("b", &[e])],
@@ -282,10 +283,15 @@ pub fn run(args: ReidArgs) -> anyhow::Result<()> {
     });
     let sigmoid = |z: f32| 1.0 / (1.0 + (-f64::from(z)).exp());
     let probability = sigmoid(threshold);
-    let sections = json!({ "reid": {
-        "threshold": probability, "neighbour_threshold": sigmoid(neighbour_threshold), "neighbours": args.neighbours,
-        "calibration": calibration_json,
-    } });
+    let sections = bundle::Sections {
+        reid: Some(ReidSpec {
+            threshold: probability as f32,
+            neighbour_threshold: Some(sigmoid(neighbour_threshold) as f32),
+            neighbours: args.neighbours,
+            calibration: calibration_json.clone(),
+        }),
+        ..bundle::Sections::default()
+    };
     bundle::write(&args.out, &data, norm, entries, sections)?;
     println!(
         "{}",
