@@ -96,13 +96,6 @@ pub fn read_regular(path: &Path, limit: u64) -> io::Result<Vec<u8>> {
     Ok(bytes)
 }
 
-/// The text of the regular file `path` (at most `limit` bytes, UTF-8).
-pub fn read_regular_text(path: &Path, limit: u64) -> io::Result<String> {
-    String::from_utf8(read_regular(path, limit)?).map_err(|_| {
-        io::Error::new(io::ErrorKind::InvalidData, format!("{} is not UTF-8 text", path.display()))
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
