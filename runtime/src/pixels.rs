@@ -68,9 +68,13 @@ fn check_expected(size: (u32, u32), expect: Option<(u32, u32)>) -> Result<(), St
     }
 }
 
-/// Appends `img` to `out` as CHW bytes with `channels` (1 or 3) channels.
+/// Appends `img` to `out` as CHW bytes with `channels` (1 or 3) channels: samples at 8 bits
+/// (16-bit ones as `(v + 128) / 257`), alpha dropped, colour to gray by [`luma`], gray to colour
+/// by repeating it (docs/bundle.md, "Reference images").
 pub fn push_chw(out: &mut Vec<u8>, img: &DynamicImage, channels: usize) {
-    if channels == 1 {
+    if channels == 1 && img.color().has_color() {
+        out.extend(img.to_rgb8().pixels().map(|p| luma(p.0)));
+    } else if channels == 1 {
         out.extend_from_slice(img.to_luma8().as_raw());
     } else {
         let rgb = img.to_rgb8();
@@ -78,6 +82,16 @@ pub fn push_chw(out: &mut Vec<u8>, img: &DynamicImage, channels: usize) {
             out.extend(rgb.as_raw().iter().skip(c).step_by(3));
         }
     }
+}
+
+/// The Rec. 709 luma of 8-bit R, G, B, rounded half up in integer arithmetic:
+/// `(2126·R + 7152·G + 722·B + 5000) / 10000`. Written out rather than left to the `image`
+/// crate, whose conversion goes through floats with coefficients derived from the primaries, so
+/// that the page can state it exactly and another implementation can reproduce it.
+pub fn luma([r, g, b]: [u8; 3]) -> u8 {
+    let y = 2126 * u32::from(r) + 7152 * u32::from(g) + 722 * u32::from(b);
+    // At most (10000·255 + 5000) / 10000 = 255.
+    ((y + 5000) / 10000) as u8
 }
 
 /// PNG bytes of one image (`pixels` interleaved, `channels` 1 or 3).
@@ -102,6 +116,20 @@ pub fn encode_png(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn luma_keeps_gray_and_weighs_colour_by_rec_709() {
+        assert!((0..=255).all(|v| luma([v, v, v]) == v), "a gray RGB pixel keeps its value");
+        // 2126·255 = 542130 → 54.213 → 54; 7152·255 → 182.376 → 182; 722·255 → 18.411 → 18.
+        assert_eq!([luma([255, 0, 0]), luma([0, 255, 0]), luma([0, 0, 255])], [54, 182, 18]);
+        // Exactly half a level rounds up: 7152·14 + 722·76 = 155000 → 15.5 → 16.
+        assert_eq!(luma([0, 14, 76]), 16);
+        let rgba =
+            DynamicImage::ImageRgba8(image::RgbaImage::from_raw(1, 1, vec![255, 0, 0, 7]).unwrap());
+        let mut out = Vec::new();
+        push_chw(&mut out, &rgba, 1);
+        assert_eq!(out, [54], "alpha is dropped, not composited");
+    }
 
     #[test]
     fn png_round_trips_and_garbage_is_named() {
