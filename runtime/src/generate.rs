@@ -45,7 +45,44 @@ pub struct Settings {
     pub rounds: usize,
 }
 
+/// What a caller changes of a bundle's sampler defaults (the command line's flags, the page's
+/// choices); `None` keeps the bundle's value.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Overrides {
+    /// The ODE solver.
+    pub solver: Option<Solver>,
+    /// Solver steps.
+    pub steps: Option<usize>,
+    /// Guidance weight w of the first round.
+    pub guidance: Option<f32>,
+    /// The guided noise levels `[lo, hi]`.
+    pub guidance_interval: Option<[f64; 2]>,
+    /// Candidates per reference image and round.
+    pub candidates: Option<usize>,
+    /// Rounds at most per reference image.
+    pub rounds: Option<usize>,
+}
+
 impl Settings {
+    /// The bundle's sampler defaults with `seed`, changed by `overrides`, then
+    /// [validated](Settings::validate) (`flag` names a setting in the error).
+    pub fn resolve(
+        sampler: &SamplerSpec,
+        seed: u64,
+        overrides: &Overrides,
+        flag: impl Fn(&str) -> String,
+    ) -> Result<Settings, String> {
+        let mut s = Settings::from_bundle(sampler, seed);
+        s.solver = overrides.solver.unwrap_or(s.solver);
+        s.steps = overrides.steps.unwrap_or(s.steps);
+        s.guidance = overrides.guidance.unwrap_or(s.guidance);
+        s.guidance_interval = overrides.guidance_interval.or(s.guidance_interval);
+        s.candidates = overrides.candidates.unwrap_or(s.candidates);
+        s.rounds = overrides.rounds.unwrap_or(s.rounds);
+        s.validate(flag)?;
+        Ok(s)
+    }
+
     /// The bundle's sampler defaults with `seed`.
     pub fn from_bundle(sampler: &SamplerSpec, seed: u64) -> Settings {
         Settings {
@@ -350,7 +387,7 @@ impl Generator {
         on_step: &mut dyn FnMut(usize, usize),
     ) -> Result<Array4<u8>, SampleError> {
         let images = self.model_space(samples, conditions, on_step).await?;
-        Ok(images.mapv(|v| self.normalization.to_pixel(v)))
+        Ok(self.to_pixels(images.view()))
     }
 
     /// Like [`Generator::generate`], in model space (`[n, C, H, W]`, normalised).
@@ -368,29 +405,78 @@ impl Generator {
         conditions: ArrayView2<'_, f32>,
         on_step: &mut dyn FnMut(usize, usize),
     ) -> Result<Array4<f32>, SampleError> {
+        let round = self.round_of(samples)?;
+        let noise = self.noise(samples);
+        self.draw_async(round, noise.view(), conditions, on_step).await
+    }
+
+    /// The round all of `samples` belong to; an error when they span rounds or lie beyond the
+    /// last.
+    pub fn round_of(&self, samples: &[SampleId]) -> Result<usize, SampleError> {
         let s = &self.settings;
         let round = samples.first().map_or(0, |id| id.candidate / s.candidates);
-        if let Some(id) = samples
+        match samples
             .iter()
             .find(|id| id.candidate / s.candidates != round || id.candidate >= s.streams())
         {
-            return Err(SampleError::Shape(format!(
+            Some(id) => Err(SampleError::Shape(format!(
                 "sample {id:?} is not in round {round} of {} rounds of {} candidates: one call draws one round",
                 s.rounds, s.candidates
+            ))),
+            None => Ok(round),
+        }
+    }
+
+    /// The initial noise of `samples` (`[n, C, H, W]`, standard normal): stream
+    /// [`SampleId::noise_id`] under the settings' seed.
+    pub fn noise(&self, samples: &[SampleId]) -> Array4<f32> {
+        let s = &self.settings;
+        let ids: Vec<u64> = samples.iter().map(|id| id.noise_id(s.streams())).collect();
+        sampler::noise_batch(s.seed, &ids, self.denoiser.image_shape())
+    }
+
+    /// Draws from explicit `noise` (`[n, C, H, W]`, standard normal) with round `round`'s
+    /// guidance, row k conditioned on row k of `conditions`; the images in model space. With
+    /// the noise of [`Generator::noise`] it is [`Generator::generate_model_space`]; other noise
+    /// (a partner's, from a file) checks an implementation against this one.
+    pub fn draw(
+        &mut self,
+        round: usize,
+        noise: ArrayView4<f32>,
+        conditions: ArrayView2<f32>,
+    ) -> Result<Array4<f32>, SampleError> {
+        pollster::block_on(self.draw_async(round, noise, conditions, &mut |_, _| {}))
+    }
+
+    async fn draw_async(
+        &mut self,
+        round: usize,
+        noise: ArrayView4<'_, f32>,
+        conditions: ArrayView2<'_, f32>,
+        on_step: &mut dyn FnMut(usize, usize),
+    ) -> Result<Array4<f32>, SampleError> {
+        let s = &self.settings;
+        if round >= s.rounds {
+            return Err(SampleError::Shape(format!(
+                "round {round} does not exist: the settings have {} rounds (0-based)",
+                s.rounds
             )));
         }
-        let ids: Vec<u64> = samples.iter().map(|id| id.noise_id(s.streams())).collect();
-        let noise = sampler::noise_batch(s.seed, &ids, self.denoiser.image_shape());
         sampler::sample_async(
             &mut self.denoiser,
             &self.sigmas,
             s.solver,
             s.guidance_of_round(round),
             conditions,
-            noise.view(),
+            noise,
             on_step,
         )
         .await
+    }
+
+    /// Maps images in model space to 8-bit pixels with the bundle's normalisation.
+    pub fn to_pixels(&self, images: ArrayView4<f32>) -> Array4<u8> {
+        images.mapv(|v| self.normalization.to_pixel(v))
     }
 }
 

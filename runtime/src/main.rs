@@ -26,6 +26,7 @@ fn main() -> ExitCode {
         Command::Check(args) => cli::check::run(args, &out),
         Command::Audit(args) => cli::audit::run(args, &out),
         Command::Bench(args) => cli::bench::run(args, &out),
+        Command::Sample(args) => cli::sample::run(args, &out),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

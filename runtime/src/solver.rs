@@ -212,3 +212,58 @@ async fn derivative<F: Field>(
     let denoised = field.denoise(x, sigma).await?;
     field.combine(&[(1.0 / sigma, x), (-1.0 / sigma, &denoised)])
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The test vectors of docs/bundle.md ("Initial noise"): the first 8 values of a sample's
+    /// noise as float32 bit patterns, which `tests/conformance/noise.py` reproduces as well.
+    #[test]
+    fn the_noise_generator_matches_its_documented_test_vectors() {
+        let vectors: [(u64, u64, [u32; 8]); 4] = [
+            (
+                0,
+                0,
+                [
+                    0x3e50638e, 0xbfb0c35c, 0xbf620ea4, 0x3f33f4c4, 0x3dbb9377, 0xbf6835b7,
+                    0xbfa7c30f, 0x3d5bcd17,
+                ],
+            ),
+            (
+                0,
+                1,
+                [
+                    0xbf195f45, 0xbe999db9, 0xbe8aca9f, 0x3f9df3c1, 0xbf5ed48d, 0xbf73ba2b,
+                    0xbec0e176, 0xbf5e6e9a,
+                ],
+            ),
+            (
+                1234,
+                7,
+                [
+                    0x3fe974e5, 0xbe77312c, 0x3e32abb1, 0xbfc25de8, 0x3d1aa8db, 0x3e6c66ab,
+                    0xbfb97d4d, 0xbe36fc39,
+                ],
+            ),
+            (
+                u64::MAX,
+                123_456_789,
+                [
+                    0xbedef66c, 0x3f427dcd, 0x3f4230ab, 0xbfdc8afe, 0x3e93dbd9, 0xbf24591b,
+                    0x3fcb660a, 0x3fac4187,
+                ],
+            ),
+        ];
+        for (seed, id, expected) in vectors {
+            // Row-major fill: the first 8 values are the same whatever the shape.
+            for shape in [[1, 1, 8], [3, 5, 7]] {
+                let got: Vec<u32> =
+                    noise(seed, id, shape).iter().take(8).map(|v| v.to_bits()).collect();
+                assert_eq!(got, expected, "seed {seed}, id {id}, shape {shape:?}");
+            }
+        }
+        let batch = noise_batch(0, &[1, 0], [1, 1, 8]);
+        assert_eq!(batch[[1, 0, 0, 0]].to_bits(), 0x3e50638e, "rows follow the ids given");
+    }
+}

@@ -15,7 +15,7 @@ use unpersonal_runtime::backend::Tract;
 use unpersonal_runtime::backend::webgpu::WebGpu;
 use unpersonal_runtime::bundle::{BundleDir, Role};
 use unpersonal_runtime::gate::Verdict;
-use unpersonal_runtime::generate::{Generator, SampleId, Settings, interleaved};
+use unpersonal_runtime::generate::{Generator, Overrides, SampleId, Settings, interleaved};
 use unpersonal_runtime::pixels::encode_png;
 use unpersonal_runtime::release::{self, Gate, References, Watch};
 use unpersonal_runtime::report::{self, GateRule, Record, RunInfo};
@@ -23,19 +23,15 @@ use unpersonal_runtime::report::{self, GateRule, Record, RunInfo};
 use crate::archive;
 use crate::references::{self, Reference};
 
-/// The settings a user may change; the rest of [`Settings`] comes from the bundle.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// The settings a user may change: the seed, and what changes of the bundle's sampler
+/// defaults (the rest of [`Settings`] comes from the bundle), checked as the CLI's flags are.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Choices {
-    /// Candidates drawn per reference image and round.
-    pub candidates: usize,
-    /// Guidance weight of the first round.
-    pub guidance: f32,
-    /// Solver steps (the bundle's solver).
-    pub steps: usize,
     /// Seed of the initial noise.
     pub seed: u64,
-    /// Rounds at most per reference image.
-    pub rounds: usize,
+    /// Candidates, guidance, steps, rounds (and solver, interval) the user set.
+    #[serde(flatten)]
+    pub overrides: Overrides,
 }
 
 /// One image shown on the page: a released image, or (only on the page, never in the
@@ -163,7 +159,10 @@ impl Studio {
         let s = &bundle.sampler;
         json!({
             "name": bundle.name, "backend": self.backend, "shape": self.shape(), "labels": bundle.labels.count, "multi_label": bundle.labels.multi_label,
-            "defaults": Choices { candidates: s.candidates_per_image, guidance: s.guidance, steps: s.steps, seed: 0, rounds: s.max_rounds },
+            "defaults": Choices { seed: 0, overrides: Overrides {
+                solver: Some(s.solver), steps: Some(s.steps), guidance: Some(s.guidance), guidance_interval: s.guidance_interval,
+                candidates: Some(s.candidates_per_image), rounds: Some(s.max_rounds),
+            } },
             "threshold": self.gate.threshold(), "neighbour_threshold": self.gate.neighbour_threshold(), "neighbours": self.gate.neighbours(),
         })
     }
@@ -197,9 +196,12 @@ impl Studio {
 
     /// Sets the sampler choices and starts a new release.
     pub fn configure(&mut self, choices: &Choices) -> Result<(), String> {
-        let mut settings = Settings::from_bundle(&self.loaded.bundle.sampler, choices.seed);
-        (settings.candidates, settings.guidance, settings.steps, settings.rounds) =
-            (choices.candidates, choices.guidance, choices.steps, choices.rounds);
+        let settings = Settings::resolve(
+            &self.loaded.bundle.sampler,
+            choices.seed,
+            &choices.overrides,
+            str::to_string,
+        )?;
         self.generator.configure(settings).map_err(|e| e.to_string())?;
         self.restart();
         Ok(())

@@ -5,6 +5,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use unpersonal_runtime::backend::webgpu::WebGpu;
+use unpersonal_runtime::generate::Overrides;
 use unpersonal_web::studio::{Choices, Drawn, Studio};
 
 fn bundle_dir() -> PathBuf {
@@ -24,6 +25,18 @@ fn load_on(tamper: impl Fn(&Path, &mut Vec<u8>), gpu: Option<&WebGpu>) -> Result
         Ok(bytes)
     };
     Studio::load("fashion-mnist", read, gpu)
+}
+
+/// The page's choices: candidates, guidance, steps, seed, rounds (the rest from the bundle).
+fn choices(candidates: usize, guidance: f32, steps: usize, seed: u64, rounds: usize) -> Choices {
+    let overrides = Overrides {
+        candidates: Some(candidates),
+        guidance: Some(guidance),
+        steps: Some(steps),
+        rounds: Some(rounds),
+        ..Overrides::default()
+    };
+    Choices { seed, overrides }
 }
 
 /// [`Studio::draw`], waited for (the worker awaits its promise).
@@ -53,9 +66,7 @@ fn pick(studio: &mut Studio, n: usize) {
 fn picked_references_give_a_gated_zip() {
     let mut studio = load(|_, _| {}).unwrap();
     pick(&mut studio, 3);
-    studio
-        .configure(&Choices { candidates: 2, guidance: 1.2, steps: 4, seed: 3, rounds: 2 })
-        .unwrap();
+    studio.configure(&choices(2, 1.2, 4, 3, 2)).unwrap();
     assert!(studio.zip().is_err(), "nothing to download before generating");
     studio.prepare().unwrap();
 
@@ -163,26 +174,20 @@ fn unlabelled_references_take_the_classifiers_labels_and_bad_files_are_named() {
     let list = std::fs::read_to_string(sample.join("filelist.txt")).unwrap();
     let path = &unpersonal_web::references::filelist_paths("filelist.txt", &list).unwrap()[0];
     studio.add_reference("a.png", &std::fs::read(sample.join(path)).unwrap()).unwrap();
-    studio
-        .configure(&Choices { candidates: 1, guidance: 1.2, steps: 2, seed: 0, rounds: 1 })
-        .unwrap();
+    studio.configure(&choices(1, 1.2, 2, 0, 1)).unwrap();
     studio.prepare().unwrap();
     draw(&mut studio, 0, &mut |_, _, _| {}).unwrap();
     assert_eq!(
         studio.report()["run"]["reference"]["labels"],
         "predicted by the bundle's classifier"
     );
-    assert!(
-        studio
-            .configure(&Choices { candidates: 0, guidance: 1.2, steps: 2, seed: 0, rounds: 1 })
-            .is_err()
-    );
+    assert!(studio.configure(&choices(0, 1.2, 2, 0, 1)).is_err());
 }
 
 #[test]
 fn the_denoising_loop_on_webgpu_draws_the_images_the_cpu_draws() {
     let gpu = WebGpu::new().expect("a GPU adapter (lavapipe: apt-get install mesa-vulkan-drivers)");
-    let choices = Choices { candidates: 2, guidance: 1.4, steps: 6, seed: 5, rounds: 1 };
+    let choices = choices(2, 1.4, 6, 5, 1);
     let mut runs = Vec::new();
     for on in [None, Some(&gpu)] {
         let mut studio = load_on(|_, _| {}, on).unwrap();

@@ -7,18 +7,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use anyhow::Context;
-use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 use unpersonal_runtime::bundle::limits::{self, count_problem};
 use unpersonal_runtime::bundle::{BundleDir, Role};
 use unpersonal_runtime::data::{Images, Split};
-use unpersonal_runtime::generate::{Generator, Settings, Shard, interleaved, shard_references};
+use unpersonal_runtime::generate::{Generator, Shard, interleaved, shard_references};
 use unpersonal_runtime::pixels::encode_png;
 use unpersonal_runtime::release::{Gate, Indexing, References, draw_unfiltered, release};
-use unpersonal_runtime::sampler::{Guidance, Solver};
 
 use super::outdir::{self, Dirs, GateRule, Record, RunInfo, SourceInfo};
-use super::{BackendArgs, DeviceKind, Output, reference};
+use super::{BackendArgs, DeviceKind, Output, SamplerArgs, reference};
 
 /// Arguments of `unpersonal generate`.
 #[derive(Debug, clap::Args)]
@@ -40,31 +38,11 @@ pub struct Args {
     /// scores. It is personal data; it must lie outside --out. Default: OUT-audit beside OUT.
     #[arg(long, value_name = "DIR")]
     pub audit: Option<PathBuf>,
-    /// Candidates drawn per reference image and round (default: the bundle's
-    /// sampler.candidates_per_image).
-    #[arg(long, value_name = "N")]
-    pub candidates: Option<usize>,
-    /// Rounds per reference image, each with guidance lowered by the bundle's
-    /// sampler.guidance_decrement, before it releases nothing (default: sampler.max_rounds).
-    #[arg(long, value_name = "R")]
-    pub rounds: Option<usize>,
     /// Release the two best passing candidates of a reference image instead of one.
     #[arg(long)]
     pub keep_second: bool,
-    /// ODE solver: `heun` or `dpmpp-2m` (default: the bundle's sampler.solver).
-    #[arg(long)]
-    pub solver: Option<Solver>,
-    /// Solver steps (default: the bundle's sampler.steps).
-    #[arg(long, value_name = "S")]
-    pub steps: Option<usize>,
-    /// Guidance weight w in D_u + w·(D_c − D_u) of the first round (default: the bundle's
-    /// sampler.guidance).
-    #[arg(long, value_name = "W")]
-    pub guidance: Option<f32>,
-    /// Guide only at noise levels lo < σ ≤ hi, with the conditional model alone elsewhere
-    /// (default: the bundle's sampler.guidance_interval; `0,1e9` guides everywhere).
-    #[arg(long, value_name = "LO,HI", value_parser = Guidance::parse_interval)]
-    pub guidance_interval: Option<[f64; 2]>,
+    #[command(flatten)]
+    pub sampler: SamplerArgs,
     /// Seed of the initial noise; each candidate's noise depends only on the seed and the
     /// candidate's number, so results do not depend on --batch, --jobs or --shard.
     #[arg(long, value_name = "S", default_value_t = 0)]
@@ -87,7 +65,8 @@ pub struct Args {
     /// call).
     #[arg(long, value_name = "B")]
     pub batch: Option<usize>,
-    /// RESEARCH ONLY: skip the privacy gate and write every candidate of the first round.
+    /// RESEARCH ONLY: skip the privacy gate and write every candidate of the first round
+    /// (the same images as the gated run's round-0 candidates: same seed, same noise numbers).
     /// The output is not anonymous and must not be released.
     #[arg(long)]
     pub unfiltered_research_only: bool,
@@ -101,15 +80,10 @@ pub fn run(args: &Args, out: &Output) -> anyhow::Result<()> {
     let loaded = BundleDir::load(&args.bundle)
         .with_context(|| format!("cannot use the bundle in {}", args.bundle.display()))?;
     let bundle = &loaded.bundle;
-    let mut settings = Settings::from_bundle(&bundle.sampler, args.seed);
-    settings.solver = args.solver.unwrap_or(settings.solver);
-    settings.steps = args.steps.unwrap_or(settings.steps);
-    settings.guidance = args.guidance.unwrap_or(settings.guidance);
-    settings.guidance_interval = args.guidance_interval.or(settings.guidance_interval);
-    settings.candidates = args.candidates.unwrap_or(settings.candidates);
-    settings.rounds =
-        if args.unfiltered_research_only { 1 } else { args.rounds.unwrap_or(settings.rounds) };
-    settings.validate(|setting| format!("--{setting}")).map_err(anyhow::Error::msg)?;
+    // An unfiltered run draws round 0 of the gated run's numbering (candidate j of reference r
+    // is noise stream r·candidates·rounds + j), so its images are the gated run's first-round
+    // candidates.
+    let settings = args.sampler.settings(&bundle.sampler, args.seed)?;
     args.backend.validate()?;
     if let Some(batch) = args.batch
         && let Some(problem) = count_problem(batch, &limits::BATCH)
@@ -200,7 +174,7 @@ pub fn run(args: &Args, out: &Output) -> anyhow::Result<()> {
     let mine = shard_references(sources, shard);
     let done = dirs.complete_records()?;
     let pending: Vec<usize> = mine.iter().copied().filter(|r| !done.contains_key(r)).collect();
-    let bar = progress_bar(out, mine.len(), mine.len() - pending.len());
+    let bar = out.progress(mine.len(), mine.len() - pending.len(), "reference images");
     let batch =
         args.batch.unwrap_or(if args.backend.device == DeviceKind::Cuda { 128 } else { 16 });
     let chunks: Vec<&[usize]> = pending.chunks(batch.max(1)).collect();
@@ -333,16 +307,4 @@ impl Worker {
         }
         dirs.write_records(&records)
     }
-}
-
-fn progress_bar(out: &Output, total: usize, done: usize) -> ProgressBar {
-    if out.quiet || out.json {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::new(total as u64).with_position(done as u64);
-    bar.set_style(
-        ProgressStyle::with_template("{bar:30} {pos}/{len} reference images  {per_sec}  ETA {eta}")
-            .expect("valid progress template"),
-    );
-    bar
 }

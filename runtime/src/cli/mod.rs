@@ -8,8 +8,12 @@ pub mod info;
 pub mod merge;
 mod outdir;
 mod reference;
+pub mod sample;
 
 use clap::{Parser, Subcommand};
+use unpersonal_runtime::bundle::SamplerSpec;
+use unpersonal_runtime::generate::{Overrides, Settings};
+use unpersonal_runtime::sampler::{Guidance, Solver};
 
 /// Turns personal image sets into unpersonal synthetic ones, with the model bundles the
 /// Unpersonal trainer exports (ONNX files + bundle.json).
@@ -52,6 +56,11 @@ pub enum Command {
     /// GFLOP/s at several batch sizes against the backend's matrix-product peak, images/s at
     /// the default settings, gate checks/s against 10k and 100k references.
     Bench(bench::Args),
+    /// RESEARCH ONLY, ungated: draw one round's candidates for the first reference images,
+    /// from the runtime's noise or explicit noise (--noise FILE.npy), and write the
+    /// model-space results (model_space.npy) beside their PNGs: the harness a partner checks
+    /// an implementation of docs/bundle.md against.
+    Sample(sample::Args),
 }
 
 /// The ONNX engine, as `--backend` (and for ONNX Runtime `--device`, `--threads`) say.
@@ -179,6 +188,50 @@ impl BackendArgs {
     }
 }
 
+/// The sampler's settings a run may change from the bundle's `sampler` defaults.
+#[derive(Debug, clap::Args)]
+pub struct SamplerArgs {
+    /// Candidates drawn per reference image and round (default: the bundle's
+    /// sampler.candidates_per_image).
+    #[arg(long, value_name = "N")]
+    pub candidates: Option<usize>,
+    /// Rounds per reference image, each with guidance lowered by the bundle's
+    /// sampler.guidance_decrement, before it releases nothing (default: sampler.max_rounds).
+    #[arg(long, value_name = "R")]
+    pub rounds: Option<usize>,
+    /// ODE solver: `heun` or `dpmpp-2m` (default: the bundle's sampler.solver).
+    #[arg(long)]
+    pub solver: Option<Solver>,
+    /// Solver steps (default: the bundle's sampler.steps).
+    #[arg(long, value_name = "S")]
+    pub steps: Option<usize>,
+    /// Guidance weight w in D_u + w·(D_c − D_u) of the first round (default: the bundle's
+    /// sampler.guidance).
+    #[arg(long, value_name = "W")]
+    pub guidance: Option<f32>,
+    /// Guide only at noise levels lo < σ ≤ hi, with the conditional model alone elsewhere
+    /// (default: the bundle's sampler.guidance_interval; `0,1e9` guides everywhere).
+    #[arg(long, value_name = "LO,HI", value_parser = Guidance::parse_interval)]
+    pub guidance_interval: Option<[f64; 2]>,
+}
+
+impl SamplerArgs {
+    /// The bundle's defaults with `seed`, changed by these flags and checked against the
+    /// limits.
+    pub fn settings(&self, sampler: &SamplerSpec, seed: u64) -> anyhow::Result<Settings> {
+        let overrides = Overrides {
+            solver: self.solver,
+            steps: self.steps,
+            guidance: self.guidance,
+            guidance_interval: self.guidance_interval,
+            candidates: self.candidates,
+            rounds: self.rounds,
+        };
+        Settings::resolve(sampler, seed, &overrides, |setting| format!("--{setting}"))
+            .map_err(anyhow::Error::msg)
+    }
+}
+
 /// Where results go, as the global flags say.
 #[derive(Clone, Copy, Debug)]
 pub struct Output {
@@ -194,6 +247,23 @@ impl Output {
         if !self.quiet && !self.json {
             println!("{text}");
         }
+    }
+
+    /// A progress bar over `total` items (`done` of them already done), hidden when quiet or
+    /// in JSON mode.
+    pub fn progress(&self, total: usize, done: usize, unit: &str) -> indicatif::ProgressBar {
+        use indicatif::{ProgressBar, ProgressStyle};
+        if self.quiet || self.json {
+            return ProgressBar::hidden();
+        }
+        let bar = ProgressBar::new(total as u64).with_position(done as u64);
+        bar.set_style(
+            ProgressStyle::with_template(&format!(
+                "{{bar:30}} {{pos}}/{{len}} {unit}  {{per_sec}}  ETA {{eta}}"
+            ))
+            .expect("valid progress template"),
+        );
+        bar
     }
 
     /// Prints `value` (pretty) in JSON mode.

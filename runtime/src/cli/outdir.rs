@@ -58,6 +58,8 @@ pub const RELEASE_MARKER: &str = ".unpersonal-release";
 pub const AUDIT_MARKER: &str = ".unpersonal-audit";
 /// The marker of the directory of an `unpersonal audit` report.
 pub const REPORT_MARKER: &str = ".unpersonal-audit-report";
+/// The marker of the directory of an `unpersonal sample` run.
+pub const SAMPLES_MARKER: &str = ".unpersonal-samples";
 /// The modification time of every released file: 2000-01-01T00:00:00Z. A release's times say
 /// nothing of when, or in which order, its images were drawn.
 pub const RELEASE_TIME: Duration = Duration::from_secs(946_684_800);
@@ -96,10 +98,11 @@ pub fn json_bytes(value: &impl Serialize) -> anyhow::Result<Vec<u8>> {
 }
 
 /// The kinds of directory this tool writes, by marker.
-const KINDS: [(&str, &str); 3] = [
+const KINDS: [(&str, &str); 4] = [
     (RELEASE_MARKER, "a release directory"),
     (AUDIT_MARKER, "an audit directory"),
     (REPORT_MARKER, "an audit report directory"),
+    (SAMPLES_MARKER, "a `sample` output directory"),
 ];
 
 /// `path` made absolute with symbolic links resolved as far as it exists (the rest appended
