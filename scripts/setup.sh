@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what Unpersonal needs beyond Rust, idempotently: the Fashion-MNIST data package
-# (Debian) and a .venv with ONNX Runtime (the trainer's engine, loaded dynamically by `ort`)
-# and the `onnx` checker used by the tests. Nothing is downloaded outside apt and PyPI.
+# (Debian) and a .venv with ONNX Runtime (the trainer's engine, loaded dynamically by `ort`),
+# and the `onnx` checker and Pillow (the partner sampler reads PNGs) used by the tests.
+# Nothing is downloaded outside apt and PyPI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,8 +15,8 @@ if [ ! -d /usr/share/datasets/fashion-mnist ]; then
     fi
 fi
 
-if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c "import onnxruntime, onnx" 2>/dev/null; then
+if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c "import onnxruntime, onnx, numpy, PIL" 2>/dev/null; then
     python3 -m venv .venv
-    .venv/bin/pip install -q --disable-pip-version-check onnxruntime==1.31.1 onnx==1.23.2
+    .venv/bin/pip install -q --disable-pip-version-check onnxruntime==1.31.1 onnx==1.23.2 pillow==13.0.0
 fi
 

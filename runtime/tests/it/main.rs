@@ -6,6 +6,7 @@ mod bundle;
 mod check;
 mod cli;
 mod common;
+mod conformance;
 mod dicom;
 mod faults;
 mod fuzz_corpus;

@@ -1,0 +1,216 @@
+//! The partners' conformance kit (`tests/conformance/`, docs/bundle.md "Conformance"): the
+//! runtime on tract and on ONNX Runtime and the Python sampler written from the page each pass
+//! it; the Python sampler on onnxruntime makes the runtime-on-ONNX-Runtime's pixels bit for bit;
+//! the runtime's generator draws the kit's noise; the page's reference decoding is the
+//! runtime's; and an unfiltered run draws the gated run's round-0 candidates.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use ndarray::{Array4, ArrayD};
+use ndarray_npy::ReadNpyExt;
+use unpersonal_runtime::bundle::{BundleDir, Role};
+use unpersonal_runtime::data::{FilelistOptions, load_filelist};
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+fn kit() -> PathBuf {
+    workspace().join("tests/conformance")
+}
+
+fn python() -> PathBuf {
+    let python = workspace().join(".venv/bin/python");
+    assert!(python.is_file(), "{} is missing: run scripts/setup.sh", python.display());
+    python
+}
+
+/// The kit's cases: name and the `sample` flags that select it.
+fn cases() -> Vec<(String, Vec<String>)> {
+    let kit: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(kit().join("kit.json")).unwrap()).unwrap();
+    kit["cases"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(name, case)| {
+            let flags = case["flags"].as_array().unwrap();
+            (name.clone(), flags.iter().map(|f| f.as_str().unwrap().to_string()).collect())
+        })
+        .collect()
+}
+
+fn text(out: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+/// `unpersonal sample` on the kit's references (with the kit's noise unless `generator`).
+fn runtime_sample(backend: &str, flags: &[String], generator: bool, out: &Path) {
+    let (bundle, reference, noise) = (
+        workspace().join("models/fashion-mnist"),
+        kit().join("reference"),
+        kit().join("noise.npy"),
+    );
+    let mut command = Command::new(env!("CARGO_BIN_EXE_unpersonal"));
+    command.arg("sample").arg("--bundle").arg(&bundle).arg("--reference").arg(&reference);
+    command.args(["--sources", "6", "--backend", backend]).args(flags).arg("--out").arg(out);
+    if !generator {
+        command.arg("--noise").arg(&noise);
+    }
+    let result = command.output().unwrap();
+    assert!(result.status.success(), "unpersonal sample --backend {backend}: {}", text(&result));
+}
+
+/// `check.py EXPECTED ACTUAL [--exact]`: whether it passed, and what it printed.
+fn check(expected: &Path, actual: &Path, exact: bool) -> (bool, String) {
+    let mut command = Command::new(python());
+    command.arg(kit().join("check.py")).arg(expected).arg(actual);
+    if exact {
+        command.arg("--exact");
+    }
+    let out = command.output().unwrap();
+    (out.status.success(), text(&out))
+}
+
+fn npy(path: &Path) -> ArrayD<f32> {
+    ArrayD::<f32>::read_npy(std::fs::File::open(path).unwrap()).unwrap()
+}
+
+#[test]
+fn the_runtime_on_tract_passes_the_kit_and_draws_its_noise() {
+    let kit_json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(kit().join("kit.json")).unwrap()).unwrap();
+    let shipped = BundleDir::load(&workspace().join("models/fashion-mnist")).unwrap();
+    for (role, sha) in kit_json["bundle"]["models"].as_object().unwrap() {
+        let role = Role::ALL.into_iter().find(|r| r.as_str() == role).unwrap();
+        assert_eq!(
+            shipped.bundle.models[&role].sha256,
+            sha.as_str().unwrap(),
+            "the shipped {role:?} changed since the kit was made: run tests/conformance/make.sh and update kit.json"
+        );
+    }
+    for (name, flags) in cases() {
+        let out = tempfile::tempdir().unwrap();
+        let dir = out.path().join("tract");
+        // The first case draws its own noise: the generator's must be the kit's, bit for bit.
+        let generator = name == "dpmpp-2m";
+        runtime_sample("tract", &flags, generator, &dir);
+        if generator {
+            let (drawn, kit_noise) = (npy(&dir.join("noise.npy")), npy(&kit().join("noise.npy")));
+            assert!(
+                drawn.iter().zip(&kit_noise).all(|(a, b)| a.to_bits() == b.to_bits())
+                    && drawn.shape() == kit_noise.shape(),
+                "the runtime's generator no longer draws the kit's noise"
+            );
+        }
+        let (passed, report) = check(&kit().join("expected").join(&name), &dir, false);
+        println!("{name}, tract: {report}");
+        assert!(passed, "the runtime on tract fails the kit's {name} case: {report}");
+    }
+}
+
+#[cfg(feature = "ort")]
+#[test]
+fn the_runtime_on_onnx_runtime_and_the_python_sampler_pass_the_kit_and_agree_bit_for_bit() {
+    for (name, flags) in cases() {
+        let out = tempfile::tempdir().unwrap();
+        let (ort, python_out) = (out.path().join("ort"), out.path().join("python"));
+        runtime_sample("ort", &flags, false, &ort);
+        // The Python sampler draws its noise with noise.py (seed 0), from the page alone.
+        let result = Command::new(python())
+            .arg(kit().join("sampler.py"))
+            .arg("sample")
+            .arg(workspace().join("models/fashion-mnist"))
+            .arg("--reference")
+            .arg(kit().join("reference"))
+            .args(["--sources", "6"])
+            .args(&flags)
+            .arg("--out")
+            .arg(&python_out)
+            .output()
+            .unwrap();
+        assert!(result.status.success(), "sampler.py: {}", text(&result));
+        let expected = kit().join("expected").join(&name);
+        for (who, dir) in [("the runtime on ONNX Runtime", &ort), ("sampler.py", &python_out)] {
+            let (passed, report) = check(&expected, dir, false);
+            println!("{name}, {who}: {report}");
+            assert!(passed, "{who} fails the kit's {name} case: {report}");
+        }
+        let (identical, report) = check(&ort, &python_out, true);
+        println!("{name}, sampler.py vs the runtime on ONNX Runtime: {report}");
+        assert!(identical, "sampler.py and the runtime on ONNX Runtime differ in pixels: {report}");
+    }
+}
+
+#[test]
+fn the_reference_decoding_the_page_states_is_the_runtimes() {
+    let out = tempfile::tempdir().unwrap();
+    let decoded = out.path().join("decoded.npy");
+    let result = Command::new(python())
+        .arg(kit().join("sampler.py"))
+        .args(["decode"])
+        .arg(kit().join("reference/filelist.txt"))
+        .args(["1", "28", "28"])
+        .arg(&decoded)
+        .output()
+        .unwrap();
+    assert!(result.status.success(), "sampler.py decode: {}", text(&result));
+    let page = Array4::<u8>::read_npy(std::fs::File::open(&decoded).unwrap()).unwrap();
+    let runtime =
+        load_filelist(&kit().join("reference/filelist.txt"), &FilelistOptions::default()).unwrap();
+    let all: Vec<usize> = (0..runtime.len()).collect();
+    let runtime = runtime.batch(&all);
+    assert_eq!(page.dim(), runtime.dim());
+    for (k, (a, b)) in page.outer_iter().zip(runtime.outer_iter()).enumerate() {
+        let off = a.iter().zip(b.iter()).filter(|(x, y)| x != y).count();
+        assert_eq!(off, 0, "reference {k}: {off} pixels decode differently by the page's rules");
+    }
+}
+
+/// The images of a finished release, as a set of file contents.
+fn released(dir: &Path) -> BTreeSet<Vec<u8>> {
+    std::fs::read_dir(dir.join("images"))
+        .unwrap()
+        .map(|entry| std::fs::read(entry.unwrap().path()).unwrap())
+        .collect()
+}
+
+#[test]
+fn an_unfiltered_run_draws_the_gated_runs_first_round_candidates() {
+    let out = tempfile::tempdir().unwrap();
+    let bundle = workspace().join("models/fashion-mnist");
+    let (unfiltered, sampled) = (out.path().join("unfiltered"), out.path().join("sampled"));
+    // Reference 1 (not 0): its noise numbers r·K·R + j differ from the r·K + j of a
+    // one-round numbering.
+    let result = Command::new(env!("CARGO_BIN_EXE_unpersonal"))
+        .arg("generate")
+        .arg("--bundle")
+        .arg(&bundle)
+        .args(["--sources", "2", "--unfiltered-research-only", "--quiet", "--out"])
+        .arg(&unfiltered)
+        .output()
+        .unwrap();
+    assert!(result.status.success(), "generate: {}", text(&result));
+    let result = Command::new(env!("CARGO_BIN_EXE_unpersonal"))
+        .arg("sample")
+        .arg("--bundle")
+        .arg(&bundle)
+        .args(["--sources", "2", "--quiet", "--out"])
+        .arg(&sampled)
+        .output()
+        .unwrap();
+    assert!(result.status.success(), "sample: {}", text(&result));
+    let sampled: BTreeSet<Vec<u8>> = (0..8)
+        .map(|row| std::fs::read(sampled.join(format!("images/{row:06}.png"))).unwrap())
+        .collect();
+    assert_eq!(sampled.len(), 8, "eight different candidates");
+    assert_eq!(released(&unfiltered), sampled, "an unfiltered run drew other candidates");
+}
+
+#[test]
+fn the_python_noise_generator_passes_its_test_vectors() {
+    let out = Command::new(python()).arg(kit().join("test_noise.py")).output().unwrap();
+    assert!(out.status.success(), "tests/conformance/test_noise.py: {}", text(&out));
+}
