@@ -17,5 +17,6 @@ pub mod nn;
 pub mod onnx;
 pub mod ops;
 pub mod pairs;
+pub mod privacy;
 pub mod step;
 pub mod train;
