@@ -344,6 +344,7 @@ fn export_bundle(
     };
     let sections = bundle::Sections {
         edm: Some(EdmSpec { sigma_data: model.sigma_data }),
+        sampler: Some(bundle::measured_sampler()),
         ..bundle::Sections::default()
     };
     bundle::write(
