@@ -214,3 +214,47 @@ fn the_python_noise_generator_passes_its_test_vectors() {
     let out = Command::new(python()).arg(kit().join("test_noise.py")).output().unwrap();
     assert!(out.status.success(), "tests/conformance/test_noise.py: {}", text(&out));
 }
+
+#[test]
+fn sample_refuses_bad_noise_and_foreign_directories_naming_the_problem() {
+    use ndarray_npy::WriteNpyExt;
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = workspace().join("models/fashion-mnist");
+    let sample = |noise: &Path, out: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_unpersonal"))
+            .arg("sample")
+            .arg("--bundle")
+            .arg(&bundle)
+            .args(["--sources", "1", "--noise"])
+            .arg(noise)
+            .arg("--out")
+            .arg(out)
+            .output()
+            .unwrap()
+    };
+    let out = dir.path().join("out");
+    let wrong = dir.path().join("wrong.npy");
+    Array4::<f32>::zeros((3, 1, 28, 28)).write_npy(std::fs::File::create(&wrong).unwrap()).unwrap();
+    let mut with_nan = Array4::<f32>::zeros((4, 1, 28, 28));
+    with_nan[[2, 0, 5, 6]] = f32::NAN;
+    let nan = dir.path().join("nan.npy");
+    with_nan.write_npy(std::fs::File::create(&nan).unwrap()).unwrap();
+    for (noise, expected) in [(&wrong, "[4, 1, 28, 28]"), (&nan, "NaN at (2, 0, 5, 6)")] {
+        let result = sample(noise, &out);
+        let message = text(&result);
+        assert!(!result.status.success(), "{message}");
+        assert!(
+            message.contains(noise.to_str().unwrap()) && message.contains(expected),
+            "{message}"
+        );
+        assert!(!out.exists(), "a refused run wrote {}", out.display());
+    }
+    let foreign = dir.path().join("foreign");
+    std::fs::create_dir(&foreign).unwrap();
+    std::fs::write(foreign.join("notes.txt"), "mine").unwrap();
+    let good = dir.path().join("good.npy");
+    Array4::<f32>::zeros((4, 1, 28, 28)).write_npy(std::fs::File::create(&good).unwrap()).unwrap();
+    let result = sample(&good, &foreign);
+    assert!(!result.status.success() && text(&result).contains("not empty"), "{}", text(&result));
+    assert_eq!(std::fs::read_dir(&foreign).unwrap().count(), 1, "a foreign directory was written");
+}
