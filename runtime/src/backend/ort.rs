@@ -42,8 +42,10 @@ pub enum OrtError {
 static ENVIRONMENT: OnceLock<Environment> = OnceLock::new();
 
 /// The ONNX Runtime library to load: `explicit`, else `ORT_DYLIB_PATH`, else the one
-/// `pip install onnxruntime` put into a `.venv` of the current directory or one of its parents
-/// (`.venv/lib/python*/site-packages/onnxruntime/capi/libonnxruntime.so.1*`).
+/// `pip install onnxruntime` put into a `.venv` of the current directory or one of its parents,
+/// else of the running executable's directory or one of its parents (so that
+/// `target/release/unpersonal` finds the checkout's `.venv` from any working directory):
+/// `.venv/lib/python*/site-packages/onnxruntime/capi/libonnxruntime.so.1*`.
 pub fn find_library(explicit: Option<&Path>) -> Result<PathBuf, OrtError> {
     if let Some(path) = explicit
         .map(Path::to_path_buf)
@@ -57,8 +59,7 @@ pub fn find_library(explicit: Option<&Path>) -> Result<PathBuf, OrtError> {
         }
         return Ok(path);
     }
-    let cwd = std::env::current_dir().unwrap_or_default();
-    let found = cwd.ancestors().find_map(|dir| {
+    let in_venv = |dir: &Path| {
         let pythons = std::fs::read_dir(dir.join(".venv/lib")).ok()?;
         pythons.flatten().find_map(|python| {
             let capi = python.path().join("site-packages/onnxruntime/capi");
@@ -68,7 +69,13 @@ pub fn find_library(explicit: Option<&Path>) -> Result<PathBuf, OrtError> {
                     .is_some_and(|n| n.starts_with("libonnxruntime.so.1"))
             })
         })
-    });
+    };
+    let cwd = std::env::current_dir().unwrap_or_default();
+    let exe = std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf));
+    let found = cwd
+        .ancestors()
+        .find_map(in_venv)
+        .or_else(|| exe.as_deref().and_then(|dir| dir.ancestors().find_map(in_venv)));
     found.ok_or_else(|| {
         OrtError::NotFound(
             "ONNX Runtime library not found: `pip install onnxruntime==1.31.1` and set ORT_DYLIB_PATH to its \

@@ -7,6 +7,7 @@ pub mod generate;
 pub mod info;
 pub mod merge;
 mod outdir;
+mod progress;
 mod reference;
 pub mod sample;
 
@@ -68,22 +69,29 @@ pub enum Command {
 pub struct BackendArgs {
     /// Engine running the models: `tract` (pure Rust, CPU), `ort` (ONNX Runtime; needs a
     /// build with `--features ort` and the ONNX Runtime library, found through
-    /// $ORT_DYLIB_PATH or a ./.venv made by scripts/setup.sh) or `webgpu` (WGSL kernels on
-    /// a GPU adapter; needs `--features webgpu`).
+    /// $ORT_DYLIB_PATH or the .venv scripts/setup.sh made, in the working directory or beside
+    /// the executable) or `webgpu` (WGSL kernels on a GPU adapter; needs `--features webgpu`).
     #[arg(long, value_enum, default_value_t = BackendKind::Tract)]
     pub backend: BackendKind,
     /// ONNX Runtime's device: `cpu`, or `cuda` (an error if CUDA cannot run, never a silent
     /// CPU fallback).
     #[arg(long, value_enum, default_value_t = DeviceKind::Cpu)]
     pub device: DeviceKind,
-    /// ONNX Runtime's intra-op threads per job (0: the cores shared out among the jobs).
+    /// CPU cores the run uses in all (0: every core): the default number of jobs on the CPU,
+    /// and shared out among the jobs as ONNX Runtime's intra-op threads (`--threads 1` runs
+    /// on one core).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
-    /// Batches run in parallel, each by its own copy of the models (default: one per core on
-    /// the CPU, where independent single-threaded sessions outrun one multi-threaded session;
-    /// 1 on CUDA and WebGPU).
+    /// Batches run in parallel, each by its own copy of the models (default: one per core of
+    /// --threads on the CPU, where independent single-threaded sessions outrun one
+    /// multi-threaded session; 1 on CUDA and WebGPU).
     #[arg(long, value_name = "N")]
     pub jobs: Option<usize>,
+}
+
+/// The cores this process may run on.
+fn available_cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// `--backend` values.
@@ -121,19 +129,22 @@ impl BackendArgs {
 
     /// Parallel workers, as `--jobs` says or by default.
     pub fn jobs(&self) -> usize {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        self.plan(available_cores()).0
+    }
+
+    /// `(jobs, threads per job)` on a machine of `cores` cores: `--threads` (else `cores`)
+    /// cores in all, one job per core on the CPU unless `--jobs` says otherwise, each job with
+    /// its share of the cores (at least one).
+    fn plan(&self, cores: usize) -> (usize, usize) {
+        let budget = if self.threads > 0 { self.threads } else { cores.max(1) };
         let gpu = self.device == DeviceKind::Cuda || self.backend == BackendKind::Webgpu;
-        self.jobs.unwrap_or(if gpu { 1 } else { cores }).max(1)
+        let jobs = self.jobs.unwrap_or(if gpu { 1 } else { budget }).max(1);
+        (jobs, (budget / jobs).max(1))
     }
 
     /// The backend of one of [`BackendArgs::jobs`] workers.
     pub fn backend(&self) -> anyhow::Result<Box<dyn unpersonal_runtime::backend::Backend>> {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        self.backend_with(if self.threads > 0 {
-            self.threads
-        } else {
-            (cores / self.jobs()).max(1)
-        })
+        self.backend_with(self.plan(available_cores()).1)
     }
 
     /// The backend of a single worker with the whole machine (`--threads`, else every core).
@@ -249,21 +260,10 @@ impl Output {
         }
     }
 
-    /// A progress bar over `total` items (`done` of them already done), hidden when quiet or
-    /// in JSON mode.
-    pub fn progress(&self, total: usize, done: usize, unit: &str) -> indicatif::ProgressBar {
-        use indicatif::{ProgressBar, ProgressStyle};
-        if self.quiet || self.json {
-            return ProgressBar::hidden();
-        }
-        let bar = ProgressBar::new(total as u64).with_position(done as u64);
-        bar.set_style(
-            ProgressStyle::with_template(&format!(
-                "{{bar:30}} {{pos}}/{{len}} {unit}  {{per_sec}}  ETA {{eta}}"
-            ))
-            .expect("valid progress template"),
-        );
-        bar
+    /// Progress over `total` items (`done` of them already done): a bar on a terminal, lines
+    /// in a log; nothing when quiet or in JSON mode.
+    pub fn progress(&self, total: usize, done: usize, unit: &str) -> progress::Progress {
+        progress::Progress::new(total, done, unit, self.quiet || self.json)
     }
 
     /// Prints `value` (pretty) in JSON mode.
@@ -272,5 +272,34 @@ impl Output {
             println!("{}", serde_json::to_string_pretty(value)?);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Flags {
+        #[command(flatten)]
+        backend: BackendArgs,
+    }
+
+    fn plan(flags: &[&str], cores: usize) -> (usize, usize) {
+        let flags = Flags::try_parse_from(std::iter::once("test").chain(flags.iter().copied()));
+        flags.unwrap().backend.plan(cores)
+    }
+
+    #[test]
+    fn threads_bound_the_cores_a_run_uses() {
+        assert_eq!(plan(&[], 8), (8, 1), "one single-threaded job per core by default");
+        assert_eq!(plan(&["--threads", "1"], 8), (1, 1), "--threads 1 alone runs on one core");
+        assert_eq!(plan(&["--threads", "4"], 8), (4, 1));
+        assert_eq!(plan(&["--threads", "4", "--jobs", "2"], 8), (2, 2));
+        assert_eq!(plan(&["--jobs", "3"], 8), (3, 2));
+        assert_eq!(plan(&["--backend", "ort", "--device", "cuda"], 8), (1, 8));
+        assert_eq!(plan(&["--jobs", "16"], 8), (16, 1), "at least one thread per job");
     }
 }

@@ -26,7 +26,8 @@ pub struct EngineArgs {
     /// Intra-op threads of ONNX Runtime (0: one per core).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
-    /// Path of libonnxruntime.so (default: $ORT_DYLIB_PATH, else the one in ./.venv).
+    /// Path of libonnxruntime.so (default: $ORT_DYLIB_PATH, else the one in a .venv of
+    /// the working directory or the executable's, or one of their parents).
     #[arg(long)]
     pub ort_lib: Option<PathBuf>,
 }

@@ -62,9 +62,9 @@ pub struct Args {
     /// The `unpersonal-train` executable (default: the one beside this `unpersonal`).
     #[arg(long, value_name = "PATH")]
     pub trainer: Option<PathBuf>,
-    /// ONNX Runtime threads of the trainer (0: one per core).
-    #[arg(long, value_name = "N", default_value_t = 0)]
-    pub trainer_threads: usize,
+    /// ONNX Runtime threads of the trainer (default: --threads; 0: one per core).
+    #[arg(long, value_name = "N")]
+    pub trainer_threads: Option<usize>,
     /// Principal components of the classifier features the singling-out attack works on.
     #[arg(long, value_name = "K", default_value_t = 8)]
     pub components: usize,
@@ -402,8 +402,13 @@ pub fn run(args: &Args, out: &Output) -> anyhow::Result<()> {
         .context("cannot create a scratch directory")?;
     let batch = 128.min(real.len()).min(release.len());
     let steps = args.epochs.max(1) * (real.len() / batch) as u64;
-    let recipe =
-        utility::Recipe { trainer, steps, batch, seed: args.seed, threads: args.trainer_threads };
+    let recipe = utility::Recipe {
+        trainer,
+        steps,
+        batch,
+        seed: args.seed,
+        threads: args.trainer_threads.unwrap_or(args.backend.threads),
+    };
     let utility = utility::compare(
         recipe,
         utility::Sets { release: &args.release.join("filelist.txt"), real: &real, test: &test },
