@@ -3,6 +3,8 @@
 
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use anyhow::{Context, bail};
@@ -157,6 +159,7 @@ pub fn train(
         .with_context(|| format!("cannot write the log in {}", opts.run_dir.display()))?;
     let bar = progress_bar(opts.quiet, cfg.schedule.steps, progress.step);
 
+    let stop = stop_flag()?;
     let started = Instant::now();
     let first = progress.step + 1;
     let end =
@@ -179,7 +182,9 @@ pub fn train(
         }
         bar.inc(1);
 
-        let last = t == end;
+        // SIGINT or SIGTERM (a scheduler's time limit, Ctrl-C): checkpoint this step and stop.
+        let stopping = stop.load(Ordering::Relaxed);
+        let last = t == end || stopping;
         if t % LOG_EVERY == 0 || last {
             last_loss = (window_loss / window_steps as f64) as f32;
             let rate =
@@ -213,6 +218,14 @@ pub fn train(
                 )?;
             }
         }
+        if stopping {
+            bar.finish_and_clear();
+            bail!(
+                "stopped by a signal after step {t} of {}: the checkpoint {} holds it; run the same command with --resume to continue (nothing was exported)",
+                cfg.schedule.steps,
+                ckpt_path.display()
+            );
+        }
     }
     bar.finish_and_clear();
     let steps_this_run = end.saturating_sub(progress.step);
@@ -225,6 +238,24 @@ pub fn train(
         last_eval,
     };
     Ok((engine.state()?, summary))
+}
+
+/// Set when SIGINT or SIGTERM arrives: the training loop then checkpoints the step it is on and
+/// stops. A second signal while that checkpoint is written ends the process at once (exit
+/// status 130); the previous checkpoint, replaced atomically, is then still whole.
+fn stop_flag() -> anyhow::Result<Arc<AtomicBool>> {
+    static FLAG: OnceLock<Arc<AtomicBool>> = OnceLock::new();
+    if let Some(flag) = FLAG.get() {
+        return Ok(Arc::clone(flag));
+    }
+    let flag = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register_conditional_shutdown(signal, 130, Arc::clone(&flag))
+            .context("cannot handle termination signals")?;
+        signal_hook::flag::register(signal, Arc::clone(&flag))
+            .context("cannot handle termination signals")?;
+    }
+    Ok(Arc::clone(FLAG.get_or_init(|| flag)))
 }
 
 /// The state to start from: a fresh initialisation, or the checkpoint when resuming.

@@ -190,8 +190,15 @@ fn training_killed_mid_way_resumes_to_the_same_model() {
             .args([&format!("-{signal}"), &child.id().to_string()])
             .status()
             .unwrap();
-        let status = child.wait().unwrap();
-        assert!(!status.success(), "SIG{signal} did not stop training");
+        let output = child.wait_with_output().unwrap();
+        assert!(!output.status.success(), "SIG{signal} did not stop training");
+        if signal == "TERM" {
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            assert!(
+                stderr.contains("stopped by a signal after step") && stderr.contains("--resume"),
+                "SIGTERM did not checkpoint the step it stopped at: {stderr}"
+            );
+        }
         assert!(
             !tmp.path().join("killed/classifier.onnx").exists(),
             "an interrupted run exported a model"
