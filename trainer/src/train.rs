@@ -240,6 +240,19 @@ pub fn train(
     Ok((engine.state()?, summary))
 }
 
+/// The state and step of the checkpoint in `run_dir`, for exporting it as it is
+/// (`--export-only`); an error unless it was trained with `cfg`.
+pub fn checkpointed(run_dir: &std::path::Path, cfg: &TrainConfig) -> anyhow::Result<(State, u64)> {
+    let ckpt = checkpoint::load(&run_dir.join("checkpoint.safetensors"))?;
+    anyhow::ensure!(
+        serde_json::from_value::<TrainConfig>(ckpt.config.clone()).ok().as_ref() == Some(cfg),
+        "the checkpoint in {} was trained with other settings than these flags: {}",
+        run_dir.display(),
+        ckpt.config
+    );
+    Ok((ckpt.state, ckpt.progress.step))
+}
+
 /// Set when SIGINT or SIGTERM arrives: the training loop then checkpoints the step it is on and
 /// stops. A second signal while that checkpoint is written ends the process at once (exit
 /// status 130); the previous checkpoint, replaced atomically, is then still whole.

@@ -209,3 +209,33 @@ fn training_killed_mid_way_resumes_to_the_same_model() {
     let read = |dir: &str| std::fs::read(tmp.path().join(dir).join("classifier.onnx")).unwrap();
     assert!(read("whole") == read("killed"), "a resumed training run exported other weights");
 }
+
+/// `reid --export-only` calibrates and exports a checkpoint as it is (here one stopped early),
+/// and refuses a checkpoint trained with other flags.
+#[test]
+fn reid_exports_a_stopped_run_with_export_only() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (out, run) = (tmp.path().join("out"), tmp.path().join("run"));
+    let reid = |extra: &[&str]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_unpersonal-train"));
+        cmd.args(["reid", "--data", "/usr/share/datasets/fashion-mnist", "--out"])
+            .arg(&out)
+            .arg("--run")
+            .arg(&run)
+            .args(["--steps", "6", "--batch", "8", "--calibration-images", "64", "--quiet"])
+            .args(extra);
+        cmd.output().unwrap()
+    };
+    let stopped = reid(&["--stop-after", "2"]);
+    assert!(stopped.status.success(), "{}", String::from_utf8_lossy(&stopped.stderr));
+    assert!(!out.join("reid_embed.onnx").exists(), "a stopped run exported");
+    let exported = reid(&["--export-only"]);
+    assert!(exported.status.success(), "{}", String::from_utf8_lossy(&exported.stderr));
+    let bundle: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("bundle.json")).unwrap()).unwrap();
+    assert_eq!(bundle["models"]["reid_embed"]["provenance"]["steps"], 2);
+    assert!(bundle["reid"]["threshold"].as_f64().is_some_and(|t| t > 0.0 && t < 1.0));
+    let other = reid(&["--export-only", "--lr", "0.5"]);
+    assert!(!other.status.success());
+    assert!(String::from_utf8_lossy(&other.stderr).contains("other settings"));
+}

@@ -150,14 +150,7 @@ pub fn run(args: DenoiserArgs) -> anyhow::Result<()> {
     };
 
     let (state, steps_done) = if args.export_only {
-        let ckpt = checkpoint::load(&args.run.join("checkpoint.safetensors"))?;
-        anyhow::ensure!(
-            serde_json::from_value::<TrainConfig>(ckpt.config.clone()).ok().as_ref() == Some(&cfg),
-            "the checkpoint in {} was trained with other settings than these flags: {}",
-            args.run.display(),
-            ckpt.config
-        );
-        (ckpt.state, ckpt.progress.step)
+        train::checkpointed(&args.run, &cfg)?
     } else {
         if !args.control.quiet {
             eprintln!(

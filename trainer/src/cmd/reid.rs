@@ -32,6 +32,10 @@ pub struct ReidArgs {
     /// Run directory for the checkpoint and the JSON log.
     #[arg(long, default_value = "runs/reid")]
     run: PathBuf,
+    /// Do not train: calibrate and export the weights of the checkpoint in --run as they are
+    /// (e.g. of a run stopped early).
+    #[arg(long)]
+    export_only: bool,
     /// Training length in optimisation steps.
     #[arg(long, default_value_t = 4000)]
     steps: u64,
@@ -157,30 +161,6 @@ pub fn run(args: ReidArgs) -> anyhow::Result<()> {
     };
     let session = args.engine.session();
     let opts = args.control.options(&args.run, args.eval_every, session.clone());
-    if !args.control.quiet {
-        eprintln!(
-            "training the re-identification model on {} ({} images, {} steps of {} pairs)",
-            data.name,
-            data.len(),
-            args.steps,
-            args.batch
-        );
-    }
-    let mut feed = PairFeed::new(&data, strong.clone(), norm, args.seed);
-    if args.neighbour_negatives > 0 {
-        if !args.control.quiet {
-            eprintln!(
-                "finding the {} nearest images of each training image (pixel space) …",
-                args.neighbour_negatives
-            );
-        }
-        feed = feed.neighbour_negatives(pixel_neighbours(
-            &data,
-            norm,
-            args.neighbour_negatives,
-            DUPLICATE,
-        ));
-    }
     // The gate compares candidates with unmodified reference images, so the held-out pairs
     // do too: an original and a strong augmentation of it, or of another image.
     let calibration = Calibration::new(
@@ -188,16 +168,47 @@ pub fn run(args: ReidArgs) -> anyhow::Result<()> {
         &held_out,
         args.batch,
     );
-    let (state, summary) = train::train(&model, &cfg, &data, &feed, &opts, env, |_, state| {
-        calibration.measure(env, &model, state, &session, args.false_match_rate).map(|c| c.summary)
-    })?;
-    if summary.steps < args.steps {
-        println!(
-            "{}",
-            json!({ "stopped_at_step": summary.steps, "of": args.steps, "resume_with": "--resume" })
-        );
-        return Ok(());
-    }
+    let (state, steps) = if args.export_only {
+        train::checkpointed(&args.run, &cfg)?
+    } else {
+        if !args.control.quiet {
+            eprintln!(
+                "training the re-identification model on {} ({} images, {} steps of {} pairs)",
+                data.name,
+                data.len(),
+                args.steps,
+                args.batch
+            );
+        }
+        let mut feed = PairFeed::new(&data, strong.clone(), norm, args.seed);
+        if args.neighbour_negatives > 0 {
+            if !args.control.quiet {
+                eprintln!(
+                    "finding the {} nearest images of each training image (pixel space) …",
+                    args.neighbour_negatives
+                );
+            }
+            feed = feed.neighbour_negatives(pixel_neighbours(
+                &data,
+                norm,
+                args.neighbour_negatives,
+                DUPLICATE,
+            ));
+        }
+        let (state, summary) = train::train(&model, &cfg, &data, &feed, &opts, env, |_, state| {
+            calibration
+                .measure(env, &model, state, &session, args.false_match_rate)
+                .map(|c| c.summary)
+        })?;
+        if summary.steps < args.steps {
+            println!(
+                "{}",
+                json!({ "stopped_at_step": summary.steps, "of": args.steps, "resume_with": "--resume" })
+            );
+            return Ok(());
+        }
+        (state, summary.steps)
+    };
 
     let measured = calibration.measure(env, &model, &state, &session, args.false_match_rate)?;
     let near = Calibration::new(
@@ -238,7 +249,7 @@ pub fn run(args: ReidArgs) -> anyhow::Result<()> {
         vec![("unpersonal.role".into(), "reid_head".into())],
     )?;
     let provenance = json!({
-        "architecture": cfg.model, "dataset": data.name, "training_images": data.len(), "steps": summary.steps,
+        "architecture": cfg.model, "dataset": data.name, "training_images": data.len(), "steps": steps,
         "batch_pairs": args.batch, "weights": "ema", "ema_decay": args.ema, "trainer": TRAINER, "metrics": calibration_json,
     });
     let (c, h, w, e) = (model.channels, model.height, model.width, model.embedding);
@@ -295,7 +306,7 @@ pub fn run(args: ReidArgs) -> anyhow::Result<()> {
     bundle::write(&args.out, &data, norm, entries, sections)?;
     println!(
         "{}",
-        json!({ "out": args.out, "threshold": probability, "calibration": calibration_json, "steps": summary.steps })
+        json!({ "out": args.out, "threshold": probability, "calibration": calibration_json, "steps": steps })
     );
     Ok(())
 }
