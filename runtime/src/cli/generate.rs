@@ -52,7 +52,9 @@ pub struct Args {
     #[arg(long, value_name = "i/n")]
     pub shard: Option<Shard>,
     /// Draw only for the first N reference images (the gate still checks every candidate
-    /// against all of them): a release standing for a subset of the reference set.
+    /// against all of them): a release standing for a subset of the reference set. A warning
+    /// says when those N carry fewer of the set's labels than they could (a list sorted by
+    /// class): shuffle such a list first.
     #[arg(long, value_name = "N")]
     pub sources: Option<usize>,
     /// The reference set's name in the release's run.json and report.json (default: none; the
@@ -145,6 +147,11 @@ pub fn run(args: &Args, out: &Output) -> anyhow::Result<()> {
         }
         None => (reference.scan(&loaded, |_| Ok(()))?, None),
     };
+    if !out.quiet
+        && let Some(warning) = coverage_warning(reference.as_ref(), sources)
+    {
+        eprintln!("WARNING: {warning}");
+    }
     let run = RunInfo {
         bundle: json!({ "name": bundle.name, "models": used }),
         reference: json!({ "name": args.reference_name, "images": reference.len(), "sources": sources }),
@@ -233,6 +240,21 @@ pub fn run(args: &Args, out: &Output) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A warning when the first `sources` images of `set` (those `--sources` draws for) carry fewer
+/// of the set's labels than they could: a list sorted by class, cut short, makes a release that
+/// does not represent the set.
+fn coverage_warning(set: &dyn Images, sources: usize) -> Option<String> {
+    let labels = set.label(0).len();
+    let present =
+        |n: usize| (0..labels).filter(|&l| (0..n).any(|i| set.label(i)[l] >= 0.5)).count();
+    let (first, all) = (present(sources), present(set.len()));
+    (first < all.min(sources)).then(|| {
+        format!(
+            "--sources {sources} draws for the first {sources} reference images, which carry {first} of the {all} labels present in the set (is the list sorted by class?): the release will not represent the set. Shuffle the reference list, or draw for all of it."
+        )
+    })
+}
+
 /// The closing lines of `generate` and `merge`.
 pub fn summary(report: &serde_json::Value, dirs: &Dirs) -> String {
     let count = |key: &str| report[key].as_u64().unwrap_or(0);
@@ -306,5 +328,42 @@ impl Worker {
             });
         }
         dirs.write_records(&records)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use unpersonal_runtime::data::Dataset;
+
+    use super::*;
+
+    /// Images with the given single labels (of 3).
+    fn set(labels: &[usize]) -> Dataset {
+        Dataset {
+            name: "sorted".into(),
+            channels: 1,
+            height: 1,
+            width: 1,
+            num_labels: 3,
+            multi_label: false,
+            images: vec![0; labels.len()],
+            labels: labels
+                .iter()
+                .flat_map(|&l| (0..3).map(move |k| if k == l { 1.0 } else { 0.0 }))
+                .collect(),
+            allows_hflip: false,
+            identities: vec![None; labels.len()],
+        }
+    }
+
+    #[test]
+    fn a_cut_of_a_class_sorted_list_is_flagged() {
+        let sorted = set(&[0, 0, 0, 1, 1, 1, 2, 2, 2]);
+        let warning = coverage_warning(&sorted, 3).expect("three images of one class");
+        assert!(warning.contains("carry 1 of the 3 labels"), "{warning}");
+        assert!(coverage_warning(&sorted, 9).is_none(), "the whole set");
+        let mixed = set(&[0, 1, 2, 0, 1, 2, 0, 1, 2]);
+        assert!(coverage_warning(&mixed, 3).is_none(), "every label among the first three");
+        assert!(coverage_warning(&mixed, 2).is_none(), "two images cannot carry three labels");
     }
 }
