@@ -114,6 +114,10 @@ fn audit_measures_a_gated_release_against_its_sources_and_the_holdout() {
     assert_eq!(a["utility"]["real"]["training_images"], 10);
     assert_eq!(a["utility"]["test_images"], 60);
     assert_eq!(a["utility"]["metric"], "accuracy");
+    // --epochs 1 over 10 images is a handful of steps: the report says it cannot judge.
+    let warning = a["utility"]["recipe_warning"].as_str().unwrap_or_default();
+    assert!(warning.contains("raise --epochs"), "{}", a["utility"]);
+    assert!(html.contains("recipe too short to judge"), "the page hides a too-short recipe");
     let gap = &a["utility"]["gap_points"];
     assert!(
         gap["lower"].as_f64().unwrap() <= gap["estimate"].as_f64().unwrap()

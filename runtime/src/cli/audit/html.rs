@@ -59,7 +59,11 @@ fn rows(r: &Value) -> Vec<Row> {
             } else {
                 "FALLS SHORT of one point"
             }
-        ),
+        ) + if u["recipe_warning"].is_string() {
+            " — recipe too short to judge (see audit.json: utility.recipe_warning)"
+        } else {
+            ""
+        },
     });
     let f = &r["fidelity"];
     rows.push(Row {
