@@ -99,6 +99,17 @@ pub fn report<'a>(
             per_round[t].1 += rejected;
         }
     }
+    // Per label: how many reference images carry it and how many of those released nothing —
+    // a gate that withholds one class more than another skews the release.
+    let labels = records.first().map_or(0, |r| r.labels.len());
+    let withheld_by_label: Vec<Value> = (0..labels)
+        .map(|l| {
+            let carrying: Vec<&&Record> = records.iter().filter(|r| r.labels[l] >= 0.5).collect();
+            let withheld = carrying.iter().filter(|r| r.outcome.released.is_empty()).count();
+            json!({ "label": l, "reference_images": carrying.len(), "withheld": withheld,
+                    "rate": withheld as f64 / carrying.len().max(1) as f64 })
+        })
+        .collect();
     let candidates = run.settings.candidates;
     let rounds: Vec<Value> = per_round
         .iter()
@@ -126,6 +137,7 @@ pub fn report<'a>(
         "released_images": images,
         "reference_images_released": released,
         "reference_images_withheld": records.len() - released,
+        "withheld_by_label": withheld_by_label,
         "rounds_needed": rounds_needed,
         "rounds": rounds,
         "guidance_of_released_images": guidance,

@@ -255,6 +255,45 @@ fn coverage_warning(set: &dyn Images, sources: usize) -> Option<String> {
     })
 }
 
+/// Share of reference images withheld above which the summary warns.
+const WITHHELD_WARN: f64 = 0.10;
+
+/// A warning when the gate withheld many reference images, or one label's images at least
+/// twice as often as another's (with ten or more images each): the release then misses or
+/// under-represents them.
+fn withheld_warning(report: &serde_json::Value) -> Option<String> {
+    let count = |key: &str| report[key].as_u64().unwrap_or(0);
+    let overall =
+        count("reference_images_withheld") as f64 / count("reference_images").max(1) as f64;
+    let rates: Vec<(u64, f64)> = report["withheld_by_label"]
+        .as_array()?
+        .iter()
+        .filter(|l| l["reference_images"].as_u64().unwrap_or(0) >= 10)
+        .map(|l| (l["label"].as_u64().unwrap_or(0), l["rate"].as_f64().unwrap_or(0.0)))
+        .collect();
+    let lowest = rates.iter().copied().min_by(|a, b| a.1.total_cmp(&b.1));
+    let highest = rates.iter().copied().max_by(|a, b| a.1.total_cmp(&b.1));
+    let skewed = match (lowest, highest) {
+        (Some(lo), Some(hi)) if hi.1 >= 0.05 && hi.1 >= 2.0 * lo.1 => Some((lo, hi)),
+        _ => None,
+    };
+    if overall <= WITHHELD_WARN && skewed.is_none() {
+        return None;
+    }
+    let mut text = format!("{:.1} % of the reference images released nothing", overall * 100.0);
+    if let Some(((lo_label, lo), (hi_label, hi))) = skewed {
+        text.push_str(&format!(
+            ", label {hi_label} {:.1} % and label {lo_label} {:.1} %: the release under-represents some labels",
+            hi * 100.0,
+            lo * 100.0
+        ));
+    }
+    text.push_str(
+        " (report.json: withheld_by_label). The re-identification model may be weak for this data (see the bundle's reid.calibration): train it longer or on more images, or draw more candidates or rounds (--candidates, --rounds).",
+    );
+    Some(text)
+}
+
 /// The closing lines of `generate` and `merge`.
 pub fn summary(report: &serde_json::Value, dirs: &Dirs) -> String {
     let count = |key: &str| report[key].as_u64().unwrap_or(0);
@@ -272,6 +311,9 @@ pub fn summary(report: &serde_json::Value, dirs: &Dirs) -> String {
             "\nprivacy gate applied: {} reference images released nothing (every candidate was too close to a real image)",
             count("reference_images_withheld")
         ));
+        if let Some(warning) = withheld_warning(report) {
+            text.push_str(&format!("\nWARNING: {warning}"));
+        }
     } else {
         text.push_str("\nWARNING: privacy gate NOT applied (--unfiltered-research-only): these are unfiltered candidates, not a release.");
     }
@@ -354,6 +396,22 @@ mod tests {
             allows_hflip: false,
             identities: vec![None; labels.len()],
         }
+    }
+
+    #[test]
+    fn a_gate_withholding_much_or_one_label_more_is_flagged() {
+        let report = |withheld: u64, by_label: serde_json::Value| {
+            serde_json::json!({ "reference_images": 100, "reference_images_withheld": withheld,
+                                "withheld_by_label": by_label })
+        };
+        let label = |l: u64, n: u64, rate: f64| serde_json::json!({ "label": l, "reference_images": n, "rate": rate });
+        let even = serde_json::json!([label(0, 50, 0.04), label(1, 50, 0.06)]);
+        assert!(withheld_warning(&report(5, even.clone())).is_none());
+        let many = withheld_warning(&report(20, even)).unwrap();
+        assert!(many.starts_with("20.0 % of the reference images"), "{many}");
+        let skewed = serde_json::json!([label(0, 50, 0.02), label(1, 50, 0.08), label(2, 3, 1.0)]);
+        let text = withheld_warning(&report(5, skewed)).unwrap();
+        assert!(text.contains("label 1 8.0 % and label 0 2.0 %"), "{text}");
     }
 
     #[test]
