@@ -292,6 +292,16 @@ pub fn run(args: ReidArgs) -> anyhow::Result<()> {
         "held_out_flagged_at_neighbour_threshold": flagged_at(neighbour_threshold),
         "near_copy_detection_at_neighbour_threshold": near.positives.iter().filter(|&&s| s >= neighbour_threshold).count() as f64 / near.positives.len().max(1) as f64,
     });
+    let warnings = weak_gate_warnings(&calibration_json, held_out.len(), args.calibration_images);
+    for warning in &warnings {
+        eprintln!("WARNING: {warning}");
+    }
+    if !warnings.is_empty() {
+        eprintln!(
+            "WARNING: a weak re-identification model makes the gate reject many candidates and withhold some reference images (some labels more than others); train longer (--steps), on more images, or with --neighbour-negatives 8, and check the release's withheld_by_label"
+        );
+        calibration_json["warnings"] = json!(warnings);
+    }
     let sigmoid = |z: f32| 1.0 / (1.0 + (-f64::from(z)).exp());
     let probability = sigmoid(threshold);
     let sections = bundle::Sections {
@@ -379,6 +389,39 @@ impl Calibration {
         });
         Ok(Measured { positives, negatives, threshold, summary })
     }
+}
+
+/// What the held-out calibration says is weak about the model, one sentence each: a low ROC AUC,
+/// a near-copy threshold that also matches many different people, a neighbour threshold that
+/// flags many people never seen, fewer held-out images than asked for.
+fn weak_gate_warnings(calibration: &Value, held_out: usize, asked: usize) -> Vec<String> {
+    let number = |v: &Value| v.as_f64().unwrap_or(f64::NAN);
+    let mut warnings = Vec::new();
+    let auc = number(&calibration["roc_auc"]);
+    if auc.is_nan() || auc < 0.95 {
+        warnings
+            .push(format!("held-out ROC AUC of same vs different image is {auc:.3} (below 0.95)"));
+    }
+    let fmr = number(&calibration["false_match_rate"]);
+    if fmr.is_nan() || fmr > 0.05 {
+        warnings.push(format!(
+            "the source threshold matches {:.1} % of pairs of different images (it is lowered until it detects near-copies)",
+            fmr * 100.0
+        ));
+    }
+    let flagged = number(&calibration["neighbours"]["held_out_flagged_at_neighbour_threshold"]);
+    if flagged.is_nan() || flagged > 0.2 {
+        warnings.push(format!(
+            "the neighbour threshold flags {:.1} % of held-out images against their nearest training images",
+            flagged * 100.0
+        ));
+    }
+    if held_out < asked {
+        warnings.push(format!(
+            "calibrated on {held_out} held-out images, fewer than --calibration-images ({asked}): the test data holds no more"
+        ));
+    }
+    warnings
 }
 
 /// The exported EMA halves on ONNX Runtime.
@@ -487,4 +530,24 @@ fn neighbour_scores(
         at += list.len();
     }
     Ok(best)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_weak_calibration_is_named_point_by_point() {
+        let strong = json!({ "roc_auc": 0.99, "false_match_rate": 0.01,
+                             "neighbours": { "held_out_flagged_at_neighbour_threshold": 0.01 } });
+        assert!(weak_gate_warnings(&strong, 2000, 2000).is_empty());
+        // The numbers a new user met on 2,428 chest X-rays.
+        let weak = json!({ "roc_auc": 0.899, "false_match_rate": 0.49,
+                           "neighbours": { "held_out_flagged_at_neighbour_threshold": 0.61 } });
+        let warnings = weak_gate_warnings(&weak, 270, 2000);
+        assert_eq!(warnings.len(), 4, "{warnings:?}");
+        assert!(warnings[0].contains("0.899") && warnings[1].contains("49.0 %"));
+        assert!(warnings[2].contains("61.0 %") && warnings[3].contains("270"));
+        assert_eq!(weak_gate_warnings(&json!({}), 10, 10).len(), 3, "missing numbers are weak");
+    }
 }
