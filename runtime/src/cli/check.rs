@@ -25,7 +25,7 @@ pub struct Args {
     pub images: Vec<PathBuf>,
     /// The bundle directory; it must hold the re-identification model (reid_embed, reid_head,
     /// reid.threshold).
-    #[arg(long, value_name = "DIR", default_value = "models/fashion-mnist")]
+    #[arg(long, value_name = "DIR", default_value = "models/fashion-mnist", value_parser = super::bundle_dir)]
     pub bundle: PathBuf,
     /// The real images nobody may be re-identified from: a filelist or an IDX directory
     /// (default: the bundle's shipped sample).

@@ -22,7 +22,7 @@ use super::{BackendArgs, DeviceKind, Output, SamplerArgs, reference};
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The bundle directory (bundle.json and the ONNX files it names).
-    #[arg(long, value_name = "DIR", default_value = "models/fashion-mnist")]
+    #[arg(long, value_name = "DIR", default_value = "models/fashion-mnist", value_parser = super::bundle_dir)]
     pub bundle: PathBuf,
     /// The reference images each synthetic image is pseudo-conditioned on, and that no
     /// released image may re-identify: a filelist (`relative/path.png l0 l1 …`) or a directory

@@ -13,7 +13,7 @@ use super::Output;
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The bundle directory (holding bundle.json and the ONNX files it names).
-    #[arg(long, value_name = "DIR", default_value = "models/fashion-mnist")]
+    #[arg(long, value_name = "DIR", default_value = "models/fashion-mnist", value_parser = super::bundle_dir)]
     pub bundle: PathBuf,
 }
 

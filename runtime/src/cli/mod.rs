@@ -89,6 +89,22 @@ pub struct BackendArgs {
     pub jobs: Option<usize>,
 }
 
+/// `--bundle`: the directory as given; or, when a relative path names nothing from the working
+/// directory, the bundle of that path beside the running executable or one of its parents (so
+/// that `target/release/unpersonal` finds the checkout's `models/` from anywhere). A path that
+/// names no bundle either way is kept as given, for the error that names it.
+pub fn bundle_dir(text: &str) -> Result<std::path::PathBuf, String> {
+    let path = std::path::PathBuf::from(text);
+    if path.is_absolute() || path.exists() {
+        return Ok(path);
+    }
+    let exe = std::env::current_exe().ok();
+    let beside = exe.as_deref().and_then(std::path::Path::parent).and_then(|dir| {
+        dir.ancestors().map(|a| a.join(&path)).find(|p| p.join("bundle.json").is_file())
+    });
+    Ok(beside.unwrap_or(path))
+}
+
 /// The cores this process may run on.
 fn available_cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())

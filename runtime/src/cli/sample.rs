@@ -42,7 +42,7 @@ use super::{BackendArgs, Output, SamplerArgs, reference};
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Bundle directory.
-    #[arg(long, value_name = "DIR", default_value = "models/fashion-mnist")]
+    #[arg(long, value_name = "DIR", default_value = "models/fashion-mnist", value_parser = super::bundle_dir)]
     pub bundle: PathBuf,
     /// Reference images to condition on (a filelist, a folder holding one, or an IDX
     /// directory; default: the bundle's shipped sample).

@@ -121,3 +121,22 @@ fn report_candidates(bundle: &std::path::Path) -> serde_json::Value {
         serde_json::from_slice(&std::fs::read(bundle.join("bundle.json")).unwrap()).unwrap();
     json["sampler"]["candidates_per_image"].clone()
 }
+
+#[test]
+fn the_default_bundle_is_found_beside_the_executable_from_any_directory() {
+    let elsewhere = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_unpersonal"))
+        .arg("info")
+        .current_dir(elsewhere.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("models/fashion-mnist"), "{text}");
+    let missing = Command::new(env!("CARGO_BIN_EXE_unpersonal"))
+        .args(["info", "--bundle", "models/nothing-here"])
+        .current_dir(elsewhere.path())
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("models/nothing-here"));
+}

@@ -54,7 +54,7 @@ pub struct Args {
     pub out: PathBuf,
     /// The bundle whose classifier gives the feature space and whose re-identification model
     /// links images to people.
-    #[arg(long, value_name = "DIR", default_value = "models/fashion-mnist")]
+    #[arg(long, value_name = "DIR", default_value = "models/fashion-mnist", value_parser = crate::cli::bundle_dir)]
     pub bundle: PathBuf,
     /// Utility training length: epochs over the real set, the same number of steps for both
     /// (default: 15 epochs and at least 500 steps, so that a small set's classifiers are

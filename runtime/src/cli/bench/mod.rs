@@ -27,7 +27,7 @@ use super::{BackendArgs, DeviceKind, Output, reference};
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The bundle directory (bundle.json and the ONNX files it names).
-    #[arg(long, value_name = "DIR", default_value = "models/fashion-mnist")]
+    #[arg(long, value_name = "DIR", default_value = "models/fashion-mnist", value_parser = crate::cli::bundle_dir)]
     pub bundle: PathBuf,
     /// The backend to measure.
     #[command(flatten)]
