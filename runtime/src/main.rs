@@ -25,6 +25,7 @@ fn main() -> ExitCode {
         Command::Merge(args) => cli::merge::run(args, &out),
         Command::Check(args) => cli::check::run(args, &out),
         Command::Audit(args) => cli::audit::run(args, &out),
+        Command::AuditModels(args) => cli::audit_models::run(args, &out),
         Command::Bench(args) => cli::bench::run(args, &out),
         Command::Sample(args) => cli::sample::run(args, &out),
     };

@@ -17,6 +17,7 @@ pub mod dcr;
 pub mod frechet;
 pub mod intervals;
 pub mod manifold;
+pub mod membership;
 pub mod memorisation;
 pub mod pca;
 pub mod singling_out;

@@ -1,6 +1,7 @@
 //! Command-line arguments and output conventions shared by every subcommand.
 
 pub mod audit;
+pub mod audit_models;
 pub mod bench;
 pub mod check;
 pub mod generate;
@@ -53,6 +54,10 @@ pub enum Command {
     /// Measure what a release is worth and what it risks: utility, fidelity, re-identification,
     /// distance to closest record, singling-out, memorisation (audit.json + audit.html).
     Audit(audit::Args),
+    /// Membership inference against the bundle's models: how well an attacker holding the
+    /// weights tells training records from holdout records (ROC AUC with a bootstrap interval,
+    /// TPR at 0.1 % and 1 % FPR, per model and attack).
+    AuditModels(audit_models::Args),
     /// Measure how fast a backend runs the bundle's models here: denoiser evaluations/s and
     /// GFLOP/s at several batch sizes against the backend's matrix-product peak, images/s at
     /// the default settings, gate checks/s against 10k and 100k references.

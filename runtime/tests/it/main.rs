@@ -15,6 +15,7 @@ mod generate;
 mod hostile;
 mod imports;
 mod layout;
+mod membership;
 mod sampler;
 mod shipped;
 #[cfg(feature = "webgpu")]
