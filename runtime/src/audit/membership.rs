@@ -118,6 +118,12 @@ impl Scores {
             .map(|a| a.scores.as_slice())
     }
 
+    /// The classifier loss of these records calibrated per class on `reference` (the
+    /// `calibrated_loss` attack, see [`evaluate`]); `None` without a classifier loss.
+    pub fn calibrated_loss(&self, reference: &Scores) -> Option<Vec<f32>> {
+        Some(calibrate_by_class(self.get("classifier", "loss")?, &self.classes, reference))
+    }
+
     /// Number of records scored.
     pub fn len(&self) -> usize {
         self.classes.len()

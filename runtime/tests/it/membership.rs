@@ -49,7 +49,10 @@ fn the_shipped_models_learn_nothing_about_records_they_never_saw() {
     for model in &report.models {
         for a in &model.attacks {
             let (m, q) = if a.attack == "calibrated_loss" {
-                calibrated_losses(&fake_members, &non_members, &reference)
+                (
+                    fake_members.calibrated_loss(&reference).unwrap(),
+                    non_members.calibrated_loss(&reference).unwrap(),
+                )
             } else {
                 (
                     fake_members.get(&model.model, &a.attack).unwrap().to_vec(),
@@ -76,30 +79,6 @@ fn the_shipped_models_learn_nothing_about_records_they_never_saw() {
         }
     }
     assert!(missed.len() <= 3, "95 % intervals without 0.5: {missed:?}");
-}
-
-/// The per-class calibrated classifier losses of the two sides, as [`evaluate`] makes them:
-/// the loss minus the mean loss of the record's class on `reference`.
-fn calibrated_losses(
-    members: &Scores,
-    non_members: &Scores,
-    reference: &Scores,
-) -> (Vec<f32>, Vec<f32>) {
-    let loss = reference.get("classifier", "loss").unwrap();
-    let mean = |class: Option<usize>| {
-        let of: Vec<f64> = loss
-            .iter()
-            .zip(&reference.classes)
-            .filter(|(_, c)| **c == class)
-            .map(|(&s, _)| f64::from(s))
-            .collect();
-        of.iter().sum::<f64>() / of.len() as f64
-    };
-    let side = |s: &Scores| -> Vec<f32> {
-        let scores = s.get("classifier", "loss").unwrap();
-        scores.iter().zip(&s.classes).map(|(&v, &c)| (f64::from(v) - mean(c)) as f32).collect()
-    };
-    (side(members), side(non_members))
 }
 
 /// A denoiser that memorised `members` (`[k, C·H·W]`, normalised): whatever its input, it
