@@ -65,6 +65,29 @@ pub struct ImageSpec {
     pub width: usize,
     /// How pixels become model values.
     pub normalization: Normalization,
+    /// How images of other sizes are brought to this one (the training data was); absent: an
+    /// image must have this size already.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resize: Option<ResizeSpec>,
+}
+
+/// A size rule: how an image of any size becomes `size` × `size` pixels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResizeSpec {
+    /// The rule.
+    pub rule: ResizeRule,
+    /// The square side it brings images to; equal to `image.width` and `image.height`.
+    pub size: usize,
+}
+
+/// The size rules a bundle may name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ResizeRule {
+    /// `"shorter-side-triangle-center-crop"`: the shorter side scaled to the size with a
+    /// triangle filter, then the centre cut out ([`crate::pixels::fit_square`] where the
+    /// `image` feature is on; docs/bundle.md states it in full).
+    #[serde(rename = "shorter-side-triangle-center-crop")]
+    ShorterSideTriangleCenterCrop,
 }
 
 /// `x = (pixel / 255 − mean) / std`, and back by the inverse.
@@ -415,6 +438,17 @@ impl Bundle {
                 return Err(invalid(field, "must be at least 1".into()));
             }
         }
+        if let Some(resize) = &image.resize
+            && (resize.size, resize.size) != (image.width, image.height)
+        {
+            return Err(invalid(
+                "image.resize.size",
+                format!(
+                    "must equal image.width and image.height ({}×{}), is {}",
+                    image.width, image.height, resize.size
+                ),
+            ));
+        }
         let norm = &image.normalization;
         if !norm.mean.is_finite() {
             return Err(invalid(
@@ -537,4 +571,49 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 /// `bytes` as lowercase hex.
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A classifier-only bundle whose `image` section is `image`.
+    fn with_image(image: &str) -> String {
+        format!(
+            r#"{{ "schema_version": 1, "name": "b", "image": {image},
+                 "labels": {{ "count": 2, "multi_label": false }},
+                 "models": {{ "classifier": {{ "file": "c.onnx", "sha256": "{}",
+                   "inputs": [ {{ "name": "image", "shape": ["batch", 1, 32, 32] }} ],
+                   "outputs": [ {{ "name": "logits", "shape": ["batch", 2] }} ] }} }} }}"#,
+            "0".repeat(64)
+        )
+    }
+
+    const NORMALIZATION: &str = r#""normalization": { "mean": 0.5, "std": 0.5 }"#;
+
+    #[test]
+    fn the_size_rule_is_read_checked_and_left_out_when_absent() {
+        let plain = format!(r#"{{ "channels": 1, "height": 32, "width": 32, {NORMALIZATION} }}"#);
+        let bundle = Bundle::from_json(&with_image(&plain)).unwrap();
+        assert_eq!(bundle.image.resize, None);
+        let json = serde_json::to_string(&bundle.image).unwrap();
+        assert!(!json.contains("resize"), "an absent rule is not written: {json}");
+
+        let ruled = format!(
+            r#"{{ "channels": 1, "height": 32, "width": 32, {NORMALIZATION},
+                 "resize": {{ "rule": "shorter-side-triangle-center-crop", "size": 32 }} }}"#
+        );
+        let bundle = Bundle::from_json(&with_image(&ruled)).unwrap();
+        let rule = ResizeSpec { rule: ResizeRule::ShorterSideTriangleCenterCrop, size: 32 };
+        assert_eq!(bundle.image.resize, Some(rule));
+        let json = serde_json::to_string(&bundle.image.resize).unwrap();
+        assert_eq!(json, r#"{"rule":"shorter-side-triangle-center-crop","size":32}"#);
+
+        let other_size = ruled.replace(r#""size": 32"#, r#""size": 28"#);
+        let err = Bundle::from_json(&with_image(&other_size)).unwrap_err().to_string();
+        assert!(err.contains("image.resize.size") && err.contains("32×32"), "{err}");
+        let other_rule = ruled.replace("triangle", "lanczos");
+        let err = Bundle::from_json(&with_image(&other_rule)).unwrap_err().to_string();
+        assert!(err.contains("shorter-side-lanczos-center-crop"), "{err}");
+    }
 }

@@ -395,6 +395,7 @@ mod tests {
                 .collect(),
             allows_hflip: false,
             identities: vec![None; labels.len()],
+            label_names: Vec::new(),
         }
     }
 

@@ -1,5 +1,7 @@
 //! The image sets of `generate`, `check` and `audit` (`--reference DATA`, or the bundle's
-//! shipped sample), checked against the bundle's image size and labels.
+//! shipped sample), checked against the bundle's image size and labels. Where the bundle
+//! records a size rule (`image.resize`), every image is brought to its size by that rule, as
+//! its training images were.
 
 use std::path::{Path, PathBuf};
 
@@ -10,10 +12,10 @@ use unpersonal_runtime::bundle::BundleDir;
 use unpersonal_runtime::data::{Dataset, Filelist, FilelistOptions, Images, Split};
 use unpersonal_runtime::gate::EMBED_BATCH;
 
-/// A reference set, opened: a filelist whose lines were checked, its images read only by
-/// [`Reference::scan`], or an IDX split held in memory (the IDX file bounds it).
+/// A reference set, opened: a filelist (or findings CSV) whose lines were checked, its images
+/// read only by [`Reference::scan`], or an IDX split held in memory (the IDX file bounds it).
 pub enum Reference {
-    /// A filelist (or a folder holding one).
+    /// A filelist or findings CSV (or a folder holding a filelist).
     Filelist(Filelist),
     /// A split of an IDX directory.
     Idx(Dataset),
@@ -48,9 +50,23 @@ pub fn resolve(path: Option<&Path>, loaded: &BundleDir) -> anyhow::Result<PathBu
 /// The filelist a folder of images carries (as the bundle's shipped `reference/` folder does).
 const FOLDER_FILELIST: &str = "filelist.txt";
 
-/// Opens an image set (a filelist, a folder holding a `filelist.txt`, or `split` of an IDX
-/// directory) with the bundle's channel count and checks what it can before reading images:
-/// the label count, and an IDX set's image size.
+/// How the images of a set are read for the bundle: its channels, its size (and the size rule
+/// that brings images to it, where it records one), and single-label rows for a single-label
+/// bundle.
+fn options(loaded: &BundleDir) -> FilelistOptions {
+    let image = &loaded.bundle.image;
+    FilelistOptions {
+        channels: image.channels,
+        size: Some((image.width as u32, image.height as u32)),
+        one_hot: !loaded.bundle.labels.multi_label,
+        resize: image.resize.map(|rule| rule.size),
+        ..FilelistOptions::default()
+    }
+}
+
+/// Opens an image set (a filelist or findings CSV, a folder holding a `filelist.txt`, or
+/// `split` of an IDX directory) with the bundle's channel count and size rule, and checks what
+/// it can before reading images: the label count, and an IDX set's image size.
 pub fn open_split(path: &Path, split: Split, loaded: &BundleDir) -> anyhow::Result<Reference> {
     let folder_list = path.join(FOLDER_FILELIST);
     if let Ok(metadata) = std::fs::metadata(path)
@@ -69,24 +85,13 @@ pub fn open_split(path: &Path, split: Split, loaded: &BundleDir) -> anyhow::Resu
     };
     let (reference, num_labels) = match list {
         Some(list) => {
-            let filelist = Filelist::open(
-                list,
-                &FilelistOptions {
-                    channels: loaded.bundle.image.channels,
-                    size: Some((
-                        loaded.bundle.image.width as u32,
-                        loaded.bundle.image.height as u32,
-                    )),
-                    one_hot: !loaded.bundle.labels.multi_label,
-                    ..FilelistOptions::default()
-                },
-            )?;
+            let filelist = Filelist::open(list, &options(loaded))?;
             let num_labels = filelist.num_labels();
             (Reference::Filelist(filelist), num_labels)
         }
         None => {
-            let data = Dataset::load(path, split).with_context(|| {
-                format!("{} is neither a filelist, nor a folder holding a {FOLDER_FILELIST} that names its images (PNG, JPEG, DICOM) and their labels, nor an IDX directory", path.display())
+            let data = Dataset::load_with(path, split, &options(loaded)).with_context(|| {
+                format!("{} is neither a filelist or findings CSV, nor a folder holding a {FOLDER_FILELIST} that names its images (PNG, JPEG, DICOM) and their labels, nor an IDX directory", path.display())
             })?;
             fits(path, [data.channels, data.height, data.width], loaded)?;
             let num_labels = data.num_labels;

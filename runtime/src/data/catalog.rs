@@ -1,14 +1,14 @@
-//! What is kept of a filelist's images once they were read, for sets larger than memory: per
-//! image its labels, who it shows, where its line is and a digest of its pixels, never the
-//! pixels. [`Catalog::read`] decodes images again and refuses one that is no longer the image
-//! first read.
+//! What is kept of a filelist's (or findings CSV's) images once they were read, for sets larger
+//! than memory: per image its labels, who it shows, where its line is and a digest of its
+//! pixels, never the pixels. [`Catalog::read`] decodes images again and refuses one that is no
+//! longer the image first read.
 
 use std::io::{BufRead, Seek, SeekFrom};
 
 use ndarray::{Array4, ArrayView4};
 use sha2::{Digest as _, Sha256};
 
-use super::filelist::{Row, Rows, Source};
+use super::filelist::{Row, Source};
 use super::{DataError, Dataset, Images};
 use crate::identity::Identity;
 
@@ -30,6 +30,7 @@ pub struct Catalog {
     pub(super) size: Option<(u32, u32)>,
     num_labels: usize,
     multi_label: bool,
+    label_names: Vec<String>,
     places: Vec<Place>,
     labels: Vec<f32>,
     identities: Vec<Option<Identity>>,
@@ -46,12 +47,19 @@ pub(crate) fn digest(pixels: &[u8]) -> [u8; DIGEST_BYTES] {
 
 impl Catalog {
     /// An empty catalog of the filelist `source`, room for `len` images.
-    pub(super) fn new(source: Source, len: usize, num_labels: usize, multi_label: bool) -> Catalog {
+    pub(super) fn new(
+        source: Source,
+        len: usize,
+        num_labels: usize,
+        multi_label: bool,
+        label_names: Vec<String>,
+    ) -> Catalog {
         Catalog {
             source,
             size: None,
             num_labels,
             multi_label,
+            label_names,
             places: Vec::with_capacity(len),
             labels: Vec::with_capacity(len * num_labels),
             identities: Vec::with_capacity(len),
@@ -65,6 +73,11 @@ impl Catalog {
         self.labels.extend(&row.labels);
         self.identities.push(identity);
         self.digests.push(digest(pixels));
+    }
+
+    /// The names of the labels, in label order; empty where the file names none.
+    pub fn label_names(&self) -> &[String] {
+        &self.label_names
     }
 
     /// Channels, height and width of every image.
@@ -94,11 +107,12 @@ impl Catalog {
             labels: self.labels,
             allows_hflip: self.source.opts.allows_hflip,
             identities: self.identities,
+            label_names: self.label_names,
         }
     }
 
     /// Decodes image `i` again from `reader` (the filelist) onto `out`, failing unless its
-    /// line, labels and pixels are those read first.
+    /// line, labels, identity and pixels are those read first.
     fn reread(
         &self,
         i: usize,
@@ -116,16 +130,22 @@ impl Catalog {
                 ),
             )
         };
+        let file = format!("the {}", self.source.kind());
         reader.seek(SeekFrom::Start(offset)).map_err(|e| DataError::io(list, e))?;
-        let row = Rows::at(list, &mut *reader, line - 1, offset)
+        let row = self
+            .source
+            .rows(&mut *reader, line - 1, offset)
             .next()
-            .ok_or_else(|| changed("the filelist"))??;
+            .ok_or_else(|| changed(&file))??;
         if row.line != line || row.labels != self.label(i) {
-            return Err(changed("the filelist"));
+            return Err(changed(&file));
         }
         let start = out.len();
         let mut size = self.size;
-        self.source.pixels(&row, &mut size, out)?;
+        let identity = self.source.pixels(&row, &mut size, out)?;
+        if identity != self.identities[i] {
+            return Err(changed(&format!("who {} shows", row.path.display())));
+        }
         if digest(&out[start..]) != self.digests[i] {
             return Err(changed(&row.path.display().to_string()));
         }

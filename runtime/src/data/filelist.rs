@@ -10,9 +10,13 @@
 //! labels (`0`/`1`, also written `0.0`/`1.0`). Blank lines and lines starting with `#` are
 //! skipped. Every line has as many labels as the first one. Paths may not leave the data root,
 //! neither lexically (`..`, absolute paths) nor through symbolic links. All images must have
-//! one size; they are converted to grayscale or RGB and stored CHW. A DICOM file (`.dcm`, or any
-//! file with the DICOM magic) contributes its pixels and the hashed PatientID as the image's
-//! identity; nothing else of its header is kept.
+//! one size, unless [`FilelistOptions::resize`] brings each to one square size
+//! ([`pixels::fit_square`]); they are converted to grayscale or RGB and stored CHW. A DICOM file
+//! (`.dcm`, or any file with the DICOM magic) contributes its pixels and the hashed PatientID as
+//! the image's identity; nothing else of its header is kept.
+//!
+//! A file named `*.csv` is a findings CSV instead ([`super::csv`]): a header row, then one image
+//! per row. It is read into the same rows as a filelist, and its images the same way.
 //!
 //! A filelist is read line by line, never whole: [`Filelist::open`] checks every line,
 //! [`Filelist::read`] then decodes the images a chunk at a time, so that sets of millions of
@@ -21,12 +25,14 @@
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
 
 use image::DynamicImage;
 use ndarray::ArrayView4;
 
+use super::csv::{self, CsvRows, Layout};
 use super::{Catalog, DataError, Dataset, MAX_LOADED_BYTES};
-use crate::files::{MAX_FILE_BYTES, open_regular, read_regular};
+use crate::files::{MAX_FILE_BYTES, MAX_IMAGE_SIDE, open_regular, read_regular};
 use crate::identity::Identity;
 use crate::pixels::{self, push_chw};
 
@@ -41,20 +47,37 @@ pub struct FilelistOptions {
     /// Directory the paths are relative to (default: the filelist's directory).
     pub root: Option<PathBuf>,
     /// The size (width, height) every image must have (default: the first image's). An image
-    /// of another size is refused from its header, before its pixels are decoded.
+    /// of another size is refused from its header, before its pixels are decoded. With
+    /// `resize`, the size images are brought to, which must then be (S, S).
     pub size: Option<(u32, u32)>,
     /// Every row must set exactly one label (default: no, multi-hot rows are allowed).
     pub one_hot: bool,
+    /// The columns of a findings CSV that are its findings, in the order its labels take
+    /// (matched case-insensitively); the other columns are ignored. Default: every column but
+    /// the reserved ones ([`super::csv`]). Not used by filelists.
+    pub findings: Option<Vec<String>>,
+    /// Bring every image, whatever its size, to S × S pixels by [`pixels::fit_square`] (its
+    /// shorter side scaled to S, then the centre cut out). Default: images are kept as they are,
+    /// and must all have one size.
+    pub resize: Option<usize>,
 }
 
 impl Default for FilelistOptions {
     fn default() -> Self {
-        FilelistOptions { channels: 1, allows_hflip: false, root: None, size: None, one_hot: false }
+        FilelistOptions {
+            channels: 1,
+            allows_hflip: false,
+            root: None,
+            size: None,
+            one_hot: false,
+            findings: None,
+            resize: None,
+        }
     }
 }
 
 /// Longest filelist line read, in bytes: a longer one is refused, not held in memory.
-const MAX_LINE: u64 = 1 << 20;
+pub(super) const MAX_LINE: u64 = 1 << 20;
 
 /// One parsed line of a filelist.
 #[derive(Debug)]
@@ -67,10 +90,12 @@ pub struct Row {
     pub path: PathBuf,
     /// Multi-hot labels.
     pub labels: Vec<f32>,
+    /// Who the image shows, where the row says (a findings CSV's `patient_id`, hashed).
+    pub identity: Option<Identity>,
 }
 
 /// Parses one label token: 0 or 1, written as an integer or a float.
-fn parse_label(token: &str) -> Option<f32> {
+pub(super) fn parse_label(token: &str) -> Option<f32> {
     match token.parse::<f32>() {
         Ok(0.0) => Some(0.0),
         Ok(1.0) => Some(1.0),
@@ -138,6 +163,12 @@ fn parse_line(
             format!("expected {count} labels (as on line {first_line}), found {}", labels.len()),
         ));
     }
+    let rel = checked_path(list, line, file)?;
+    Ok(Row { line, offset, path: rel, labels, identity: None })
+}
+
+/// The path `file` of line `line`, refused if it leaves the data root lexically.
+pub(super) fn checked_path(list: &Path, line: usize, file: &str) -> Result<PathBuf, DataError> {
     let rel = Path::new(file);
     if !stays_inside(rel) {
         let why = if rel.is_absolute() { "it is absolute" } else { "`..` climbs above the root" };
@@ -147,7 +178,27 @@ fn parse_line(
             format!("path escapes the data root: {file} ({why})"),
         ));
     }
-    Ok(Row { line, offset, path: rel.to_path_buf(), labels })
+    Ok(rel.to_path_buf())
+}
+
+/// Reads the next line of `reader` (its terminator included) into `buffer`, refusing one longer
+/// than [`MAX_LINE`] bytes; `line` is its number, for the error. `None` at the end.
+pub(super) fn read_line(
+    reader: &mut impl BufRead,
+    buffer: &mut Vec<u8>,
+    list: &Path,
+    line: usize,
+) -> Option<Result<u64, DataError>> {
+    buffer.clear();
+    let read = match reader.by_ref().take(MAX_LINE + 1).read_until(b'\n', buffer) {
+        Ok(0) => return None,
+        Ok(read) => read as u64,
+        Err(e) => return Some(Err(DataError::io(list, e))),
+    };
+    if read > MAX_LINE {
+        return Some(Err(DataError::line(list, line, format!("longer than {MAX_LINE} bytes"))));
+    }
+    Some(Ok(read))
 }
 
 /// The rows of a filelist read line by line, holding one line at a time: blank lines and
@@ -183,23 +234,14 @@ impl<R: BufRead> Iterator for Rows<R> {
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
-            self.buffer.clear();
             let read =
-                match self.reader.by_ref().take(MAX_LINE + 1).read_until(b'\n', &mut self.buffer) {
-                    Ok(0) => return None,
-                    Ok(read) => read as u64,
-                    Err(e) => return Some(Err(DataError::io(&self.list, e))),
+                match read_line(&mut self.reader, &mut self.buffer, &self.list, self.line + 1)? {
+                    Ok(read) => read,
+                    Err(e) => return Some(Err(e)),
                 };
             self.line += 1;
             let (line, offset) = (self.line, self.offset);
             self.offset += read;
-            if read > MAX_LINE {
-                return Some(Err(DataError::line(
-                    &self.list,
-                    line,
-                    format!("longer than {MAX_LINE} bytes"),
-                )));
-            }
             let Ok(text) = std::str::from_utf8(&self.buffer) else {
                 return Some(Err(DataError::line(&self.list, line, "not UTF-8 text")));
             };
@@ -232,51 +274,144 @@ pub fn parse(list: &Path, text: &str) -> Result<Vec<Row>, DataError> {
     Ok(rows)
 }
 
-/// Where a filelist's images are and how they are read: the filelist, its root, and the
-/// channels every image is converted to.
+/// Where a filelist's images are and how they are read: the filelist (or findings CSV), its
+/// root, and the channels and size every image is brought to.
 #[derive(Clone, Debug)]
 pub(crate) struct Source {
     pub(crate) list: PathBuf,
-    root: PathBuf,
-    canonical_root: PathBuf,
+    pub(super) root: PathBuf,
+    pub(super) canonical_root: PathBuf,
     pub(crate) opts: FilelistOptions,
+    /// How a findings CSV's records become rows; `None` for a filelist.
+    csv: Option<Arc<Layout>>,
 }
 
 impl Source {
     /// Decodes `row`'s image, checks that it has the size of the first image (`size`, set by
-    /// the first), appends its CHW pixels to `out` and returns who it shows.
+    /// the first) or brings it to the size of [`FilelistOptions::resize`], appends its CHW
+    /// pixels to `out` and returns who it shows (the row's patient, else the file's).
     pub(crate) fn pixels(
         &self,
         row: &Row,
         size: &mut Option<(u32, u32)>,
         out: &mut Vec<u8>,
     ) -> Result<Option<Identity>, DataError> {
-        let expect = size.or(self.opts.size);
-        let (img, identity) =
-            read_image(&self.list, &self.root, &self.canonical_root, row, expect)?;
-        size.get_or_insert((img.width(), img.height()));
-        push_chw(out, &img, self.opts.channels);
+        let err = |message: String| DataError::line(&self.list, row.line, message);
+        let expect = if self.opts.resize.is_some() { None } else { size.or(self.opts.size) };
+        let (real, file) = self.resolve(row)?;
+        let (img, found) = decode(&real, expect)
+            .map_err(|problem| err(format!("{problem} {}", file.display())))?;
+        let identity = match (row.identity, found) {
+            (Some(listed), Some(found)) if listed != found => {
+                return Err(err(format!(
+                    "the patient_id of this row and the PatientID of {} name different patients",
+                    file.display()
+                )));
+            }
+            (listed, found) => listed.or(found),
+        };
+        let channels = self.opts.channels;
+        let img = match self.opts.resize {
+            Some(side) => {
+                let side = side as u32; // At most MAX_IMAGE_SIDE: checked by `Filelist::open`.
+                size.get_or_insert((side, side));
+                pixels::fit_square(&img, channels, side)
+                    .map_err(|problem| err(format!("{problem}: {}", file.display())))?
+            }
+            None => {
+                size.get_or_insert((img.width(), img.height()));
+                img
+            }
+        };
+        push_chw(out, &img, channels);
         Ok(identity)
+    }
+
+    /// The file `row` names: its real path, checked to lie inside the root, and the path it
+    /// is shown by.
+    fn resolve(&self, row: &Row) -> Result<(PathBuf, PathBuf), DataError> {
+        let err = |message: String| DataError::line(&self.list, row.line, message);
+        let file = self.root.join(&row.path);
+        let real = file
+            .canonicalize()
+            .map_err(|e| err(format!("cannot read image {}: {e}", file.display())))?;
+        if !real.starts_with(&self.canonical_root) {
+            return Err(err(format!(
+                "path escapes the data root: {} resolves to {}, outside {}",
+                row.path.display(),
+                real.display(),
+                self.canonical_root.display()
+            )));
+        }
+        Ok((real, file))
     }
 
     /// The filelist, opened for reading.
     pub(crate) fn open(&self) -> Result<BufReader<File>, DataError> {
         open_regular(&self.list).map(BufReader::new).map_err(|e| DataError::io(&self.list, e))
     }
+
+    /// The rows of `reader`, positioned at byte `offset` of the filelist where line `line + 1`
+    /// starts (0 and 0: its start).
+    pub(crate) fn rows<R: BufRead>(&self, reader: R, line: usize, offset: u64) -> SourceRows<R> {
+        match &self.csv {
+            Some(layout) => SourceRows::Csv(CsvRows::at(&self.list, layout, reader, line, offset)),
+            None => SourceRows::Filelist(Rows::at(&self.list, reader, line, offset)),
+        }
+    }
+
+    /// What the file is called in messages: `filelist` or `CSV`.
+    pub(crate) fn kind(&self) -> &'static str {
+        if self.csv.is_some() { "CSV" } else { "filelist" }
+    }
+}
+
+/// The rows of a filelist or a findings CSV.
+pub(crate) enum SourceRows<R> {
+    /// A filelist's.
+    Filelist(Rows<R>),
+    /// A findings CSV's.
+    Csv(CsvRows<R>),
+}
+
+impl<R: BufRead> Iterator for SourceRows<R> {
+    type Item = Result<Row, DataError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match self {
+            SourceRows::Filelist(rows) => rows.next(),
+            SourceRows::Csv(rows) => rows.next(),
+        }
+    }
+}
+
+/// What reading every row of a filelist or CSV once established.
+pub(super) struct Summary {
+    /// Rows.
+    pub(super) len: usize,
+    /// Labels per row.
+    pub(super) num_labels: usize,
+    /// Whether a row sets other than exactly one label.
+    pub(super) multi_label: bool,
+    /// The labels' names, where the file gives them.
+    pub(super) label_names: Vec<String>,
 }
 
 /// A filelist whose lines were all read and checked (labels, paths), its images not yet:
 /// [`Filelist::read`] decodes them a chunk at a time, [`Filelist::load`] all into memory.
+/// A findings CSV ([`super::csv`]) is opened the same way.
 #[derive(Debug)]
 pub struct Filelist {
     source: Source,
     len: usize,
     num_labels: usize,
     multi_label: bool,
+    label_names: Vec<String>,
 }
 
 impl Filelist {
-    /// Reads every line of the filelist at `path`, one line at a time, and checks it.
+    /// Reads every line of the filelist at `path` (or every record of it, for a `*.csv` file),
+    /// one at a time, and checks it.
     pub fn open(path: &Path, opts: &FilelistOptions) -> Result<Filelist, DataError> {
         if !matches!(opts.channels, 1 | 3) {
             return Err(DataError::invalid(
@@ -287,27 +422,23 @@ impl Filelist {
                 ),
             ));
         }
-        let file = open_regular(path).map_err(|e| DataError::io(path, e))?;
-        let (mut len, mut num_labels, mut multi_label) = (0, 0, false);
-        for row in Rows::new(path, BufReader::new(file)) {
-            let row = row?;
-            len += 1;
-            num_labels = row.labels.len();
-            let set = row.labels.iter().filter(|&&v| v == 1.0).count();
-            if opts.one_hot && set != 1 {
-                return Err(DataError::line(
+        if let Some(side) = opts.resize {
+            if !(1..=MAX_IMAGE_SIDE as usize).contains(&side) {
+                return Err(DataError::invalid(
                     path,
-                    row.line,
                     format!(
-                        "{} sets {set} labels, but these labels are single-label: exactly one of the {num_labels} must be 1",
-                        row.path.display()
+                        "cannot bring images to {side}×{side} pixels (1 to {MAX_IMAGE_SIDE} a side)"
                     ),
                 ));
             }
-            multi_label |= set != 1;
-        }
-        if len == 0 {
-            return Err(names_no_images(path));
+            if let Some((w, h)) = opts.size
+                && (w as usize, h as usize) != (side, side)
+            {
+                return Err(DataError::invalid(
+                    path,
+                    format!("images are brought to {side}×{side} pixels, but {w}×{h} are expected"),
+                ));
+            }
         }
         let root = match &opts.root {
             Some(root) => root.clone(),
@@ -317,14 +448,50 @@ impl Filelist {
                 .unwrap_or(Path::new("."))
                 .to_path_buf(),
         };
+        let file = open_regular(path).map_err(|e| DataError::io(path, e))?;
         let canonical_root = root.canonicalize().map_err(|e| DataError::io(&root, e))?;
-        let source = Source { list: path.to_path_buf(), root, canonical_root, opts: opts.clone() };
-        Ok(Filelist { source, len, num_labels, multi_label })
+        let mut source = Source {
+            list: path.to_path_buf(),
+            root,
+            canonical_root,
+            opts: opts.clone(),
+            csv: None,
+        };
+        let summary = if csv::is_csv(path) {
+            let (layout, summary) = csv::open(&source, BufReader::new(file))?;
+            source.csv = Some(Arc::new(layout));
+            summary
+        } else {
+            open_lines(path, opts, BufReader::new(file))?
+        };
+        let Summary { len, num_labels, multi_label, label_names } = summary;
+        Ok(Filelist { source, len, num_labels, multi_label, label_names })
     }
 
     /// The filelist's path.
     pub fn path(&self) -> &Path {
         &self.source.list
+    }
+
+    /// The names of the labels, in label order: a findings CSV's finding columns or class
+    /// names; empty for a filelist, which names none.
+    pub fn label_names(&self) -> &[String] {
+        &self.label_names
+    }
+
+    /// The size (width, height) of the first image as stored, read from its header alone (no
+    /// pixel is decoded): what the images are before [`FilelistOptions::resize`] brings them to
+    /// one size, for choosing that size (e.g. by [`pixels::supported_size`]).
+    pub fn first_size(&self) -> Result<(u32, u32), DataError> {
+        let row = self
+            .source
+            .rows(self.source.open()?, 0, 0)
+            .next()
+            .ok_or_else(|| names_no_images(&self.source.list))??;
+        let (real, file) = self.source.resolve(&row)?;
+        read_prefixed(&real, pixels::dimensions).map_err(|problem| {
+            DataError::line(&self.source.list, row.line, format!("{problem}: {}", file.display()))
+        })
     }
 
     /// The directory its paths are relative to.
@@ -356,11 +523,16 @@ impl Filelist {
         mut visit: impl FnMut(ArrayView4<u8>) -> Result<(), E>,
     ) -> Result<Catalog, E> {
         let chunk = chunk.max(1);
-        let mut catalog =
-            Catalog::new(self.source.clone(), self.len, self.num_labels, self.multi_label);
+        let mut catalog = Catalog::new(
+            self.source.clone(),
+            self.len,
+            self.num_labels,
+            self.multi_label,
+            self.label_names.clone(),
+        );
         let mut pixels = Vec::new();
         let mut rows = 0;
-        for row in Rows::new(&self.source.list, self.source.open()?) {
+        for row in self.source.rows(self.source.open()?, 0, 0) {
             let row = row?;
             let start = pixels.len();
             let identity = self.source.pixels(&row, &mut catalog.size, &mut pixels)?;
@@ -411,29 +583,40 @@ impl Filelist {
 /// Images decoded per chunk by [`Filelist::load`].
 const LOAD_CHUNK: usize = 256;
 
-/// Reads and decodes one row's image (and identity), checking that it stays inside
-/// `canonical_root`.
-fn read_image(
-    list: &Path,
-    root: &Path,
-    canonical_root: &Path,
-    row: &Row,
-    expect: Option<(u32, u32)>,
-) -> Result<(DynamicImage, Option<Identity>), DataError> {
-    let err = |message: String| DataError::line(list, row.line, message);
-    let file = root.join(&row.path);
-    let real = file
-        .canonicalize()
-        .map_err(|e| err(format!("cannot read image {}: {e}", file.display())))?;
-    if !real.starts_with(canonical_root) {
-        return Err(err(format!(
-            "path escapes the data root: {} resolves to {}, outside {}",
-            row.path.display(),
-            real.display(),
-            canonical_root.display()
-        )));
+/// Reads the lines of a filelist once, checking each: how many rows and labels it has.
+fn open_lines(
+    path: &Path,
+    opts: &FilelistOptions,
+    reader: impl BufRead,
+) -> Result<Summary, DataError> {
+    let (mut len, mut num_labels, mut multi_label) = (0, 0, false);
+    for row in Rows::new(path, reader) {
+        let row = row?;
+        len += 1;
+        num_labels = row.labels.len();
+        let set = row.labels.iter().filter(|&&v| v == 1.0).count();
+        if opts.one_hot && set != 1 {
+            return Err(not_one_hot(path, &row, set));
+        }
+        multi_label |= set != 1;
     }
-    decode(&real, expect).map_err(|problem| err(format!("{problem} {}", file.display())))
+    if len == 0 {
+        return Err(names_no_images(path));
+    }
+    Ok(Summary { len, num_labels, multi_label, label_names: Vec::new() })
+}
+
+/// The error of `row`, which sets `set` labels where exactly one must be set.
+pub(super) fn not_one_hot(list: &Path, row: &Row, set: usize) -> DataError {
+    DataError::line(
+        list,
+        row.line,
+        format!(
+            "{} sets {set} labels, but these labels are single-label: exactly one of the {} must be 1",
+            row.path.display(),
+            row.labels.len()
+        ),
+    )
 }
 
 /// Decodes an image file and the identity it names; the error says what failed and why, for
@@ -444,7 +627,40 @@ fn decode(
 ) -> Result<(DynamicImage, Option<Identity>), String> {
     let bytes =
         read_regular(file, MAX_FILE_BYTES).map_err(|e| format!("cannot read image ({e}):"))?;
+    if bytes.is_empty() {
+        return Err("the image file is empty (0 bytes):".into());
+    }
     pixels::decode_expecting(&bytes, expect).map_err(|e| format!("{e}:"))
+}
+
+/// Bytes read of a file of which only the header is wanted; a header that does not lie within
+/// them is read from the whole file.
+const HEADER_BYTES: u64 = 64 << 10;
+
+/// What `parse` reads of the file at `path` from its first [`HEADER_BYTES`], or from the whole
+/// file when that fails on a longer file. The error says why, for the caller to complete with
+/// the path it shows.
+pub(super) fn read_prefixed<T>(
+    path: &Path,
+    parse: impl Fn(&[u8]) -> Result<T, String>,
+) -> Result<T, String> {
+    let file = open_regular(path).map_err(|e| format!("cannot read image ({e})"))?;
+    let len = file.metadata().map_err(|e| format!("cannot read image ({e})"))?.len();
+    if len == 0 {
+        return Err("the image file is empty (0 bytes)".into());
+    }
+    let mut prefix = Vec::new();
+    file.take(HEADER_BYTES)
+        .read_to_end(&mut prefix)
+        .map_err(|e| format!("cannot read image ({e})"))?;
+    match parse(&prefix) {
+        Err(_) if (prefix.len() as u64) < len => {
+            let bytes = read_regular(path, MAX_FILE_BYTES)
+                .map_err(|e| format!("cannot read image ({e})"))?;
+            parse(&bytes)
+        }
+        parsed => parsed,
+    }
 }
 
 /// Reads one image file as CHW bytes with `channels` (1 or 3) channels: `(height, width,

@@ -1,22 +1,30 @@
 //! Labelled image sets on disk: Fashion-MNIST/MNIST IDX files and folders of images (PNG, JPEG,
-//! DICOM) described by a filelist (`relative/path.png l0 l1 …`), held in memory as u8 pixels
-//! (NCHW) with, where the files say, who each image shows. This is a
-//! file-system edge (feature `data`): the trainer's training data, and the runtime's reference
-//! sets, are read here.
+//! DICOM) described by a filelist (`relative/path.png l0 l1 …`) or a findings CSV
+//! (`path,patient_id,finding…`, [`csv`]), held in memory as u8 pixels (NCHW) with, where the
+//! files say, who each image shows. This is a file-system edge (feature `data`): the trainer's
+//! training data, and the runtime's reference sets, are read here. `docs/data.md` describes
+//! the formats for the people who prepare them.
 //!
-//! [`Dataset::load`] takes what `--data` names: a directory of IDX files or a filelist. Sets
-//! larger than memory are read a chunk at a time ([`Filelist::read`]), keeping per image only
-//! what [`Catalog`] holds; both kinds hand out images by position through [`Images`].
+//! [`Dataset::load`] takes what `--data` names: a directory of IDX files, a filelist or a CSV.
+//! Images of any size are brought to one square size by [`FilelistOptions::resize`]
+//! ([`crate::pixels::fit_square`]). Sets larger than memory are read a chunk at a time
+//! ([`Filelist::read`]), keeping per image only what [`Catalog`] holds; both kinds hand out
+//! images by position through [`Images`].
 
 pub mod catalog;
+pub mod csv;
 pub mod filelist;
 pub mod idx;
+mod uids;
 
+pub use crate::pixels::{fit_square, supported_size};
 pub use catalog::Catalog;
 pub use filelist::{Filelist, FilelistOptions, load_filelist, load_image, load_image_sized};
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+
+use image::DynamicImage;
 
 use crate::identity::Identity;
 
@@ -32,8 +40,8 @@ pub const IDX_CLASSES: usize = 10;
 const FASHION_MNIST_HINT: &str = "for Fashion-MNIST run `apt-get install dataset-fashion-mnist` \
      (files in /usr/share/datasets/fashion-mnist/)";
 
-/// A data error. Every message names the file (and the line, for filelists) and what is
-/// wrong with it.
+/// A data error. Every message names the file (and the line, for filelists and CSVs) and what
+/// is wrong with it.
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
     /// The file cannot be read.
@@ -60,10 +68,10 @@ pub enum DataError {
         /// What is wrong.
         message: String,
     },
-    /// One line of a filelist is wrong.
+    /// One line of a filelist (or the record of a CSV that starts on it) is wrong.
     #[error("{path}: line {line}: {message}")]
     Line {
-        /// The filelist.
+        /// The filelist or CSV.
         path: PathBuf,
         /// 1-based line number.
         line: usize,
@@ -83,7 +91,7 @@ impl DataError {
         DataError::Invalid { path: path.to_path_buf(), message: message.into() }
     }
 
-    /// Line `line` of the filelist `path` is wrong.
+    /// Line `line` of the filelist (or CSV) `path` is wrong.
     pub fn line(path: &Path, line: usize, message: impl Into<String>) -> Self {
         DataError::Line { path: path.to_path_buf(), line, message: message.into() }
     }
@@ -137,8 +145,12 @@ pub struct Dataset {
     pub labels: Vec<f32>,
     /// Horizontal flips keep the meaning of these images (true for Fashion-MNIST).
     pub allows_hflip: bool,
-    /// Who each image shows, where its file says (a DICOM PatientID, hashed); `len` entries.
+    /// Who each image shows, where its file says (a CSV's `patient_id` or a DICOM PatientID,
+    /// hashed); `len` entries.
     pub identities: Vec<Option<Identity>>,
+    /// The labels' names, `num_labels` of them in label order (a CSV's finding columns or
+    /// class names); empty where the input names none (IDX files, filelists).
+    pub label_names: Vec<String>,
 }
 
 /// A summary: the pixel and label buffers are far too long to print.
@@ -154,6 +166,7 @@ impl fmt::Debug for Dataset {
             .field("multi_label", &self.multi_label)
             .field("allows_hflip", &self.allows_hflip)
             .field("identified", &self.identities.iter().flatten().count())
+            .field("label_names", &self.label_names)
             .finish_non_exhaustive()
     }
 }
@@ -215,6 +228,7 @@ impl Dataset {
             num_labels: self.num_labels,
             multi_label: self.multi_label,
             allows_hflip: self.allows_hflip,
+            label_names: self.label_names.clone(),
         }
     }
 
@@ -228,11 +242,26 @@ impl Dataset {
 
     /// Loads what `--data` names: a directory holding IDX files
     /// `{train,t10k}-images-idx3-ubyte[.gz]` and `{train,t10k}-labels-idx1-ubyte[.gz]`
-    /// (`split` picks the prefix), or a filelist read with [`FilelistOptions::default`]
-    /// (`split` is ignored: a filelist's test split is another filelist).
+    /// (`split` picks the prefix), or a filelist or findings CSV (`*.csv`) read with
+    /// [`FilelistOptions::default`] (`split` is ignored: a filelist's test split is another
+    /// filelist).
     pub fn load(path: &Path, split: Split) -> Result<Dataset, DataError> {
+        Self::load_with(path, split, &FilelistOptions::default())
+    }
+
+    /// Like [`Dataset::load`], a filelist or CSV read with `opts`. Of `opts`, an IDX directory
+    /// takes only [`FilelistOptions::resize`] (its images are gray, its labels one-hot).
+    pub fn load_with(
+        path: &Path,
+        split: Split,
+        opts: &FilelistOptions,
+    ) -> Result<Dataset, DataError> {
         if path.is_dir() {
-            Self::load_idx(path, split)
+            let data = Self::load_idx(path, split)?;
+            match opts.resize {
+                Some(side) => data.resized(side),
+                None => Ok(data),
+            }
         } else if path.is_file() {
             if is_idx_file_name(path) {
                 let dir = path.parent().map_or_else(|| ".".into(), |p| p.display().to_string());
@@ -243,16 +272,48 @@ impl Dataset {
                     ),
                 ));
             }
-            load_filelist(path, &FilelistOptions::default())
+            load_filelist(path, opts)
         } else {
             Err(DataError::NotFound {
                 path: path.to_path_buf(),
                 message: format!(
-                    "expected a directory of IDX files ({{train,t10k}}-{{images-idx3,labels-idx1}}-ubyte[.gz]) \
-                     or a filelist; {FASHION_MNIST_HINT}"
+                    "expected a directory of IDX files ({{train,t10k}}-{{images-idx3,labels-idx1}}-ubyte[.gz]), \
+                     a filelist or a findings CSV; {FASHION_MNIST_HINT}"
                 ),
             })
         }
+    }
+
+    /// The set with every image brought to `side` × `side` pixels by
+    /// [`crate::pixels::fit_square`] (a no-op for images of that size already).
+    pub fn resized(self, side: usize) -> Result<Dataset, DataError> {
+        let invalid = |message: String| DataError::invalid(Path::new(&self.name), message);
+        let target = u32::try_from(side)
+            .ok()
+            .filter(|&s| (1..=crate::files::MAX_IMAGE_SIDE).contains(&s))
+            .ok_or_else(|| invalid(format!("cannot bring images to {side}×{side} pixels")))?;
+        if (self.height, self.width) == (side, side) {
+            return Ok(self);
+        }
+        let (c, h, w) = (self.channels, self.height as u32, self.width as u32);
+        let mut images = Vec::with_capacity(self.len() * c * side * side);
+        for i in 0..self.len() {
+            let chw = self.image(i);
+            let img = match c {
+                1 => image::GrayImage::from_raw(w, h, chw.to_vec()).map(DynamicImage::ImageLuma8),
+                _ => {
+                    let plane = (h * w) as usize;
+                    let interleaved =
+                        (0..plane * 3).map(|k| chw[(k % 3) * plane + k / 3]).collect();
+                    image::RgbImage::from_raw(w, h, interleaved).map(DynamicImage::ImageRgb8)
+                }
+            }
+            .ok_or_else(|| invalid(format!("image {i} is not {c}×{h}×{w} pixels")))?;
+            let square = crate::pixels::fit_square(&img, c, target)
+                .map_err(|problem| invalid(format!("image {i}: {problem}")))?;
+            crate::pixels::push_chw(&mut images, &square, c);
+        }
+        Ok(Dataset { images, height: side, width: side, ..self })
     }
 
     /// Loads one split of a directory of IDX files (10 classes, one-hot, flips allowed).
@@ -290,6 +351,7 @@ impl Dataset {
             labels,
             allows_hflip: true,
             identities: vec![None; n],
+            label_names: Vec::new(),
         })
     }
 }
@@ -446,6 +508,21 @@ mod tests {
         assert_eq!(train.label(1), &nine);
         let test = Dataset::load(&dir, Split::Test).unwrap();
         assert_eq!((test.len(), test.label(1)[7]), (2, 1.0));
+    }
+
+    #[test]
+    fn idx_images_are_resized_on_request() {
+        let tmp = tempfile::tempdir().unwrap();
+        write_split(tmp.path(), "train", 3, &[0, 9, 4], false);
+        let opts = FilelistOptions { resize: Some(2), ..FilelistOptions::default() };
+        let d = Dataset::load_with(tmp.path(), Split::Train, &opts).unwrap();
+        assert_eq!((d.len(), d.height, d.width, d.images.len()), (3, 2, 2, 12));
+        // 3×2 images: the shorter side already fits, the centre 2×2 starts at x = 0.
+        assert_eq!(d.image(1), &[6, 7, 9, 10]);
+        assert_eq!(d.label(1)[9], 1.0);
+        let up = Dataset::load(tmp.path(), Split::Train).unwrap().resized(28).unwrap();
+        assert_eq!((up.height, up.width, up.image(0).len()), (28, 28, 784));
+        assert!(Dataset::load(tmp.path(), Split::Train).unwrap().resized(0).is_err());
     }
 
     #[test]

@@ -28,12 +28,30 @@ enum Encoding {
 /// Checks every length `body` (a DICOM file from its `DICM` magic on) declares. The error
 /// names the element.
 pub(super) fn check(body: &[u8]) -> Result<(), String> {
+    walk(body, &mut 0)
+}
+
+/// How many bytes at the start of `body` (a DICOM file from its magic on, or only the start of
+/// one) hold nothing but elements whose lengths were checked: all of it when [`check`] passes,
+/// else up to the element header it fails on. Whatever parses these bytes never meets a length
+/// that runs past them.
+pub(super) fn checked_prefix(body: &[u8]) -> usize {
+    let mut start = 0;
+    match walk(body, &mut start) {
+        Ok(()) => body.len(),
+        Err(_) => start,
+    }
+}
+
+/// [`check`], keeping in `start` where the element (or item) at hand begins.
+fn walk(body: &[u8], start: &mut usize) -> Result<(), String> {
     let mut pos = 4;
     let mut encoding = Encoding::ExplicitLittle;
     let mut meta = true;
     let mut syntax = String::new();
     let mut fragments = false;
     while pos < body.len() {
+        *start = pos;
         if meta && u16_at(body, pos, false)? != 0x0002 {
             meta = false;
             let uid = syntax.trim_end_matches(['\0', ' ']);
@@ -200,6 +218,19 @@ mod tests {
                 .unwrap_err()
                 .contains("declares 268435456 bytes")
         );
+    }
+
+    #[test]
+    fn a_prefix_is_checked_up_to_the_element_that_runs_past_it() {
+        let name = [0x10, 0x00, 0x10, 0x00, b'P', b'N', 4, 0, b'A', b'B', b'C', b'D'];
+        let mut data = name.to_vec();
+        data.extend([0xE0, 0x7F, 0x10, 0x00, b'O', b'W', 0, 0, 0, 1, 0, 0, 1, 2]);
+        let body = file("1.2.840.10008.1.2.1", &data);
+        let pixel_data = body.len() - 14;
+        assert_eq!(checked_prefix(&body), pixel_data, "256 bytes declared, 2 present");
+        assert_eq!(checked_prefix(&body[..pixel_data + 3]), pixel_data, "a header cut short");
+        let whole = file("1.2.840.10008.1.2.1", &name);
+        assert_eq!(checked_prefix(&whole), whole.len());
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! DICOM files in memory (feature `image`): the first frame of a DICOM file's pixel data as an
 //! 8-bit grayscale or RGB image, and the identity of its patient. Everything else in the header
-//! (names, dates, UIDs) is dropped with the parsed object.
+//! (names, dates, UIDs) is dropped with the parsed object, but for what [`header`] reads to
+//! find a file by its SOPInstanceUID and learn its size without decoding it.
 //!
 //! Pixel data is decoded by dicom-rs with its pure-Rust codecs: uncompressed (implicit or
 //! explicit VR), deflated, RLE lossless and JPEG (baseline, extended, lossless). Other transfer
@@ -49,14 +50,67 @@ pub fn decode(bytes: &[u8]) -> Result<(DynamicImage, Option<Identity>), String> 
     })
 }
 
+/// What a DICOM file's header says of its image, read without its pixel data.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Header {
+    /// Columns and Rows (width, height), when the file has both.
+    pub size: Option<(u32, u32)>,
+    /// SOPInstanceUID (which names this one image among all DICOM files), without padding;
+    /// `None` when absent or empty.
+    pub sop_instance_uid: Option<String>,
+}
+
+/// Reads the header of a DICOM file up to its PixelData, without decoding any pixel. `bytes`
+/// may be the start of the file only: elements from the first one that runs past the bytes
+/// given (or whose length is wrong) on are not read, so a header cut short reads as one
+/// without those elements. The error says why, for the caller to complete with the file's name.
+pub fn header(bytes: &[u8]) -> Result<Header, String> {
+    // As in `decode`: a panic in dicom-rs on malformed data is an error here.
+    std::panic::catch_unwind(|| header_unguarded(bytes)).unwrap_or_else(|_| {
+        Err("cannot read DICOM header (the parser failed on malformed data)".into())
+    })
+}
+
+/// [`header`], without the guard against panics in dicom-rs.
+fn header_unguarded(bytes: &[u8]) -> Result<Header, String> {
+    let body = without_preamble(bytes);
+    let checked = &body[..lengths::checked_prefix(body)];
+    let object = OpenFileOptions::new()
+        .read_until(tags::PIXEL_DATA)
+        .from_reader(Cursor::new(checked))
+        .map_err(|e| format!("cannot read DICOM file ({e})"))?;
+    let int = |tag| {
+        object.element_opt(tag).ok().flatten().and_then(|element| element.to_int::<u32>().ok())
+    };
+    let sop_instance_uid = object
+        .element_opt(tags::SOP_INSTANCE_UID)
+        .ok()
+        .flatten()
+        .and_then(|element| element.to_str().ok().map(|uid| trim_padding(&uid).to_owned()))
+        .filter(|uid| !uid.is_empty());
+    Ok(Header { size: int(tags::COLUMNS).zip(int(tags::ROWS)), sop_instance_uid })
+}
+
+/// `value` without the spaces and NULs DICOM pads values with.
+pub fn trim_padding(value: &str) -> &str {
+    value.trim_matches(|c: char| c == ' ' || c == '\0')
+}
+
+/// A DICOM file from its `DICM` magic on (after the 128-byte preamble, where there is one).
+fn without_preamble(bytes: &[u8]) -> &[u8] {
+    if bytes.get(MAGIC_AT..MAGIC_AT + 4) == Some(b"DICM") { &bytes[MAGIC_AT..] } else { bytes }
+}
+
 /// [`decode`], without the guard against panics in dicom-rs.
 fn decode_unguarded(bytes: &[u8]) -> Result<(DynamicImage, Option<Identity>), String> {
-    let body =
-        if bytes.get(MAGIC_AT..MAGIC_AT + 4) == Some(b"DICM") { &bytes[MAGIC_AT..] } else { bytes };
+    let body = without_preamble(bytes);
     lengths::check(body).map_err(|e| format!("not a readable DICOM file: {e}"))?;
     let object = OpenFileOptions::new()
         .from_reader(Cursor::new(body))
         .map_err(|e| format!("cannot read DICOM file ({e})"))?;
+    if !matches!(object.element_opt(tags::PIXEL_DATA), Ok(Some(_))) {
+        return Err("the DICOM file has no PixelData (it holds no image)".into());
+    }
     check_transfer_syntax(object.meta().transfer_syntax())?;
     let identity = patient(&object)?;
     let side = |tag, name| -> Result<u32, String> {

@@ -263,6 +263,7 @@ mod tests {
                 .collect(),
             allows_hflip: true,
             identities: vec![None; n],
+            label_names: Vec::new(),
         }
     }
 
