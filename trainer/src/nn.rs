@@ -1,7 +1,7 @@
 //! Layers: parameterised building blocks made of graph operations.
 
 use crate::graph::{Graph, Init, TensorId};
-use crate::ops::{AveragePool, Conv, Upsample};
+use crate::ops::{AveragePool, Conv, UnaryKind, Upsample};
 
 /// A 2-D convolution layer `name` with a `k × k` kernel and an optional zero-initialised bias;
 /// the weights are initialised by `init`, by default Kaiming for ReLU-like activations.
@@ -53,7 +53,7 @@ pub fn group_norm(g: &mut Graph, name: &str, x: TensorId, groups: usize, gain: I
         let sq = g.square(centred);
         let var = g.reduce_mean(sq, &[2], true);
         let var_eps = g.add_scalar(var, 1e-5);
-        let std = g.unary(crate::ops::UnaryKind::Sqrt, var_eps);
+        let std = g.unary(UnaryKind::Sqrt, var_eps);
         let normed = g.div(centred, std);
         let normed = g.reshape(normed, &[b, c, h, w]);
         let gamma = g.param("gain", &[1, c, 1, 1], gain);
@@ -145,7 +145,7 @@ pub fn l2_normalize(g: &mut Graph, x: TensorId) -> TensorId {
     let sq = g.square(x);
     let sum = g.reduce_sum(sq, &[last], true);
     let sum_eps = g.add_scalar(sum, 1e-12);
-    let norm = g.unary(crate::ops::UnaryKind::Sqrt, sum_eps);
+    let norm = g.unary(UnaryKind::Sqrt, sum_eps);
     g.div(x, norm)
 }
 
@@ -162,6 +162,17 @@ pub fn avg_pool(g: &mut Graph, x: TensorId, k: usize) -> TensorId {
 /// Nearest-neighbour upsampling by `factor`.
 pub fn upsample(g: &mut Graph, x: TensorId, factor: usize) -> TensorId {
     g.apply(Upsample { factor }, &[x])
+}
+
+/// Mean sigmoid binary cross-entropy of `logits[B, K]` against multi-hot `targets[B, K]`,
+/// averaged over the batch and summed over the K findings: `softplus(z) − y·z` per finding,
+/// which is `−y·ln σ(z) − (1−y)·ln(1−σ(z))` without its overflow.
+pub fn binary_cross_entropy(g: &mut Graph, logits: TensorId, targets: TensorId) -> TensorId {
+    let soft = g.unary(UnaryKind::Softplus, logits);
+    let picked = g.mul(logits, targets);
+    let per_finding = g.sub(soft, picked);
+    let per_sample = g.reduce_sum(per_finding, &[1], false);
+    g.mean_all(per_sample)
 }
 
 /// Mean softmax cross-entropy of `logits[B, K]` against one-hot (or soft) `targets[B, K]`.

@@ -160,6 +160,7 @@ fn unary_ops() {
         UnaryKind::Sin,
         UnaryKind::Cos,
         UnaryKind::Abs,
+        UnaryKind::Softplus,
     ] {
         check(
             &format!("{kind:?}"),
@@ -404,6 +405,15 @@ fn layers() {
             let x = p(g, "x", &[3, 4]);
             let t = g.constant(&[3, 4], vec![1., 0., 0., 0., 0., 0., 1., 0., 0., 0., 0., 1.]);
             nn::cross_entropy(g, x, t)
+        },
+        &[],
+    );
+    check(
+        "binary cross entropy",
+        |g| {
+            let x = p(g, "x", &[3, 4]);
+            let t = g.constant(&[3, 4], vec![1., 0., 1., 0., 0., 0., 0., 0., 1., 1., 1., 1.]);
+            nn::binary_cross_entropy(g, x, t)
         },
         &[],
     );

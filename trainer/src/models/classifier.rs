@@ -5,7 +5,9 @@ use serde::{Deserialize, Serialize};
 
 use super::Model;
 use crate::graph::{Graph, Init, TensorId};
-use crate::nn::{cross_entropy, global_avg_pool, l2_normalize, linear, residual_trunk};
+use crate::nn::{
+    binary_cross_entropy, cross_entropy, global_avg_pool, l2_normalize, linear, residual_trunk,
+};
 
 /// Shape and width of the classifier.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -22,6 +24,10 @@ pub struct ClassifierConfig {
     pub widths: [usize; 3],
     /// Group-normalisation groups (must divide every width).
     pub groups: usize,
+    /// Findings, not classes: a sigmoid per label trained by binary cross-entropy (multi-hot
+    /// labels) instead of one softmax over the labels.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub multi_label: bool,
 }
 
 impl ClassifierConfig {
@@ -34,14 +40,15 @@ impl ClassifierConfig {
             classes: 10,
             widths: [32, 48, 96],
             groups: 8,
+            multi_label: false,
         }
     }
 
     /// Checks user-given sizes before a graph is built.
     pub fn validate(&self) -> anyhow::Result<()> {
         anyhow::ensure!(
-            self.channels > 0 && self.classes > 1,
-            "classifier needs ≥1 channel and ≥2 classes"
+            self.channels > 0 && (self.classes > 1 || self.multi_label && self.classes == 1),
+            "classifier needs ≥1 channel and ≥2 classes (or ≥1 finding)"
         );
         anyhow::ensure!(
             self.height >= 8 && self.width >= 8,
@@ -86,7 +93,11 @@ impl Model for ClassifierConfig {
         let x = g.input("image", &[batch, self.channels, self.height, self.width]);
         let y = g.input("label", &[batch, self.classes]);
         let (logits, _) = self.forward(g, x);
-        let loss = cross_entropy(g, logits, y);
+        let loss = if self.multi_label {
+            binary_cross_entropy(g, logits, y)
+        } else {
+            cross_entropy(g, logits, y)
+        };
         super::Training { loss, metrics: vec![("logits".into(), logits)] }
     }
 

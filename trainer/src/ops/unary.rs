@@ -28,6 +28,8 @@ pub enum UnaryKind {
     Abs,
     /// `sign x` (gradient zero almost everywhere)
     Sign,
+    /// `ln(1 + e^x)`, evaluated without overflow by ONNX Runtime
+    Softplus,
 }
 
 /// An element-wise function.
@@ -48,6 +50,7 @@ impl Op for Unary {
             UnaryKind::Cos => "Cos",
             UnaryKind::Abs => "Abs",
             UnaryKind::Sign => "Sign",
+            UnaryKind::Softplus => "Softplus",
         }
     }
 
@@ -109,6 +112,10 @@ impl Op for Unary {
                 g.mul(grad, s)
             }
             UnaryKind::Sign => return vec![None],
+            UnaryKind::Softplus => {
+                let s = g.unary(UnaryKind::Sigmoid, x);
+                g.mul(grad, s)
+            }
         };
         vec![Some(dx)]
     }
