@@ -5,9 +5,16 @@
 //! third each of any image, the same class, and the image's nearest neighbours in pixel
 //! space (the look-alikes the gate meets among its nearest references). Each batch is exactly
 //! half positive.
+//!
+//! Where the data says who an image shows ([`Dataset::identities`]) and a patient has several
+//! images, a positive pair of one of them is, half of the time, two *different* images of that
+//! patient (the model must link a person's studies, not only copies of one image), and a
+//! negative pair never shows one patient twice: its partner is an image of another patient (or
+//! of nobody known). Without such patients the draws are exactly those of the plain case.
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use unpersonal_runtime::identity::same_person;
 
 use crate::data::batch::mix;
 use crate::data::strong::Strong;
@@ -18,10 +25,30 @@ use crate::train::Feed;
 /// Stream of the pair draws, distinct from the batcher's and the denoiser's.
 const PAIR_STREAM: u64 = 4;
 
+/// Most extra candidates [`pixel_neighbours`] looks at to make room for an image's own
+/// patient's other images (a patient with more images may get fewer than `k` look-alikes).
+const PATIENT_ROOM: usize = 64;
+
+/// What the positive pairs of a [`PairFeed`] show.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Positives {
+    /// For an image whose patient has other images: with probability ½ one of those, else the
+    /// image itself; for any other image, the image itself (training).
+    Mixed,
+    /// Always the image itself: near-copy detection.
+    SameImage,
+    /// For an image whose patient has other images, always one of those; for any other image,
+    /// the image itself (patient-level calibration).
+    SamePatient,
+}
+
 /// The re-id model's [`Feed`]: `a`, `b`, `same`.
 pub struct PairFeed<'a> {
     data: &'a Dataset,
     by_class: Vec<Vec<usize>>,
+    /// For every image, the other images of its patient (sorted; empty without an identity).
+    same_patient: Vec<Vec<usize>>,
+    positives: Positives,
     strong: Strong,
     table: [f32; 256],
     background: f32,
@@ -31,7 +58,8 @@ pub struct PairFeed<'a> {
 }
 
 impl<'a> PairFeed<'a> {
-    /// Pairs from `data`, normalised by `norm`, augmented by `strong`.
+    /// Pairs from `data`, normalised by `norm`, augmented by `strong`; positives
+    /// [`Positives::Mixed`].
     pub fn new(data: &'a Dataset, strong: Strong, norm: Normalization, seed: u64) -> Self {
         let mut by_class = vec![Vec::new(); data.num_labels.max(1)];
         for i in 0..data.len() {
@@ -40,6 +68,8 @@ impl<'a> PairFeed<'a> {
         PairFeed {
             data,
             by_class,
+            same_patient: same_person(&data.identities),
+            positives: Positives::Mixed,
             strong,
             table: norm.table(),
             background: norm.apply(0),
@@ -56,11 +86,40 @@ impl<'a> PairFeed<'a> {
         self
     }
 
+    /// Sets what the positive pairs show.
+    pub fn positives(mut self, positives: Positives) -> Self {
+        self.positives = positives;
+        self
+    }
+
     /// Draws a third of the negatives from `neighbours[i]`, the look-alikes of image i (see
-    /// [`pixel_neighbours`]).
-    pub fn neighbour_negatives(mut self, neighbours: Vec<Vec<u32>>) -> Self {
+    /// [`pixel_neighbours`]). Look-alikes of the image's own patient are dropped: they are no
+    /// negatives.
+    pub fn neighbour_negatives(mut self, mut neighbours: Vec<Vec<u32>>) -> Self {
+        for (near, same) in neighbours.iter_mut().zip(&self.same_patient) {
+            near.retain(|&j| same.binary_search(&(j as usize)).is_err());
+        }
         self.neighbours = Some(neighbours);
         self
+    }
+
+    /// Whether the data holds a patient with several images (then positives can be two
+    /// different images of one patient).
+    pub fn has_patients(&self) -> bool {
+        self.same_patient.iter().any(|same| !same.is_empty())
+    }
+
+    /// The partner of a positive pair for `index`: itself, or another image of its patient.
+    fn positive(&self, index: usize, rng: &mut ChaCha8Rng) -> usize {
+        let same = &self.same_patient[index];
+        // No draw for an image without other images: data without patients keeps its draws.
+        let other_image = !same.is_empty()
+            && match self.positives {
+                Positives::SameImage => false,
+                Positives::SamePatient => true,
+                Positives::Mixed => rng.random::<bool>(),
+            };
+        if other_image { same[rng.random_range(0..same.len())] } else { index }
     }
 
     /// The partner of a negative pair for `index`.
@@ -74,18 +133,23 @@ impl<'a> PairFeed<'a> {
         }
     }
 
-    /// A different image than `index`: of the same class when `hard` (and the class has
-    /// another image), else any other image.
+    /// An image of someone else than `index` shows: of the same class when `hard` (and the
+    /// class has one), else any. Only where every image shows one person (a set no negative
+    /// can be drawn from, see [`one_person`]) is it any image.
     fn other(&self, index: usize, hard: bool, rng: &mut ChaCha8Rng) -> usize {
-        let class = &self.by_class[argmax(self.data.label(index))];
-        let n = self.data.len();
+        let label = argmax(self.data.label(index));
+        let class = &self.by_class[label];
+        let same = &self.same_patient[index];
+        let others_in_class =
+            class.len() - 1 - same.iter().filter(|&&j| argmax(self.data.label(j)) == label).count();
+        let others = self.data.len() - 1 - same.len();
         loop {
-            let pick = if hard && class.len() > 1 {
+            let pick = if hard && others_in_class > 0 {
                 class[rng.random_range(0..class.len())]
             } else {
-                rng.random_range(0..n)
+                rng.random_range(0..self.data.len())
             };
-            if pick != index || n == 1 {
+            if (pick != index && same.binary_search(&pick).is_err()) || others == 0 {
                 return pick;
             }
         }
@@ -114,7 +178,11 @@ impl Feed for PairFeed<'_> {
         for (i, &index) in batch.indices.iter().enumerate() {
             let mut rng = ChaCha8Rng::seed_from_u64(mix(self.seed, PAIR_STREAM, step, i as u64));
             let positive = i % 2 == 0;
-            let partner = if positive { index } else { self.negative(index, &mut rng) };
+            let partner = if positive {
+                self.positive(index, &mut rng)
+            } else {
+                self.negative(index, &mut rng)
+            };
             a.extend(if self.plain_anchor {
                 self.normalised(index)
             } else {
@@ -127,9 +195,18 @@ impl Feed for PairFeed<'_> {
     }
 }
 
+/// Whether all of `data`'s (at least two) images show one patient: no negative pair can be
+/// drawn from it.
+pub fn one_person(data: &Dataset) -> bool {
+    data.len() >= 2
+        && data.identities[0].is_some()
+        && data.identities.iter().all(|&id| id == data.identities[0])
+}
+
 /// For every image of `data`, its `k` nearest other images by Euclidean distance of the
 /// normalised pixels, skipping images closer than `duplicate` (copies in the data set, which no
-/// model can tell apart). Exact (blocked matrix products); minutes for 60,000 28×28 images.
+/// model can tell apart) and other images of the image's own patient (no negatives). Exact
+/// (blocked matrix products); minutes for 60,000 28×28 images.
 pub fn pixel_neighbours(
     data: &Dataset,
     norm: Normalization,
@@ -140,16 +217,104 @@ pub fn pixel_neighbours(
     let pixels: Vec<f32> = data.images.iter().map(|&b| table[usize::from(b)]).collect();
     let rows = ndarray::ArrayView2::from_shape((data.len(), data.image_size()), &pixels)
         .expect("one row per image");
-    // A few extra neighbours make room for the image itself and its duplicates.
-    unpersonal_runtime::neighbours::nearest(rows, rows, k + 4)
+    let same = same_person(&data.identities);
+    // A few extra neighbours make room for the image itself, its duplicates and the other
+    // images of its patient (often its nearest).
+    let room = same.iter().map(Vec::len).max().unwrap_or(0).min(PATIENT_ROOM);
+    unpersonal_runtime::neighbours::nearest(rows, rows, k + 4 + room)
         .into_iter()
         .enumerate()
         .map(|(i, list)| {
             list.into_iter()
-                .filter(|n| n.index != i && n.distance >= duplicate)
+                .filter(|n| {
+                    n.index != i
+                        && n.distance >= duplicate
+                        && same[i].binary_search(&n.index).is_err()
+                })
                 .take(k)
                 .map(|n| n.index as u32)
                 .collect()
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use unpersonal_runtime::identity::Identity;
+
+    /// 20 distinct 8×8 images in 3 classes, identities as given.
+    fn toy(identities: Vec<Option<Identity>>) -> Dataset {
+        let n = identities.len();
+        let mut labels = vec![0f32; n * 3];
+        for i in 0..n {
+            labels[i * 3 + i % 3] = 1.0;
+        }
+        Dataset {
+            name: "toy".into(),
+            channels: 1,
+            height: 8,
+            width: 8,
+            num_labels: 3,
+            multi_label: false,
+            images: (0..n * 64).map(|p| ((p * 37 + p / 64 * 11) % 256) as u8).collect(),
+            labels,
+            allows_hflip: false,
+            identities,
+            label_names: Vec::new(),
+        }
+    }
+
+    /// FNV-1a over the bits of every value of the first four batches of `feed`.
+    fn checksum(feed: &PairFeed, n: usize) -> u64 {
+        let mut hash = 0xcbf2_9ce4_8422_2325u64;
+        for step in 0..4 {
+            let batch =
+                Batch { images: vec![], labels: vec![], indices: (0..n).rev().collect(), n };
+            for input in feed.feed(&batch, step) {
+                for v in input {
+                    for byte in v.to_bits().to_le_bytes() {
+                        hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+                    }
+                }
+            }
+        }
+        hash
+    }
+
+    /// The checksums were taken from the pair feed before patients were known to it: data
+    /// without identities (and a patient-free identity column) must keep its draws, so runs
+    /// and checkpoints stay reproducible.
+    #[test]
+    fn draws_without_patients_are_unchanged() {
+        let norm = Normalization::SYMMETRIC;
+        let p = Identity::of_patient_id("only-image");
+        let mut lone = vec![None; 20];
+        lone[3] = p;
+        for d in [toy(vec![None; 20]), toy(lone)] {
+            let plain = PairFeed::new(&d, Strong::default(), norm, 7);
+            assert!(!plain.has_patients());
+            let anchored = PairFeed::new(&d, Strong::default(), norm, 7).plain_anchor();
+            let near = PairFeed::new(&d, Strong::default(), norm, 7)
+                .neighbour_negatives(pixel_neighbours(&d, norm, 3, 1e-3));
+            assert_eq!(checksum(&plain, 20), 0x48f2_04c7_9ac9_3dbc);
+            assert_eq!(checksum(&anchored, 20), 0x309b_a634_8623_4cbb);
+            assert_eq!(checksum(&near, 20), 0x10a8_c08a_9e31_50e2);
+        }
+    }
+
+    #[test]
+    fn a_set_of_one_patient_has_no_negatives() {
+        let p = Identity::of_patient_id("p");
+        let q = Identity::of_patient_id("q");
+        assert!(one_person(&toy(vec![p; 3])));
+        assert!(!one_person(&toy(vec![p, p, q])));
+        assert!(!one_person(&toy(vec![p, p, None])));
+        assert!(!one_person(&toy(vec![None; 3])));
+        assert!(!one_person(&toy(vec![p])));
+        assert!(
+            PairFeed::new(&toy(vec![p, p, q]), Strong::default(), Normalization::SYMMETRIC, 0)
+                .has_patients()
+        );
+    }
 }

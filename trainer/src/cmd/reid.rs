@@ -1,6 +1,7 @@
 //! `unpersonal-train reid`: trains the Siamese re-identification model, calibrates its
 //! threshold on held-out pairs and exports its two halves into a bundle.
 
+use std::collections::HashSet;
 use std::path::PathBuf;
 
 use clap::Args;
@@ -8,6 +9,7 @@ use serde_json::{Value, json};
 
 use unpersonal_runtime::bundle::{ReidSpec, Role};
 use unpersonal_runtime::gate::SELF_MARGIN;
+use unpersonal_runtime::identity::same_person;
 use unpersonal_trainer::bundle;
 use unpersonal_trainer::checkpoint;
 use unpersonal_trainer::data::strong::Strong;
@@ -16,7 +18,7 @@ use unpersonal_trainer::engine::{self, HostTensor, SessionConfig, State};
 use unpersonal_trainer::export::{self, Weights};
 use unpersonal_trainer::metrics::{roc_auc, threshold_detecting, tpr_at_fpr};
 use unpersonal_trainer::models::{Model, ReidConfig, ReidHead};
-use unpersonal_trainer::pairs::{PairFeed, pixel_neighbours};
+use unpersonal_trainer::pairs::{PairFeed, Positives, one_person, pixel_neighbours};
 use unpersonal_trainer::step::AdamW;
 use unpersonal_trainer::train::{self, Feed, Schedule, TrainConfig};
 
@@ -86,7 +88,9 @@ pub struct ReidArgs {
     /// rejected only if it resembles one more than nearly every new person does.
     #[arg(long, default_value_t = 0.01)]
     neighbour_false_match_rate: f64,
-    /// Held-out images for calibration (one positive and one negative pair each).
+    /// Held-out images for calibration (one positive and one negative pair each; where they
+    /// name patients, also a pair of two images of one patient and one of two patients for each
+    /// image whose patient has another).
     #[arg(long, default_value_t = 2000)]
     calibration_images: usize,
     /// Calibrate every N steps (0: only at the end).
@@ -101,6 +105,18 @@ pub struct ReidArgs {
 /// Pixel distance (normalised units) below which two training images count as copies of each
 /// other, not as look-alikes: a one-pixel shift of a garment is far above it.
 const DUPLICATE: f64 = 0.5;
+
+/// Share of the training positives of an image whose patient has other images that show two
+/// different images of the patient (the rest are two augmentations of the image, as
+/// [`PairFeed`] draws them).
+const SAME_PATIENT_POSITIVES: f64 = 0.5;
+
+/// Below this held-out ROC AUC of same- vs different-patient pairs the model barely links a
+/// person's different images.
+const WEAK_PATIENT_AUC: f64 = 0.9;
+
+/// Fewer held-out same-patient pairs than this make the patient-level rates rough.
+const FEW_PATIENT_PAIRS: usize = 100;
 
 /// Mild edits a leak could hide behind: shift ≤ 2 px, noise σ ≤ 0.1 of the pixel range (0.2 in
 /// the symmetric normalisation's units), contrast ±20 %, small crops (a zoom of up to 5 %). The
@@ -119,12 +135,47 @@ fn near_copy() -> Strong {
     }
 }
 
+/// No edit at all: two studies of one patient are compared as they are.
+fn unaugmented() -> Strong {
+    Strong {
+        shift: 0.0,
+        rotate: 0.0,
+        scale: 0.0,
+        warp: 0.0,
+        brightness: 0.0,
+        contrast: 0.0,
+        blur: 0.0,
+        noise: 0.0,
+        occlude: 0.0,
+    }
+}
+
+/// The images of `data` whose patient has another image in it (the anchors of same-patient
+/// pairs), and how many patients they show.
+fn patient_anchors(data: &Dataset) -> (Vec<usize>, usize) {
+    let anchors: Vec<usize> = same_person(&data.identities)
+        .iter()
+        .enumerate()
+        .filter(|(_, same)| !same.is_empty())
+        .map(|(i, _)| i)
+        .collect();
+    let patients = anchors.iter().filter_map(|&i| data.identity(i)).collect::<HashSet<_>>().len();
+    (anchors, patients)
+}
+
 pub fn run(args: ReidArgs) -> anyhow::Result<()> {
     let env = args.engine.environment()?;
     checkpoint::ensure_writable(&args.out)?;
     checkpoint::ensure_writable(&args.run)?;
     let (data, mut held_out) = args.data.load()?;
     held_out.truncate(args.calibration_images);
+    for set in [&data, &held_out] {
+        anyhow::ensure!(
+            !one_person(set),
+            "every image of {} shows one patient: re-identification needs images of several people",
+            set.name
+        );
+    }
     let widths: [usize; 3] = args
         .widths
         .as_slice()
@@ -142,8 +193,15 @@ pub fn run(args: ReidArgs) -> anyhow::Result<()> {
     model.validate()?;
     let norm = Normalization::SYMMETRIC;
     let strong = Strong::default();
+    let mut architecture = json!({ "kind": model.kind(), "config": model, "augment": strong, "neighbour_negatives": args.neighbour_negatives });
+    let (training_anchors, training_patients) = patient_anchors(&data);
+    if !training_anchors.is_empty() {
+        // Only where the feed draws such pairs: runs on data without patients keep their
+        // configuration (and can resume their checkpoints).
+        architecture["same_patient_positives"] = json!(SAME_PATIENT_POSITIVES);
+    }
     let cfg = TrainConfig {
-        model: json!({ "kind": model.kind(), "config": model, "augment": strong, "neighbour_negatives": args.neighbour_negatives }),
+        model: architecture,
         data: args.data.data.display().to_string(),
         samples: data.len(),
         batch: args.batch,
@@ -162,12 +220,29 @@ pub fn run(args: ReidArgs) -> anyhow::Result<()> {
     let session = args.engine.session();
     let opts = args.control.options(&args.run, args.eval_every, session.clone());
     // The gate compares candidates with unmodified reference images, so the held-out pairs
-    // do too: an original and a strong augmentation of it, or of another image.
+    // do too: an original and a strong augmentation of it, or of another person's image.
     let calibration = Calibration::new(
-        PairFeed::new(&held_out, strong.clone(), norm, u64::MAX).plain_anchor(),
+        PairFeed::new(&held_out, strong.clone(), norm, u64::MAX)
+            .plain_anchor()
+            .positives(Positives::SameImage),
         &held_out,
+        &(0..held_out.len()).collect::<Vec<_>>(),
         args.batch,
     );
+    // Where held-out patients have several images: two of one patient, or images of two
+    // patients, both as they are.
+    let (anchors, held_out_patients) = patient_anchors(&held_out);
+    let patients = (!anchors.is_empty()).then(|| {
+        Calibration::new(
+            PairFeed::new(&held_out, unaugmented(), norm, u64::MAX)
+                .plain_anchor()
+                .positives(Positives::SamePatient),
+            &held_out,
+            &anchors,
+            args.batch,
+        )
+    });
+    let shape = [data.channels, data.height, data.width];
     let (state, steps) = if args.export_only {
         train::checkpointed(&args.run, &cfg)?
     } else {
@@ -179,6 +254,12 @@ pub fn run(args: ReidArgs) -> anyhow::Result<()> {
                 args.steps,
                 args.batch
             );
+            if !training_anchors.is_empty() {
+                eprintln!(
+                    "{} training images show {training_patients} patients with several images each: half their positive pairs are two different images of one patient",
+                    training_anchors.len()
+                );
+            }
         }
         let mut feed = PairFeed::new(&data, strong.clone(), norm, args.seed);
         if args.neighbour_negatives > 0 {
@@ -196,11 +277,15 @@ pub fn run(args: ReidArgs) -> anyhow::Result<()> {
             ));
         }
         let (state, summary) = train::train(&model, &cfg, &data, &feed, &opts, env, |_, state| {
-            calibration
-                .measure(env, &model, state, &session, args.false_match_rate)
-                .map(|c| c.summary)
+            let mut scorer = Scorer::new(env, &model, state, &session, shape)?;
+            let mut summary = calibration.measure(&mut scorer, args.false_match_rate)?.summary;
+            if let Some(patients) = &patients {
+                let (same, different) = patients.scores(&mut scorer)?;
+                summary["patients_roc_auc"] = json!(roc_auc(&same, &different));
+            }
+            Ok(summary)
         })?;
-        if summary.steps < args.steps {
+        if summary.steps < args.steps && !summary.out_of_time {
             println!(
                 "{}",
                 json!({ "stopped_at_step": summary.steps, "of": args.steps, "resume_with": "--resume" })
@@ -210,13 +295,25 @@ pub fn run(args: ReidArgs) -> anyhow::Result<()> {
         (state, summary.steps)
     };
 
-    let measured = calibration.measure(env, &model, &state, &session, args.false_match_rate)?;
+    let mut scorer = Scorer::new(env, &model, &state, &session, shape)?;
+    let measured = calibration.measure(&mut scorer, args.false_match_rate)?;
     let near = Calibration::new(
-        PairFeed::new(&held_out, near_copy(), norm, u64::MAX).plain_anchor(),
+        PairFeed::new(&held_out, near_copy(), norm, u64::MAX)
+            .plain_anchor()
+            .positives(Positives::SameImage),
         &held_out,
+        &(0..held_out.len()).collect::<Vec<_>>(),
         args.batch,
     )
-    .measure(env, &model, &state, &session, args.false_match_rate)?;
+    .measure(&mut scorer, args.false_match_rate)?;
+    // The operating point guards against images copied from a reference: a false-match rate
+    // between different people and the detection of planted near-copies. Same-patient pairs
+    // are measured (under `patients`) but set no threshold: two studies of one patient differ
+    // far more than a near-copy does, so a detection target on them would lower the threshold
+    // into the bulk of different-patient pairs wherever the model cannot yet separate them —
+    // the gate would reject most candidates and withhold most references, with no guarantee
+    // bought — and the held-out patients with several images are often too few to set a
+    // threshold on. A low same-patient AUC is reported as a weak gate instead.
     let threshold =
         measured.threshold.min(threshold_detecting(&near.positives, args.near_copy_detection));
     let share = |scores: &[f32]| {
@@ -273,8 +370,6 @@ pub fn run(args: ReidArgs) -> anyhow::Result<()> {
     ];
     // Against its nearest references, a never-seen person scores far higher than against a
     // random image: the neighbour threshold flags only --neighbour-false-match-rate of them.
-    let mut scorer =
-        Scorer::new(env, &model, &state, &session, [data.channels, data.height, data.width])?;
     let held_out_best = neighbour_scores(&mut scorer, &data, &held_out, norm, args.neighbours)?;
     let (_, neighbour_threshold) = tpr_at_fpr(&[], &held_out_best, args.neighbour_false_match_rate);
     // The gate caps every threshold at a reference's score against itself (an exact copy is
@@ -292,6 +387,15 @@ pub fn run(args: ReidArgs) -> anyhow::Result<()> {
         "held_out_flagged_at_neighbour_threshold": flagged_at(neighbour_threshold),
         "near_copy_detection_at_neighbour_threshold": near.positives.iter().filter(|&&s| s >= neighbour_threshold).count() as f64 / near.positives.len().max(1) as f64,
     });
+    if let Some(patients) = &patients {
+        let (same, different) = patients.scores(&mut scorer)?;
+        let summary =
+            patient_summary(&same, &different, held_out_patients, threshold, neighbour_threshold);
+        if !args.control.quiet {
+            eprintln!("held-out patients: {summary}");
+        }
+        calibration_json["patients"] = summary;
+    }
     let warnings = weak_gate_warnings(&calibration_json, held_out.len(), args.calibration_images);
     for warning in &warnings {
         eprintln!("WARNING: {warning}");
@@ -311,6 +415,7 @@ pub fn run(args: ReidArgs) -> anyhow::Result<()> {
             neighbours: args.neighbours,
             calibration: calibration_json.clone(),
         }),
+        resize: args.data.size,
         ..bundle::Sections::default()
     };
     bundle::write(&args.out, &data, norm, entries, sections)?;
@@ -321,11 +426,11 @@ pub fn run(args: ReidArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Held-out pairs drawn by a [`PairFeed`]: for every image, a positive (it and an augmentation
-/// of it) and a negative (it and another image, half of the same class).
+/// Held-out pairs drawn by a [`PairFeed`]: for every anchor image, a positive (it and an
+/// augmentation of it, or another image of its patient, as the feed's [`Positives`] say) and a
+/// negative (it and an image of someone else, half of the same class).
 struct Calibration {
     pairs: [Vec<f32>; 3],
-    shape: [usize; 3],
 }
 
 /// Scores of the held-out pairs and the operating point.
@@ -337,13 +442,13 @@ struct Measured {
 }
 
 impl Calibration {
-    fn new(feed: PairFeed, held_out: &Dataset, batch: usize) -> Self {
+    /// The pairs `feed` draws for the images `anchors` of `held_out`, `batch` pairs at a time.
+    fn new(feed: PairFeed, held_out: &Dataset, anchors: &[usize], batch: usize) -> Self {
         let (mut a, mut b, mut same) = (Vec::new(), Vec::new(), Vec::new());
+        debug_assert!(anchors.iter().all(|&i| i < held_out.len()));
         // Each image twice in a row: even rows are positive pairs, odd rows negative.
-        for (k, start) in (0..held_out.len()).step_by(batch.max(1) / 2).enumerate() {
-            let indices: Vec<usize> = (start..(start + batch.max(2) / 2).min(held_out.len()))
-                .flat_map(|i| [i, i])
-                .collect();
+        for (k, chunk) in anchors.chunks((batch / 2).max(1)).enumerate() {
+            let indices: Vec<usize> = chunk.iter().flat_map(|&i| [i, i]).collect();
             let batch = unpersonal_trainer::data::Batch {
                 images: vec![],
                 labels: vec![],
@@ -356,28 +461,23 @@ impl Calibration {
             b.extend(pb);
             same.extend(ps);
         }
-        Calibration {
-            pairs: [a, b, same],
-            shape: [held_out.channels, held_out.height, held_out.width],
-        }
+        Calibration { pairs: [a, b, same] }
     }
 
-    /// Scores every pair with the exported EMA halves on ONNX Runtime.
-    fn measure(
-        &self,
-        env: &ort::environment::Environment,
-        model: &ReidConfig,
-        state: &State,
-        session: &SessionConfig,
-        fmr: f64,
-    ) -> anyhow::Result<Measured> {
-        let mut scorer = Scorer::new(env, model, state, session, self.shape)?;
+    /// The logits of the positive and of the negative pairs.
+    fn scores(&self, scorer: &mut Scorer) -> anyhow::Result<(Vec<f32>, Vec<f32>)> {
         let (ea, eb) = (scorer.embed(&self.pairs[0])?, scorer.embed(&self.pairs[1])?);
         let logits = scorer.logits(ea, eb)?;
         let (mut positives, mut negatives) = (Vec::new(), Vec::new());
         for (&s, &same) in logits.iter().zip(&self.pairs[2]) {
             if same == 1.0 { positives.push(s) } else { negatives.push(s) }
         }
+        Ok((positives, negatives))
+    }
+
+    /// Scores every pair and finds the threshold at the false-match rate `fmr`.
+    fn measure(&self, scorer: &mut Scorer, fmr: f64) -> anyhow::Result<Measured> {
+        let (positives, negatives) = self.scores(scorer)?;
         let auc = roc_auc(&positives, &negatives);
         let (tpr_1, _) = tpr_at_fpr(&positives, &negatives, 0.01);
         let (tpr_01, _) = tpr_at_fpr(&positives, &negatives, 0.001);
@@ -391,9 +491,43 @@ impl Calibration {
     }
 }
 
+/// The patient-level calibration: logits of held-out pairs of two different images of one
+/// patient (`same`) against pairs of images of two patients (`different`), showing
+/// `patients` patients with several images, and the shares of each that the shipped
+/// `threshold` and `neighbour_threshold` (logits) match. Counts and rates only: nothing in it
+/// names a patient.
+fn patient_summary(
+    same: &[f32],
+    different: &[f32],
+    patients: usize,
+    threshold: f32,
+    neighbour_threshold: f32,
+) -> Value {
+    let share = |scores: &[f32], t: f32| {
+        scores.iter().filter(|&&s| s >= t).count() as f64 / scores.len().max(1) as f64
+    };
+    let (tpr_1, _) = tpr_at_fpr(same, different, 0.01);
+    let (tpr_01, _) = tpr_at_fpr(same, different, 0.001);
+    json!({
+        "patients_with_several_images": patients,
+        "pairs": same.len() + different.len(),
+        "same_patient_pairs": same.len(),
+        "different_patient_pairs": different.len(),
+        "roc_auc": roc_auc(same, different),
+        "tpr_at_fpr_1pct": tpr_1,
+        "tpr_at_fpr_0.1pct": tpr_01,
+        "same_patient_match_rate_at_threshold": share(same, threshold),
+        "different_patient_match_rate_at_threshold": share(different, threshold),
+        "same_patient_match_rate_at_neighbour_threshold": share(same, neighbour_threshold),
+        "compared": "two different held-out images of one patient vs images of two patients (half of one class), both unmodified",
+    })
+}
+
 /// What the held-out calibration says is weak about the model, one sentence each: a low ROC AUC,
 /// a near-copy threshold that also matches many different people, a neighbour threshold that
-/// flags many people never seen, fewer held-out images than asked for.
+/// flags many people never seen, where held-out patients have several images a low ROC AUC of
+/// same- vs different-patient pairs or too few such pairs, fewer held-out images than asked
+/// for.
 fn weak_gate_warnings(calibration: &Value, held_out: usize, asked: usize) -> Vec<String> {
     let number = |v: &Value| v.as_f64().unwrap_or(f64::NAN);
     let mut warnings = Vec::new();
@@ -415,6 +549,20 @@ fn weak_gate_warnings(calibration: &Value, held_out: usize, asked: usize) -> Vec
             "the neighbour threshold flags {:.1} % of held-out images against their nearest training images",
             flagged * 100.0
         ));
+    }
+    if let Some(patients) = calibration.get("patients") {
+        let auc = number(&patients["roc_auc"]);
+        if auc.is_nan() || auc < WEAK_PATIENT_AUC {
+            warnings.push(format!(
+                "held-out ROC AUC of two images of one patient vs images of two patients is {auc:.3} (below {WEAK_PATIENT_AUC}): the gate may not link a synthetic image to a patient's other images; train on more patients with several images each (half their positive pairs are then two images of one patient), longer (--steps), with --neighbour-negatives 8"
+            ));
+        }
+        let pairs = patients["same_patient_pairs"].as_u64().unwrap_or(0);
+        if pairs < FEW_PATIENT_PAIRS as u64 {
+            warnings.push(format!(
+                "only {pairs} held-out pairs of two images of one patient: the patient-level rates are rough; hold out more patients with several images (--test-data, --calibration-images)"
+            ));
+        }
     }
     if held_out < asked {
         warnings.push(format!(
@@ -549,5 +697,65 @@ mod tests {
         assert!(warnings[0].contains("0.899") && warnings[1].contains("49.0 %"));
         assert!(warnings[2].contains("61.0 %") && warnings[3].contains("270"));
         assert_eq!(weak_gate_warnings(&json!({}), 10, 10).len(), 3, "missing numbers are weak");
+    }
+
+    #[test]
+    fn the_patient_calibration_counts_and_rates_and_names_nobody() {
+        let same = [3.0, 2.0, 0.5, -2.01];
+        let different: Vec<f32> = (0..200).map(|i| -5.0 + i as f32 * 0.02).collect();
+        let summary = patient_summary(&same, &different, 2, 1.0, -0.5);
+        assert_eq!(summary["patients_with_several_images"], 2);
+        assert_eq!(summary["pairs"], 204);
+        assert_eq!(
+            (summary["same_patient_pairs"].as_u64(), summary["different_patient_pairs"].as_u64()),
+            (Some(4), Some(200))
+        );
+        // Three positives score above all 200 negatives, the fourth above 150 of them.
+        assert!((summary["roc_auc"].as_f64().unwrap() - (3.0 + 150.0 / 200.0) / 4.0).abs() < 1e-9);
+        assert_eq!(summary["tpr_at_fpr_1pct"], 0.75);
+        assert_eq!(summary["same_patient_match_rate_at_threshold"], 0.5);
+        assert_eq!(summary["different_patient_match_rate_at_threshold"], 0.0);
+        assert_eq!(summary["same_patient_match_rate_at_neighbour_threshold"], 0.75);
+        // Only numbers, and one fixed sentence.
+        for (key, value) in summary.as_object().unwrap() {
+            assert!(value.is_number() || key == "compared", "{key}: {value}");
+        }
+
+        let strong = json!({ "roc_auc": 0.99, "false_match_rate": 0.01,
+                             "neighbours": { "held_out_flagged_at_neighbour_threshold": 0.01 },
+                             "patients": { "roc_auc": 0.95, "same_patient_pairs": 400 } });
+        assert!(weak_gate_warnings(&strong, 2000, 2000).is_empty());
+        let mut weak = strong.clone();
+        weak["patients"] = json!({ "roc_auc": 0.71, "same_patient_pairs": 12 });
+        let warnings = weak_gate_warnings(&weak, 2000, 2000);
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert!(warnings[0].contains("0.710") && warnings[0].contains("several images each"));
+        assert!(warnings[1].contains("only 12 "));
+    }
+
+    #[test]
+    fn patient_anchors_are_the_images_of_patients_with_several() {
+        use unpersonal_runtime::identity::Identity;
+        let (p, q, r) = (
+            Identity::of_patient_id("p"),
+            Identity::of_patient_id("q"),
+            Identity::of_patient_id("r"),
+        );
+        let identities = vec![p, None, q, p, r, q, None, p];
+        let n = identities.len();
+        let data = Dataset {
+            name: "toy".into(),
+            channels: 1,
+            height: 1,
+            width: 1,
+            num_labels: 1,
+            multi_label: false,
+            images: vec![0; n],
+            labels: vec![1.0; n],
+            allows_hflip: false,
+            identities,
+            label_names: Vec::new(),
+        };
+        assert_eq!(patient_anchors(&data), (vec![0, 2, 3, 5, 7], 2));
     }
 }
