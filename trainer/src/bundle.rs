@@ -11,8 +11,8 @@ use std::path::Path;
 use anyhow::Context;
 use serde_json::Value;
 use unpersonal_runtime::bundle::{
-    self as schema, Bundle, Dim, EdmSpec, ImageSpec, LabelSpec, ModelSpec, ReidSpec, Role,
-    SCHEMA_VERSION, SamplerSpec, TensorSpec,
+    self as schema, Bundle, Dim, EdmSpec, ImageSpec, LabelSpec, ModelSpec, ReidSpec, ResizeRule,
+    ResizeSpec, Role, SCHEMA_VERSION, SamplerSpec, TensorSpec,
 };
 use unpersonal_runtime::sampler::Solver;
 
@@ -56,6 +56,9 @@ pub struct Sections {
     /// Sampler settings, written only into a bundle that has none of its own yet (a user's
     /// tuned choice is kept).
     pub sampler: Option<SamplerSpec>,
+    /// The square side the training images were brought to by the size rule
+    /// (`image.resize`), so that the runtime brings references of any size to it alike.
+    pub resize: Option<usize>,
 }
 
 /// The sampler settings chosen by measurement on the shipped Fashion-MNIST denoiser
@@ -98,7 +101,7 @@ pub fn write(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Bundle {
             schema_version: SCHEMA_VERSION,
             name: dir.file_name().and_then(|n| n.to_str()).unwrap_or("bundle").to_string(),
-            image: image_spec(data, norm),
+            image: image_spec(data, norm, sections.resize),
             labels: label_spec(data),
             models: BTreeMap::new(),
             edm: None,
@@ -108,7 +111,7 @@ pub fn write(
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
     };
     bundle.schema_version = SCHEMA_VERSION;
-    bundle.image = image_spec(data, norm);
+    bundle.image = image_spec(data, norm, sections.resize);
     bundle.labels = label_spec(data);
     if let Some(edm) = sections.edm {
         bundle.edm = Some(edm);
@@ -139,7 +142,7 @@ pub fn write(
 }
 
 /// The image section of a data set read with `norm`.
-fn image_spec(data: &Dataset, norm: Normalization) -> ImageSpec {
+fn image_spec(data: &Dataset, norm: Normalization, resize: Option<usize>) -> ImageSpec {
     ImageSpec {
         channels: data.channels,
         height: data.height,
@@ -149,6 +152,8 @@ fn image_spec(data: &Dataset, norm: Normalization) -> ImageSpec {
             std: norm.std,
             formula: "x = (pixel / 255 - mean) / std".into(),
         },
+        resize: resize
+            .map(|size| ResizeSpec { rule: ResizeRule::ShorterSideTriangleCenterCrop, size }),
     }
 }
 
@@ -173,6 +178,7 @@ mod tests {
             labels: vec![1.0, 0.0, 0.0, 1.0],
             allows_hflip: true,
             identities: vec![None; 2],
+            label_names: Vec::new(),
         }
     }
 

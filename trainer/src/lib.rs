@@ -3,9 +3,11 @@
 //! to ONNX for every runtime.
 
 pub mod autodiff;
+pub mod budget;
 pub mod bundle;
 pub mod checkpoint;
 pub mod data;
+pub mod demo;
 pub mod diffusion;
 pub mod engine;
 pub mod eval;
@@ -18,5 +20,6 @@ pub mod onnx;
 pub mod ops;
 pub mod pairs;
 pub mod privacy;
+pub mod site;
 pub mod step;
 pub mod train;

@@ -16,6 +16,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Train a whole bundle from a site's labelled images in one command: check and split the
+    /// data by patient, train the classifier, denoiser and re-identification model (to a time
+    /// budget if given), calibrate the gate and verify the result; re-run to continue.
+    Bundle(cmd::pipeline::PipelineArgs),
     /// Train the classifier (logits + L2-normalised features) and export it into a bundle.
     Classifier(cmd::classifier::ClassifierArgs),
     /// Train the pseudo-conditional EDM denoiser (also the unconditional guide) and export it
@@ -31,17 +35,22 @@ enum Command {
     EvaluateDenoiser(cmd::evaluate::EvaluateArgs),
     /// Measure training throughput (images/s) of a model on synthetic batches.
     Bench(cmd::bench::BenchArgs),
+    /// Write a synthetic site (patients with several studies, a findings CSV) built from
+    /// Fashion-MNIST, to try the own-data path.
+    DemoSite(cmd::demo_site::DemoSiteArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Bundle(args) => cmd::pipeline::run(args),
         Command::Classifier(args) => cmd::classifier::run(args),
         Command::Denoiser(args) => cmd::denoiser::run(args),
         Command::Reid(args) => cmd::reid::run(args),
         Command::Eval(args) => cmd::eval::run(args),
         Command::EvaluateDenoiser(args) => cmd::evaluate::run(args),
         Command::Bench(args) => cmd::bench::run(args),
+        Command::DemoSite(args) => cmd::demo_site::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

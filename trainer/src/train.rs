@@ -106,6 +106,10 @@ pub struct RunOptions {
     pub quiet: bool,
     /// Stop (with a checkpoint) after this many steps of this invocation; resume later.
     pub stop_after: Option<u64>,
+    /// End training (with a checkpoint) once this invocation has trained this long, even
+    /// before the schedule's end: the run is then over and exported as it is (a time budget,
+    /// not a pause).
+    pub time_limit: Option<std::time::Duration>,
 }
 
 /// What a finished run reports.
@@ -121,6 +125,8 @@ pub struct Summary {
     pub last_loss: f32,
     /// The last evaluation.
     pub last_eval: serde_json::Value,
+    /// Training ended at [`RunOptions::time_limit`], before the schedule's end.
+    pub out_of_time: bool,
 }
 
 const LOG_EVERY: u64 = 50;
@@ -168,6 +174,7 @@ pub fn train(
         (0f64, 0u64, Accuracy { correct: 0, total: 0 });
     let mut window_start = Instant::now();
     let (mut last_loss, mut last_eval) = (f32::NAN, serde_json::Value::Null);
+    let mut end_at = end;
     for t in first..=end {
         let lr = cfg.schedule.lr(t);
         let ema_decay = cfg.ema.min((1.0 + t as f32) / (10.0 + t as f32));
@@ -184,7 +191,8 @@ pub fn train(
 
         // SIGINT or SIGTERM (a scheduler's time limit, Ctrl-C): checkpoint this step and stop.
         let stopping = stop.load(Ordering::Relaxed);
-        let last = t == end || stopping;
+        let out_of_time = opts.time_limit.is_some_and(|limit| started.elapsed() >= limit);
+        let last = t == end || stopping || out_of_time;
         if t % LOG_EVERY == 0 || last {
             last_loss = (window_loss / window_steps as f64) as f32;
             let rate =
@@ -218,6 +226,10 @@ pub fn train(
                 )?;
             }
         }
+        if out_of_time && !stopping && t < end {
+            end_at = t;
+            break;
+        }
         if stopping {
             bar.finish_and_clear();
             bail!(
@@ -228,6 +240,14 @@ pub fn train(
         }
     }
     bar.finish_and_clear();
+    let out_of_time = end_at < end;
+    let end = end_at;
+    if out_of_time {
+        eprintln!(
+            "the time limit ended training at step {end} of {}; exporting it as it is",
+            cfg.schedule.steps
+        );
+    }
     let steps_this_run = end.saturating_sub(progress.step);
     let summary = Summary {
         steps: end,
@@ -236,6 +256,7 @@ pub fn train(
             / started.elapsed().as_secs_f64(),
         last_loss,
         last_eval,
+        out_of_time,
     };
     Ok((engine.state()?, summary))
 }

@@ -19,6 +19,7 @@ fn small_model() -> ClassifierConfig {
         classes: 3,
         widths: [8, 8, 16],
         groups: 4,
+        multi_label: false,
     }
 }
 
@@ -48,6 +49,7 @@ fn toy_data() -> Dataset {
         labels,
         allows_hflip: false,
         identities: vec![None; n],
+        label_names: Vec::new(),
     }
 }
 
@@ -76,6 +78,7 @@ fn options(dir: PathBuf, resume: bool) -> RunOptions {
         eval_every: 0,
         quiet: true,
         stop_after: None,
+        time_limit: None,
     }
 }
 

@@ -18,5 +18,6 @@ mod layout;
 mod membership;
 mod sampler;
 mod shipped;
+mod site;
 #[cfg(feature = "webgpu")]
 mod webgpu;

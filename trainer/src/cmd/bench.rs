@@ -1,12 +1,11 @@
 //! `unpersonal-train bench`: training throughput of a model on synthetic batches.
 
 use std::path::PathBuf;
-use std::time::Instant;
 
 use clap::Args;
 use serde_json::json;
 
-use unpersonal_trainer::engine::TrainingEngine;
+use unpersonal_trainer::budget;
 use unpersonal_trainer::graph::numel;
 use unpersonal_trainer::models::{
     ClassifierConfig, DenoiserConfig, Model, ReidConfig, forward_mflops,
@@ -53,33 +52,18 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         BenchModel::Denoiser => Box::new(DenoiserConfig::fashion_mnist(96)),
         BenchModel::Reid => Box::new(ReidConfig::fashion_mnist()),
     };
-    let step_graph = step::build(model.as_ref(), args.batch, &AdamW::default());
-    let state = step::initial_state(&step_graph.params, 0);
     let mut config = args.engine.session();
     config.profile = args.profile.clone();
-    let mut engine = TrainingEngine::new(env, &step_graph, &state, &config)?;
-    // Positive values in (0, 1]: valid for every batch input (labels, noise levels, masks).
-    let inputs: Vec<Vec<f32>> = step_graph
-        .batch_inputs
+    let seconds = budget::seconds_per_step(env, model.as_ref(), args.batch, args.steps, &config)?;
+    let rate = args.batch as f64 / seconds;
+    let params: usize = step::build(model.as_ref(), 1, &AdamW::default())
+        .params
         .iter()
-        .map(|(_, shape)| {
-            (0..numel(shape)).map(|i| ((i * 7919) % 255 + 1) as f32 / 256.0).collect()
-        })
-        .collect();
-    let inputs: Vec<&[f32]> = inputs.iter().map(Vec::as_slice).collect();
-    for t in 1..=3 {
-        engine.step(&inputs, t, 1e-3, 0.99)?;
-    }
-    let started = Instant::now();
-    for t in 4..4 + args.steps {
-        engine.step(&inputs, t, 1e-3, 0.99)?;
-    }
-    let secs = started.elapsed().as_secs_f64();
-    let rate = (args.steps as usize * args.batch) as f64 / secs;
-    let params: usize = step_graph.params.iter().map(|p| numel(&p.shape)).sum();
+        .map(|p| numel(&p.shape))
+        .sum();
     let mflops = forward_mflops(model.as_ref());
     let kind = model.kind();
-    let ms = secs * 1e3 / args.steps as f64;
+    let ms = seconds * 1e3;
     if args.json {
         println!(
             "{}",

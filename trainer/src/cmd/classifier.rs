@@ -84,6 +84,7 @@ pub fn run(args: ClassifierArgs) -> anyhow::Result<()> {
         classes: data.num_labels,
         widths,
         groups: 8,
+        multi_label: data.multi_label,
     };
     model.validate()?;
     let norm = Normalization::SYMMETRIC;
@@ -130,7 +131,7 @@ pub fn run(args: ClassifierArgs) -> anyhow::Result<()> {
             let acc = eval::accuracy(&test, norm, 500, |x| logits(&mut session, x))?;
             Ok(json!({ "test_accuracy": acc.rate(), "test_images": acc.total }))
         })?;
-    if summary.steps < steps {
+    if summary.steps < steps && !summary.out_of_time {
         println!(
             "{}",
             json!({ "stopped_at_step": summary.steps, "of": steps, "resume_with": "--resume" })
@@ -141,7 +142,7 @@ pub fn run(args: ClassifierArgs) -> anyhow::Result<()> {
     // Export, then measure what ships: the exported file on ONNX Runtime, and tract against it.
     let mut provenance = json!({
         "architecture": cfg.model, "dataset": data.name, "training_images": data.len(),
-        "steps": steps, "batch": args.batch, "weights": "ema", "ema_decay": args.ema, "trainer": TRAINER,
+        "steps": summary.steps, "planned_steps": steps, "batch": args.batch, "weights": "ema", "ema_decay": args.ema, "trainer": TRAINER,
     });
     let onnx = export::onnx_bytes(
         &model,
@@ -173,7 +174,8 @@ pub fn run(args: ClassifierArgs) -> anyhow::Result<()> {
         ],
         provenance,
     };
-    bundle::write(&args.out, &data, norm, vec![entry], bundle::Sections::default())?;
+    let sections = bundle::Sections { resize: args.data.size, ..bundle::Sections::default() };
+    bundle::write(&args.out, &data, norm, vec![entry], sections)?;
     println!(
         "{}",
         json!({

@@ -174,7 +174,7 @@ pub fn run(args: DenoiserArgs) -> anyhow::Result<()> {
             let onnx = export::onnx_bytes(&model, state, Weights::Ema, vec![])?;
             validation.report(env, &onnx, &session, model.sigma_data)
         })?;
-        if summary.steps < args.steps {
+        if summary.steps < args.steps && !summary.out_of_time {
             println!(
                 "{}",
                 json!({ "stopped_at_step": summary.steps, "of": args.steps, "images_per_second": summary.images_per_second,
@@ -338,6 +338,7 @@ fn export_bundle(
     let sections = bundle::Sections {
         edm: Some(EdmSpec { sigma_data: model.sigma_data }),
         sampler: Some(bundle::measured_sampler()),
+        resize: args.data.size,
         ..bundle::Sections::default()
     };
     bundle::write(

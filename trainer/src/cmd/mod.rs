@@ -2,9 +2,11 @@
 
 pub mod bench;
 pub mod classifier;
+pub mod demo_site;
 pub mod denoiser;
 pub mod eval;
 pub mod evaluate;
+pub mod pipeline;
 pub mod reid;
 
 use std::path::{Path, PathBuf};
@@ -12,7 +14,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use clap::Args;
 
-use unpersonal_trainer::data::{Dataset, Normalization, Split, epoch_batches};
+use unpersonal_trainer::data::{Dataset, FilelistOptions, Normalization, Split, epoch_batches};
 use unpersonal_trainer::engine::{self, Device, HostTensor, SessionConfig};
 use unpersonal_trainer::train::RunOptions;
 
@@ -61,6 +63,10 @@ pub struct RunControl {
     /// Train at most N steps in this invocation, checkpoint and exit (continue with --resume).
     #[arg(long)]
     pub stop_after: Option<u64>,
+    /// End training once this invocation has trained this long (e.g. 20m, 2h), checkpoint and
+    /// export the weights as they are, even before the schedule's end.
+    #[arg(long, value_parser = unpersonal_trainer::budget::parse_duration)]
+    pub time_limit: Option<std::time::Duration>,
     /// No progress bar.
     #[arg(long, short)]
     pub quiet: bool,
@@ -78,6 +84,7 @@ impl RunControl {
             eval_every,
             quiet: self.quiet,
             stop_after: self.stop_after,
+            time_limit: self.time_limit,
         }
     }
 }
@@ -85,8 +92,8 @@ impl RunControl {
 /// Where a training command's data comes from.
 #[derive(Args)]
 pub struct DataArgs {
-    /// Training data: a directory with Fashion-MNIST/MNIST IDX files, or a filelist
-    /// (`relative/path.png l0 l1 …`, paths relative to the filelist's directory).
+    /// Training data: a directory with Fashion-MNIST/MNIST IDX files, a findings CSV or a
+    /// filelist (docs/data.md).
     #[arg(long, default_value = "/usr/share/datasets/fashion-mnist")]
     pub data: PathBuf,
     /// Held-out data for evaluation and calibration, never trained on (default: the IDX
@@ -96,19 +103,33 @@ pub struct DataArgs {
     /// Use only the first N training images (quick runs).
     #[arg(long)]
     pub limit: Option<usize>,
+    /// Bring every image to SIZE×SIZE pixels by the size rule of docs/data.md (shorter side
+    /// scaled, centre cut out), recorded in the bundle so references are read alike (default:
+    /// the images must all have one size, which is kept).
+    #[arg(long, value_name = "SIZE")]
+    pub size: Option<usize>,
+    /// The CSV columns that are findings (default: every column but path, patient_id and
+    /// sop_instance_uid).
+    #[arg(long, value_delimiter = ',')]
+    pub findings: Option<Vec<String>>,
 }
 
 impl DataArgs {
     /// The training set (truncated to `--limit`) and the held-out set, checked to have the
     /// same image size and label count.
     pub fn load(&self) -> anyhow::Result<(Dataset, Dataset)> {
-        let mut train = Dataset::load(&self.data, Split::Train)?;
+        let options = FilelistOptions {
+            resize: self.size,
+            findings: self.findings.clone(),
+            ..FilelistOptions::default()
+        };
+        let mut train = Dataset::load_with(&self.data, Split::Train, &options)?;
         if let Some(n) = self.limit {
             train.truncate(n);
         }
         let test = match &self.test_data {
-            Some(path) => Dataset::load(path, Split::Test)?,
-            None if self.data.is_dir() => Dataset::load(&self.data, Split::Test)?,
+            Some(path) => Dataset::load_with(path, Split::Test, &options)?,
+            None if self.data.is_dir() => Dataset::load_with(&self.data, Split::Test, &options)?,
             None => anyhow::bail!(
                 "{} is a filelist: pass --test-data with a labelled test filelist",
                 self.data.display()

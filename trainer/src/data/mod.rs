@@ -11,7 +11,8 @@ pub mod strong;
 pub use augment::Augment;
 pub use batch::{Batch, Batcher, BatcherState, epoch_batches};
 pub use unpersonal_runtime::data::{
-    DataError, Dataset, FilelistOptions, IDX_CLASSES, Split, load_filelist,
+    DataError, Dataset, Filelist, FilelistOptions, IDX_CLASSES, Split, load_filelist,
+    supported_size,
 };
 
 use serde::{Deserialize, Serialize};
