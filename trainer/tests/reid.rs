@@ -88,21 +88,6 @@ fn patients() -> Dataset {
     }
 }
 
-/// No augmentation: the images of a pair are the images drawn.
-fn unaugmented() -> Strong {
-    Strong {
-        shift: 0.0,
-        rotate: 0.0,
-        scale: 0.0,
-        warp: 0.0,
-        brightness: 0.0,
-        contrast: 0.0,
-        blur: 0.0,
-        noise: 0.0,
-        occlude: 0.0,
-    }
-}
-
 fn tensor(shape: &[usize], data: Vec<f32>) -> HostTensor {
     HostTensor { shape: shape.to_vec(), data }
 }
@@ -169,17 +154,7 @@ fn close(a: &[f32], b: &[f32]) -> bool {
 fn pairs_are_balanced_reproducible_and_correct() {
     let d = data();
     let norm = Normalization::SYMMETRIC;
-    let none = Strong {
-        shift: 0.0,
-        rotate: 0.0,
-        scale: 0.0,
-        warp: 0.0,
-        brightness: 0.0,
-        contrast: 0.0,
-        blur: 0.0,
-        noise: 0.0,
-        occlude: 0.0,
-    };
+    let none = Strong::NONE;
     let batch = Batch { images: vec![], labels: vec![], indices: (0..12).collect(), n: 12 };
     // Without augmentation a positive pair is the same image twice and a negative is not.
     let plain = PairFeed::new(&d, none, norm, 5).feed(&batch, 1);
@@ -240,17 +215,7 @@ fn neighbour_negatives_are_look_alikes_and_skip_duplicates() {
     assert!(!table[0].contains(&5) && !table[5].contains(&0), "duplicates are skipped");
 
     // A third of the negatives come from the table.
-    let none = Strong {
-        shift: 0.0,
-        rotate: 0.0,
-        scale: 0.0,
-        warp: 0.0,
-        brightness: 0.0,
-        contrast: 0.0,
-        blur: 0.0,
-        noise: 0.0,
-        occlude: 0.0,
-    };
+    let none = Strong::NONE;
     let feed = PairFeed::new(&d, none, norm, 5).neighbour_negatives(table.clone());
     let batch = Batch { images: vec![], labels: vec![], indices: (0..12).collect(), n: 12 };
     let (mut negatives, mut from_table) = (0, 0);
@@ -301,7 +266,7 @@ fn patient_positives_link_two_images_and_negatives_never_share_a_patient() {
             assert!(!close(&normalized(&d, i), &normalized(&d, j)), "images {i} and {j} differ");
         }
     }
-    let feed = PairFeed::new(&d, unaugmented(), norm, 5);
+    let feed = PairFeed::new(&d, Strong::NONE, norm, 5);
     assert!(feed.has_patients());
     let pairs = drawn(&d, &feed, 40);
     let (mut with_studies, mut other_study, mut hard) = (0, 0, 0);
@@ -324,9 +289,9 @@ fn patient_positives_link_two_images_and_negatives_never_share_a_patient() {
     assert!(hard > 0, "some negatives are of the same class (another patient)");
 
     // Near-copy calibration: one image twice; patient calibration: always two images.
-    let same_image = PairFeed::new(&d, unaugmented(), norm, 5).positives(Positives::SameImage);
+    let same_image = PairFeed::new(&d, Strong::NONE, norm, 5).positives(Positives::SameImage);
     assert!(drawn(&d, &same_image, 10).iter().all(|&(a, p, positive)| !positive || a == p));
-    let studies = PairFeed::new(&d, unaugmented(), norm, 5).positives(Positives::SamePatient);
+    let studies = PairFeed::new(&d, Strong::NONE, norm, 5).positives(Positives::SamePatient);
     for (a, p, positive) in drawn(&d, &studies, 10) {
         if positive {
             let expected =
@@ -367,7 +332,7 @@ fn look_alike_negatives_skip_the_patients_own_images() {
 
     // A table that lists every other image: the patient's own are dropped from it.
     let everyone: Vec<Vec<u32>> = (0..20).map(|i| (0..20).filter(|&j| j != i).collect()).collect();
-    let feed = PairFeed::new(&d, unaugmented(), norm, 5).neighbour_negatives(everyone);
+    let feed = PairFeed::new(&d, Strong::NONE, norm, 5).neighbour_negatives(everyone);
     let pairs = drawn(&d, &feed, 40);
     assert!(pairs.iter().any(|&(a, p, positive)| positive && a != p), "patient positives");
     for (a, p, positive) in pairs {
@@ -375,7 +340,7 @@ fn look_alike_negatives_skip_the_patients_own_images() {
             assert!(a != p && !same_patient(&d, a, p), "negative {a}–{p}");
         }
     }
-    let feed = PairFeed::new(&d, unaugmented(), norm, 5).neighbour_negatives(table.clone());
+    let feed = PairFeed::new(&d, Strong::NONE, norm, 5).neighbour_negatives(table.clone());
     let negatives: Vec<_> = drawn(&d, &feed, 40).into_iter().filter(|p| !p.2).collect();
     let from_table = negatives.iter().filter(|&&(a, p, _)| table[a].contains(&(p as u32))).count();
     assert!(negatives.iter().all(|&(a, p, _)| a != p && !same_patient(&d, a, p)));

@@ -135,21 +135,6 @@ fn near_copy() -> Strong {
     }
 }
 
-/// No edit at all: two studies of one patient are compared as they are.
-fn unaugmented() -> Strong {
-    Strong {
-        shift: 0.0,
-        rotate: 0.0,
-        scale: 0.0,
-        warp: 0.0,
-        brightness: 0.0,
-        contrast: 0.0,
-        blur: 0.0,
-        noise: 0.0,
-        occlude: 0.0,
-    }
-}
-
 /// The images of `data` whose patient has another image in it (the anchors of same-patient
 /// pairs), and how many patients they show.
 fn patient_anchors(data: &Dataset) -> (Vec<usize>, usize) {
@@ -234,7 +219,7 @@ pub fn run(args: ReidArgs) -> anyhow::Result<()> {
     let (anchors, held_out_patients) = patient_anchors(&held_out);
     let patients = (!anchors.is_empty()).then(|| {
         Calibration::new(
-            PairFeed::new(&held_out, unaugmented(), norm, u64::MAX)
+            PairFeed::new(&held_out, Strong::NONE, norm, u64::MAX)
                 .plain_anchor()
                 .positives(Positives::SamePatient),
             &held_out,

@@ -68,6 +68,19 @@ fn bilinear(p: &[f32], h: usize, w: usize, y: f32, x: f32, background: f32) -> f
 }
 
 impl Strong {
+    /// No edit at all: every image is drawn as it is.
+    pub const NONE: Strong = Strong {
+        shift: 0.0,
+        rotate: 0.0,
+        scale: 0.0,
+        warp: 0.0,
+        brightness: 0.0,
+        contrast: 0.0,
+        blur: 0.0,
+        noise: 0.0,
+        occlude: 0.0,
+    };
+
     /// Augments one normalised `[c, h, w]` image in place; `background` is the normalised value
     /// of an empty pixel. The draws depend only on `rng`.
     pub fn apply(
@@ -171,17 +184,7 @@ mod tests {
 
     #[test]
     fn the_identity_setting_changes_nothing_and_draws_are_reproducible() {
-        let none = Strong {
-            shift: 0.0,
-            rotate: 0.0,
-            scale: 0.0,
-            warp: 0.0,
-            brightness: 0.0,
-            contrast: 0.0,
-            blur: 0.0,
-            noise: 0.0,
-            occlude: 0.0,
-        };
+        let none = Strong::NONE;
         let mut img = image();
         none.apply(&mut img, (1, 28, 28), -1.0, &mut ChaCha8Rng::seed_from_u64(1));
         let diff = img.iter().zip(image()).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
