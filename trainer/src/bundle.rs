@@ -107,6 +107,7 @@ pub fn write(
             edm: None,
             sampler: SamplerSpec::default(),
             reid: None,
+            privacy: None,
         },
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
     };
@@ -123,6 +124,10 @@ pub fn write(
         && bundle.sampler == SamplerSpec::default()
     {
         bundle.sampler = sampler;
+    }
+    if !entries.is_empty() {
+        // A privacy record describes the weights that were audited: new weights void it.
+        bundle.privacy = None;
     }
     for entry in entries {
         bundle.models.insert(

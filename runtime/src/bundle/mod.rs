@@ -9,6 +9,7 @@ mod dir;
 mod error;
 mod interface;
 pub mod limits;
+pub mod privacy;
 mod roles;
 mod unique;
 
@@ -21,6 +22,7 @@ use sha2::{Digest, Sha256};
 
 pub use dir::BundleDir;
 pub use error::BundleError;
+pub use privacy::{Policy, Privacy};
 pub use roles::Role;
 
 /// The `bundle.json` schema version this runtime reads.
@@ -52,6 +54,10 @@ pub struct Bundle {
     /// The re-identification decision rule.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reid: Option<ReidSpec>,
+    /// What a membership-inference audit measured and what the weights may be used for
+    /// ([`privacy`]); absent: the weights were never audited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub privacy: Option<Privacy>,
 }
 
 /// Image size (NCHW) and the pixel normalisation every model input and image output uses.
@@ -513,6 +519,9 @@ impl Bundle {
                     format!("{:?} is not 64 hexadecimal digits", spec.sha256),
                 ));
             }
+        }
+        if let Some(privacy) = &self.privacy {
+            privacy.check().map_err(|(field, problem)| invalid(&field, problem))?;
         }
         roles::check_interfaces(self).map_err(|(field, problem)| invalid(&field, problem))
     }

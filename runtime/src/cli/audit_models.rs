@@ -3,22 +3,32 @@
 //! of each, are scored by the attacks of [`unpersonal_runtime::audit::membership`]; the report
 //! gives each attack's ROC AUC with a bootstrap interval and its TPR at 0.1 % and 1 % FPR.
 //! Nothing written names a file or a record: only counts and aggregate scores.
+//!
+//! With `--record`, the measurement and the release policy derived from it (and from each
+//! model's differential-privacy guarantee, `models.<role>.provenance.dp`) are written into the
+//! audited bundle's `bundle.json` as its `privacy` section
+//! ([`unpersonal_runtime::bundle::privacy`]).
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
-use anyhow::{Context, bail};
+use anyhow::{Context, bail, ensure};
 use ndarray::ArrayView2;
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use sha2::{Digest, Sha256};
+use unpersonal_runtime::atomic::write_atomically;
 use unpersonal_runtime::audit::membership::{
-    Attacks, Config, DEFAULT_BATCH, DEFAULT_SIGMAS, MembershipReport, Scores, evaluate,
+    Attacks, Config, DEFAULT_BATCH, DEFAULT_SIGMAS, MembershipReport, Scores, Worst, evaluate,
 };
-use unpersonal_runtime::bundle::BundleDir;
 use unpersonal_runtime::bundle::limits::count_problem;
+use unpersonal_runtime::bundle::privacy::{
+    self, AttackRecord, DpGuarantee, MembershipAudit, ModelRelease, RecordSet, WorstAttack,
+};
+use unpersonal_runtime::bundle::{BUNDLE_JSON, Bundle, BundleDir, Privacy, Role};
 use unpersonal_runtime::data::{Dataset, Split};
+use unpersonal_runtime::files::{MAX_FILE_BYTES, read_regular};
 
 use super::reference::{self, Reference};
 use super::{BackendArgs, Output, outdir};
@@ -55,19 +65,32 @@ pub struct Args {
     /// Where the full report goes (JSON, written atomically); never inside the data folders.
     #[arg(long, value_name = "FILE.json")]
     pub out: Option<PathBuf>,
+    /// Also record the measurement, each model's DP guarantee (from its provenance) and the
+    /// release policy they give (site-only or shareable) in the bundle's bundle.json, as its
+    /// `privacy` section (written atomically; the models are not touched).
+    #[arg(long)]
+    pub record: bool,
     #[command(flatten)]
     pub backend: BackendArgs,
 }
 
-/// An image set loaded into memory, and the folders nothing may be written inside.
-fn load(path: &Path, split: Split, loaded: &BundleDir) -> anyhow::Result<(Dataset, Vec<PathBuf>)> {
+/// An image set loaded into memory, the folders nothing may be written inside, and the name a
+/// bundle may record for it: an IDX directory's `name/split`, never a filelist's path.
+fn load(
+    path: &Path,
+    split: Split,
+    loaded: &BundleDir,
+) -> anyhow::Result<(Dataset, Vec<PathBuf>, Option<String>)> {
     let opened = reference::open_split(path, split, loaded)?;
     let folders = opened.folders(path);
-    let data = match opened {
-        Reference::Idx(data) => data,
-        Reference::Filelist(_) => reference::load_split(path, split, loaded)?,
+    let (data, name) = match opened {
+        Reference::Idx(data) => {
+            let name = Some(data.name.clone()).filter(|n| privacy::is_plain_name(n));
+            (data, name)
+        }
+        Reference::Filelist(_) => (reference::load_split(path, split, loaded)?, None),
     };
-    Ok((data, folders))
+    Ok((data, folders, name))
 }
 
 /// The indices of `data` in a seeded random order.
@@ -93,8 +116,11 @@ pub fn run(args: &Args, out: &Output) -> anyhow::Result<()> {
     args.backend.validate()?;
     let loaded = BundleDir::load(&args.bundle)
         .with_context(|| format!("cannot use the bundle in {}", args.bundle.display()))?;
-    let (members, member_folders) = load(&args.members, Split::Train, &loaded)?;
-    let (non_members, non_member_folders) = load(&args.non_members, Split::Test, &loaded)?;
+    let (members, member_folders, members_name) = load(&args.members, Split::Train, &loaded)?;
+    let (non_members, non_member_folders, non_members_name) =
+        load(&args.non_members, Split::Test, &loaded)?;
+    // Read before the long run, so a malformed statement stops it at once.
+    let dp = if args.record { Some(dp_guarantees(&loaded)?) } else { None };
     if let Some(file) = &args.out {
         for folder in member_folders.iter().chain(&non_member_folders) {
             outdir::check_apart("--out", file, "the data folder", folder)?;
@@ -172,6 +198,16 @@ pub fn run(args: &Args, out: &Output) -> anyhow::Result<()> {
     if let Some(file) = &args.out {
         outdir::write_atomically(file, &outdir::json_bytes(&value)?)?;
     }
+    let recorded = match dp {
+        Some(dp) => {
+            let names = [members_name, non_members_name];
+            let privacy = privacy_section(&loaded, &report, names, dp)?;
+            write_privacy(&loaded, &privacy)?;
+            value["privacy"] = serde_json::to_value(&privacy)?;
+            Some(privacy)
+        }
+        None => None,
+    };
     out.json(&value)?;
     out.text(&summary(&report));
     out.text(&format!(
@@ -180,6 +216,118 @@ pub fn run(args: &Args, out: &Output) -> anyhow::Result<()> {
         backend.name(),
         args.out.as_ref().map_or(String::new(), |f| format!(" → {}", f.display()))
     ));
+    if let Some(privacy) = recorded {
+        let release = &privacy.model_release;
+        out.text(&format!(
+            "recorded in {}: policy: {} — {}",
+            loaded.dir.join(BUNDLE_JSON).display(),
+            release.policy,
+            release.reason
+        ));
+    }
+    Ok(())
+}
+
+/// Each model's differential-privacy guarantee as its provenance states it (`dp`), `None`
+/// for a model trained without.
+fn dp_guarantees(loaded: &BundleDir) -> anyhow::Result<BTreeMap<Role, Option<DpGuarantee>>> {
+    loaded
+        .bundle
+        .models
+        .iter()
+        .map(|(&role, spec)| {
+            DpGuarantee::from_provenance(&spec.provenance)
+                .map(|guarantee| (role, guarantee))
+                .map_err(|problem| {
+                    anyhow::anyhow!(
+                        "{}: `models.{role}.provenance.dp` {problem}",
+                        loaded.dir.join(BUNDLE_JSON).display()
+                    )
+                })
+        })
+        .collect()
+}
+
+/// The `privacy` section of this audit: the measurement (data sets by `names`, members
+/// first, where they have one a bundle may carry), today's date, this runtime's version,
+/// the weights' hashes, `dp`, and the policy the rule derives.
+fn privacy_section(
+    loaded: &BundleDir,
+    report: &MembershipReport,
+    names: [Option<String>; 2],
+    dp: BTreeMap<Role, Option<DpGuarantee>>,
+) -> anyhow::Result<Privacy> {
+    let role = |model: &str| {
+        Role::ALL
+            .into_iter()
+            .find(|r| r.as_str() == model)
+            .with_context(|| format!("the audit attacked `{model}`, which is no bundle role"))
+    };
+    let worst = |w: &Option<Worst>| {
+        let w = w.as_ref().context("no attack could run against this bundle: nothing to record")?;
+        anyhow::Ok(WorstAttack { model: role(&w.model)?, attack: w.attack.clone(), value: w.value })
+    };
+    let mut attacks = Vec::new();
+    for model in &report.models {
+        for a in &model.attacks {
+            attacks.push(AttackRecord {
+                model: role(&model.model)?,
+                attack: a.attack.clone(),
+                auc: a.auc,
+                auc_ci: a.auc_ci,
+                tpr_at_fpr_0_1pct: a.tpr_at_fpr_0_1pct,
+                tpr_at_fpr_1pct: a.tpr_at_fpr_1pct,
+            });
+        }
+    }
+    let [members_name, non_members_name] = names;
+    let membership = MembershipAudit {
+        date: privacy::utc_date(SystemTime::now()),
+        runtime_version: env!("CARGO_PKG_VERSION").into(),
+        members: RecordSet { name: members_name, count: report.members },
+        non_members: RecordSet { name: non_members_name, count: report.non_members },
+        reference: report.reference,
+        seed: report.seed,
+        resamples: report.resamples,
+        sigmas: report.sigmas.clone(),
+        attacks,
+        worst_auc: worst(&report.worst_auc)?,
+        worst_tpr_at_fpr_1pct: worst(&report.worst_tpr_at_fpr_1pct)?,
+        notes: report.notes.clone(),
+    };
+    Ok(Privacy {
+        weights: loaded.bundle.models.iter().map(|(&r, m)| (r, m.sha256.to_lowercase())).collect(),
+        model_release: ModelRelease::derive(dp, Some(&membership)),
+        membership: Some(membership),
+    })
+}
+
+/// Sets `privacy` in the bundle's `bundle.json`, replacing any earlier one, atomically. The
+/// file is edited as a JSON value, so every other field keeps its value (the file comes back
+/// as pretty JSON with sorted keys, as the trainer writes it). Refused when `bundle.json` or a
+/// model file changed since the bundle was loaded (the audit attacked other weights), or when
+/// the runtime would not read the result.
+fn write_privacy(loaded: &BundleDir, privacy: &Privacy) -> anyhow::Result<()> {
+    let path = loaded.dir.join(BUNDLE_JSON);
+    let origin = path.display().to_string();
+    let bytes = read_regular(&path, MAX_FILE_BYTES)
+        .with_context(|| format!("cannot read {origin} again to record the audit"))?;
+    let text = String::from_utf8(bytes).with_context(|| format!("{origin} is not UTF-8 text"))?;
+    let on_disk = Bundle::from_json_at(&text, &origin)?;
+    ensure!(
+        on_disk.models == loaded.bundle.models,
+        "{origin} changed during the audit: its models are no longer the ones attacked; nothing recorded, run the audit again"
+    );
+    loaded.recheck().context("a model file changed during the audit; nothing recorded")?;
+    let mut value: serde_json::Value = serde_json::from_str(&text)?;
+    let object =
+        value.as_object_mut().with_context(|| format!("{origin} does not hold a JSON object"))?;
+    object.insert("privacy".into(), serde_json::to_value(privacy)?);
+    let bytes = outdir::json_bytes(&value)?;
+    let written = Bundle::from_json_at(std::str::from_utf8(&bytes)?, &origin)
+        .context("the recorded bundle.json would not be readable; nothing written")?;
+    ensure!(written.models == on_disk.models, "recording would change {origin}'s models");
+    write_atomically(&path, &bytes)?;
     Ok(())
 }
 

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use serde_json::json;
+use unpersonal_runtime::bundle::privacy::Standing;
 use unpersonal_runtime::bundle::{BundleDir, ModelSpec, Role, TensorSpec, shape_string};
 
 use super::Output;
@@ -28,6 +29,8 @@ pub fn run(args: &Args, out: &Output) -> anyhow::Result<()> {
         value["models"][role.as_str()]["bytes"] = json!(bytes.len());
         value["models"][role.as_str()]["verified"] = json!(true);
     }
+    let standing = loaded.bundle.privacy_standing();
+    value["release"] = json!({ "policy": standing.policy(), "summary": standing.to_string() });
     out.json(&value)?;
     out.text(&describe(&loaded)?);
     Ok(())
@@ -84,6 +87,7 @@ fn describe(loaded: &BundleDir) -> anyhow::Result<String> {
             reid.neighbours
         )?;
     }
+    privacy(&mut s, &b.privacy_standing())?;
     writeln!(s, "models")?;
     for &role in Role::ALL.iter().filter(|r| b.models.contains_key(r)) {
         let spec = b.model(role)?;
@@ -91,6 +95,47 @@ fn describe(loaded: &BundleDir) -> anyhow::Result<String> {
         model(&mut s, role, spec, bytes.len())?;
     }
     Ok(s.trim_end().to_string())
+}
+
+/// The privacy lines: what the membership audit measured, each model's DP guarantee, and
+/// the policy line (or why no record applies to these weights).
+fn privacy(s: &mut String, standing: &Standing) -> anyhow::Result<()> {
+    let mut lines = Vec::new();
+    if let Standing::Recorded(p) = standing {
+        if let Some(m) = &p.membership {
+            let set = |count: usize, name: &Option<String>| match name {
+                Some(name) => format!("{count} ({name})"),
+                None => count.to_string(),
+            };
+            lines.push(format!(
+                "membership audit {} (runtime {}): worst AUC {:.3} ({} {}), worst TPR@1% FPR {:.4} ({} {}); {} members vs {} non-members",
+                m.date,
+                m.runtime_version,
+                m.worst_auc.value,
+                m.worst_auc.model,
+                m.worst_auc.attack,
+                m.worst_tpr_at_fpr_1pct.value,
+                m.worst_tpr_at_fpr_1pct.model,
+                m.worst_tpr_at_fpr_1pct.attack,
+                set(m.members.count, &m.members.name),
+                set(m.non_members.count, &m.non_members.name),
+            ));
+        }
+        let dp = &p.model_release.dp;
+        let mut parts: Vec<String> =
+            dp.iter().filter_map(|(role, g)| Some(format!("{role} {}", g.as_ref()?))).collect();
+        let without: Vec<&str> =
+            dp.iter().filter(|(_, g)| g.is_none()).map(|(role, _)| role.as_str()).collect();
+        if !without.is_empty() {
+            parts.push(format!("{} not DP-trained", without.join(", ")));
+        }
+        lines.push(format!("DP: {}", parts.join("; ")));
+    }
+    lines.push(standing.to_string());
+    for (i, line) in lines.iter().enumerate() {
+        writeln!(s, "{}{line}", if i == 0 { "privacy " } else { "        " })?;
+    }
+    Ok(())
 }
 
 fn model(s: &mut String, role: Role, spec: &ModelSpec, size: usize) -> anyhow::Result<()> {

@@ -4,16 +4,20 @@
 
 use std::path::Path;
 
-use ndarray::{Array2, Array4};
+use ndarray::{Array2, Array4, ArrayView4, Axis};
 use rand::{Rng, SeedableRng};
-use serde_json::json;
+use serde_json::{Value, json};
 use unpersonal_runtime::audit::membership::{Attacks, Config, Scores, auc_interval_at, evaluate};
 use unpersonal_runtime::backend::Tract;
 use unpersonal_runtime::bundle::BundleDir;
+use unpersonal_runtime::bundle::privacy::{NOT_AUDITED, Policy, Standing};
 use unpersonal_runtime::data::{Dataset, Split};
 use unpersonal_runtime::parity::onnx::{Graph, int};
 
-use crate::common::{C, D, H, W, bundle_json, denoiser_entry, features, features_entry};
+use crate::cli::unpersonal;
+use crate::common::{
+    Body, C, D, H, W, bundle_json, denoiser_entry, features, features_entry, write_bundle,
+};
 
 /// Scores `rows` of `data` (pixels and labels) with `attacks`.
 fn score(attacks: &mut Attacks, data: &Dataset, rows: &[usize]) -> Scores {
@@ -111,12 +115,13 @@ fn nearest_member_denoiser(members: &Array2<f32>) -> Vec<u8> {
     )
 }
 
-#[test]
-fn a_denoiser_that_memorised_its_members_gives_them_away() {
-    let k = 32;
+/// Writes into `dir` a bundle whose denoiser memorised the first `k` of `2k` random images
+/// (with a features model; no classifier, no re-identification model), and returns the
+/// images: members first, then non-members.
+fn memorising_bundle(dir: &Path, k: usize) -> Array4<u8> {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
     let pixels = Array4::<u8>::from_shape_fn((2 * k, C, H, W), |_| rng.random());
-    let (members, non_members) = pixels.view().split_at(ndarray::Axis(0), k);
+    let members = pixels.slice(ndarray::s![..k, .., .., ..]);
     let normalised = members.mapv(|p| (f32::from(p) / 255.0 - 0.5) / 0.5);
     let stored = normalised.into_shape_with_order((k, C * H * W)).unwrap();
     let den = nearest_member_denoiser(&stored);
@@ -125,10 +130,18 @@ fn a_denoiser_that_memorised_its_members_gives_them_away() {
         "denoiser": denoiser_entry("denoiser.onnx", &den),
         "features": features_entry("features.onnx", &feat),
     }));
+    std::fs::write(dir.join("bundle.json"), value.to_string()).unwrap();
+    std::fs::write(dir.join("denoiser.onnx"), den).unwrap();
+    std::fs::write(dir.join("features.onnx"), feat).unwrap();
+    pixels
+}
+
+#[test]
+fn a_denoiser_that_memorised_its_members_gives_them_away() {
+    let k = 32;
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("bundle.json"), value.to_string()).unwrap();
-    std::fs::write(dir.path().join("denoiser.onnx"), den).unwrap();
-    std::fs::write(dir.path().join("features.onnx"), feat).unwrap();
+    let pixels = memorising_bundle(dir.path(), k);
+    let (members, non_members) = pixels.view().split_at(Axis(0), k);
     let bundle = BundleDir::load(dir.path()).unwrap();
     let mut attacks = Attacks::load(&bundle, &Tract, Config::default()).unwrap();
     let labels = Array2::from_shape_fn((k, 10), |(_, j)| if j == 0 { 1.0 } else { 0.0 });
@@ -151,4 +164,118 @@ fn a_denoiser_that_memorised_its_members_gives_them_away() {
     assert_eq!(auc("calibrated_sum").auc, 0.5);
     assert_eq!(report.worst_auc.as_ref().unwrap().value, 1.0);
     assert!(report.notes.iter().any(|n| n.contains("no classifier")), "{:?}", report.notes);
+}
+
+/// Writes `pixels` (`[n, 1, H, W]`) as the IDX split `prefix` (`train`, `t10k`) of `dir`, every
+/// label class 0.
+fn write_idx(dir: &Path, prefix: &str, pixels: ArrayView4<u8>) {
+    let n = pixels.len_of(Axis(0)) as u32;
+    let header = |magic: u32, dims: &[u32]| -> Vec<u8> {
+        std::iter::once(magic).chain(dims.iter().copied()).flat_map(u32::to_be_bytes).collect()
+    };
+    let mut images = header(0x0803, &[n, H as u32, W as u32]);
+    images.extend(pixels.iter());
+    let mut labels = header(0x0801, &[n]);
+    labels.extend(std::iter::repeat_n(0u8, n as usize));
+    std::fs::write(dir.join(format!("{prefix}-images-idx3-ubyte")), images).unwrap();
+    std::fs::write(dir.join(format!("{prefix}-labels-idx1-ubyte")), labels).unwrap();
+}
+
+/// `unpersonal audit-models --record` writes what it measured, each model's DP guarantee and
+/// the policy they give into the audited bundle (everything else unchanged, the bundle still
+/// loading), and `unpersonal info` shows it; without `--record` the bundle is left alone.
+#[test]
+fn audit_models_records_the_policy_in_the_bundle_and_info_shows_it() {
+    let k = 32;
+    let root = tempfile::tempdir().unwrap();
+    let (dir, data) = (root.path().join("bundle"), root.path().join("data"));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::create_dir_all(&data).unwrap();
+    let pixels = memorising_bundle(&dir, k);
+    let json_path = dir.join("bundle.json");
+    // The features model states a DP guarantee in its provenance; the denoiser states none.
+    let mut value: Value = serde_json::from_slice(&std::fs::read(&json_path).unwrap()).unwrap();
+    value["models"]["features"]["provenance"]["dp"] =
+        json!({ "epsilon": 4, "delta": 1e-6, "accountant": "rdp" });
+    std::fs::write(&json_path, value.to_string()).unwrap();
+    let (members, non_members) = pixels.view().split_at(Axis(0), k);
+    write_idx(&data, "train", members);
+    write_idx(&data, "t10k", non_members);
+    let (bundle, data) = (dir.to_str().unwrap(), data.to_str().unwrap());
+    let audit = |extra: &[&str]| {
+        let mut args = vec!["audit-models", "--bundle", bundle, "--members", data];
+        args.extend(["--non-members", data, "--resamples", "200"]);
+        args.extend(extra);
+        let out = unpersonal(&args);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+
+    let before = std::fs::read(&json_path).unwrap();
+    let report: Value = serde_json::from_str(&audit(&["--json"])).unwrap();
+    assert_eq!(report["worst_auc"]["value"], 1.0);
+    assert!(report.get("privacy").is_none());
+    assert_eq!(std::fs::read(&json_path).unwrap(), before, "without --record nothing changes");
+
+    let text = audit(&["--record"]);
+    assert!(text.contains("recorded in") && text.contains("policy: site-only"), "{text}");
+    let after: Value = serde_json::from_slice(&std::fs::read(&json_path).unwrap()).unwrap();
+    let mut rest = after.clone();
+    let privacy = rest.as_object_mut().unwrap().remove("privacy").expect("a privacy section");
+    assert_eq!(rest, value, "every other field, the models' hashes with them, is unchanged");
+    let m = &privacy["membership"];
+    assert_eq!(m["members"], json!({ "name": "data/train", "count": k }));
+    assert_eq!(m["non_members"], json!({ "name": "data/test", "count": k }));
+    assert_eq!(m["attacks"].as_array().unwrap().len(), 14, "denoiser: 6 levels twice, 2 sums");
+    assert_eq!(m["worst_auc"]["model"], "denoiser");
+    assert_eq!(m["worst_auc"]["value"], 1.0);
+    assert_eq!(m["runtime_version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(m["date"].as_str().unwrap().len(), 10);
+    assert!(m["notes"].to_string().contains("no classifier"), "{}", m["notes"]);
+    for role in ["denoiser", "features"] {
+        assert_eq!(privacy["weights"][role], value["models"][role]["sha256"]);
+    }
+    let release = &privacy["model_release"];
+    assert_eq!(
+        release["dp"],
+        json!({ "denoiser": null, "features": { "epsilon": 4.0, "delta": 1e-6, "accountant": "rdp" } })
+    );
+    assert_eq!(release["membership_worst_auc"], 1.0);
+    assert_eq!(release["policy"], "site-only");
+    let reason = release["reason"].as_str().unwrap();
+    for needle in [
+        "not DP-trained: denoiser",
+        "32 members and 32 non-members, too few to allow sharing (at least 1000 per side)",
+        "worst AUC 1.000 > 0.55",
+    ] {
+        assert!(reason.contains(needle), "{needle:?} not in {reason:?}");
+    }
+
+    let loaded = BundleDir::load(&dir).expect("the recorded bundle loads");
+    assert_eq!(loaded.bundle.privacy_standing().policy(), Policy::SiteOnly);
+    assert!(matches!(loaded.bundle.privacy_standing(), Standing::Recorded(_)));
+    let out = unpersonal(&["info", "--bundle", bundle]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for needle in [
+        "privacy membership audit ",
+        "worst AUC 1.000 (denoiser ",
+        "32 (data/train) members vs 32 (data/test) non-members",
+        "DP: features ε = 4, δ = 1e-6 (rdp); denoiser not DP-trained",
+        &format!("policy: site-only — {reason}"),
+    ] {
+        assert!(text.contains(needle), "info lacks {needle:?}:\n{text}");
+    }
+    let out = unpersonal(&["info", "--bundle", bundle, "--json"]);
+    let info: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(info["release"]["policy"], "site-only");
+    assert_eq!(info["privacy"]["model_release"], *release);
+
+    // A bundle never audited says so.
+    let plain = tempfile::tempdir().unwrap();
+    write_bundle(plain.path(), Body::Scale(0.5));
+    let out = unpersonal(&["info", "--bundle", plain.path().to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(&format!("privacy {NOT_AUDITED}")), "{text}");
+    assert!(NOT_AUDITED.ends_with("run unpersonal audit-models --record; keep the bundle on site"));
 }
