@@ -35,6 +35,7 @@ use unpersonal_runtime::gate::Gate;
 use unpersonal_runtime::generate::{Generator, Settings};
 use unpersonal_runtime::release;
 use unpersonal_trainer::budget::{self, Stage};
+use unpersonal_trainer::checkpoint::write_atomically;
 use unpersonal_trainer::data::{
     Dataset, Filelist, FilelistOptions, Split as IdxSplit, supported_size,
 };
@@ -741,10 +742,8 @@ fn read_state(layout: &Layout) -> anyhow::Result<Option<Pipeline>> {
 
 fn write_state(layout: &Layout, pipeline: &Pipeline) -> anyhow::Result<()> {
     let path = layout.state();
-    let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, serde_json::to_string_pretty(pipeline)?)
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))
+    write_atomically(&path, serde_json::to_string_pretty(pipeline)?.as_bytes())
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// One stage line on stderr.
