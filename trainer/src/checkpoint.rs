@@ -24,6 +24,20 @@ pub struct Progress {
     pub step: u64,
     /// Position of the training batcher.
     pub batcher: BatcherState,
+    /// The best evaluation so far, when a selection metric chooses the exported weights.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub best: Option<Best>,
+}
+
+/// The best evaluation of a run so far.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Best {
+    /// Its step.
+    pub step: u64,
+    /// Its value of the selection metric.
+    pub value: f64,
+    /// Evaluations since, none better.
+    pub stale: u32,
 }
 
 /// A saved run: configuration (as written by the command), progress and state.

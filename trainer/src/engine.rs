@@ -138,6 +138,56 @@ pub fn run(
         .collect()
 }
 
+/// Runs `session` once on values bound by name: every output `{name}.next` of `carried`
+/// stays in `device`'s memory (returned under `name`, to be bound as the next run's input),
+/// the outputs `host_outputs` are copied to the host.
+pub(crate) fn run_bound<'v>(
+    session: &mut Session,
+    device: Device,
+    inputs: impl IntoIterator<Item = (&'v str, &'v DynTensor)>,
+    carried: impl IntoIterator<Item = &'v str>,
+    host_outputs: &[String],
+) -> anyhow::Result<(BTreeMap<String, DynTensor>, BTreeMap<String, HostTensor>)> {
+    let mut binding: IoBinding = session.create_binding()?;
+    for (name, value) in inputs {
+        binding.bind_input(name, value)?;
+    }
+    let device_mem = memory_info(device)?;
+    let host_mem = memory_info(Device::Cpu)?;
+    let carried: Vec<&str> = carried.into_iter().collect();
+    for name in &carried {
+        binding.bind_output_to_device(format!("{name}{NEXT}"), &device_mem)?;
+    }
+    for name in host_outputs {
+        binding.bind_output_to_device(name.as_str(), &host_mem)?;
+    }
+    let mut outputs = session.run_binding(&binding)?;
+    let mut host = BTreeMap::new();
+    for name in host_outputs {
+        let value = outputs
+            .remove(name.as_str())
+            .with_context(|| format!("the graph produced no {name}"))?;
+        host.insert(name.clone(), to_host(&value.downcast::<DynTensorValueType>()?)?);
+    }
+    let mut next = BTreeMap::new();
+    for name in carried {
+        let value = outputs
+            .remove(format!("{name}{NEXT}"))
+            .with_context(|| format!("the graph produced no {name}{NEXT}"))?;
+        next.insert(name.to_string(), value.downcast::<DynTensorValueType>()?);
+    }
+    Ok((next, host))
+}
+
+/// A host tensor as a value in `device`'s memory.
+pub(crate) fn upload(device: Device, shape: &[usize], data: Vec<f32>) -> anyhow::Result<DynTensor> {
+    let value = host_value(shape, data)?;
+    Ok(match device {
+        Device::Cpu => value,
+        Device::Cuda => value.to(AllocationDevice::CUDA, 0)?,
+    })
+}
+
 /// What one step returns to the host.
 #[derive(Debug)]
 pub struct StepOutput {
@@ -191,12 +241,7 @@ impl TrainingEngine {
                 "state tensor {name} has shape {:?}, the graph needs {shape:?}",
                 t.shape
             );
-            let value = host_value(&shape, t.data.clone())?;
-            let value = match device {
-                Device::Cpu => value,
-                Device::Cuda => value.to(AllocationDevice::CUDA, 0)?,
-            };
-            engine.state.insert(name, value);
+            engine.state.insert(name, upload(device, &shape, t.data.clone())?);
         }
         Ok(engine)
     }
@@ -215,7 +260,6 @@ impl TrainingEngine {
             "expected {} batch inputs",
             self.batch_inputs.len()
         );
-        let mut binding: IoBinding = self.session.create_binding()?;
         let mut held = Vec::new();
         for ((name, shape), data) in self.batch_inputs.iter().zip(batch) {
             anyhow::ensure!(
@@ -229,36 +273,17 @@ impl TrainingEngine {
         for (name, v) in [("step", step as f32), ("lr", lr), ("ema_decay", ema_decay)] {
             held.push((name.to_string(), host_value(&[], vec![v])?));
         }
-        for (name, value) in &held {
-            binding.bind_input(name.as_str(), value)?;
-        }
-        for (name, value) in &self.state {
-            binding.bind_input(name.as_str(), value)?;
-        }
-        let device_mem = memory_info(self.device)?;
-        let host_mem = memory_info(Device::Cpu)?;
-        for name in self.state.keys() {
-            binding.bind_output_to_device(format!("{name}{NEXT}"), &device_mem)?;
-        }
-        for name in &self.host_outputs {
-            binding.bind_output_to_device(name.as_str(), &host_mem)?;
-        }
-        let mut outputs = self.session.run_binding(&binding)?;
-        let mut metrics = BTreeMap::new();
-        for name in &self.host_outputs {
-            let value = outputs
-                .remove(name.as_str())
-                .with_context(|| format!("step produced no {name}"))?;
-            metrics.insert(name.clone(), to_host(&value.downcast::<DynTensorValueType>()?)?);
-        }
-        let mut next = BTreeMap::new();
-        for name in self.state.keys() {
-            let value = outputs
-                .remove(format!("{name}{NEXT}"))
-                .with_context(|| format!("step produced no {name}{NEXT}"))?;
-            next.insert(name.clone(), value.downcast::<DynTensorValueType>()?);
-        }
-        drop(outputs);
+        let inputs = held
+            .iter()
+            .map(|(name, value)| (name.as_str(), value))
+            .chain(self.state.iter().map(|(name, value)| (name.as_str(), value)));
+        let (next, mut metrics) = run_bound(
+            &mut self.session,
+            self.device,
+            inputs,
+            self.state.keys().map(String::as_str),
+            &self.host_outputs,
+        )?;
         let loss = metrics.remove("loss").map(|t| t.data[0]).unwrap_or(f32::NAN);
         anyhow::ensure!(loss.is_finite(), "training diverged at step {step}: the loss is {loss}");
         self.state = next;

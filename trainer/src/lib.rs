@@ -9,6 +9,7 @@ pub mod checkpoint;
 pub mod data;
 pub mod demo;
 pub mod diffusion;
+pub mod dp;
 pub mod engine;
 pub mod eval;
 pub mod export;

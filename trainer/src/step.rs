@@ -81,33 +81,15 @@ pub fn build(model: &dyn Model, batch: usize, opt: &AdamW) -> StepGraph {
         .map(|id| (g.tensor(id).name.clone(), g.shape(id).to_vec()))
         .collect();
     let params = g.params();
-    let specs: Vec<ParamSpec> = params
-        .iter()
-        .map(|&id| {
-            let t = g.tensor(id);
-            let Source::Param(init) = t.source else { unreachable!("params() returns parameters") };
-            ParamSpec { name: t.name.clone(), shape: t.shape.clone(), init }
-        })
-        .collect();
+    let specs = param_specs(&g, &params);
     let grads = gradients(&mut g, training.loss, &params);
-
-    let step = g.input("step", &[]);
-    let lr = g.input("lr", &[]);
-    let ema_decay = g.input("ema_decay", &[]);
-    let corrections = BiasCorrection::new(&mut g, step, opt);
-    for ((&p, &grad), spec) in params.iter().zip(&grads).zip(&specs) {
-        let m = g.input(&format!("{}.adam_m", spec.name), &spec.shape);
-        let v = g.input(&format!("{}.adam_v", spec.name), &spec.shape);
-        let ema = g.input(&format!("{}.ema", spec.name), &spec.shape);
-        let decay = if spec.shape.len() >= 2 { opt.weight_decay } else { 0.0 };
-        let (p_next, m_next, v_next) =
-            adamw_update(&mut g, p, grad, m, v, lr, &corrections, opt, decay);
-        let ema_next = lerp(&mut g, ema, p_next, ema_decay);
-        g.output(&format!("{}{NEXT}", spec.name), p_next);
-        g.output(&format!("{}.adam_m{NEXT}", spec.name), m_next);
-        g.output(&format!("{}.adam_v{NEXT}", spec.name), v_next);
-        g.output(&format!("{}.ema{NEXT}", spec.name), ema_next);
-    }
+    let updates: Vec<Update> = params
+        .iter()
+        .zip(&grads)
+        .zip(&specs)
+        .map(|((&param, &grad), spec)| Update { param, grad, spec })
+        .collect();
+    apply_updates(&mut g, &updates, opt);
     g.output("loss", training.loss);
     let mut metrics = Vec::new();
     for (name, id) in training.metrics {
@@ -115,6 +97,47 @@ pub fn build(model: &dyn Model, batch: usize, opt: &AdamW) -> StepGraph {
         metrics.push(name);
     }
     StepGraph { graph: g, params: specs, batch_inputs, metrics }
+}
+
+/// One parameter's update: its tensor, its gradient and its spec.
+pub(crate) struct Update<'a> {
+    pub param: TensorId,
+    pub grad: TensorId,
+    pub spec: &'a ParamSpec,
+}
+
+/// AdamW and the EMA for every parameter of `updates`: adds the inputs `step`, `lr`,
+/// `ema_decay` and each parameter's moments and EMA, and outputs every state's `.next`.
+pub(crate) fn apply_updates(g: &mut Graph, updates: &[Update], opt: &AdamW) {
+    let step = g.input("step", &[]);
+    let lr = g.input("lr", &[]);
+    let ema_decay = g.input("ema_decay", &[]);
+    let corrections = BiasCorrection::new(g, step, opt);
+    for &Update { param, grad, spec } in updates {
+        let m = g.input(&format!("{}.adam_m", spec.name), &spec.shape);
+        let v = g.input(&format!("{}.adam_v", spec.name), &spec.shape);
+        let ema = g.input(&format!("{}.ema", spec.name), &spec.shape);
+        let decay = if spec.shape.len() >= 2 { opt.weight_decay } else { 0.0 };
+        let (p_next, m_next, v_next) =
+            adamw_update(g, param, grad, m, v, lr, &corrections, opt, decay);
+        let ema_next = lerp(g, ema, p_next, ema_decay);
+        g.output(&format!("{}{NEXT}", spec.name), p_next);
+        g.output(&format!("{}.adam_m{NEXT}", spec.name), m_next);
+        g.output(&format!("{}.adam_v{NEXT}", spec.name), v_next);
+        g.output(&format!("{}.ema{NEXT}", spec.name), ema_next);
+    }
+}
+
+/// The parameters of `g` as the host sees them.
+pub(crate) fn param_specs(g: &Graph, params: &[TensorId]) -> Vec<ParamSpec> {
+    params
+        .iter()
+        .map(|&id| {
+            let t = g.tensor(id);
+            let Source::Param(init) = t.source else { unreachable!("params() returns parameters") };
+            ParamSpec { name: t.name.clone(), shape: t.shape.clone(), init }
+        })
+        .collect()
 }
 
 /// `1 / (1 - β₁ᵗ)` and `1 / (1 - β₂ᵗ)`, computed once per step in the graph.

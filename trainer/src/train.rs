@@ -12,12 +12,13 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::checkpoint::{self, Checkpoint, Progress};
+use crate::checkpoint::{self, Best, Checkpoint, Progress};
 use crate::data::{Augment, Batch, Batcher, BatcherState, Dataset, Normalization};
-use crate::engine::{SessionConfig, State, TrainingEngine};
+use crate::dp::{DpEngine, DpSgd, GradientGraph, Lots};
+use crate::engine::{SessionConfig, State, StepOutput, TrainingEngine};
 use crate::eval::Accuracy;
 use crate::models::Model;
-use crate::step::{self, AdamW};
+use crate::step::{self, AdamW, ParamSpec};
 
 /// Learning rate: linear warm-up, then cosine decay to `final_ratio · lr`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -84,6 +85,9 @@ pub struct TrainConfig {
     pub augment: Augment,
     /// Pixel normalisation.
     pub normalization: Normalization,
+    /// DP-SGD, when the run is differentially private.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dp: Option<DpSgd>,
 }
 
 /// How to run (does not change the result, except the device within floating-point tolerance).
@@ -110,6 +114,47 @@ pub struct RunOptions {
     /// before the schedule's end: the run is then over and exported as it is (a time budget,
     /// not a pause).
     pub time_limit: Option<std::time::Duration>,
+    /// Keep the weights of the best evaluation and end training once it stops improving.
+    pub selection: Option<Selection>,
+}
+
+/// Which evaluation decides the weights a run ends with: the run keeps the state of its best
+/// evaluation (in `best.safetensors` beside the checkpoint), ends once `patience`
+/// evaluations in a row brought no improvement, and returns that best state, so a long
+/// schedule on a small data set ends where the held-out metric stopped improving.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Selection {
+    /// Key of the evaluation's JSON object that decides (a number).
+    pub metric: &'static str,
+    /// Whether lower values are better (a loss) or higher (an AUC).
+    pub lower_is_better: bool,
+    /// Evaluations in a row without improvement that end training.
+    pub patience: u32,
+}
+
+impl Selection {
+    /// Updates `best` with the evaluation `eval` of step `step`; true when it improved.
+    fn observe(
+        &self,
+        best: &mut Option<Best>,
+        step: u64,
+        eval: &serde_json::Value,
+    ) -> anyhow::Result<bool> {
+        let value = eval[self.metric].as_f64().with_context(|| {
+            format!("the evaluation has no number {} to select weights by: {eval}", self.metric)
+        })?;
+        let better = |old: f64| if self.lower_is_better { value < old } else { value > old };
+        match best {
+            Some(b) if !better(b.value) => {
+                b.stale += 1;
+                Ok(false)
+            }
+            _ => {
+                *best = Some(Best { step, value, stale: 0 });
+                Ok(true)
+            }
+        }
+    }
 }
 
 /// What a finished run reports.
@@ -127,6 +172,27 @@ pub struct Summary {
     pub last_eval: serde_json::Value,
     /// Training ended at [`RunOptions::time_limit`], before the schedule's end.
     pub out_of_time: bool,
+    /// Training ended because the held-out metric of [`RunOptions::selection`] stopped
+    /// improving, before the schedule's end.
+    pub converged: bool,
+    /// The evaluation whose weights were returned, under [`RunOptions::selection`].
+    pub best: Option<Best>,
+    /// The schedule's length.
+    pub planned_steps: u64,
+}
+
+impl Summary {
+    /// True when this invocation stopped before the run was over (`--stop-after`): the
+    /// checkpoint continues it, and there is nothing to export yet.
+    pub fn paused(&self) -> bool {
+        self.steps < self.planned_steps && !self.out_of_time && !self.converged
+    }
+
+    /// The step of the weights the run returned: its best evaluation under a selection, else
+    /// its last step.
+    pub fn weights_step(&self) -> u64 {
+        self.best.as_ref().map_or(self.steps, |b| b.step)
+    }
 }
 
 const LOG_EVERY: u64 = 50;
@@ -143,20 +209,34 @@ pub fn train(
     env: &ort::environment::Environment,
     mut evaluate: impl FnMut(u64, &State) -> anyhow::Result<serde_json::Value>,
 ) -> anyhow::Result<(State, Summary)> {
-    let mut batcher = Batcher::new(
-        data,
-        cfg.batch,
-        cfg.seed,
-        cfg.normalization,
-        cfg.augment.clone(),
-        true,
-        true,
-    )?;
-    let step_graph = step::build(model, cfg.batch, &cfg.adamw);
     let ckpt_path = opts.run_dir.join("checkpoint.safetensors");
-    let (state, progress) = start_state(&step_graph, cfg, opts, &ckpt_path)?;
-    let mut engine = TrainingEngine::new(env, &step_graph, &state, &opts.session)?;
-    batcher.restore(progress.batcher);
+    let best_path = opts.run_dir.join("best.safetensors");
+    let engine = match &cfg.dp {
+        None => {
+            let step_graph = step::build(model, cfg.batch, &cfg.adamw);
+            let (state, progress) = start_state(&step_graph.params, cfg, opts, &ckpt_path)?;
+            let mut batcher = Batcher::new(
+                data,
+                cfg.batch,
+                cfg.seed,
+                cfg.normalization,
+                cfg.augment.clone(),
+                true,
+                true,
+            )?;
+            batcher.restore(progress.batcher);
+            let engine = TrainingEngine::new(env, &step_graph, &state, &opts.session)?;
+            (Steps::Batches { engine, batcher }, progress)
+        }
+        Some(dp) => {
+            let params = GradientGraph::build(model, dp.clip).params;
+            let (state, progress) = start_state(&params, cfg, opts, &ckpt_path)?;
+            let lots = Lots::new(data, dp, cfg.seed, cfg.normalization, cfg.augment.clone())?;
+            let engine = DpEngine::new(env, model, &cfg.adamw, dp, &state, &opts.session)?;
+            (Steps::Lots { engine, lots, images_per_step: dp.expected_lot() }, progress)
+        }
+    };
+    let (mut steps, progress) = (engine.0, engine.1);
 
     let mut log = std::fs::OpenOptions::new()
         .create(true)
@@ -170,18 +250,16 @@ pub fn train(
     let first = progress.step + 1;
     let end =
         opts.stop_after.map_or(cfg.schedule.steps, |n| (progress.step + n).min(cfg.schedule.steps));
-    let (mut window_loss, mut window_steps, mut window_acc) =
-        (0f64, 0u64, Accuracy { correct: 0, total: 0 });
+    let (mut window_loss, mut window_steps, mut window_acc) = (0f64, 0u64, Accuracy::default());
     let mut window_start = Instant::now();
     let (mut last_loss, mut last_eval) = (f32::NAN, serde_json::Value::Null);
     let mut end_at = end;
+    let mut best = progress.best.clone();
+    let mut converged = false;
     for t in first..=end {
         let lr = cfg.schedule.lr(t);
         let ema_decay = cfg.ema.min((1.0 + t as f32) / (10.0 + t as f32));
-        let batch = batcher.next_batch();
-        let inputs = feed.feed(&batch, t);
-        let inputs: Vec<&[f32]> = inputs.iter().map(Vec::as_slice).collect();
-        let out = engine.step(&inputs, t, lr, ema_decay)?;
+        let (batch, out) = steps.step(feed, t, lr, ema_decay)?;
         window_loss += out.loss as f64;
         window_steps += 1;
         if let Some(logits) = out.metrics.get("logits") {
@@ -195,36 +273,63 @@ pub fn train(
         let last = t == end || stopping || out_of_time;
         if t % LOG_EVERY == 0 || last {
             last_loss = (window_loss / window_steps as f64) as f32;
-            let rate =
-                (window_steps as usize * cfg.batch) as f64 / window_start.elapsed().as_secs_f64();
+            let rate = window_steps as f64 * steps.images_per_step(cfg.batch)
+                / window_start.elapsed().as_secs_f64();
             bar.set_message(format!("loss {last_loss:.4}  {rate:.0} img/s"));
             let mut line = json!({
-                "step": t, "epoch": batcher.state().epoch, "loss": last_loss,
+                "step": t, "epoch": steps.batcher_state().epoch, "loss": last_loss,
                 "lr": lr, "images_per_second": rate, "elapsed_s": started.elapsed().as_secs_f64(),
             });
             if window_acc.total > 0 {
                 line["train_accuracy"] = json!(window_acc.rate());
             }
             writeln!(log, "{line}")?;
-            (window_loss, window_steps, window_acc) = (0.0, 0, Accuracy { correct: 0, total: 0 });
+            (window_loss, window_steps, window_acc) = (0.0, 0, Accuracy::default());
             window_start = Instant::now();
         }
-        let checkpoint_due = t % opts.checkpoint_every.max(1) == 0 || last;
-        let eval_due = (opts.eval_every > 0 && t % opts.eval_every == 0) || t == cfg.schedule.steps;
+        let mut checkpoint_due = t % opts.checkpoint_every.max(1) == 0 || last;
+        // Under a selection the state a time limit ends on competes too.
+        let eval_due = (opts.eval_every > 0 && t % opts.eval_every == 0)
+            || t == cfg.schedule.steps
+            || (out_of_time && !stopping && opts.selection.is_some());
         if checkpoint_due || eval_due {
-            let state = engine.state()?;
+            let state = steps.state()?;
             if eval_due {
                 last_eval = evaluate(t, &state)?;
                 bar.println(format!("step {t}: {last_eval}"));
                 writeln!(log, "{}", json!({ "step": t, "eval": last_eval }))?;
+                if let Some(selection) = &opts.selection {
+                    if selection.observe(&mut best, t, &last_eval)? {
+                        let progress = Progress {
+                            step: t,
+                            batcher: steps.batcher_state(),
+                            best: best.clone(),
+                        };
+                        checkpoint::save(
+                            &best_path,
+                            &Checkpoint {
+                                config: serde_json::to_value(cfg)?,
+                                progress,
+                                state: state.clone(),
+                            },
+                        )?;
+                    }
+                    converged = best.as_ref().is_some_and(|b| b.stale >= selection.patience);
+                    checkpoint_due |= converged;
+                }
             }
             if checkpoint_due {
-                let progress = Progress { step: t, batcher: batcher.state() };
+                let progress =
+                    Progress { step: t, batcher: steps.batcher_state(), best: best.clone() };
                 checkpoint::save(
                     &ckpt_path,
                     &Checkpoint { config: serde_json::to_value(cfg)?, progress, state },
                 )?;
             }
+        }
+        if converged && !stopping && t < end {
+            end_at = t;
+            break;
         }
         if out_of_time && !stopping && t < end {
             end_at = t;
@@ -240,7 +345,7 @@ pub fn train(
         }
     }
     bar.finish_and_clear();
-    let out_of_time = end_at < end;
+    let out_of_time = end_at < end && !converged;
     let end = end_at;
     if out_of_time {
         eprintln!(
@@ -248,17 +353,99 @@ pub fn train(
             cfg.schedule.steps
         );
     }
+    if converged && let (Some(b), Some(selection)) = (&best, &opts.selection) {
+        eprintln!(
+            "{} stopped improving: training ended at step {end} of {}, {} evaluations after its best, at step {}",
+            selection.metric, cfg.schedule.steps, b.stale, b.step
+        );
+    }
+    // Under a selection the run ends with its best evaluated state, once it is over.
+    let finished = end == cfg.schedule.steps || out_of_time || converged;
+    let state = match (&opts.selection, &best) {
+        (Some(_), Some(b)) if finished && b.step != end => {
+            let saved = checkpoint::load(&best_path)?;
+            anyhow::ensure!(
+                saved.progress.step == b.step,
+                "{} holds step {}, the run's best is step {}",
+                best_path.display(),
+                saved.progress.step,
+                b.step
+            );
+            saved.state
+        }
+        _ => steps.state()?,
+    };
     let steps_this_run = end.saturating_sub(progress.step);
     let summary = Summary {
         steps: end,
         steps_this_run,
-        images_per_second: (steps_this_run as usize * cfg.batch) as f64
+        images_per_second: steps_this_run as f64 * steps.images_per_step(cfg.batch)
             / started.elapsed().as_secs_f64(),
         last_loss,
         last_eval,
         out_of_time,
+        converged,
+        best: if opts.selection.is_some() { best } else { None },
+        planned_steps: cfg.schedule.steps,
     };
-    Ok((engine.state()?, summary))
+    Ok((state, summary))
+}
+
+/// How a run draws its batches and steps: shuffled epochs on the training-step graph, or
+/// DP-SGD's Poisson lots on the per-example engine.
+#[allow(clippy::large_enum_variant)] // one per run, never moved in a loop
+enum Steps<'a> {
+    Batches { engine: TrainingEngine, batcher: Batcher<'a> },
+    Lots { engine: DpEngine, lots: Lots<'a>, images_per_step: f64 },
+}
+
+impl Steps<'_> {
+    /// Draws step `t`'s batch and trains on it.
+    fn step(
+        &mut self,
+        feed: &dyn Feed,
+        t: u64,
+        lr: f32,
+        ema_decay: f32,
+    ) -> anyhow::Result<(Batch, StepOutput)> {
+        match self {
+            Steps::Batches { engine, batcher } => {
+                let batch = batcher.next_batch();
+                let inputs = feed.feed(&batch, t);
+                let inputs: Vec<&[f32]> = inputs.iter().map(Vec::as_slice).collect();
+                let out = engine.step(&inputs, t, lr, ema_decay)?;
+                Ok((batch, out))
+            }
+            Steps::Lots { engine, lots, .. } => {
+                let lot = lots.next(t);
+                let out = engine.step(&feed.feed(&lot, t), lot.n, t, lr, ema_decay)?;
+                Ok((lot, out))
+            }
+        }
+    }
+
+    /// Images per step: the batch, or DP-SGD's expected lot.
+    fn images_per_step(&self, batch: usize) -> f64 {
+        match self {
+            Steps::Batches { .. } => batch as f64,
+            Steps::Lots { images_per_step, .. } => *images_per_step,
+        }
+    }
+
+    /// Where the batcher stands (lots have no position: every step draws anew).
+    fn batcher_state(&self) -> BatcherState {
+        match self {
+            Steps::Batches { batcher, .. } => batcher.state(),
+            Steps::Lots { .. } => BatcherState::default(),
+        }
+    }
+
+    fn state(&self) -> anyhow::Result<State> {
+        match self {
+            Steps::Batches { engine, .. } => engine.state(),
+            Steps::Lots { engine, .. } => engine.state(),
+        }
+    }
 }
 
 /// The state and step of the checkpoint in `run_dir`, for exporting it as it is
@@ -294,7 +481,7 @@ fn stop_flag() -> anyhow::Result<Arc<AtomicBool>> {
 
 /// The state to start from: a fresh initialisation, or the checkpoint when resuming.
 fn start_state(
-    step_graph: &step::StepGraph,
+    params: &[ParamSpec],
     cfg: &TrainConfig,
     opts: &RunOptions,
     ckpt_path: &std::path::Path,
@@ -305,8 +492,9 @@ fn start_state(
         if opts.resume {
             bail!("cannot resume: {} does not exist", ckpt_path.display());
         }
-        let fresh = Progress { step: 0, batcher: BatcherState { epoch: 0, position: 0 } };
-        return Ok((step::initial_state(&step_graph.params, cfg.seed), fresh));
+        let fresh =
+            Progress { step: 0, batcher: BatcherState { epoch: 0, position: 0 }, best: None };
+        return Ok((step::initial_state(params, cfg.seed), fresh));
     }
     if !opts.resume {
         bail!(

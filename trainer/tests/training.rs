@@ -65,6 +65,7 @@ fn config(steps: u64) -> TrainConfig {
         seed: 3,
         augment: Augment { shift: 1, hflip: false, brightness: 0.0, contrast: 0.0 },
         normalization: Normalization::SYMMETRIC,
+        dp: None,
     }
 }
 
@@ -79,6 +80,7 @@ fn options(dir: PathBuf, resume: bool) -> RunOptions {
         quiet: true,
         stop_after: None,
         time_limit: None,
+        selection: None,
     }
 }
 
@@ -174,6 +176,74 @@ fn a_resumed_run_reaches_the_same_state_as_an_uninterrupted_one() {
     assert_eq!(full, resumed, "resuming changed the result");
 }
 
+/// A held-out metric per evaluation (every 2 steps): best at step 4, then no better.
+fn scripted_metric(step: u64) -> f64 {
+    match step {
+        2 => 1.0,
+        4 => 0.5,
+        6 => 0.7,
+        8 => 0.5,
+        _ => 0.9,
+    }
+}
+
+/// Runs 20 steps selecting by the scripted metric; returns the state, its summary and the
+/// state the evaluation saw at step 4.
+fn run_selected(opts: &RunOptions) -> (State, train::Summary, Option<State>) {
+    let env = engine::environment(None).unwrap();
+    let mut at_best = None;
+    let (state, summary) = train::train(
+        &small_model(),
+        &config(20),
+        &toy_data(),
+        &train::Supervised,
+        opts,
+        env,
+        |t, state| {
+            if t == 4 {
+                at_best = Some(state.clone());
+            }
+            Ok(serde_json::json!({ "loss": scripted_metric(t) }))
+        },
+    )
+    .unwrap();
+    (state, summary, at_best)
+}
+
+#[test]
+fn a_selection_ends_training_after_its_patience_and_returns_the_best_evaluated_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let selected = |mut opts: RunOptions| {
+        opts.eval_every = 2;
+        opts.selection =
+            Some(train::Selection { metric: "loss", lower_is_better: true, patience: 3 });
+        opts
+    };
+    let (state, summary, at_best) = run_selected(&selected(options(dir.path().into(), false)));
+    // Steps 6, 8 (equal is not better) and 10 bring no improvement: training ends at 10.
+    assert!(summary.converged && !summary.out_of_time && !summary.paused());
+    assert_eq!((summary.steps, summary.weights_step()), (10, 4));
+    assert_eq!(Some(state), at_best, "the returned state is not the best evaluation's");
+    assert!(dir.path().join("best.safetensors").exists());
+
+    // Interrupted after step 6 and resumed, the run still knows its best.
+    let split = tempfile::tempdir().unwrap();
+    let mut first = selected(options(split.path().into(), false));
+    first.stop_after = Some(6);
+    let (_, paused, _) = run_selected(&first);
+    assert!(paused.paused());
+    let (resumed, summary, _) = run_selected(&selected(options(split.path().into(), true)));
+    assert_eq!((summary.steps, summary.weights_step()), (10, 4));
+    assert_eq!(Some(resumed), at_best);
+
+    // Without a selection the same run goes to the end and returns its last state.
+    let plain = tempfile::tempdir().unwrap();
+    let mut opts = options(plain.path().into(), false);
+    opts.eval_every = 2;
+    let (_, summary, _) = run_selected(&opts);
+    assert_eq!((summary.steps, summary.best.is_none(), summary.converged), (20, true, false));
+}
+
 #[test]
 fn resuming_with_another_configuration_is_refused() {
     let dir = tempfile::tempdir().unwrap();
@@ -264,4 +334,110 @@ fn ort_and_tract_agree_on_the_exported_model() {
         let norm: f32 = row.iter().map(|v| v * v).sum::<f32>().sqrt();
         assert!((norm - 1.0).abs() < 1e-4, "feature norm {norm}");
     }
+}
+
+/// The clipped gradient of image `row` of the toy data at the initial weights, as the DP
+/// gradient graph adds it to a zero sum.
+fn clipped_gradient(clip: f32, row: usize) -> Vec<f32> {
+    use unpersonal_trainer::data::lot;
+    use unpersonal_trainer::dp::GradientGraph;
+    let graph = GradientGraph::build(&small_model(), clip);
+    let state = step::initial_state(&graph.params, 5);
+    let bytes = to_bytes(
+        &graph.graph,
+        &ExportOptions { params: Params::Inputs, symbolic_batch: false, metadata: vec![] },
+    )
+    .unwrap();
+    let env = engine::environment(None).unwrap();
+    let mut session = engine::session(env, &bytes, &SessionConfig::cpu(1)).unwrap();
+    let data = toy_data();
+    let batch = lot(&data, &[row], 0, Normalization::SYMMETRIC, &Augment::none(), 1);
+    let image = HostTensor { shape: vec![1, 1, 12, 12], data: batch.images };
+    let label = HostTensor { shape: vec![1, 3], data: batch.labels };
+    let zeros: Vec<(String, HostTensor)> = graph
+        .params
+        .iter()
+        .map(|p| {
+            let n = p.shape.iter().product();
+            (
+                format!("{}.grad_sum", p.name),
+                HostTensor { shape: p.shape.clone(), data: vec![0.0; n] },
+            )
+        })
+        .collect();
+    let mut inputs: Vec<(&str, &HostTensor)> = vec![
+        (graph.batch_inputs[0].0.as_str(), &image),
+        (graph.batch_inputs[1].0.as_str(), &label),
+    ];
+    inputs.extend(graph.params.iter().map(|p| (p.name.as_str(), &state[&p.name])));
+    inputs.extend(zeros.iter().map(|(name, t)| (name.as_str(), t)));
+    let out = engine::run(&mut session, &inputs).unwrap();
+    graph
+        .params
+        .iter()
+        .flat_map(|p| out[&format!("{}.grad_sum.next", p.name)].data.clone())
+        .collect()
+}
+
+fn norm(v: &[f32]) -> f64 {
+    v.iter().map(|&x| f64::from(x) * f64::from(x)).sum::<f64>().sqrt()
+}
+
+#[test]
+fn dp_sgd_clips_each_images_gradient_to_the_bound_and_keeps_its_direction() {
+    for row in [0, 7] {
+        let raw = clipped_gradient(1e6, row);
+        let raw_norm = norm(&raw);
+        assert!(raw_norm > 0.05, "the toy gradient is too small to test clipping: {raw_norm}");
+        let clip = (raw_norm / 4.0) as f32;
+        let clipped = clipped_gradient(clip, row);
+        let clipped_norm = norm(&clipped);
+        assert!(clipped_norm <= f64::from(clip), "{clipped_norm} > {clip}");
+        assert!(clipped_norm > f64::from(clip) * 0.999, "{clipped_norm} well below {clip}");
+        let cosine: f64 =
+            raw.iter().zip(&clipped).map(|(&a, &b)| f64::from(a) * f64::from(b)).sum::<f64>()
+                / (raw_norm * clipped_norm);
+        assert!(cosine > 0.99999, "clipping turned the gradient: cosine {cosine}");
+    }
+}
+
+#[test]
+fn dp_sgd_trains_within_its_planned_epsilon_with_noise_no_seed_reproduces() {
+    use unpersonal_trainer::dp::{DpSgd, Units};
+    let data = toy_data();
+    let units = Units::of(&data);
+    assert_eq!(units.len(), 60, "images without a patient ID are their own units");
+    let dp = DpSgd::plan(8.0, None, 1.0, 8, &units, 30).unwrap();
+    assert_eq!(dp.delta, 1.0 / 600.0);
+    let spent = dp.guarantee(30).unwrap();
+    assert!(spent["epsilon"].as_f64().unwrap() <= 8.0, "{spent}");
+    assert!(
+        dp.guarantee(10).unwrap()["epsilon"].as_f64().unwrap() < spent["epsilon"].as_f64().unwrap()
+    );
+    assert!(DpSgd::plan(8.0, None, 1.0, 60, &units, 30).is_err(), "a lot of everyone is refused");
+
+    let mut cfg = config(30);
+    cfg.dp = Some(dp);
+    let train = |dir: &std::path::Path| {
+        let env = engine::environment(None).unwrap();
+        train::train(
+            &small_model(),
+            &cfg,
+            &data,
+            &train::Supervised,
+            &options(dir.into(), false),
+            env,
+            |_, _| Ok(serde_json::Value::Null),
+        )
+        .unwrap()
+    };
+    let a = tempfile::tempdir().unwrap();
+    let (state_a, summary) = train(a.path());
+    assert_eq!(summary.steps, 30);
+    assert!(summary.last_loss.is_finite());
+    let b = tempfile::tempdir().unwrap();
+    let (state_b, _) = train(b.path());
+    assert_ne!(state_a, state_b, "two DP runs with one --seed drew the same lots and noise");
+    let init = step::initial_state(&step::build(&small_model(), 8, &AdamW::default()).params, 3);
+    assert_eq!(state_a.keys().collect::<Vec<_>>(), init.keys().collect::<Vec<_>>());
 }

@@ -13,10 +13,10 @@ use unpersonal_trainer::eval;
 use unpersonal_trainer::export::{self, Weights};
 use unpersonal_trainer::models::{ClassifierConfig, Model};
 use unpersonal_trainer::step::AdamW;
-use unpersonal_trainer::train::{self, Schedule, Supervised, TrainConfig};
+use unpersonal_trainer::train::{self, RunOptions, Schedule, Supervised, TrainConfig};
 use unpersonal_trainer::{bundle, checkpoint};
 
-use super::{DataArgs, EngineArgs, RunControl, TRAINER, first_images, logits};
+use super::{DataArgs, DpArgs, EngineArgs, RunControl, TRAINER, first_images, logits};
 
 #[derive(Args)]
 pub struct ClassifierArgs {
@@ -65,6 +65,8 @@ pub struct ClassifierArgs {
     #[arg(long, default_value_t = 500)]
     eval_every: u64,
     #[command(flatten)]
+    dp: DpArgs,
+    #[command(flatten)]
     control: RunControl,
     #[command(flatten)]
     engine: EngineArgs,
@@ -111,9 +113,13 @@ pub fn run(args: ClassifierArgs) -> anyhow::Result<()> {
             contrast: 0.0,
         },
         normalization: norm,
+        dp: args.dp.plan(&data, args.batch, steps)?,
     };
     let session_config = args.engine.session();
-    let opts = args.control.options(&args.run, args.eval_every, session_config.clone());
+    let opts = RunOptions {
+        selection: args.control.selection("test_loss", true),
+        ..args.control.options(&args.run, args.eval_every, session_config.clone())
+    };
     if !args.control.quiet {
         eprintln!(
             "training the classifier on {} ({} images, {} steps of {}) on {:?}",
@@ -124,14 +130,23 @@ pub fn run(args: ClassifierArgs) -> anyhow::Result<()> {
             args.engine.device
         );
     }
-    let (state, summary) =
-        train::train(&model, &cfg, &data, &Supervised, &opts, env, |_, state| {
+    let (state, summary) = train::train(
+        &model,
+        &cfg,
+        &data,
+        &Supervised,
+        &opts,
+        env,
+        |_, state| {
             let onnx = export::onnx_bytes(&model, state, Weights::Ema, vec![])?;
             let mut session = engine::session(env, &onnx, &session_config)?;
             let acc = eval::accuracy(&test, norm, 500, |x| logits(&mut session, x))?;
-            Ok(json!({ "test_accuracy": acc.rate(), "test_images": acc.total }))
-        })?;
-    if summary.steps < steps && !summary.out_of_time {
+            Ok(
+                json!({ "test_accuracy": acc.rate(), "test_loss": acc.loss(), "test_images": acc.images }),
+            )
+        },
+    )?;
+    if summary.paused() {
         println!(
             "{}",
             json!({ "stopped_at_step": summary.steps, "of": steps, "resume_with": "--resume" })
@@ -142,7 +157,7 @@ pub fn run(args: ClassifierArgs) -> anyhow::Result<()> {
     // Export, then measure what ships: the exported file on ONNX Runtime, and tract against it.
     let mut provenance = json!({
         "architecture": cfg.model, "dataset": data.name, "training_images": data.len(),
-        "steps": summary.steps, "planned_steps": steps, "batch": args.batch, "weights": "ema", "ema_decay": args.ema, "trainer": TRAINER,
+        "steps": summary.weights_step(), "planned_steps": steps, "dp": cfg.dp.as_ref().map(|dp| dp.guarantee(summary.steps)).transpose()?, "batch": args.batch, "weights": "ema", "ema_decay": args.ema, "trainer": TRAINER,
     });
     let onnx = export::onnx_bytes(
         &model,
@@ -159,7 +174,7 @@ pub fn run(args: ClassifierArgs) -> anyhow::Result<()> {
         "ONNX Runtime and tract disagree on the exported model by {parity:e} relative to the output scale (> 1e-4)"
     );
     provenance["metrics"] = json!({
-        "test_accuracy": acc.rate(), "test_images": acc.total, "test_dataset": test.name,
+        "test_accuracy": acc.rate(), "test_loss": acc.loss(), "test_images": acc.images, "test_dataset": test.name,
         "ort_tract_max_scaled_diff": parity,
     });
     let (c, h, w) = (data.channels, data.height, data.width);
@@ -180,7 +195,7 @@ pub fn run(args: ClassifierArgs) -> anyhow::Result<()> {
         "{}",
         json!({
             "out": args.out.join("classifier.onnx"), "test_accuracy": acc.rate(), "ort_tract_max_scaled_diff": parity,
-            "steps": summary.steps, "images_per_second": summary.images_per_second, "last_loss": summary.last_loss,
+            "steps": summary.weights_step(), "images_per_second": summary.images_per_second, "last_loss": summary.last_loss,
         })
     );
     Ok(())

@@ -17,10 +17,10 @@ use unpersonal_trainer::export::{self, Weights};
 use unpersonal_trainer::graph::numel;
 use unpersonal_trainer::models::{DenoiserConfig, Model, forward_mflops};
 use unpersonal_trainer::step::{self, AdamW};
-use unpersonal_trainer::train::{self, Schedule, TrainConfig};
+use unpersonal_trainer::train::{self, RunOptions, Schedule, TrainConfig};
 use unpersonal_trainer::{bundle, checkpoint};
 
-use super::{DataArgs, EngineArgs, RunControl, TRAINER, first_images};
+use super::{DataArgs, DpArgs, EngineArgs, RunControl, TRAINER, first_images};
 
 #[derive(Args)]
 pub struct DenoiserArgs {
@@ -80,9 +80,20 @@ pub struct DenoiserArgs {
     #[arg(long, default_value_t = 1000)]
     eval_every: u64,
     #[command(flatten)]
+    dp: DpArgs,
+    #[command(flatten)]
     control: RunControl,
     #[command(flatten)]
     engine: EngineArgs,
+}
+
+/// Where the exported weights come from.
+#[derive(Clone, Copy)]
+struct Trained {
+    /// The step of the weights (a selection's best evaluation, else the last step).
+    weights_step: u64,
+    /// Steps trained in all: what a DP guarantee is accounted over.
+    steps_run: u64,
 }
 
 /// The pseudo-condition extractor and how the bundle lists it.
@@ -147,10 +158,12 @@ pub fn run(args: DenoiserArgs) -> anyhow::Result<()> {
         seed: args.seed,
         augment: Augment::none(),
         normalization: norm,
+        dp: args.dp.plan(&data, args.batch, args.steps)?,
     };
 
-    let (state, steps_done) = if args.export_only {
-        train::checkpointed(&args.run, &cfg)?
+    let (state, trained) = if args.export_only {
+        let (state, step) = train::checkpointed(&args.run, &cfg)?;
+        (state, Trained { weights_step: step, steps_run: step })
     } else {
         if !args.control.quiet {
             eprintln!(
@@ -169,12 +182,15 @@ pub fn run(args: DenoiserArgs) -> anyhow::Result<()> {
             seed: args.seed,
             image: [data.channels, data.height, data.width],
         };
-        let opts = args.control.options(&args.run, args.eval_every, session.clone());
+        let opts = RunOptions {
+            selection: args.control.selection("val_loss", true),
+            ..args.control.options(&args.run, args.eval_every, session.clone())
+        };
         let (state, summary) = train::train(&model, &cfg, &data, &feed, &opts, env, |_, state| {
             let onnx = export::onnx_bytes(&model, state, Weights::Ema, vec![])?;
             validation.report(env, &onnx, &session, model.sigma_data)
         })?;
-        if summary.steps < args.steps && !summary.out_of_time {
+        if summary.paused() {
             println!(
                 "{}",
                 json!({ "stopped_at_step": summary.steps, "of": args.steps, "images_per_second": summary.images_per_second,
@@ -182,7 +198,7 @@ pub fn run(args: DenoiserArgs) -> anyhow::Result<()> {
             );
             return Ok(());
         }
-        (state, summary.steps)
+        (state, Trained { weights_step: summary.weights_step(), steps_run: summary.steps })
     };
     export_bundle(
         &args,
@@ -190,7 +206,7 @@ pub fn run(args: DenoiserArgs) -> anyhow::Result<()> {
         &model,
         &cfg,
         &state,
-        steps_done,
+        trained,
         &data,
         &extractor,
         &validation,
@@ -274,7 +290,7 @@ fn export_bundle(
     model: &DenoiserConfig,
     cfg: &TrainConfig,
     state: &State,
-    steps_done: u64,
+    trained: Trained,
     data: &Dataset,
     extractor: &FeaturesModel,
     validation: &Validation,
@@ -297,7 +313,8 @@ fn export_bundle(
         step::build(model, 1, &cfg.adamw).params.iter().map(|p| numel(&p.shape)).sum();
     let mut provenance = json!({
         "architecture": cfg.model, "dataset": data.name, "training_images": data.len(),
-        "steps": steps_done, "planned_steps": cfg.schedule.steps, "batch": cfg.batch, "learning_rate": cfg.schedule,
+        "steps": trained.weights_step, "planned_steps": cfg.schedule.steps,
+        "dp": cfg.dp.as_ref().map(|dp| dp.guarantee(trained.steps_run)).transpose()?, "batch": cfg.batch, "learning_rate": cfg.schedule,
         "weights": "ema", "ema_decay": cfg.ema,
         "ema_half_life_images": (0.5f64.ln() / (cfg.ema as f64).ln() * cfg.batch as f64).round(),
         "parameters": parameters, "forward_mflops_per_image": forward_mflops(model), "trainer": TRAINER,
@@ -350,7 +367,7 @@ fn export_bundle(
     )?;
     println!(
         "{}",
-        json!({ "out": args.out.join("denoiser.onnx"), "steps": steps_done, "parameters": parameters,
+        json!({ "out": args.out.join("denoiser.onnx"), "steps": trained.weights_step, "parameters": parameters,
                 "ort_tract_max_scaled_diff": parity, "validation": metrics })
     );
     Ok(())

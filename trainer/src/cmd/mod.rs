@@ -16,7 +16,7 @@ use clap::Args;
 
 use unpersonal_trainer::data::{Dataset, FilelistOptions, Normalization, Split, epoch_batches};
 use unpersonal_trainer::engine::{self, Device, HostTensor, SessionConfig};
-use unpersonal_trainer::train::RunOptions;
+use unpersonal_trainer::train::{RunOptions, Selection};
 
 /// Options shared by every command that runs ONNX Runtime.
 #[derive(Args)]
@@ -46,6 +46,53 @@ impl EngineArgs {
     }
 }
 
+/// Differentially private training (DP-SGD at the patient level; see `docs/membership.md`).
+#[derive(Args)]
+pub struct DpArgs {
+    /// Train with DP-SGD to spend at most this ε (per patient): Poisson-sampled lots of
+    /// expected size --batch, each patient's gradient clipped to --dp-clip, Gaussian noise
+    /// planned by the RDP accountant over --steps. The bundle records the ε spent.
+    #[arg(long)]
+    pub dp_epsilon: Option<f64>,
+    /// With --dp-epsilon: δ (default 1/(10 · patients)).
+    #[arg(long, requires = "dp_epsilon")]
+    pub dp_delta: Option<f64>,
+    /// With --dp-epsilon: the L2 norm each patient's gradient is clipped to.
+    #[arg(long, default_value_t = 1.0, requires = "dp_epsilon")]
+    pub dp_clip: f32,
+}
+
+impl DpArgs {
+    /// The DP-SGD plan for `steps` steps of expected lot `lot` on `data`, if asked for.
+    pub fn plan(
+        &self,
+        data: &Dataset,
+        lot: usize,
+        steps: u64,
+    ) -> anyhow::Result<Option<unpersonal_trainer::dp::DpSgd>> {
+        let Some(epsilon) = self.dp_epsilon else { return Ok(None) };
+        let units = unpersonal_trainer::dp::Units::of(data);
+        let dp = unpersonal_trainer::dp::DpSgd::plan(
+            epsilon,
+            self.dp_delta,
+            self.dp_clip,
+            lot,
+            &units,
+            steps,
+        )?;
+        eprintln!(
+            "DP-SGD: ε ≤ {epsilon} at δ = {:.1e} over {steps} steps for {} patients: lots of {:.1} expected (q = {:.4}), noise σ = {:.3} × clip {}",
+            dp.delta,
+            dp.patients,
+            dp.expected_lot(),
+            dp.sample_rate,
+            dp.noise_multiplier,
+            dp.clip
+        );
+        Ok(Some(dp))
+    }
+}
+
 /// Flags that control a training run's invocation (not its result).
 #[derive(Args)]
 pub struct RunControl {
@@ -67,6 +114,15 @@ pub struct RunControl {
     /// export the weights as they are, even before the schedule's end.
     #[arg(long, value_parser = unpersonal_trainer::budget::parse_duration)]
     pub time_limit: Option<std::time::Duration>,
+    /// Keep the weights of the best held-out evaluation (--test-data: the loss for the
+    /// classifier and the denoiser, the ROC AUC for the re-id model) and end training once
+    /// --patience evaluations in a row bring no improvement; the schedule's --steps is then
+    /// an upper bound.
+    #[arg(long)]
+    pub keep_best: bool,
+    /// With --keep-best: evaluations in a row without improvement that end training.
+    #[arg(long, default_value_t = 3, requires = "keep_best", value_parser = clap::value_parser!(u32).range(1..))]
+    pub patience: u32,
     /// No progress bar.
     #[arg(long, short)]
     pub quiet: bool,
@@ -85,7 +141,13 @@ impl RunControl {
             quiet: self.quiet,
             stop_after: self.stop_after,
             time_limit: self.time_limit,
+            selection: None,
         }
+    }
+
+    /// Under --keep-best, the selection by evaluation metric `metric`.
+    pub fn selection(&self, metric: &'static str, lower_is_better: bool) -> Option<Selection> {
+        self.keep_best.then_some(Selection { metric, lower_is_better, patience: self.patience })
     }
 }
 

@@ -5,7 +5,10 @@
 //!    checked before any training starts, split by person into training, calibration and
 //!    held-out sets, and written to `DIR/data/` as PNG images with a findings CSV;
 //! 2. **plan**: with `--time-budget`, every model's step is timed on the device, and each stage
-//!    gets its share of the time left when it starts; without, step counts scale with the data;
+//!    gets its share of the time left when it starts; without, step counts scale with the data.
+//!    Either way the step count is an upper bound: each stage is evaluated on the calibration
+//!    people eight times, keeps its best weights (held-out loss; ROC AUC for the re-id model)
+//!    and ends after three evaluations without improvement (`--keep-best`);
 //! 3. **classifier**, **reid** (trained, then its gate calibrated on the calibration people),
 //!    **denoiser** (with its guide and the features cache): each exactly the single command
 //!    `unpersonal-train <stage>` with the flags printed in `DIR/runs/pipeline.json`, its run
@@ -527,9 +530,10 @@ fn stage_command(
         },
         "--threads".into(),
         args.engine.threads.to_string(),
-        // A few evaluations per stage, not one per thousand steps of a short run.
+        // Eight evaluations per stage select its weights and end it once it stops improving.
         "--eval-every".into(),
-        (steps / 4).max(1).to_string(),
+        (steps / 8).max(1).to_string(),
+        "--keep-best".into(),
         "--checkpoint-every".into(),
         (steps / 20).clamp(25, 500).to_string(),
         "--size".into(),

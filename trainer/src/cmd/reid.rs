@@ -20,7 +20,7 @@ use unpersonal_trainer::metrics::{roc_auc, threshold_detecting, tpr_at_fpr};
 use unpersonal_trainer::models::{Model, ReidConfig, ReidHead};
 use unpersonal_trainer::pairs::{PairFeed, Positives, one_person, pixel_neighbours};
 use unpersonal_trainer::step::AdamW;
-use unpersonal_trainer::train::{self, Feed, Schedule, TrainConfig};
+use unpersonal_trainer::train::{self, Feed, RunOptions, Schedule, TrainConfig};
 
 use super::{DataArgs, EngineArgs, RunControl, TRAINER};
 
@@ -201,9 +201,13 @@ pub fn run(args: ReidArgs) -> anyhow::Result<()> {
         seed: args.seed,
         augment: Augment::none(),
         normalization: norm,
+        dp: None,
     };
     let session = args.engine.session();
-    let opts = args.control.options(&args.run, args.eval_every, session.clone());
+    let opts = RunOptions {
+        selection: args.control.selection("roc_auc", false),
+        ..args.control.options(&args.run, args.eval_every, session.clone())
+    };
     // The gate compares candidates with unmodified reference images, so the held-out pairs
     // do too: an original and a strong augmentation of it, or of another person's image.
     let calibration = Calibration::new(
@@ -270,14 +274,14 @@ pub fn run(args: ReidArgs) -> anyhow::Result<()> {
             }
             Ok(summary)
         })?;
-        if summary.steps < args.steps && !summary.out_of_time {
+        if summary.paused() {
             println!(
                 "{}",
                 json!({ "stopped_at_step": summary.steps, "of": args.steps, "resume_with": "--resume" })
             );
             return Ok(());
         }
-        (state, summary.steps)
+        (state, summary.weights_step())
     };
 
     let mut scorer = Scorer::new(env, &model, &state, &session, shape)?;

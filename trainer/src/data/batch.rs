@@ -68,6 +68,7 @@ impl fmt::Debug for Batcher<'_> {
 /// Randomness streams, kept apart so that shuffling and augmentation never share seeds.
 const SHUFFLE_STREAM: u64 = 1;
 const AUGMENT_STREAM: u64 = 2;
+const LOT_STREAM: u64 = 4; // 3 is the denoiser feed's (`diffusion::EDM_STREAM`)
 
 /// SplitMix64's finaliser: a bijective, well-mixing map of `u64`.
 fn splitmix(z: u64) -> u64 {
@@ -200,6 +201,30 @@ impl<'a> Batcher<'a> {
             }
         });
     }
+}
+
+/// The rows `rows` as one batch for 1-based step `step` (a DP-SGD lot, drawn elsewhere):
+/// normalised, and augmented with a ChaCha8 stream seeded with `mix(seed, step, i)` for the
+/// batch's `i`-th image.
+pub fn lot(
+    data: &Dataset,
+    rows: &[usize],
+    seed: u64,
+    norm: Normalization,
+    augment: &Augment,
+    step: u64,
+) -> Batch {
+    let dims = (data.channels, data.height, data.width);
+    let background = norm.apply(0);
+    let identity = augment.is_identity();
+    let mut batch = Batch::default();
+    assemble(data, rows, &norm.table(), &mut batch, |img, i| {
+        if !identity {
+            let mut rng = ChaCha8Rng::seed_from_u64(mix(seed, LOT_STREAM, step, i as u64));
+            augment.apply_with(img, dims, background, data.allows_hflip, &mut rng);
+        }
+    });
+    batch
 }
 
 /// Normalises the rows `indices` into `out` (replacing its contents), calling `augment` on
