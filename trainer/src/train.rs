@@ -1,7 +1,7 @@
 //! The training loop shared by every model: schedule, batches, steps on the engine, JSON log,
 //! progress bar, periodic evaluation and checkpoints, and resumption.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -244,6 +244,8 @@ pub fn train(
         .open(opts.run_dir.join("log.jsonl"))
         .with_context(|| format!("cannot write the log in {}", opts.run_dir.display()))?;
     let bar = progress_bar(opts.quiet, cfg.schedule.steps, progress.step);
+    // Piped to a log, the bar is hidden: a status line then every minute instead.
+    let mut status_line = (!opts.quiet && !std::io::stderr().is_terminal()).then(Instant::now);
 
     let stop = stop_flag()?;
     let started = Instant::now();
@@ -276,6 +278,18 @@ pub fn train(
             let rate = window_steps as f64 * steps.images_per_step(cfg.batch)
                 / window_start.elapsed().as_secs_f64();
             bar.set_message(format!("loss {last_loss:.4}  {rate:.0} img/s"));
+            if let Some(printed) = status_line.as_mut()
+                && (printed.elapsed().as_secs() >= 60 || last)
+            {
+                let done = t.saturating_sub(progress.step) as f64;
+                let left = started.elapsed().as_secs_f64() / done.max(1.0) * (end - t) as f64;
+                eprintln!(
+                    "step {t}/{}  loss {last_loss:.4}  {rate:.0} img/s  {:.1} min left",
+                    cfg.schedule.steps,
+                    left / 60.0
+                );
+                *printed = Instant::now();
+            }
             let mut line = json!({
                 "step": t, "epoch": steps.batcher_state().epoch, "loss": last_loss,
                 "lr": lr, "images_per_second": rate, "elapsed_s": started.elapsed().as_secs_f64(),
