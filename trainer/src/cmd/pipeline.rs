@@ -46,7 +46,7 @@ use unpersonal_trainer::engine::Device;
 use unpersonal_trainer::models::{ClassifierConfig, DenoiserConfig, ReidConfig};
 use unpersonal_trainer::site::{self, SplitShares};
 
-use super::EngineArgs;
+use super::{DpArgs, EngineArgs};
 
 #[derive(Args)]
 pub struct PipelineArgs {
@@ -81,6 +81,10 @@ pub struct PipelineArgs {
     /// Training images copied to `reference/` to try the bundle on.
     #[arg(long, default_value_t = 64)]
     reference_sample: usize,
+    /// DP-SGD for the classifier and the denoiser, each spending at most --dp-epsilon (the
+    /// re-id model is trained without DP; see docs/membership.md).
+    #[command(flatten)]
+    dp: DpArgs,
     #[command(flatten)]
     engine: EngineArgs,
     /// Only the stage lines and the summary (no progress bars).
@@ -99,6 +103,9 @@ struct Flags {
     seed: u64,
     reference_sample: usize,
     device: Device,
+    /// DP-SGD's ε, δ and clipping norm, when asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    dp: Option<(f64, Option<f64>, f32)>,
 }
 
 /// One training stage's record in `runs/pipeline.json`.
@@ -174,6 +181,7 @@ pub fn run(args: PipelineArgs) -> anyhow::Result<()> {
         seed: args.seed,
         reference_sample: args.reference_sample,
         device: args.engine.device,
+        dp: args.dp.dp_epsilon.map(|e| (e, args.dp.dp_delta, args.dp.dp_clip)),
     };
     let mut pipeline = match read_state(&layout)? {
         Some(p) => {
@@ -548,6 +556,13 @@ fn stage_command(
     if args.quiet {
         flags.push("--quiet".into());
     }
+    if let (Some((epsilon, delta, clip)), "classifier" | "denoiser") = (pipeline.flags.dp, name) {
+        flags.extend(["--dp-epsilon".into(), epsilon.to_string()]);
+        flags.extend(["--dp-clip".into(), clip.to_string()]);
+        if let Some(delta) = delta {
+            flags.extend(["--dp-delta".into(), delta.to_string()]);
+        }
+    }
     match name {
         "classifier" => {
             flags.extend(["--batch".into(), CLASSIFIER_BATCH.to_string()]);
@@ -662,6 +677,14 @@ fn summarise(layout: &Layout, pipeline: &Pipeline, verified: Verified) -> anyhow
         .as_array()
         .map(|w| w.iter().filter_map(|s| s.as_str().map(str::to_owned)).collect())
         .unwrap_or_default();
+    let dp = |role: &str| bundle["models"][role]["provenance"]["dp"].clone();
+    if pipeline.flags.dp.is_some() {
+        warnings.push(format!(
+            "classifier and denoiser are DP-trained (ε {:.2} and {:.2}), the re-id model is not: the bundle stays on site (docs/membership.md)",
+            dp("classifier")["epsilon"].as_f64().unwrap_or(f64::NAN),
+            dp("denoiser")["epsilon"].as_f64().unwrap_or(f64::NAN)
+        ));
+    }
     if verified.references_without_release > 0 {
         warnings.push(format!(
             "{} of {} reference-sample images released nothing in the verification: the gate rejects most candidates; train longer (a larger --time-budget) or with more data",
@@ -672,10 +695,17 @@ fn summarise(layout: &Layout, pipeline: &Pipeline, verified: Verified) -> anyhow
         "bundle": layout.bundle(),
         "sets": pipeline.sets,
         "image_size": pipeline.size,
-        "stages": pipeline.stages.iter().map(|(k, s)| (k.clone(), json!({ "steps": s.steps, "minutes": s.seconds / 60.0 }))).collect::<BTreeMap<_, _>>(),
+        "stages": pipeline.stages.iter().map(|(k, s)| {
+            // The step of the exported weights (a selection's best, or where a time limit
+            // cut), next to the plan.
+            let role = if k == "reid" { "reid_embed" } else { k.as_str() };
+            let steps = bundle["models"][role]["provenance"]["steps"].clone();
+            (k.clone(), json!({ "steps": steps, "planned_steps": s.steps, "minutes": s.seconds / 60.0 }))
+        }).collect::<BTreeMap<_, _>>(),
         "minutes": pipeline.spent_s / 60.0,
         "classifier": metrics("classifier"),
         "denoiser": metrics("denoiser"),
+        "dp": { "classifier": dp("classifier"), "denoiser": dp("denoiser") },
         "reid": calibration,
         "verification": verified,
         "warnings": warnings,
@@ -689,7 +719,10 @@ fn print_summary(summary: &Value, layout: &Layout) {
         layout.bundle().display(),
         summary["minutes"].as_f64().unwrap_or(0.0)
     );
-    println!("  {:<12} {:>8} {:>8}  held-out result", "stage", "steps", "minutes");
+    println!(
+        "  {:<12} {:>8} {:>8} {:>8}  held-out result",
+        "stage", "weights", "planned", "minutes"
+    );
     for (name, what, value) in [
         ("classifier", "accuracy", &summary["classifier"]["test_accuracy"]),
         ("denoiser", "validation loss", &summary["denoiser"]["val_loss"]),
@@ -697,8 +730,9 @@ fn print_summary(summary: &Value, layout: &Layout) {
     ] {
         let stage = &summary["stages"][name];
         println!(
-            "  {name:<12} {:>8} {:>8.1}  {what} {}",
+            "  {name:<12} {:>8} {:>8} {:>8.1}  {what} {}",
             stage["steps"],
+            stage["planned_steps"],
             stage["minutes"].as_f64().unwrap_or(0.0),
             num(value)
         );
