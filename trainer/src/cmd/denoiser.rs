@@ -101,6 +101,8 @@ struct FeaturesModel {
     onnx: Vec<u8>,
     file: String,
     outputs: Vec<TensorSpec>,
+    /// Its DP guarantee (`provenance.dp` of the classifier), or null.
+    dp: serde_json::Value,
 }
 
 const VALIDATION_IMAGES: usize = 256;
@@ -229,12 +231,18 @@ fn features_model(choice: &str, bundle_dir: &Path) -> anyhow::Result<FeaturesMod
             onnx: loaded.onnx(Role::Classifier)?.to_vec(),
             file: spec.file.clone(),
             outputs: spec.outputs.clone(),
+            dp: spec.provenance.get("dp").cloned().unwrap_or(serde_json::Value::Null),
         });
     }
     let path = Path::new(choice);
     let onnx = std::fs::read(path)
         .with_context(|| format!("cannot read the features model {}", path.display()))?;
-    Ok(FeaturesModel { onnx, file: "features.onnx".into(), outputs: vec![] })
+    Ok(FeaturesModel {
+        onnx,
+        file: "features.onnx".into(),
+        outputs: vec![],
+        dp: serde_json::Value::Null,
+    })
 }
 
 /// The fixed held-out batch of the validation loss: normalised test images and their
@@ -336,7 +344,7 @@ fn export_bundle(
             provenance.clone()
         } else {
             json!({ "same_network_as": "denoiser", "unconditional": "condition_mask 0 and a zero condition",
-                    "condition_dropout": cfg.model["edm"]["p_uncond"] })
+                    "condition_dropout": cfg.model["edm"]["p_uncond"], "dp": provenance["dp"] })
         },
     };
     let outputs = if extractor.outputs.is_empty() {
@@ -350,7 +358,7 @@ fn export_bundle(
         onnx: &extractor.onnx,
         inputs: vec![bundle::tensor_spec("image", &[c, h, w])],
         outputs,
-        provenance: json!({ "extractor": args.features, "output": "features", "normalised": "L2, unit rows" }),
+        provenance: json!({ "extractor": args.features, "output": "features", "normalised": "L2, unit rows", "dp": extractor.dp }),
     };
     let sections = bundle::Sections {
         edm: Some(EdmSpec { sigma_data: model.sigma_data }),
