@@ -155,6 +155,8 @@ impl Default for EdmTraining {
 
 /// Stream of the per-step draws, distinct from the batcher's shuffle and augmentation streams.
 const EDM_STREAM: u64 = 3;
+/// Stream of one image's draws under [`DenoiserFeed::per_image`] (4 is the DP lots').
+const EDM_IMAGE_STREAM: u64 = 5;
 
 /// The denoiser's [`Feed`]: `image`, `noise`, `sigma`, `condition`, `condition_mask`.
 pub struct DenoiserFeed<'a> {
@@ -166,18 +168,32 @@ pub struct DenoiserFeed<'a> {
     pub seed: u64,
     /// Image shape `[C, H, W]`.
     pub image: [usize; 3],
+    /// Draw each image's flip, noise level, dropout and noise from its own stream, seeded by
+    /// (seed, step, dataset row), instead of one stream for the batch. An image's draws then do
+    /// not depend on which other images share its batch, as DP-SGD's per-patient sensitivity
+    /// needs (the seed is public: it is in the bundle).
+    pub per_image: bool,
 }
 
 impl Feed for DenoiserFeed<'_> {
     fn feed(&self, batch: &Batch, step: u64) -> Vec<Vec<f32>> {
         let [c, h, w] = self.image;
         let size = c * h * w;
-        let mut rng = ChaCha8Rng::seed_from_u64(mix(self.seed, EDM_STREAM, step, 0));
+        let mut batch_rng = ChaCha8Rng::seed_from_u64(mix(self.seed, EDM_STREAM, step, 0));
         let mut images = batch.images.clone();
         let mut sigma = Vec::with_capacity(batch.n);
         let mut condition = Vec::with_capacity(batch.n * self.features.dim);
         let mut mask = Vec::with_capacity(batch.n);
+        let mut noise: Vec<f32> = Vec::with_capacity(images.len());
         for (i, &index) in batch.indices.iter().enumerate() {
+            let mut own;
+            let rng = if self.per_image {
+                own =
+                    ChaCha8Rng::seed_from_u64(mix(self.seed, EDM_IMAGE_STREAM, step, index as u64));
+                &mut own
+            } else {
+                &mut batch_rng
+            };
             let flip = self.edm.hflip && self.features.mirrored.is_some() && rng.random::<bool>();
             if flip {
                 images[i * size..(i + 1) * size].chunks_exact_mut(h * w).for_each(|p| hflip(p, w));
@@ -188,8 +204,13 @@ impl Feed for DenoiserFeed<'_> {
             mask.push(if keep { 1.0 } else { 0.0 });
             let row = self.features.row(index, flip);
             condition.extend(row.iter().map(|&v| if keep { v } else { 0.0 }));
+            if self.per_image {
+                noise.extend((0..size).map(|_| rng.sample::<f32, _>(StandardNormal)));
+            }
         }
-        let noise: Vec<f32> = (0..images.len()).map(|_| rng.sample(StandardNormal)).collect();
+        if !self.per_image {
+            noise.extend((0..images.len()).map(|_| batch_rng.sample::<f32, _>(StandardNormal)));
+        }
         vec![images, noise, sigma, condition, mask]
     }
 }

@@ -11,8 +11,9 @@
 //! Which patients a lot holds and the noise must be unknown to anyone holding the weights:
 //! both come from a ChaCha20 stream seeded from the operating system's entropy, never from
 //! `--seed` (which is recorded in the bundle). A DP run is therefore not bit-reproducible.
-//! Augmentation and the denoiser's own training noise stay seeded: they act on one image at
-//! a time and are part of that image's clipped contribution.
+//! Augmentation and the denoiser's own training noise stay seeded, each image's from a stream
+//! of its own (seed, step, dataset row): they are part of that image's clipped contribution,
+//! and adding or removing another patient changes none of them.
 //!
 //! `σ` is planned by the RDP accountant ([`crate::privacy`]) for the requested `ε` over the
 //! schedule's steps at `δ`, so the run cannot exceed it; a run that ends early spends less,

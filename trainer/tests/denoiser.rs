@@ -46,6 +46,7 @@ fn feed(features: &Features) -> DenoiserFeed<'_> {
         edm: EdmTraining { p_uncond: 0.3, ..EdmTraining::default() },
         seed: 11,
         image: [1, 8, 8],
+        per_image: false,
     }
 }
 
@@ -183,4 +184,33 @@ fn per_step_draws_are_reproducible_and_follow_the_distribution() {
             assert!(row == features.row(i, false) || row == features.row(i, true));
         }
     }
+}
+
+#[test]
+fn per_image_draws_do_not_depend_on_the_rest_of_the_batch() {
+    let features = features();
+    let own = DenoiserFeed { per_image: true, ..feed(&features) };
+    let full = batch(0);
+    // Rows 2 and 5 alone, as a DP lot without the others would hold them.
+    let pick = [2usize, 5];
+    let part = Batch {
+        images: pick.iter().flat_map(|&r| full.images[r * 64..(r + 1) * 64].to_vec()).collect(),
+        labels: vec![0.0; 2],
+        indices: pick.to_vec(),
+        n: 2,
+    };
+    let (all, alone) = (own.feed(&full, 9), own.feed(&part, 9));
+    for (k, &row) in pick.iter().enumerate() {
+        // image, noise: 64 values per row; sigma, mask: 1; condition: DIM.
+        for (input, width) in [(0, 64), (1, 64), (2, 1), (3, DIM), (4, 1)] {
+            assert_eq!(
+                all[input][row * width..(row + 1) * width],
+                alone[input][k * width..(k + 1) * width],
+                "input {input} of row {row} changed with the batch"
+            );
+        }
+    }
+    // The batch-stream feed, by contrast, hands row 2 the draws of the batch's first place.
+    let shared = feed(&features);
+    assert_ne!(shared.feed(&full, 9)[2][2], shared.feed(&part, 9)[2][0]);
 }

@@ -183,6 +183,7 @@ pub fn run(args: DenoiserArgs) -> anyhow::Result<()> {
             edm,
             seed: args.seed,
             image: [data.channels, data.height, data.width],
+            per_image: cfg.dp.is_some(),
         };
         let opts = RunOptions {
             selection: args.control.selection("val_loss", true),

@@ -204,8 +204,9 @@ impl<'a> Batcher<'a> {
 }
 
 /// The rows `rows` as one batch for 1-based step `step` (a DP-SGD lot, drawn elsewhere):
-/// normalised, and augmented with a ChaCha8 stream seeded with `mix(seed, step, i)` for the
-/// batch's `i`-th image.
+/// normalised, and each augmented with a ChaCha8 stream seeded with `mix(seed, step, row)`,
+/// so that an image's augmentation does not depend on which other rows share the lot (the
+/// seed is public).
 pub fn lot(
     data: &Dataset,
     rows: &[usize],
@@ -220,7 +221,7 @@ pub fn lot(
     let mut batch = Batch::default();
     assemble(data, rows, &norm.table(), &mut batch, |img, i| {
         if !identity {
-            let mut rng = ChaCha8Rng::seed_from_u64(mix(seed, LOT_STREAM, step, i as u64));
+            let mut rng = ChaCha8Rng::seed_from_u64(mix(seed, LOT_STREAM, step, rows[i] as u64));
             augment.apply_with(img, dims, background, data.allows_hflip, &mut rng);
         }
     });
