@@ -65,6 +65,14 @@ pub struct DpSgd {
     pub patients: usize,
     /// Steps the noise was planned for.
     pub planned_steps: u64,
+    /// Clipped terms one patient can change per step: 1 when every term is one image's, more
+    /// when terms join patients (the re-id model's in-lot pairs). The noise is scaled by it.
+    #[serde(default = "one")]
+    pub sensitivity: u32,
+}
+
+fn one() -> u32 {
+    1
 }
 
 impl DpSgd {
@@ -101,7 +109,19 @@ impl DpSgd {
             sample_rate,
             patients,
             planned_steps: steps,
+            sensitivity: 1,
         })
+    }
+
+    /// The plan for terms of which one patient can change `terms` (noise `σ·C·terms`).
+    pub fn with_sensitivity(mut self, terms: u32) -> Self {
+        self.sensitivity = terms.max(1);
+        self
+    }
+
+    /// Standard deviation of the noise added to each coordinate of a lot's gradient sum.
+    pub fn noise_std(&self) -> f64 {
+        self.noise_multiplier * f64::from(self.clip) * f64::from(self.sensitivity)
     }
 
     /// The expected lot size `q·N`.
@@ -123,6 +143,7 @@ impl DpSgd {
             "target_epsilon": self.target_epsilon,
             "noise_multiplier": self.noise_multiplier,
             "clip": self.clip,
+            "sensitivity_clips": self.sensitivity,
             "sample_rate": self.sample_rate,
             "patients": self.patients,
         }))
@@ -435,7 +456,7 @@ impl DpEngine {
             ("step", step as f32),
             ("lr", lr),
             ("ema_decay", ema_decay),
-            ("noise_std", (self.dp.noise_multiplier * f64::from(self.dp.clip)) as f32),
+            ("noise_std", self.dp.noise_std() as f32),
             ("inverse_lot", (1.0 / self.dp.expected_lot()) as f32),
         ];
         for (name, value) in scalars {

@@ -24,6 +24,13 @@ use crate::train::Feed;
 
 /// Stream of the pair draws, distinct from the batcher's and the denoiser's.
 const PAIR_STREAM: u64 = 4;
+/// Stream of one anchor's draws under [`PairFeed::lot_negatives`].
+const PAIR_IMAGE_STREAM: u64 = 6;
+
+/// How many clipped per-anchor terms adding or removing one patient can change under
+/// [`PairFeed::lot_negatives`]: their own pair, and the pair whose negative partner they are
+/// (whose partner then becomes the next member: a change of up to two clipped norms).
+pub const LOT_NEGATIVES_SENSITIVITY: u32 = 3;
 
 /// Most extra candidates [`pixel_neighbours`] looks at to make room for an image's own
 /// patient's other images (a patient with more images may get fewer than `k` look-alikes).
@@ -55,6 +62,7 @@ pub struct PairFeed<'a> {
     seed: u64,
     plain_anchor: bool,
     neighbours: Option<Vec<Vec<u32>>>,
+    lot_negatives: bool,
 }
 
 impl<'a> PairFeed<'a> {
@@ -76,7 +84,19 @@ impl<'a> PairFeed<'a> {
             seed,
             plain_anchor: false,
             neighbours: None,
+            lot_negatives: false,
         }
+    }
+
+    /// Pairs for DP-SGD, whose batches are Poisson lots with one image per patient: each
+    /// anchor's draws come from a stream of its own (seed, step, row), positive or negative by
+    /// a coin of that stream, and a negative's partner is the next image of the lot (cyclically),
+    /// never an image from outside it. A patient outside the lot then affects nothing, and one
+    /// inside affects at most [`LOT_NEGATIVES_SENSITIVITY`] clipped terms. A lot of one image
+    /// pairs it positively.
+    pub fn lot_negatives(mut self) -> Self {
+        self.lot_negatives = true;
+        self
     }
 
     /// Leaves the first image of every pair as it is: pairs of an original and an edited copy
@@ -176,10 +196,23 @@ impl Feed for PairFeed<'_> {
             Vec::with_capacity(batch.n),
         );
         for (i, &index) in batch.indices.iter().enumerate() {
-            let mut rng = ChaCha8Rng::seed_from_u64(mix(self.seed, PAIR_STREAM, step, i as u64));
-            let positive = i % 2 == 0;
+            let (mut rng, positive) = if self.lot_negatives {
+                let mut rng = ChaCha8Rng::seed_from_u64(mix(
+                    self.seed,
+                    PAIR_IMAGE_STREAM,
+                    step,
+                    index as u64,
+                ));
+                let coin = rng.random::<bool>();
+                (rng, coin || batch.n < 2)
+            } else {
+                let rng = ChaCha8Rng::seed_from_u64(mix(self.seed, PAIR_STREAM, step, i as u64));
+                (rng, i % 2 == 0)
+            };
             let partner = if positive {
                 self.positive(index, &mut rng)
+            } else if self.lot_negatives {
+                batch.indices[(i + 1) % batch.n]
             } else {
                 self.negative(index, &mut rng)
             };
@@ -301,6 +334,60 @@ mod tests {
             assert_eq!(checksum(&anchored, 20), 0x309b_a634_8623_4cbb);
             assert_eq!(checksum(&near, 20), 0x10a8_c08a_9e31_50e2);
         }
+    }
+
+    #[test]
+    fn lot_negatives_pair_inside_the_lot_and_a_removed_patient_changes_at_most_two_pairs() {
+        let norm = Normalization::SYMMETRIC;
+        let ids = (0..20).map(|i| Identity::of_patient_id(&format!("P{}", i / 2))).collect();
+        let d = toy(ids);
+        let feed = PairFeed::new(&d, Strong::default(), norm, 7).lot_negatives();
+        let size = d.image_size();
+        let lot = |rows: &[usize]| Batch {
+            images: vec![],
+            labels: vec![],
+            indices: rows.to_vec(),
+            n: rows.len(),
+        };
+        let pair = |out: &[Vec<f32>], k: usize| {
+            (
+                out[0][k * size..(k + 1) * size].to_vec(),
+                out[1][k * size..(k + 1) * size].to_vec(),
+                out[2][k],
+            )
+        };
+        // One image per patient, as DP lots hold them.
+        let full = [0usize, 2, 5, 7, 8, 13, 16, 19];
+        let mut negatives = 0;
+        for step in 1..=20 {
+            let with = feed.feed(&lot(&full), step);
+            for k in 0..full.len() {
+                if with[2][k] == 0.0 {
+                    negatives += 1;
+                    // The partner is the next lot member (augmented), not the anchor's patient.
+                    let next = feed.feed(&lot(&[full[k], full[(k + 1) % full.len()]]), step);
+                    assert_eq!(pair(&with, k).1, pair(&next, 0).1, "step {step}, anchor {k}");
+                }
+            }
+            // Removing the patient at place 3 (row 7) leaves every pair but its own and its
+            // predecessor's as it was.
+            let without: Vec<usize> = full.iter().copied().filter(|&r| r != 7).collect();
+            let after = feed.feed(&lot(&without), step);
+            for (k, &row) in full.iter().enumerate() {
+                if row == 7 || k == 2 {
+                    continue;
+                }
+                let j = without.iter().position(|&r| r == row).unwrap();
+                assert_eq!(
+                    pair(&with, k),
+                    pair(&after, j),
+                    "step {step}: row {row}'s pair changed"
+                );
+            }
+        }
+        assert!((40..=120).contains(&negatives), "{negatives} of 160 pairs negative");
+        // A lot of one image pairs it positively.
+        assert!((1..=20).all(|t| feed.feed(&lot(&[5]), t)[2][0] == 1.0));
     }
 
     #[test]

@@ -81,8 +81,8 @@ pub struct PipelineArgs {
     /// Training images copied to `reference/` to try the bundle on.
     #[arg(long, default_value_t = 64)]
     reference_sample: usize,
-    /// DP-SGD for the classifier and the denoiser, each spending at most --dp-epsilon (the
-    /// re-id model is trained without DP; see docs/membership.md).
+    /// DP-SGD for the classifier, the re-id model and the denoiser, each spending at most
+    /// --dp-epsilon (see docs/membership.md).
     #[command(flatten)]
     dp: DpArgs,
     #[command(flatten)]
@@ -556,7 +556,7 @@ fn stage_command(
     if args.quiet {
         flags.push("--quiet".into());
     }
-    if let (Some((epsilon, delta, clip)), "classifier" | "denoiser") = (pipeline.flags.dp, name) {
+    if let Some((epsilon, delta, clip)) = pipeline.flags.dp {
         flags.extend(["--dp-epsilon".into(), epsilon.to_string()]);
         flags.extend(["--dp-clip".into(), clip.to_string()]);
         if let Some(delta) = delta {
@@ -679,10 +679,13 @@ fn summarise(layout: &Layout, pipeline: &Pipeline, verified: Verified) -> anyhow
         .unwrap_or_default();
     let dp = |role: &str| bundle["models"][role]["provenance"]["dp"].clone();
     if pipeline.flags.dp.is_some() {
+        let spent = |role| dp(role)["epsilon"].as_f64().unwrap_or(f64::NAN);
         warnings.push(format!(
-            "classifier and denoiser are DP-trained (ε {:.2} and {:.2}), the re-id model is not: the bundle stays on site (docs/membership.md)",
-            dp("classifier")["epsilon"].as_f64().unwrap_or(f64::NAN),
-            dp("denoiser")["epsilon"].as_f64().unwrap_or(f64::NAN)
+            "DP-trained: classifier ε {:.2}, denoiser ε {:.2}, re-id ε {:.2}, together up to {:.2}; the weights may leave the site only once `unpersonal audit-models --record` finds them at chance (docs/membership.md)",
+            spent("classifier"),
+            spent("denoiser"),
+            spent("reid_embed"),
+            spent("classifier") + spent("denoiser") + spent("reid_embed")
         ));
     }
     if verified.references_without_release > 0 {
@@ -705,7 +708,7 @@ fn summarise(layout: &Layout, pipeline: &Pipeline, verified: Verified) -> anyhow
         "minutes": pipeline.spent_s / 60.0,
         "classifier": metrics("classifier"),
         "denoiser": metrics("denoiser"),
-        "dp": { "classifier": dp("classifier"), "denoiser": dp("denoiser") },
+        "dp": { "classifier": dp("classifier"), "denoiser": dp("denoiser"), "reid": dp("reid_embed") },
         "reid": calibration,
         "verification": verified,
         "warnings": warnings,

@@ -18,11 +18,13 @@ use unpersonal_trainer::engine::{self, HostTensor, SessionConfig, State};
 use unpersonal_trainer::export::{self, Weights};
 use unpersonal_trainer::metrics::{roc_auc, threshold_detecting, tpr_at_fpr};
 use unpersonal_trainer::models::{Model, ReidConfig, ReidHead};
-use unpersonal_trainer::pairs::{PairFeed, Positives, one_person, pixel_neighbours};
+use unpersonal_trainer::pairs::{
+    LOT_NEGATIVES_SENSITIVITY, PairFeed, Positives, one_person, pixel_neighbours,
+};
 use unpersonal_trainer::step::AdamW;
 use unpersonal_trainer::train::{self, Feed, RunOptions, Schedule, TrainConfig};
 
-use super::{DataArgs, EngineArgs, RunControl, TRAINER};
+use super::{DataArgs, DpArgs, EngineArgs, RunControl, TRAINER};
 
 #[derive(Args)]
 pub struct ReidArgs {
@@ -96,6 +98,8 @@ pub struct ReidArgs {
     /// Calibrate every N steps (0: only at the end).
     #[arg(long, default_value_t = 1000)]
     eval_every: u64,
+    #[command(flatten)]
+    dp: DpArgs,
     #[command(flatten)]
     control: RunControl,
     #[command(flatten)]
@@ -201,8 +205,16 @@ pub fn run(args: ReidArgs) -> anyhow::Result<()> {
         seed: args.seed,
         augment: Augment::none(),
         normalization: norm,
-        dp: None,
+        // Pairs joined inside the lot: one patient changes up to three clipped terms.
+        dp: args
+            .dp
+            .plan(&data, args.batch, args.steps)?
+            .map(|dp| dp.with_sensitivity(LOT_NEGATIVES_SENSITIVITY)),
     };
+    anyhow::ensure!(
+        cfg.dp.is_none() || args.neighbour_negatives == 0,
+        "--neighbour-negatives draws partners from outside the lot, which DP-SGD cannot bound: leave it out with --dp-epsilon"
+    );
     let session = args.engine.session();
     let opts = RunOptions {
         selection: args.control.selection("roc_auc", false),
@@ -232,8 +244,9 @@ pub fn run(args: ReidArgs) -> anyhow::Result<()> {
         )
     });
     let shape = [data.channels, data.height, data.width];
-    let (state, steps) = if args.export_only {
-        train::checkpointed(&args.run, &cfg)?
+    let (state, steps, steps_run) = if args.export_only {
+        let (state, step) = train::checkpointed(&args.run, &cfg)?;
+        (state, step, step)
     } else {
         if !args.control.quiet {
             eprintln!(
@@ -251,6 +264,9 @@ pub fn run(args: ReidArgs) -> anyhow::Result<()> {
             }
         }
         let mut feed = PairFeed::new(&data, strong.clone(), norm, args.seed);
+        if cfg.dp.is_some() {
+            feed = feed.lot_negatives();
+        }
         if args.neighbour_negatives > 0 {
             if !args.control.quiet {
                 eprintln!(
@@ -281,7 +297,7 @@ pub fn run(args: ReidArgs) -> anyhow::Result<()> {
             );
             return Ok(());
         }
-        (state, summary.weights_step())
+        (state, summary.weights_step(), summary.steps)
     };
 
     let mut scorer = Scorer::new(env, &model, &state, &session, shape)?;
@@ -337,6 +353,7 @@ pub fn run(args: ReidArgs) -> anyhow::Result<()> {
     let provenance = json!({
         "architecture": cfg.model, "dataset": data.name, "training_images": data.len(), "steps": steps,
         "batch_pairs": args.batch, "weights": "ema", "ema_decay": args.ema, "trainer": TRAINER, "metrics": calibration_json,
+        "dp": cfg.dp.as_ref().map(|dp| dp.guarantee(steps_run)).transpose()?,
     });
     let (c, h, w, e) = (model.channels, model.height, model.width, model.embedding);
     let entries = vec![
@@ -354,7 +371,7 @@ pub fn run(args: ReidArgs) -> anyhow::Result<()> {
             onnx: &head,
             inputs: vec![bundle::tensor_spec("a", &[e]), bundle::tensor_spec("b", &[e])],
             outputs: vec![bundle::tensor_spec("logit", &[1])],
-            provenance: json!({ "same_model_as": "reid_embed" }),
+            provenance: json!({ "same_model_as": "reid_embed", "dp": provenance["dp"] }),
         },
     ];
     // Against its nearest references, a never-seen person scores far higher than against a
