@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use crate::dp::{DpEngine, DpSgd, GradientGraph};
 use crate::engine::{SessionConfig, TrainingEngine};
 use crate::graph::numel;
 use crate::models::Model;
@@ -90,6 +91,44 @@ pub fn seconds_per_step(
     let started = Instant::now();
     for t in 3..3 + steps.max(1) {
         engine.step(&inputs, t, 1e-3, 0.99)?;
+    }
+    Ok(started.elapsed().as_secs_f64() / steps.max(1) as f64)
+}
+
+/// Like [`seconds_per_step`], for DP-SGD steps on lots of `lot` images: each image's gradient
+/// alone, clipped, then the noisy update ([`crate::dp`]).
+pub fn dp_seconds_per_step(
+    env: &ort::environment::Environment,
+    model: &dyn Model,
+    lot: usize,
+    steps: u64,
+    session: &SessionConfig,
+) -> anyhow::Result<f64> {
+    let gradient = GradientGraph::build(model, 1.0);
+    let state = step::initial_state(&gradient.params, 0);
+    // Planning needs only the shapes and a noise scale: any plan's graphs cost the same.
+    let dp = DpSgd {
+        target_epsilon: 8.0,
+        delta: 1e-5,
+        clip: 1.0,
+        noise_multiplier: 1.0,
+        sample_rate: 0.01,
+        patients: lot * 100,
+        planned_steps: steps,
+        sensitivity: 1,
+    };
+    let mut engine = DpEngine::new(env, model, &AdamW::default(), &dp, &state, session)?;
+    let inputs: Vec<Vec<f32>> = gradient
+        .batch_inputs
+        .iter()
+        .map(|(_, shape)| {
+            (0..lot * numel(shape)).map(|i| ((i * 7919) % 255 + 1) as f32 / 256.0).collect()
+        })
+        .collect();
+    engine.step(&inputs, lot, 1, 1e-3, 0.99)?;
+    let started = Instant::now();
+    for t in 2..2 + steps.max(1) {
+        engine.step(&inputs, lot, t, 1e-3, 0.99)?;
     }
     Ok(started.elapsed().as_secs_f64() / steps.max(1) as f64)
 }

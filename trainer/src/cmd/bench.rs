@@ -25,6 +25,10 @@ pub struct BenchArgs {
     /// Timed steps (after 3 warm-up steps).
     #[arg(long, default_value_t = 20)]
     steps: u64,
+    /// Time DP-SGD steps instead (lots of --batch images, each image's gradient alone and
+    /// clipped, then the noisy update).
+    #[arg(long)]
+    dp: bool,
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
@@ -54,7 +58,11 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     };
     let mut config = args.engine.session();
     config.profile = args.profile.clone();
-    let seconds = budget::seconds_per_step(env, model.as_ref(), args.batch, args.steps, &config)?;
+    let seconds = if args.dp {
+        budget::dp_seconds_per_step(env, model.as_ref(), args.batch, args.steps, &config)?
+    } else {
+        budget::seconds_per_step(env, model.as_ref(), args.batch, args.steps, &config)?
+    };
     let rate = args.batch as f64 / seconds;
     let params: usize = step::build(model.as_ref(), 1, &AdamW::default())
         .params
@@ -67,12 +75,13 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     if args.json {
         println!(
             "{}",
-            json!({ "model": kind, "batch": args.batch, "steps": args.steps, "images_per_second": rate, "ms_per_step": ms,
+            json!({ "model": kind, "batch": args.batch, "dp": args.dp, "steps": args.steps, "images_per_second": rate, "ms_per_step": ms,
                     "parameters": params, "forward_mflops_per_image": mflops, "device": args.engine.device })
         );
     } else {
         println!(
-            "{kind} ({params} parameters, {mflops:.1} MFLOPs per image forward), batch {}: {rate:.1} images/s, {ms:.1} ms/step",
+            "{kind} ({params} parameters, {mflops:.1} MFLOPs per image forward), {} {}: {rate:.1} images/s, {ms:.1} ms/step",
+            if args.dp { "DP-SGD lot" } else { "batch" },
             args.batch
         );
     }

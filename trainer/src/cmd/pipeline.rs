@@ -427,7 +427,11 @@ fn measure(
     let reid = ReidConfig { channels: c, height: s, width: s, ..ReidConfig::fashion_mnist() };
     let n = train.len() as u64;
     let timed = |model: &dyn unpersonal_trainer::models::Model, batch: usize| {
-        budget::seconds_per_step(env, model, batch, 4, &session)
+        if args.dp.dp_epsilon.is_some() {
+            budget::dp_seconds_per_step(env, model, batch, 2, &session)
+        } else {
+            budget::seconds_per_step(env, model, batch, 4, &session)
+        }
     };
     // Shares of the training time, and step ranges: a classifier or re-id model gains little
     // beyond 60 epochs or 6,000 steps; the denoiser takes whatever is left.
