@@ -109,6 +109,8 @@ try {
   await page.goto(`${origin}/`);
   await page.waitForSelector('#bundle[data-ready="true"]', { timeout: 300_000 });
   const loadMs = Date.now() - loadStart;
+  // The weights' release policy, as `unpersonal info` words it.
+  assert.match(await page.textContent('#bundle'), /Model weights: .*(policy: (site-only|shareable)|keep the bundle on site)/);
   if (!timing) {
     assert.equal(await page.getAttribute('#backend', 'data-backend'), 'cpu');
     assert.match(await page.textContent('#backend'), /CPU \(tract compiled to WebAssembly.*WebGPU is not used: the browser gave no WebGPU adapter/);

@@ -153,7 +153,8 @@ impl Studio {
     }
 
     /// What the page shows about the bundle: name, backend, image shape, labels, the sampler's
-    /// defaults and the gate's thresholds.
+    /// defaults, the gate's thresholds and the weights' release policy line (as
+    /// `unpersonal info` words it).
     pub fn info(&self) -> Value {
         let bundle = &self.loaded.bundle;
         let s = &bundle.sampler;
@@ -164,6 +165,7 @@ impl Studio {
                 candidates: Some(s.candidates_per_image), rounds: Some(s.max_rounds),
             } },
             "threshold": self.gate.threshold(), "neighbour_threshold": self.gate.neighbour_threshold(), "neighbours": self.gate.neighbours(),
+            "policy": bundle.privacy_standing().to_string(),
         })
     }
 

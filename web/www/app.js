@@ -125,7 +125,7 @@ worker.onmessage = ({ data }) => {
       describeBackend(info.backend, data.adapter, data.fallback);
       const d = info.defaults;
       for (const id of SETTINGS) $(id).value = id === 'guidance' ? Number(d[id].toFixed(3)) : d[id];
-      $('bundle').textContent = `Bundle “${info.name}”: ${info.shape[1]}×${info.shape[2]} images, ${info.labels} labels; the gate rejects a candidate at same-person probability ≥ ${info.threshold.toFixed(3)} against its own reference image and ≥ ${info.neighbour_threshold.toFixed(3)} against the ${info.neighbours} nearest others.`;
+      $('bundle').textContent = `Bundle “${info.name}”: ${info.shape[1]}×${info.shape[2]} images, ${info.labels} labels; the gate rejects a candidate at same-person probability ≥ ${info.threshold.toFixed(3)} against its own reference image and ≥ ${info.neighbour_threshold.toFixed(3)} against the ${info.neighbours} nearest others. Model weights: ${info.policy}.`;
       $('bundle').dataset.ready = 'true';
       busy(false);
       break;
