@@ -76,6 +76,20 @@ fn rows(r: &Value) -> Vec<Row> {
                 / num(&f["frechet_real_vs_test"]["distance"])
         ),
     });
+    let c = &f["class_consistency"];
+    rows.push(Row {
+        what: "Class consistency: the bundle's classifier agrees with the drawn-for labels",
+        release: format!(
+            "{} {}",
+            c["release"]["metric"].as_str().unwrap_or(""),
+            percent(&c["release"]["value"])
+        ),
+        baseline: format!("{} (the real images)", percent(&c["real"]["value"])),
+        verdict: format!(
+            "{:+.2} points",
+            100.0 * (num(&c["release"]["value"]) - num(&c["real"]["value"]))
+        ),
+    });
     let m = &f["manifold_release_vs_real"];
     rows.push(Row {
         what: "Precision / recall of the manifold (k-NN, vs the real images)",

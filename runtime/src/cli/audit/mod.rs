@@ -117,6 +117,26 @@ pub(crate) fn outputs(
     Ok((join(logits)?, join(features)?))
 }
 
+/// How well the bundle's classifier agrees with the labels of `data` (for a release, the labels
+/// its images were drawn for): arg-max accuracy (single-label), or the mean AUROC over the
+/// findings (multi-label), with the images counted.
+fn class_consistency(logits: ArrayView2<f32>, data: &Dataset) -> Value {
+    let n = data.len();
+    let labels = ArrayView2::from_shape((n, data.num_labels), &data.labels)
+        .expect("a dataset holds one label row per image");
+    let (metric, value) = if data.multi_label {
+        ("mean_auroc", audit::mean_auroc(logits, labels, &(0..n).collect::<Vec<_>>()))
+    } else {
+        let argmax = |row: ndarray::ArrayView1<f32>| {
+            row.iter().enumerate().fold(0, |best, (i, &v)| if v > row[best] { i } else { best })
+        };
+        let agree =
+            logits.outer_iter().zip(labels.outer_iter()).filter(|(l, y)| argmax(*l) == argmax(*y));
+        ("accuracy", Some(agree.count() as f64 / n.max(1) as f64))
+    };
+    json!({ "metric": metric, "value": value, "images": n })
+}
+
 /// Pixels scaled to [0, 1], one flattened row per image.
 fn pixel_rows(data: &Dataset) -> Array2<f32> {
     Array2::from_shape_fn((data.len(), data.image_size()), |(i, j)| {
@@ -313,7 +333,8 @@ pub fn run(args: &Args, out: &Output) -> anyhow::Result<()> {
     let features = |data: &Dataset, model: &mut Model| -> anyhow::Result<Array2<f32>> {
         Ok(outputs(model, data, norm)?.1)
     };
-    let f_release = features(&release, &mut classifier)?;
+    let (l_release, f_release) = outputs(&mut classifier, &release, norm)?;
+    let (l_real, _) = outputs(&mut classifier, &real, norm)?;
     let f_train = features(&train, &mut classifier)?;
     let f_holdout = features(&holdout, &mut classifier)?;
     let f_test = features(&test, &mut classifier)?;
@@ -325,6 +346,10 @@ pub fn run(args: &Args, out: &Output) -> anyhow::Result<()> {
         "frechet_release_vs_test": audit::frechet(f_release.view(), f_test.view()),
         "frechet_real_vs_test": audit::frechet(f_real.view(), f_test.view()),
         "manifold_release_vs_real": audit::precision_recall(f_real.view(), f_release.view(), MANIFOLD_K),
+        "class_consistency": {
+            "release": class_consistency(l_release.view(), &release),
+            "real": class_consistency(l_real.view(), &real),
+        },
     });
 
     progress("re-identification against every training image");
