@@ -31,14 +31,13 @@ use rand_distr::StandardNormal;
 use serde::{Deserialize, Serialize};
 use unpersonal_runtime::identity::Identity;
 
-use crate::autodiff::gradients;
 use crate::data::{Augment, Batch, Dataset, Normalization};
 use crate::engine::{self, Device, HostTensor, SessionConfig, State, StepOutput};
 use crate::graph::{Graph, Shape, TensorId, numel};
 use crate::models::Model;
 use crate::ops::UnaryKind;
 use crate::privacy::{noise_for_epsilon, privacy_spent};
-use crate::step::{self, AdamW, ParamSpec, Update};
+use crate::step::{self, AdamW, Differentiated, ParamSpec, Update};
 
 /// The accountant's name as the bundle records it.
 pub const ACCOUNTANT: &str = "rdp";
@@ -249,16 +248,8 @@ pub struct GradientGraph {
 impl GradientGraph {
     /// Builds it for `model` with clipping norm `clip`.
     pub fn build(model: &dyn Model, clip: f32) -> Self {
-        let mut g = Graph::new();
-        let training = model.training_graph(&mut g, 1);
-        let batch_inputs = g
-            .inputs()
-            .into_iter()
-            .map(|id| (g.tensor(id).name.clone(), g.shape(id).to_vec()))
-            .collect();
-        let params = g.params();
-        let specs = step::param_specs(&g, &params);
-        let grads = gradients(&mut g, training.loss, &params);
+        let Differentiated { graph: mut g, training, batch_inputs, specs, grads, .. } =
+            Differentiated::new(model, 1);
         let squares: Vec<TensorId> = grads
             .iter()
             .map(|&grad| {
@@ -342,15 +333,7 @@ impl DpEngine {
         let gradient = GradientGraph::build(model, dp.clip);
         let update = update_graph(&gradient.params, opt);
         let compile = |graph: &Graph| -> anyhow::Result<Session> {
-            let bytes = crate::onnx::to_bytes(
-                graph,
-                &crate::onnx::ExportOptions {
-                    params: crate::onnx::Params::Inputs,
-                    symbolic_batch: false,
-                    metadata: vec![],
-                },
-            )?;
-            engine::session(env, &bytes, config)
+            engine::session(env, &crate::onnx::training_bytes(graph)?, config)
         };
         let mut uploaded = BTreeMap::new();
         for spec in &gradient.params {

@@ -215,15 +215,7 @@ impl TrainingEngine {
         state: &State,
         config: &SessionConfig,
     ) -> anyhow::Result<Self> {
-        let bytes = crate::onnx::to_bytes(
-            &step.graph,
-            &crate::onnx::ExportOptions {
-                params: crate::onnx::Params::Inputs,
-                symbolic_batch: false,
-                metadata: vec![],
-            },
-        )?;
-        let session = session(env, &bytes, config)?;
+        let session = session(env, &crate::onnx::training_bytes(&step.graph)?, config)?;
         let device = config.device;
         let mut engine = TrainingEngine {
             session,

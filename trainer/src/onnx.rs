@@ -245,6 +245,15 @@ pub fn to_model(graph: &Graph, opts: &ExportOptions) -> anyhow::Result<ModelProt
     })
 }
 
+/// A training graph as ONNX bytes for the engine: parameters and their state are inputs, the
+/// batch size fixed.
+pub fn training_bytes(graph: &Graph) -> anyhow::Result<Vec<u8>> {
+    to_bytes(
+        graph,
+        &ExportOptions { params: Params::Inputs, symbolic_batch: false, metadata: vec![] },
+    )
+}
+
 /// Serialises `graph` to ONNX bytes.
 pub fn to_bytes(graph: &Graph, opts: &ExportOptions) -> anyhow::Result<Vec<u8>> {
     Ok(to_model(graph, opts)?.encode_to_vec())

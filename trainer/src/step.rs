@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::autodiff::gradients;
 use crate::graph::{Graph, Init, Shape, Source, TensorId};
-use crate::models::Model;
+use crate::models::{Model, Training};
 use crate::ops::UnaryKind;
 
 /// AdamW hyper-parameters (the learning rate is a graph input, so schedules need no rebuild).
@@ -71,18 +71,39 @@ impl StepGraph {
     }
 }
 
+/// A model's training graph at one batch size with the gradient of its loss: the common start
+/// of the training step and of DP-SGD's per-example gradient graph.
+pub(crate) struct Differentiated {
+    pub graph: Graph,
+    pub training: Training,
+    /// Batch inputs (name, shape), as the model declared them.
+    pub batch_inputs: Vec<(String, Shape)>,
+    pub params: Vec<TensorId>,
+    pub specs: Vec<ParamSpec>,
+    /// The loss's gradient for each of `params`.
+    pub grads: Vec<TensorId>,
+}
+
+impl Differentiated {
+    pub(crate) fn new(model: &dyn Model, batch: usize) -> Self {
+        let mut graph = Graph::new();
+        let training = model.training_graph(&mut graph, batch);
+        let batch_inputs = graph
+            .inputs()
+            .into_iter()
+            .map(|id| (graph.tensor(id).name.clone(), graph.shape(id).to_vec()))
+            .collect();
+        let params = graph.params();
+        let specs = param_specs(&graph, &params);
+        let grads = gradients(&mut graph, training.loss, &params);
+        Differentiated { graph, training, batch_inputs, params, specs, grads }
+    }
+}
+
 /// Builds the training step of `model` for batches of `batch` samples.
 pub fn build(model: &dyn Model, batch: usize, opt: &AdamW) -> StepGraph {
-    let mut g = Graph::new();
-    let training = model.training_graph(&mut g, batch);
-    let batch_inputs = g
-        .inputs()
-        .into_iter()
-        .map(|id| (g.tensor(id).name.clone(), g.shape(id).to_vec()))
-        .collect();
-    let params = g.params();
-    let specs = param_specs(&g, &params);
-    let grads = gradients(&mut g, training.loss, &params);
+    let Differentiated { graph: mut g, training, batch_inputs, params, specs, grads } =
+        Differentiated::new(model, batch);
     let updates: Vec<Update> = params
         .iter()
         .zip(&grads)
