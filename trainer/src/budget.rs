@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::dp::{DpEngine, DpSgd, GradientGraph};
 use crate::engine::{SessionConfig, TrainingEngine};
-use crate::graph::numel;
+use crate::graph::{Shape, numel};
 use crate::models::Model;
 use crate::step::{self, AdamW};
 
@@ -76,23 +76,9 @@ pub fn seconds_per_step(
     let step_graph = step::build(model, batch, &AdamW::default());
     let state = step::initial_state(&step_graph.params, 0);
     let mut engine = TrainingEngine::new(env, &step_graph, &state, session)?;
-    // Positive values in (0, 1]: valid for every batch input (labels, noise levels, masks).
-    let inputs: Vec<Vec<f32>> = step_graph
-        .batch_inputs
-        .iter()
-        .map(|(_, shape)| {
-            (0..numel(shape)).map(|i| ((i * 7919) % 255 + 1) as f32 / 256.0).collect()
-        })
-        .collect();
+    let inputs = synthetic_inputs(&step_graph.batch_inputs, 1);
     let inputs: Vec<&[f32]> = inputs.iter().map(Vec::as_slice).collect();
-    for t in 1..=2 {
-        engine.step(&inputs, t, 1e-3, 0.99)?;
-    }
-    let started = Instant::now();
-    for t in 3..3 + steps.max(1) {
-        engine.step(&inputs, t, 1e-3, 0.99)?;
-    }
-    Ok(started.elapsed().as_secs_f64() / steps.max(1) as f64)
+    timed(2, steps, |t| engine.step(&inputs, t, 1e-3, 0.99).map(drop))
 }
 
 /// Like [`seconds_per_step`], for DP-SGD steps on lots of `lot` images: each image's gradient
@@ -117,18 +103,34 @@ pub fn dp_seconds_per_step(
         planned_steps: steps,
         sensitivity: 1,
     };
-    let mut engine = DpEngine::new(env, model, &AdamW::default(), &dp, &state, session)?;
-    let inputs: Vec<Vec<f32>> = gradient
-        .batch_inputs
+    let inputs = synthetic_inputs(&gradient.batch_inputs, lot);
+    let mut engine = DpEngine::new(env, gradient, &AdamW::default(), &dp, &state, session)?;
+    timed(1, steps, |t| engine.step(&inputs, lot, t, 1e-3, 0.99).map(drop))
+}
+
+/// Values for `copies` samples of every batch input: positive values in (0, 1], valid for
+/// every input (labels, noise levels, masks).
+fn synthetic_inputs(batch_inputs: &[(String, Shape)], copies: usize) -> Vec<Vec<f32>> {
+    batch_inputs
         .iter()
         .map(|(_, shape)| {
-            (0..lot * numel(shape)).map(|i| ((i * 7919) % 255 + 1) as f32 / 256.0).collect()
+            (0..copies * numel(shape)).map(|i| ((i * 7919) % 255 + 1) as f32 / 256.0).collect()
         })
-        .collect();
-    engine.step(&inputs, lot, 1, 1e-3, 0.99)?;
+        .collect()
+}
+
+/// Mean seconds of `steps` calls of `step` (1-based step numbers), after `warmup` untimed ones.
+fn timed(
+    warmup: u64,
+    steps: u64,
+    mut step: impl FnMut(u64) -> anyhow::Result<()>,
+) -> anyhow::Result<f64> {
+    for t in 1..=warmup {
+        step(t)?;
+    }
     let started = Instant::now();
-    for t in 2..2 + steps.max(1) {
-        engine.step(&inputs, lot, t, 1e-3, 0.99)?;
+    for t in warmup + 1..=warmup + steps.max(1) {
+        step(t)?;
     }
     Ok(started.elapsed().as_secs_f64() / steps.max(1) as f64)
 }

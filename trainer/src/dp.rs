@@ -321,16 +321,15 @@ pub struct DpEngine {
 }
 
 impl DpEngine {
-    /// Compiles both graphs for `model` and uploads `state`.
+    /// Compiles `gradient` (built with `dp.clip`) and its update graph, and uploads `state`.
     pub fn new(
         env: &Environment,
-        model: &dyn Model,
+        gradient: GradientGraph,
         opt: &AdamW,
         dp: &DpSgd,
         state: &State,
         config: &SessionConfig,
     ) -> anyhow::Result<Self> {
-        let gradient = GradientGraph::build(model, dp.clip);
         let update = update_graph(&gradient.params, opt);
         let compile = |graph: &Graph| -> anyhow::Result<Session> {
             engine::session(env, &crate::onnx::training_bytes(graph)?, config)
@@ -393,6 +392,7 @@ impl DpEngine {
                 engine::upload(self.device, &spec.shape, zeros)?,
             );
         }
+        let sum_names: Vec<String> = sums.keys().cloned().collect();
         let host_outputs = ["loss".to_string(), "grad_norm".to_string()];
         let (mut loss_sum, mut clipped) = (0.0f64, 0usize);
         for i in 0..n {
@@ -408,12 +408,11 @@ impl DpEngine {
                 .map(|(name, value)| (*name, value))
                 .chain(params)
                 .chain(sums.iter().map(|(name, value)| (name.as_str(), value)));
-            let carried: Vec<String> = sums.keys().cloned().collect();
             let (next, host) = engine::run_bound(
                 &mut self.gradient,
                 self.device,
                 bound,
-                carried.iter().map(String::as_str),
+                sum_names.iter().map(String::as_str),
                 &host_outputs,
             )?;
             sums = next;

@@ -211,7 +211,7 @@ pub fn train(
 ) -> anyhow::Result<(State, Summary)> {
     let ckpt_path = opts.run_dir.join("checkpoint.safetensors");
     let best_path = opts.run_dir.join("best.safetensors");
-    let engine = match &cfg.dp {
+    let (mut steps, progress) = match &cfg.dp {
         None => {
             let step_graph = step::build(model, cfg.batch, &cfg.adamw);
             let (state, progress) = start_state(&step_graph.params, cfg, opts, &ckpt_path)?;
@@ -229,14 +229,13 @@ pub fn train(
             (Steps::Batches { engine, batcher }, progress)
         }
         Some(dp) => {
-            let params = GradientGraph::build(model, dp.clip).params;
-            let (state, progress) = start_state(&params, cfg, opts, &ckpt_path)?;
+            let gradient = GradientGraph::build(model, dp.clip);
+            let (state, progress) = start_state(&gradient.params, cfg, opts, &ckpt_path)?;
             let lots = Lots::new(data, dp, cfg.seed, cfg.normalization, cfg.augment.clone())?;
-            let engine = DpEngine::new(env, model, &cfg.adamw, dp, &state, &opts.session)?;
+            let engine = DpEngine::new(env, gradient, &cfg.adamw, dp, &state, &opts.session)?;
             (Steps::Lots { engine, lots, images_per_step: dp.expected_lot() }, progress)
         }
     };
-    let (mut steps, progress) = (engine.0, engine.1);
 
     let mut log = std::fs::OpenOptions::new()
         .create(true)
