@@ -103,9 +103,17 @@ struct Flags {
     seed: u64,
     reference_sample: usize,
     device: Device,
-    /// DP-SGD's ε, δ and clipping norm, when asked for.
+    /// DP-SGD's settings, when asked for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    dp: Option<(f64, Option<f64>, f32)>,
+    dp: Option<DpFlags>,
+}
+
+/// `--dp-epsilon`, `--dp-delta` and `--dp-clip` as every stage is given them.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+struct DpFlags {
+    epsilon: f64,
+    delta: Option<f64>,
+    clip: f32,
 }
 
 /// One training stage's record in `runs/pipeline.json`.
@@ -181,7 +189,11 @@ pub fn run(args: PipelineArgs) -> anyhow::Result<()> {
         seed: args.seed,
         reference_sample: args.reference_sample,
         device: args.engine.device,
-        dp: args.dp.dp_epsilon.map(|e| (e, args.dp.dp_delta, args.dp.dp_clip)),
+        dp: args.dp.dp_epsilon.map(|epsilon| DpFlags {
+            epsilon,
+            delta: args.dp.dp_delta,
+            clip: args.dp.dp_clip,
+        }),
     };
     let mut pipeline = match read_state(&layout)? {
         Some(p) => {
@@ -560,7 +572,7 @@ fn stage_command(
     if args.quiet {
         flags.push("--quiet".into());
     }
-    if let Some((epsilon, delta, clip)) = pipeline.flags.dp {
+    if let Some(DpFlags { epsilon, delta, clip }) = pipeline.flags.dp {
         flags.extend(["--dp-epsilon".into(), epsilon.to_string()]);
         flags.extend(["--dp-clip".into(), clip.to_string()]);
         if let Some(delta) = delta {
