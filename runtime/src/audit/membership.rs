@@ -15,6 +15,12 @@
 //!   more, and the unconditional loss calibrates away how hard the image is in itself (the
 //!   reference-model idea of LiRA, Carlini et al. 2022, with the model's own unconditional
 //!   branch as the reference).
+//! - **denoiser SecMI** (Duan et al. 2023, "Are diffusion models vulnerable to membership
+//!   inference attacks?"): the record is carried deterministically to noise level σ by the
+//!   probability-flow ODE run backwards (DDIM inversion, Euler steps in σ, conditioned on its
+//!   own features, no random noise), taken one step further and denoised one step back; the
+//!   score is `−‖x̃_σ − x_σ‖²`. A member's trajectory is the one the model learnt to reverse,
+//!   so its round trip returns closer to where it started.
 //! - **classifier loss** (Yeom et al. 2018): `−cross-entropy` of the logits against the
 //!   record's label (softmax, or the mean sigmoid BCE for multi-label bundles), and, when a
 //!   reference split of non-evaluated holdout records is given, the same minus the mean of the
@@ -37,6 +43,24 @@ use crate::sampler::noise_batch;
 
 /// The denoiser attacks' default noise levels.
 pub const DEFAULT_SIGMAS: [f32; 6] = [0.02, 0.1, 0.3, 1.0, 3.0, 10.0];
+
+/// The SecMI attack's default noise levels: 0.3 is about DDPM step 100 of 1,000 (SecMI's best
+/// on CIFAR-10), 1.0 a coarser one.
+pub const DEFAULT_SECMI_SIGMAS: [f32; 2] = [0.3, 1.0];
+
+/// SecMI's inversion: Euler steps from σ = 0 to the largest level, on a geometric grid of this
+/// many levels from [`SECMI_SIGMA_START`] (the attack's levels added to it).
+const SECMI_GRID: usize = 10;
+
+/// The first nonzero level of SecMI's inversion grid.
+const SECMI_SIGMA_START: f32 = 0.01;
+
+/// The smallest noise level the denoiser is asked at (the inversion's first step starts at 0).
+const SECMI_SIGMA_MIN: f32 = 0.002;
+
+/// SecMI's round trip: from level σ one inversion step to `σ · SECMI_STEP` and one denoising
+/// step back (SecMI's 10 of 1,000 DDPM steps near step 100).
+const SECMI_STEP: f32 = 1.2;
 
 /// Records per model call.
 pub const DEFAULT_BATCH: usize = 64;
@@ -71,6 +95,8 @@ pub enum MembershipError {
 pub struct Config {
     /// The denoiser attacks' noise levels (each positive and finite).
     pub sigmas: Vec<f32>,
+    /// The SecMI attack's noise levels (each positive and finite; empty: no SecMI attack).
+    pub secmi_sigmas: Vec<f32>,
     /// Seed of the fixed per-record noise ([`crate::sampler::noise`] of record index k within
     /// its set), so members and non-members at the same index see the same noise.
     pub seed: u64,
@@ -80,7 +106,12 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Config {
-        Config { sigmas: DEFAULT_SIGMAS.to_vec(), seed: 0, batch: DEFAULT_BATCH }
+        Config {
+            sigmas: DEFAULT_SIGMAS.to_vec(),
+            secmi_sigmas: DEFAULT_SECMI_SIGMAS.to_vec(),
+            seed: 0,
+            batch: DEFAULT_BATCH,
+        }
     }
 }
 
@@ -94,6 +125,8 @@ pub struct Scores {
     pub classes: Vec<Option<usize>>,
     /// The denoiser attacks' noise levels.
     pub sigmas: Vec<f32>,
+    /// The SecMI attack's noise levels.
+    pub secmi_sigmas: Vec<f32>,
     /// Attacks that could not run, and why.
     pub notes: Vec<String>,
 }
@@ -168,10 +201,17 @@ impl Attacks {
         backend: &dyn Backend,
         config: Config,
     ) -> Result<Attacks, MembershipError> {
-        if config.sigmas.is_empty() || config.sigmas.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
+        let level = |s: &f32| s.is_finite() && *s > 0.0;
+        if config.sigmas.is_empty() || !config.sigmas.iter().all(level) {
             return Err(MembershipError::Input(format!(
                 "the noise levels must be positive and finite, at least one: {:?}",
                 config.sigmas
+            )));
+        }
+        if !config.secmi_sigmas.iter().all(level) {
+            return Err(MembershipError::Input(format!(
+                "SecMI's noise levels must be positive and finite: {:?}",
+                config.secmi_sigmas
             )));
         }
         if config.batch == 0 {
@@ -248,8 +288,7 @@ impl Attacks {
             )));
         }
         let levels = self.config.sigmas.len();
-        let mut cond: Vec<Vec<f32>> = vec![Vec::with_capacity(n); levels];
-        let mut uncond: Vec<Vec<f32>> = vec![Vec::with_capacity(n); levels];
+        let mut errors = DenoiserErrors::default();
         let (mut classifier_loss, mut stability): (Vec<f32>, Vec<f32>) = (Vec::new(), Vec::new());
         let mut done = 0;
         for start in (0..n).step_by(self.config.batch) {
@@ -258,11 +297,7 @@ impl Attacks {
             let x = px.mapv(|p| self.normalization.normalize(p));
             if self.denoiser.is_some() {
                 let ids: Vec<u64> = (start as u64..end as u64).collect();
-                let (c_losses, u_losses) = self.denoiser_losses(x.view(), &ids)?;
-                for k in 0..levels {
-                    cond[k].extend(&c_losses[k]);
-                    uncond[k].extend(&u_losses[k]);
-                }
+                errors.extend(self.denoiser_errors(x.view(), &ids)?);
             }
             if let Some(model) = &mut self.classifier {
                 let logits = output2(model, &[("image", x.view().into_dyn())], "logits")?;
@@ -281,6 +316,7 @@ impl Attacks {
             attacks.push(AttackScores { model: model.into(), attack, scores });
         };
         if self.denoiser.is_some() {
+            let DenoiserErrors { cond, uncond, secmi } = errors;
             let sum = |per_level: &dyn Fn(usize, usize) -> f64| -> Vec<f32> {
                 (0..n).map(|i| (0..levels).map(|k| per_level(k, i)).sum::<f64>() as f32).collect()
             };
@@ -297,6 +333,9 @@ impl Attacks {
                 "calibrated_sum".into(),
                 sum(&|k, i| f64::from(uncond[k][i]) - f64::from(cond[k][i])),
             );
+            for (sigma, errors) in self.config.secmi_sigmas.iter().zip(secmi) {
+                push("denoiser", format!("secmi@{sigma}"), errors.iter().map(|&e| -e).collect());
+            }
         }
         if self.classifier.is_some() {
             push("classifier", "loss".into(), classifier_loss.iter().map(|&l| -l).collect());
@@ -316,18 +355,19 @@ impl Attacks {
             attacks,
             classes,
             sigmas: self.config.sigmas.clone(),
+            secmi_sigmas: self.config.secmi_sigmas.clone(),
             notes: self.notes.clone(),
         })
     }
 
-    /// The conditional and unconditional mean squared errors `[level][row]` of the denoiser
-    /// on `x` (normalised, `[b, C, H, W]`) noised with the fixed noise of `ids`.
-    #[expect(clippy::type_complexity, reason = "two tables of one shape, returned together")]
-    fn denoiser_losses(
+    /// The denoiser's errors on `x` (normalised, `[b, C, H, W]`): the conditional and
+    /// unconditional reconstruction errors at every level with the fixed noise of `ids`, and
+    /// SecMI's round-trip errors.
+    fn denoiser_errors(
         &mut self,
         x: ArrayView4<f32>,
         ids: &[u64],
-    ) -> Result<(Vec<Vec<f32>>, Vec<Vec<f32>>), MembershipError> {
+    ) -> Result<DenoiserErrors, MembershipError> {
         let models = self.denoiser.as_mut().expect("called only with a denoiser");
         let b = x.len_of(Axis(0));
         let condition = output2(&mut models.features, &[("image", x.into_dyn())], "features")?;
@@ -343,7 +383,7 @@ impl Attacks {
         }
         let null = Array2::<f32>::zeros((b, models.condition));
         let noise = noise_batch(self.config.seed, ids, self.image);
-        let (mut cond, mut uncond) = (Vec::new(), Vec::new());
+        let mut errors = DenoiserErrors::default();
         for &sigma in &self.config.sigmas {
             let noisy = &x + &(&noise * sigma);
             let (d_cond, d_uncond) = match &mut models.guide {
@@ -365,11 +405,83 @@ impl Attacks {
                     denoise(guide, noisy.view(), sigma, null.view(), 0)?,
                 ),
             };
-            cond.push(mean_squared_errors(d_cond.view(), x));
-            uncond.push(mean_squared_errors(d_uncond.view(), x));
+            errors.cond.push(mean_squared_errors(d_cond.view(), x));
+            errors.uncond.push(mean_squared_errors(d_uncond.view(), x));
         }
-        Ok((cond, uncond))
+        errors.secmi =
+            secmi_errors(&mut models.denoiser, x, condition.view(), &self.config.secmi_sigmas)?;
+        Ok(errors)
     }
+}
+
+/// A batch's denoiser errors, `[level][row]`.
+#[derive(Debug, Default)]
+struct DenoiserErrors {
+    cond: Vec<Vec<f32>>,
+    uncond: Vec<Vec<f32>>,
+    secmi: Vec<Vec<f32>>,
+}
+
+impl DenoiserErrors {
+    /// Appends `batch`'s rows (the first batch sets the number of levels).
+    fn extend(&mut self, batch: DenoiserErrors) {
+        for (all, part) in [
+            (&mut self.cond, batch.cond),
+            (&mut self.uncond, batch.uncond),
+            (&mut self.secmi, batch.secmi),
+        ] {
+            all.resize_with(part.len(), Vec::new);
+            for (column, rows) in all.iter_mut().zip(part) {
+                column.extend(rows);
+            }
+        }
+    }
+}
+
+/// One Euler step of the probability-flow ODE `dx/dσ = (x − D(x; σ, c)) / σ` from `from` to
+/// `to` (up: DDIM inversion; down: DDIM sampling), conditioned on `condition`.
+fn ode_step(
+    model: &mut Model,
+    x: ArrayView4<f32>,
+    from: f32,
+    to: f32,
+    condition: ArrayView2<f32>,
+) -> Result<Array4<f32>, MembershipError> {
+    let at = from.max(SECMI_SIGMA_MIN);
+    let denoised = denoise(model, x, at, condition, x.len_of(Axis(0)))?;
+    Ok(&x + &((&x - &denoised) * ((to - from) / at)))
+}
+
+/// SecMI's round-trip error of each row of `x` at each of `levels` (`[level][row]`): `x` is
+/// inverted deterministically to the level on a geometric grid, one step further to
+/// `σ · SECMI_STEP`, and one step back down.
+fn secmi_errors(
+    model: &mut Model,
+    x: ArrayView4<f32>,
+    condition: ArrayView2<f32>,
+    levels: &[f32],
+) -> Result<Vec<Vec<f32>>, MembershipError> {
+    let Some(top) = levels.iter().copied().reduce(f32::max) else { return Ok(Vec::new()) };
+    let ratio = (top / SECMI_SIGMA_START).max(1.0).powf(1.0 / (SECMI_GRID - 1) as f32);
+    let mut grid: Vec<f32> = (0..SECMI_GRID)
+        .map(|i| SECMI_SIGMA_START * ratio.powi(i as i32))
+        .filter(|&s| s < top)
+        .chain(levels.iter().copied())
+        .collect();
+    grid.sort_by(f32::total_cmp);
+    grid.dedup();
+    let mut at_level = std::collections::BTreeMap::new();
+    let (mut state, mut sigma) = (x.to_owned(), 0.0f32);
+    for &next in &grid {
+        state = ode_step(model, state.view(), sigma, next, condition)?;
+        sigma = next;
+        if levels.contains(&sigma) {
+            let further = ode_step(model, state.view(), sigma, sigma * SECMI_STEP, condition)?;
+            let back = ode_step(model, further.view(), sigma * SECMI_STEP, sigma, condition)?;
+            at_level.insert(sigma.to_bits(), mean_squared_errors(back.view(), state.view()));
+        }
+    }
+    Ok(levels.iter().map(|s| at_level[&s.to_bits()].clone()).collect())
 }
 
 /// The condition size D of a denoiser's `condition` input (`[batch, D]`).
@@ -691,6 +803,8 @@ pub struct MembershipReport {
     pub resamples: usize,
     /// The denoiser attacks' noise levels.
     pub sigmas: Vec<f32>,
+    /// The SecMI attack's noise levels.
+    pub secmi_sigmas: Vec<f32>,
     /// Per model, per attack.
     pub models: Vec<ModelResult>,
     /// The attack with the highest AUC.
@@ -810,6 +924,7 @@ pub fn evaluate(
         seed,
         resamples,
         sigmas: members.sigmas.clone(),
+        secmi_sigmas: members.secmi_sigmas.clone(),
         worst_auc: worst(&|a| a.auc),
         worst_tpr_at_fpr_1pct: worst(&|a| a.tpr_at_fpr_1pct),
         models,

@@ -64,6 +64,9 @@ pub struct MembershipAudit {
     pub resamples: usize,
     /// The denoiser attacks' noise levels.
     pub sigmas: Vec<f32>,
+    /// The SecMI attack's noise levels (none in a record made before the attack existed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secmi_sigmas: Vec<f32>,
     /// Every attack that ran, in the report's order.
     pub attacks: Vec<AttackRecord>,
     /// The attack with the highest AUC.
@@ -449,6 +452,12 @@ impl MembershipAudit {
                 format!("must be positive, finite noise levels, are {:?}", self.sigmas),
             );
         }
+        if self.secmi_sigmas.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
+            return err(
+                "secmi_sigmas",
+                format!("must be positive, finite noise levels, are {:?}", self.secmi_sigmas),
+            );
+        }
         if self.attacks.is_empty() {
             return err("attacks", "must hold at least one attack".into());
         }
@@ -617,6 +626,7 @@ mod tests {
             seed: 0,
             resamples: 1000,
             sigmas: vec![0.02, 0.1],
+            secmi_sigmas: vec![0.3],
             attacks: vec![attack("loss", auc, tpr), attack("calibrated_loss", 0.5, 0.01)],
             worst_auc: WorstAttack { model: Role::Classifier, attack: "loss".into(), value: auc },
             worst_tpr_at_fpr_1pct: WorstAttack {

@@ -29,9 +29,9 @@ fn score(attacks: &mut Attacks, data: &Dataset, rows: &[usize]) -> Scores {
 
 /// The shipped bundle's attacks on two disjoint sets of Fashion-MNIST test records (and a
 /// third as the classifier's calibration reference): neither was trained on, so every attack
-/// must be at chance. With 17 attacks judged together, 95 % intervals would miss 0.5 now and
-/// then by chance alone (about 0.85 of them on average); the test asks every
-/// Bonferroni-corrected interval (confidence 1 − 0.05/17) to contain 0.5, and at most 3 of the
+/// must be at chance. With 19 attacks judged together, 95 % intervals would miss 0.5 now and
+/// then by chance alone (about 0.95 of them on average); the test asks every
+/// Bonferroni-corrected interval (confidence 1 − 0.05/19) to contain 0.5, and at most 3 of the
 /// plain 95 % intervals (the report's) to miss it.
 #[test]
 fn the_shipped_models_learn_nothing_about_records_they_never_saw() {
@@ -47,7 +47,7 @@ fn the_shipped_models_learn_nothing_about_records_they_never_saw() {
     let report = evaluate(&fake_members, &non_members, Some(&reference), 1000, 0).unwrap();
     assert!(report.notes.is_empty(), "{:?}", report.notes);
     let count: usize = report.models.iter().map(|m| m.attacks.len()).sum();
-    assert_eq!(count, 2 * (6 + 1) + 2 + 1, "denoiser 14, classifier 2, re-id 1");
+    assert_eq!(count, 2 * (6 + 1) + 2 + 2 + 1, "denoiser 16, classifier 2, re-id 1");
     let confidence = 1.0 - 0.05 / count as f64;
     let mut missed = Vec::new();
     for model in &report.models {
@@ -85,8 +85,10 @@ fn the_shipped_models_learn_nothing_about_records_they_never_saw() {
     assert!(missed.len() <= 3, "95 % intervals without 0.5: {missed:?}");
 }
 
-/// A denoiser that memorised `members` (`[k, C·H·W]`, normalised): whatever its input, it
-/// returns the member nearest to it, `argmax_m (x·m − ‖m‖²/2)`.
+/// A denoiser that memorised `members` (`[k, C·H·W]`, normalised): it pulls its input towards
+/// the member nearest to it, `m = argmax_m (x·m − ‖m‖²/2)`, returning `m + (x − m)·σ/1000`.
+/// A member is returned unchanged at every level (its own ODE trajectory never leaves it);
+/// any other input moves with σ, so a round trip of DDIM steps does not come back to it.
 fn nearest_member_denoiser(members: &Array2<f32>) -> Vec<u8> {
     let k = members.nrows();
     let pixels = (C * H * W) as i64;
@@ -102,7 +104,14 @@ fn nearest_member_denoiser(members: &Array2<f32>) -> Vec<u8> {
     g.node("Add", &["dots", "bias"], "closeness");
     g.node_with("ArgMax", &["closeness"], "nearest", vec![int("axis", 1), int("keepdims", 0)]);
     g.node_with("Gather", &["members", "nearest"], "picked", vec![int("axis", 0)]);
-    g.node("Reshape", &["picked", "image_shape"], "denoised");
+    g.node("Reshape", &["picked", "image_shape"], "nearest_image");
+    g.f32("rate", &[1], &[0.001]);
+    g.i64("row_shape", &[-1, 1, 1, 1]);
+    g.node("Mul", &["sigma", "rate"], "pull");
+    g.node("Reshape", &["pull", "row_shape"], "pull_rows");
+    g.node("Sub", &["x", "nearest_image"], "offset");
+    g.node("Mul", &["offset", "pull_rows"], "kept");
+    g.node("Add", &["nearest_image", "kept"], "denoised");
     let image = vec![None, Some(C as i64), Some(H as i64), Some(W as i64)];
     g.encode(
         &[
@@ -151,13 +160,17 @@ fn a_denoiser_that_memorised_its_members_gives_them_away() {
     let denoiser = &report.models[0];
     assert_eq!(denoiser.model, "denoiser");
     let auc = |attack: &str| denoiser.attacks.iter().find(|a| a.attack == attack).unwrap();
-    for attack in ["loss@0.02", "loss@0.1", "loss_sum"] {
+    for attack in ["loss@0.02", "loss@0.1", "loss_sum", "secmi@0.3", "secmi@1"] {
         let a = auc(attack);
         println!("{attack}: AUC {} {:?}, TPR@1% {}", a.auc, a.auc_ci, a.tpr_at_fpr_1pct);
         assert!(a.auc >= 0.95, "{attack}: AUC {} on a memorised set", a.auc);
     }
     // A member is reconstructed exactly at low noise, a non-member never is.
     assert_eq!(auc("loss@0.02").auc, 1.0);
+    // A member's DDIM inversion never leaves it (the denoiser returns it at every level), so
+    // its round trip is exact; a non-member's does not come back (its offset from its nearest
+    // member changes by a factor (1.2 − 0.0002σ)·(5/6 + 0.0002σ) ≈ 1 + 0.00007σ).
+    assert_eq!(auc("secmi@0.3").auc, 1.0);
     assert_eq!(auc("loss@0.02").tpr_at_fpr_1pct, 1.0);
     // The denoiser ignores its condition: conditioning on a record's own features tells
     // nothing, and the calibrated attack is at chance exactly.
@@ -226,7 +239,14 @@ fn audit_models_records_the_policy_in_the_bundle_and_info_shows_it() {
     let m = &privacy["membership"];
     assert_eq!(m["members"], json!({ "name": "data/train", "count": k }));
     assert_eq!(m["non_members"], json!({ "name": "data/test", "count": k }));
-    assert_eq!(m["attacks"].as_array().unwrap().len(), 14, "denoiser: 6 levels twice, 2 sums");
+    assert_eq!(
+        m["attacks"].as_array().unwrap().len(),
+        16,
+        "denoiser: 6 levels twice, 2 sums, 2 SecMI"
+    );
+    let secmi: Vec<f64> =
+        m["secmi_sigmas"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    assert!(secmi.len() == 2 && (secmi[0] - 0.3).abs() < 1e-6 && secmi[1] == 1.0, "{secmi:?}");
     assert_eq!(m["worst_auc"]["model"], "denoiser");
     assert_eq!(m["worst_auc"]["value"], 1.0);
     assert_eq!(m["runtime_version"], env!("CARGO_PKG_VERSION"));

@@ -3,7 +3,7 @@
 //! risk next to the same number for people the models never saw. Writes `audit.json` and a
 //! self-contained `audit.html`.
 
-mod html;
+pub(crate) mod html;
 mod utility;
 
 use std::path::{Path, PathBuf};

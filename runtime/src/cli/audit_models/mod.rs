@@ -9,6 +9,8 @@
 //! audited bundle's `bundle.json` as its `privacy` section
 //! ([`unpersonal_runtime::bundle::privacy`]).
 
+mod html;
+
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime};
@@ -20,7 +22,8 @@ use rand::seq::SliceRandom;
 use sha2::{Digest, Sha256};
 use unpersonal_runtime::atomic::write_atomically;
 use unpersonal_runtime::audit::membership::{
-    Attacks, Config, DEFAULT_BATCH, DEFAULT_SIGMAS, MembershipReport, Scores, Worst, evaluate,
+    Attacks, Config, DEFAULT_BATCH, DEFAULT_SECMI_SIGMAS, DEFAULT_SIGMAS, MembershipReport, Scores,
+    Worst, evaluate,
 };
 use unpersonal_runtime::bundle::limits::count_problem;
 use unpersonal_runtime::bundle::privacy::{
@@ -56,6 +59,15 @@ pub struct Args {
     /// The denoiser attacks' noise levels, comma-separated.
     #[arg(long, value_name = "S,S,…", value_delimiter = ',', default_values_t = DEFAULT_SIGMAS)]
     pub sigmas: Vec<f32>,
+    /// The SecMI attack's noise levels, comma-separated (DDIM inversion to each level, one
+    /// step up and one back; docs/membership.md).
+    #[arg(
+        long,
+        value_name = "S,S,…",
+        value_delimiter = ',',
+        default_values_t = DEFAULT_SECMI_SIGMAS
+    )]
+    pub secmi_sigmas: Vec<f32>,
     /// Bootstrap resamples of each AUC interval.
     #[arg(long, value_name = "N", default_value_t = 1000)]
     pub resamples: usize,
@@ -65,6 +77,10 @@ pub struct Args {
     /// Where the full report goes (JSON, written atomically); never inside the data folders.
     #[arg(long, value_name = "FILE.json")]
     pub out: Option<PathBuf>,
+    /// Also a self-contained HTML page of the report: per model, ROC curves on log–log axes
+    /// and the table (aggregates only; written atomically, never inside the data folders).
+    #[arg(long, value_name = "FILE.html")]
+    pub html: Option<PathBuf>,
     /// Also record the measurement, each model's DP guarantee (from its provenance) and the
     /// release policy they give (site-only or shareable) in the bundle's bundle.json, as its
     /// `privacy` section (written atomically; the models are not touched).
@@ -113,6 +129,9 @@ pub fn run(args: &Args, out: &Output) -> anyhow::Result<()> {
     if args.sigmas.is_empty() || args.sigmas.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
         bail!("--sigmas must be positive, finite noise levels: {:?}", args.sigmas);
     }
+    if args.secmi_sigmas.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
+        bail!("--secmi-sigmas must be positive, finite noise levels: {:?}", args.secmi_sigmas);
+    }
     args.backend.validate()?;
     let loaded = BundleDir::load(&args.bundle)
         .with_context(|| format!("cannot use the bundle in {}", args.bundle.display()))?;
@@ -121,9 +140,11 @@ pub fn run(args: &Args, out: &Output) -> anyhow::Result<()> {
         load(&args.non_members, Split::Test, &loaded)?;
     // Read before the long run, so a malformed statement stops it at once.
     let dp = if args.record { Some(dp_guarantees(&loaded)?) } else { None };
-    if let Some(file) = &args.out {
-        for folder in member_folders.iter().chain(&non_member_folders) {
-            outdir::check_apart("--out", file, "the data folder", folder)?;
+    for (flag, file) in [("--out", &args.out), ("--html", &args.html)] {
+        if let Some(file) = file {
+            for folder in member_folders.iter().chain(&non_member_folders) {
+                outdir::check_apart(flag, file, "the data folder", folder)?;
+            }
         }
     }
 
@@ -163,7 +184,12 @@ pub fn run(args: &Args, out: &Output) -> anyhow::Result<()> {
     let reference_rows = &fresh[count..(2 * count).min(fresh.len())];
 
     let backend = args.backend.single_backend()?;
-    let config = Config { sigmas: args.sigmas.clone(), seed: args.seed, batch: DEFAULT_BATCH };
+    let config = Config {
+        sigmas: args.sigmas.clone(),
+        secmi_sigmas: args.secmi_sigmas.clone(),
+        seed: args.seed,
+        batch: DEFAULT_BATCH,
+    };
     let mut attacks = Attacks::load(&loaded, backend.as_ref(), config)?;
     let total = 2 * count + reference_rows.len();
     let bar = out.progress(total, 0, "records");
@@ -197,6 +223,9 @@ pub fn run(args: &Args, out: &Output) -> anyhow::Result<()> {
     value["seconds"] = seconds.into();
     if let Some(file) = &args.out {
         outdir::write_atomically(file, &outdir::json_bytes(&value)?)?;
+    }
+    if let Some(file) = &args.html {
+        outdir::write_atomically(file, html::render(&report, backend.name(), seconds).as_bytes())?;
     }
     let recorded = match dp {
         Some(dp) => {
@@ -290,6 +319,7 @@ fn privacy_section(
         seed: report.seed,
         resamples: report.resamples,
         sigmas: report.sigmas.clone(),
+        secmi_sigmas: report.secmi_sigmas.clone(),
         attacks,
         worst_auc: worst(&report.worst_auc)?,
         worst_tpr_at_fpr_1pct: worst(&report.worst_tpr_at_fpr_1pct)?,
