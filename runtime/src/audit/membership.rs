@@ -104,6 +104,30 @@ pub struct Config {
     pub batch: usize,
 }
 
+impl Config {
+    /// Checks the settings: at least one noise level, every level (SecMI's too) positive and
+    /// finite, a batch of at least 1.
+    pub fn validate(&self) -> Result<(), MembershipError> {
+        let level = |s: &f32| s.is_finite() && *s > 0.0;
+        if self.sigmas.is_empty() || !self.sigmas.iter().all(level) {
+            return Err(MembershipError::Input(format!(
+                "the noise levels must be positive and finite, at least one: {:?}",
+                self.sigmas
+            )));
+        }
+        if !self.secmi_sigmas.iter().all(level) {
+            return Err(MembershipError::Input(format!(
+                "SecMI's noise levels must be positive and finite: {:?}",
+                self.secmi_sigmas
+            )));
+        }
+        if self.batch == 0 {
+            return Err(MembershipError::Input("the batch size must be at least 1".into()));
+        }
+        Ok(())
+    }
+}
+
 impl Default for Config {
     fn default() -> Config {
         Config {
@@ -201,22 +225,7 @@ impl Attacks {
         backend: &dyn Backend,
         config: Config,
     ) -> Result<Attacks, MembershipError> {
-        let level = |s: &f32| s.is_finite() && *s > 0.0;
-        if config.sigmas.is_empty() || !config.sigmas.iter().all(level) {
-            return Err(MembershipError::Input(format!(
-                "the noise levels must be positive and finite, at least one: {:?}",
-                config.sigmas
-            )));
-        }
-        if !config.secmi_sigmas.iter().all(level) {
-            return Err(MembershipError::Input(format!(
-                "SecMI's noise levels must be positive and finite: {:?}",
-                config.secmi_sigmas
-            )));
-        }
-        if config.batch == 0 {
-            return Err(MembershipError::Input("the batch size must be at least 1".into()));
-        }
+        config.validate()?;
         let bundle = &loaded.bundle;
         let has = |role: Role| bundle.models.contains_key(&role);
         let load = |role: Role| -> Result<Model, MembershipError> {

@@ -126,12 +126,13 @@ pub fn run(args: &Args, out: &Output) -> anyhow::Result<()> {
             bail!("{flag} {problem}");
         }
     }
-    if args.sigmas.is_empty() || args.sigmas.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
-        bail!("--sigmas must be positive, finite noise levels: {:?}", args.sigmas);
-    }
-    if args.secmi_sigmas.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
-        bail!("--secmi-sigmas must be positive, finite noise levels: {:?}", args.secmi_sigmas);
-    }
+    let config = Config {
+        sigmas: args.sigmas.clone(),
+        secmi_sigmas: args.secmi_sigmas.clone(),
+        seed: args.seed,
+        batch: DEFAULT_BATCH,
+    };
+    config.validate().context("--sigmas, --secmi-sigmas")?;
     args.backend.validate()?;
     let loaded = BundleDir::load(&args.bundle)
         .with_context(|| format!("cannot use the bundle in {}", args.bundle.display()))?;
@@ -184,12 +185,6 @@ pub fn run(args: &Args, out: &Output) -> anyhow::Result<()> {
     let reference_rows = &fresh[count..(2 * count).min(fresh.len())];
 
     let backend = args.backend.single_backend()?;
-    let config = Config {
-        sigmas: args.sigmas.clone(),
-        secmi_sigmas: args.secmi_sigmas.clone(),
-        seed: args.seed,
-        batch: DEFAULT_BATCH,
-    };
     let mut attacks = Attacks::load(&loaded, backend.as_ref(), config)?;
     let total = 2 * count + reference_rows.len();
     let bar = out.progress(total, 0, "records");
