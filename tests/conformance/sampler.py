@@ -12,9 +12,11 @@ usage: python sampler.py decode FILELIST C H W OUT.npy
   Decodes every image of a filelist by the page's rules into uint8 [n, C, H, W].
 
 usage: python sampler.py speed BUNDLE_DIR UNPERSONAL [--images N] [--threads T]
+           [--backends tract,ort] [--repeat R]
   Times this sampler (onnxruntime with T threads, default: every core) and the runtime
-  (`UNPERSONAL bench --backend ort`) on the same work: N candidates at the bundle's default
-  solver, steps and guidance; prints both and their ratio as JSON.
+  (`UNPERSONAL bench --backend B` for each B) on the same work, R times interleaved: N
+  candidates at the bundle's default solver, steps and guidance; prints the rates and the
+  runtime's ratio to this sampler, run by run, as JSON.
 """
 import argparse
 import json
@@ -248,18 +250,25 @@ def run_speed(args):
     cond = np.repeat(bundle.conditions(np.stack([decode(q, *bundle.shape) for q in paths])), m, axis=0)
     noise = np.random.default_rng(0).standard_normal((len(cond), *bundle.shape), dtype=F32)
     sample(bundle, noise, cond, {**p, "steps": 1}, 0)  # warm-up at this batch size
-    start = time.perf_counter()
-    sample(bundle, noise, cond, p, 0)
-    python_rate = len(cond) / (time.perf_counter() - start)
-    out = subprocess.run([args.unpersonal, "bench", "--bundle", args.bundle, "--backend", "ort", "--json",
-                          "--images", str(references), "--batches", "1", "--seconds", "0.2", "--references", "1000",
-                          "--checks", "16", "--gemm", "128"], check=True, capture_output=True, text=True)
-    generation = json.loads(out.stdout)["generation"]
-    runtime_rate = generation["images_per_s"]
+    backends = args.backends.split(",")
+    python_rates, runtime_rates, jobs = [], {b: [] for b in backends}, {}
+    for _ in range(args.repeat):  # interleaved, so both see the same machine
+        start = time.perf_counter()
+        sample(bundle, noise, cond, p, 0)
+        python_rates.append(len(cond) / (time.perf_counter() - start))
+        for backend in backends:
+            out = subprocess.run([args.unpersonal, "bench", "--bundle", args.bundle, "--backend", backend, "--json",
+                                  "--images", str(references), "--batches", "1", "--seconds", "0.2",
+                                  "--references", "1000", "--checks", "16", "--gemm", "128"],
+                                 check=True, capture_output=True, text=True)
+            generation = json.loads(out.stdout)["generation"]
+            runtime_rates[backend].append(generation["images_per_s"])
+            jobs[backend] = generation["jobs"]
     print(json.dumps({"candidates": len(cond), "solver": p["solver"], "steps": p["steps"], "python_threads": args.threads,
-                      "runtime_jobs": generation["jobs"], "onnxruntime": ort.__version__,
-                      "python_images_per_s": python_rate, "runtime_images_per_s": runtime_rate,
-                      "runtime_over_python": runtime_rate / python_rate}))
+                      "onnxruntime": ort.__version__, "python_images_per_s": python_rates,
+                      "runtime": {b: {"jobs": jobs[b], "images_per_s": runtime_rates[b],
+                                      "over_python": [r / q for r, q in zip(runtime_rates[b], python_rates)]}
+                                  for b in backends}}))
     return 0
 
 
@@ -301,6 +310,8 @@ def main():
     v.add_argument("unpersonal")
     v.add_argument("--images", type=int, default=32)
     v.add_argument("--threads", type=int, default=os.cpu_count())
+    v.add_argument("--backends", default="tract,ort", help="the runtime's backends to time, comma-separated")
+    v.add_argument("--repeat", type=int, default=3, help="interleaved runs of each")
     args = parser.parse_args()
     return {"sample": run_sample, "decode": run_decode, "speed": run_speed}[args.command](args)
 

@@ -1,17 +1,23 @@
-//! The tract backend (pure Rust; CPU; builds for wasm32). One optimised plan per batch size,
-//! made the first time that batch size is run and kept.
+//! The tract backend (pure Rust; CPU; builds for wasm32).
+//!
+//! A graph with a convolution runs one row at a time on a plan optimised for batch size 1:
+//! tract 0.23 lowers a convolution over a batch of more than one image through an eager
+//! im2col copy, which on the shipped denoiser took half the time of a call and made a row
+//! cost 2.1× what it costs alone (lazy im2col, fused element-wise chains; measured with
+//! `runtime/examples/tract_profile.rs`, docs/performance.md). Other graphs run whole
+//! batches, on one optimised plan per batch size, made the first time that size is run.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use ndarray::ArrayViewD;
+use ndarray::{ArrayD, ArrayViewD, Axis};
 use prost::Message;
 use tract_onnx::pb;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::Cost;
 
 use super::{Backend, EngineError, Outputs, Session};
-use crate::bundle::{ModelSpec, TensorSpec};
+use crate::bundle::{Dim, ModelSpec, TensorSpec};
 
 /// The tract backend.
 #[derive(Clone, Copy, Debug, Default)]
@@ -27,9 +33,21 @@ impl Backend for Tract {
         let (model, inputs) = parse(&proto, spec)?;
         let outputs: Vec<String> =
             proto.graph.iter().flat_map(|g| g.output.iter().map(|o| o.name.clone())).collect();
-        let mut session = TractSession { model, inputs, outputs, plans: HashMap::new() };
+        let output_axes = outputs
+            .iter()
+            .map(|name| spec.outputs.iter().find(|t| t.name == *name).and_then(batch_axis))
+            .collect::<Vec<_>>();
+        let has_conv = proto
+            .graph
+            .iter()
+            .flat_map(|g| &g.node)
+            .any(|n| matches!(n.op_type.as_str(), "Conv" | "ConvTranspose"));
+        // Rows can run alone only when every output has a batch axis to stack them along.
+        let row_axes = (has_conv && output_axes.iter().all(Option::is_some))
+            .then(|| output_axes.into_iter().flatten().collect());
+        let mut session = TractSession { model, inputs, outputs, row_axes, states: HashMap::new() };
         // Plan batch size 1 now, so a graph tract cannot run fails at load time.
-        session.plan(1)?;
+        session.state(1)?;
         Ok(Box::new(session))
     }
 }
@@ -72,6 +90,11 @@ fn parse(
         inputs.push(t.clone());
     }
     Ok((model, inputs))
+}
+
+/// The position of `t`'s batch axis, if it has one.
+fn batch_axis(t: &TensorSpec) -> Option<usize> {
+    t.shape.iter().position(|d| *d == Dim::Batch)
 }
 
 /// The text of a caught panic.
@@ -133,36 +156,35 @@ struct TractSession {
     inputs: Vec<TensorSpec>,
     /// Output names, in the graph's output order.
     outputs: Vec<String>,
-    /// Optimised plans by batch size.
-    plans: HashMap<usize, Arc<TypedRunnableModel>>,
+    /// For a graph run one row at a time: each output's batch axis, along which the rows'
+    /// results are stacked. `None`: whole batches run at once.
+    row_axes: Option<Vec<usize>>,
+    /// Optimised plans, with their run state, by batch size.
+    states: HashMap<usize, TypedSimpleState>,
 }
 
 impl TractSession {
-    fn plan(&mut self, batch: usize) -> Result<Arc<TypedRunnableModel>, EngineError> {
-        if let Some(plan) = self.plans.get(&batch) {
-            return Ok(plan.clone());
+    /// The run state of the plan for `batch` rows, made and optimised on first use.
+    fn state(&mut self, batch: usize) -> Result<&mut TypedSimpleState, EngineError> {
+        if !self.states.contains_key(&batch) {
+            let plan: Arc<TypedRunnableModel> = with_batch(&self.model, &self.inputs, batch)?
+                .into_optimized()
+                .and_then(|m| m.into_runnable())
+                .map_err(|e| format!("cannot plan batch size {batch}: {e:#}"))?;
+            let state = plan.spawn().map_err(|e| format!("{e:#}"))?;
+            self.states.insert(batch, state);
         }
-        let plan = with_batch(&self.model, &self.inputs, batch)?
-            .into_optimized()
-            .and_then(|m| m.into_runnable())
-            .map_err(|e| format!("cannot plan batch size {batch}: {e:#}"))?;
-        self.plans.insert(batch, plan.clone());
-        Ok(plan)
+        Ok(self.states.get_mut(&batch).expect("inserted above"))
     }
-}
 
-impl Session for TractSession {
-    fn run(&mut self, inputs: &[(&str, ArrayViewD<'_, f32>)]) -> Result<Outputs, EngineError> {
-        let mut values = TVec::new();
-        for t in &self.inputs {
-            let (_, view) = inputs
-                .iter()
-                .find(|(name, _)| *name == t.name)
-                .ok_or_else(|| format!("input `{}` is not given", t.name))?;
-            values.push(Tensor::from(view.to_owned()).into_tvalue());
-        }
-        let batch = super::batch(&self.inputs, inputs);
-        let results = self.plan(batch)?.run(values).map_err(|e| format!("{e:#}"))?;
+    /// Runs the plan for `batch` rows on `values` (the graph's inputs, in its order) and
+    /// checks the number of results.
+    fn call(
+        &mut self,
+        batch: usize,
+        values: TVec<TValue>,
+    ) -> Result<Vec<ArrayD<f32>>, EngineError> {
+        let results = self.state(batch)?.run(values).map_err(|e| format!("{e:#}"))?;
         if results.len() != self.outputs.len() {
             return Err(format!(
                 "the graph returned {} outputs, it declares {}",
@@ -171,14 +193,63 @@ impl Session for TractSession {
             )
             .into());
         }
-        let mut outputs = Outputs::new();
-        for (name, value) in self.outputs.iter().zip(results) {
-            let array = value
-                .to_plain_array_view::<f32>()
-                .map_err(|e| format!("output `{name}`: {e:#}"))?
-                .to_owned();
-            outputs.insert(name.clone(), array);
+        self.outputs
+            .iter()
+            .zip(results)
+            .map(|(name, value)| {
+                Ok(value
+                    .to_plain_array_view::<f32>()
+                    .map_err(|e| format!("output `{name}`: {e:#}"))?
+                    .to_owned())
+            })
+            .collect()
+    }
+}
+
+impl Session for TractSession {
+    fn run(&mut self, inputs: &[(&str, ArrayViewD<'_, f32>)]) -> Result<Outputs, EngineError> {
+        let mut views = Vec::with_capacity(self.inputs.len());
+        for t in &self.inputs {
+            let (_, view) = inputs
+                .iter()
+                .find(|(name, _)| *name == t.name)
+                .ok_or_else(|| format!("input `{}` is not given", t.name))?;
+            views.push((batch_axis(t), view.view()));
         }
-        Ok(outputs)
+        let batch = super::batch(&self.inputs, inputs);
+        let results = match self.row_axes.clone() {
+            Some(axes) if batch > 1 => {
+                let mut rows = Vec::with_capacity(batch);
+                for row in 0..batch {
+                    let values = views
+                        .iter()
+                        .map(|(axis, view)| {
+                            let value = match axis {
+                                Some(a) => view.slice_axis(Axis(*a), (row..row + 1).into()),
+                                None => view.view(),
+                            };
+                            Tensor::from(value.to_owned()).into_tvalue()
+                        })
+                        .collect();
+                    rows.push(self.call(1, values)?);
+                }
+                axes.iter()
+                    .enumerate()
+                    .map(|(i, &axis)| {
+                        let parts: Vec<_> = rows.iter().map(|r| r[i].view()).collect();
+                        ndarray::concatenate(Axis(axis), &parts)
+                            .map_err(|e| format!("output `{}`: {e}", self.outputs[i]).into())
+                    })
+                    .collect::<Result<Vec<_>, EngineError>>()?
+            }
+            _ => {
+                let values = views
+                    .iter()
+                    .map(|(_, view)| Tensor::from(view.to_owned()).into_tvalue())
+                    .collect();
+                self.call(batch, values)?
+            }
+        };
+        Ok(self.outputs.iter().cloned().zip(results).collect())
     }
 }
