@@ -334,6 +334,8 @@ fn convolutions() {
         ([1, 4, 6, 5], 6, 3, Conv { stride: 2, pad: 0, dilation: 1, groups: 2 }, true),
         ([2, 4, 5, 5], 4, 1, Conv { stride: 1, pad: 0, dilation: 1, groups: 4 }, false),
         ([1, 2, 8, 8], 2, 4, Conv { stride: 3, pad: 2, dilation: 1, groups: 1 }, true),
+        ([2, 3, 5, 5], 2, 1, Conv { stride: 2, pad: 0, dilation: 1, groups: 1 }, false),
+        ([1, 2, 6, 7], 3, 1, Conv { stride: 2, pad: 1, dilation: 1, groups: 1 }, true),
     ];
     for (xs, out, k, conv, bias) in cases {
         check(
