@@ -1,11 +1,13 @@
 //! The tract backend (pure Rust; CPU; builds for wasm32).
 //!
-//! A graph with a convolution runs one row at a time on a plan optimised for batch size 1:
-//! tract 0.23 lowers a convolution over a batch of more than one image through an eager
-//! im2col copy, which on the shipped denoiser took half the time of a call and made a row
-//! cost 2.1× what it costs alone (lazy im2col, fused element-wise chains; measured with
-//! `runtime/examples/tract_profile.rs`, docs/performance.md). Other graphs run whole
-//! batches, on one optimised plan per batch size, made the first time that size is run.
+//! Natively, a graph with a convolution runs one row at a time on a plan optimised for batch
+//! size 1: tract 0.23 lowers a convolution over a batch of more than one image through an
+//! eager im2col copy, which on the shipped denoiser took half the time of a call and made a
+//! row cost 2.1× what it costs alone (lazy im2col, fused element-wise chains; measured with
+//! `runtime/examples/tract_profile.rs`, docs/performance.md). In wasm batches were measured
+//! faster than single rows (docs/webgpu.md: 13.4 against 9.3 images per second at 16 and 1
+//! per call), so there, as for every graph without convolutions, whole batches run on one
+//! optimised plan per batch size, made the first time that size is run.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -37,13 +39,14 @@ impl Backend for Tract {
             .iter()
             .map(|name| spec.outputs.iter().find(|t| t.name == *name).and_then(batch_axis))
             .collect::<Vec<_>>();
-        let has_conv = proto
-            .graph
-            .iter()
-            .flat_map(|g| &g.node)
-            .any(|n| matches!(n.op_type.as_str(), "Conv" | "ConvTranspose"));
+        let by_row = !cfg!(target_family = "wasm")
+            && proto
+                .graph
+                .iter()
+                .flat_map(|g| &g.node)
+                .any(|n| matches!(n.op_type.as_str(), "Conv" | "ConvTranspose"));
         // Rows can run alone only when every output has a batch axis to stack them along.
-        let row_axes = (has_conv && output_axes.iter().all(Option::is_some))
+        let row_axes = (by_row && output_axes.iter().all(Option::is_some))
             .then(|| output_axes.into_iter().flatten().collect());
         let mut session = TractSession { model, inputs, outputs, row_axes, states: HashMap::new() };
         // Plan batch size 1 now, so a graph tract cannot run fails at load time.
