@@ -32,7 +32,12 @@ fn normal(rows: usize, cols: usize, seed: u64) -> Array2<f32> {
 fn sampler_step(c: &mut Criterion) {
     let bundle = shipped();
     let load = |role| {
-        Model::load(&Tract, bundle.bundle.model(role).unwrap(), bundle.onnx(role).unwrap()).unwrap()
+        Model::load(
+            &Tract::default(),
+            bundle.bundle.model(role).unwrap(),
+            bundle.onnx(role).unwrap(),
+        )
+        .unwrap()
     };
     let mut denoiser = Denoiser::new(load(Role::Denoiser), None).unwrap();
     let noise = noise_batch(0, &(0..BATCH as u64).collect::<Vec<_>>(), denoiser.image_shape());

@@ -28,7 +28,9 @@
 //! - [`files`]: reading only regular files, never more than a stated limit.
 //!
 //! The library does no file-system access outside [`bundle::BundleDir`], `data` (and the ONNX Runtime
-//! library lookup of the `ort` backend), and starts no threads.
+//! library lookup of the `ort` backend), and starts no threads of its own except the scoped ones
+//! a [`backend::Tract::with_threads`] backend shares a call's rows out among (joined before
+//! the call returns).
 
 #![warn(missing_docs)]
 

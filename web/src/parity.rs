@@ -48,7 +48,7 @@ pub async fn time_denoiser(
     let mut times = Vec::with_capacity(evaluations + 1);
     let adapter = match backend.as_str() {
         "tract" => {
-            let mut session = Tract.load(onnx, spec).map_err(error)?;
+            let mut session = Tract::default().load(onnx, spec).map_err(error)?;
             for _ in 0..=evaluations {
                 let start = js_sys::Date::now();
                 session.run(&feed).map_err(error)?;

@@ -119,16 +119,18 @@ impl Studio {
         let settings = Settings::from_bundle(&loaded.bundle.sampler, 0);
         let (generator, backend) = match gpu {
             Some(gpu) => (
-                Generator::load_on(&loaded, &Tract, gpu, settings),
+                Generator::load_on(&loaded, &Tract::default(), gpu, settings),
                 format!(
                     "webgpu ({}) for the denoising loop, tract (wasm) for the features and the gate",
                     gpu.adapter()
                 ),
             ),
-            None => (Generator::load(&loaded, &Tract, settings), "tract (wasm)".to_string()),
+            None => {
+                (Generator::load(&loaded, &Tract::default(), settings), "tract (wasm)".to_string())
+            }
         };
         let generator = generator.map_err(|e| e.to_string())?;
-        let gate = Gate::load(&loaded, &Tract).map_err(|e| e.to_string())?;
+        let gate = Gate::load(&loaded, &Tract::default()).map_err(|e| e.to_string())?;
         Ok(Studio {
             loaded,
             backend,

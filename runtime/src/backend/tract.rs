@@ -10,6 +10,7 @@
 //! optimised plan per batch size, made the first time that size is run.
 
 use std::collections::HashMap;
+use std::ops::Range;
 use std::sync::Arc;
 
 use ndarray::{ArrayD, ArrayViewD, Axis};
@@ -21,9 +22,27 @@ use tract_onnx::tract_core::internal::Cost;
 use super::{Backend, EngineError, Outputs, Session};
 use crate::bundle::{Dim, ModelSpec, TensorSpec};
 
-/// The tract backend.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Tract;
+/// The tract backend: single-threaded by default; [`Tract::with_threads`] shares out the rows
+/// of a call that runs row by row among several threads.
+#[derive(Clone, Copy, Debug)]
+pub struct Tract {
+    threads: usize,
+}
+
+impl Default for Tract {
+    fn default() -> Self {
+        Tract { threads: 1 }
+    }
+}
+
+impl Tract {
+    /// A backend whose row-by-row calls share their rows out among `threads` threads (scoped,
+    /// joined before the call returns; 0 counts as 1). In wasm every call runs on the calling
+    /// thread.
+    pub fn with_threads(threads: usize) -> Self {
+        Tract { threads: threads.max(1) }
+    }
+}
 
 impl Backend for Tract {
     fn name(&self) -> &'static str {
@@ -48,7 +67,9 @@ impl Backend for Tract {
         // Rows can run alone only when every output has a batch axis to stack them along.
         let row_axes = (by_row && output_axes.iter().all(Option::is_some))
             .then(|| output_axes.into_iter().flatten().collect());
-        let mut session = TractSession { model, inputs, outputs, row_axes, states: HashMap::new() };
+        let threads = if cfg!(target_family = "wasm") { 1 } else { self.threads };
+        let mut session =
+            TractSession { model, inputs, outputs, row_axes, threads, states: HashMap::new() };
         // Plan batch size 1 now, so a graph tract cannot run fails at load time.
         session.state(1)?;
         Ok(Box::new(session))
@@ -162,9 +183,14 @@ struct TractSession {
     /// For a graph run one row at a time: each output's batch axis, along which the rows'
     /// results are stacked. `None`: whole batches run at once.
     row_axes: Option<Vec<usize>>,
+    /// Threads sharing out the rows of a call run row by row.
+    threads: usize,
     /// Optimised plans, with their run state, by batch size.
     states: HashMap<usize, TypedSimpleState>,
 }
+
+/// A call's inputs, in the graph's order, each with its batch axis.
+type Views<'a> = [(Option<usize>, ArrayViewD<'a, f32>)];
 
 impl TractSession {
     /// The run state of the plan for `batch` rows, made and optimised on first use.
@@ -180,33 +206,96 @@ impl TractSession {
         Ok(self.states.get_mut(&batch).expect("inserted above"))
     }
 
-    /// Runs the plan for `batch` rows on `values` (the graph's inputs, in its order) and
-    /// checks the number of results.
-    fn call(
+    /// Runs `batch` rows one at a time on the batch-size-1 plan, shared out in contiguous
+    /// ranges among the session's threads (the calling one takes the first): each row's
+    /// outputs, in order.
+    fn rows_alone(
         &mut self,
+        views: &Views<'_>,
         batch: usize,
-        values: TVec<TValue>,
-    ) -> Result<Vec<ArrayD<f32>>, EngineError> {
-        let results = self.state(batch)?.run(values).map_err(|e| format!("{e:#}"))?;
-        if results.len() != self.outputs.len() {
-            return Err(format!(
-                "the graph returned {} outputs, it declares {}",
-                results.len(),
-                self.outputs.len()
-            )
-            .into());
+    ) -> Result<Vec<Vec<ArrayD<f32>>>, EngineError> {
+        let threads = self.threads.min(batch);
+        let outputs = self.outputs.clone();
+        let state = self.state(1)?;
+        if threads <= 1 {
+            return run_rows(state, views, 0..batch, &outputs);
         }
-        self.outputs
-            .iter()
-            .zip(results)
-            .map(|(name, value)| {
-                Ok(value
-                    .to_plain_array_view::<f32>()
-                    .map_err(|e| format!("output `{name}`: {e:#}"))?
-                    .to_owned())
-            })
-            .collect()
+        let plan = state.plan().clone();
+        let per = batch.div_ceil(threads);
+        let ranges: Vec<_> = (0..batch).step_by(per).map(|s| s..(s + per).min(batch)).collect();
+        std::thread::scope(|scope| {
+            let others: Vec<_> = ranges[1..]
+                .iter()
+                .map(|rows| {
+                    let (plan, outputs, rows) = (&plan, &outputs, rows.clone());
+                    scope.spawn(move || -> Result<_, EngineError> {
+                        let mut state = plan.spawn().map_err(|e| format!("{e:#}"))?;
+                        run_rows(&mut state, views, rows, outputs)
+                    })
+                })
+                .collect();
+            let mut rows = run_rows(state, views, ranges[0].clone(), &outputs)?;
+            for handle in others {
+                let more = handle.join().map_err(|panic| {
+                    format!("a tract thread failed: {}", panic_message(panic.as_ref()))
+                })??;
+                rows.extend(more);
+            }
+            Ok(rows)
+        })
     }
+}
+
+/// Runs `state`'s plan on `values` (the graph's inputs, in its order) and checks the number of
+/// results against `outputs`, the graph's output names.
+fn call(
+    state: &mut TypedSimpleState,
+    values: TVec<TValue>,
+    outputs: &[String],
+) -> Result<Vec<ArrayD<f32>>, EngineError> {
+    let results = state.run(values).map_err(|e| format!("{e:#}"))?;
+    if results.len() != outputs.len() {
+        return Err(format!(
+            "the graph returned {} outputs, it declares {}",
+            results.len(),
+            outputs.len()
+        )
+        .into());
+    }
+    outputs
+        .iter()
+        .zip(results)
+        .map(|(name, value)| {
+            Ok(value
+                .to_plain_array_view::<f32>()
+                .map_err(|e| format!("output `{name}`: {e:#}"))?
+                .to_owned())
+        })
+        .collect()
+}
+
+/// A call's inputs cut to `rows` along their batch axes (an input without one is passed whole).
+fn row_values(views: &Views<'_>, rows: Range<usize>) -> TVec<TValue> {
+    views
+        .iter()
+        .map(|(axis, view)| {
+            let value = match axis {
+                Some(a) => view.slice_axis(Axis(*a), rows.clone().into()),
+                None => view.view(),
+            };
+            Tensor::from(value.to_owned()).into_tvalue()
+        })
+        .collect()
+}
+
+/// Runs every row of `rows` alone on `state` (a batch-size-1 plan): each row's outputs.
+fn run_rows(
+    state: &mut TypedSimpleState,
+    views: &Views<'_>,
+    rows: Range<usize>,
+    outputs: &[String],
+) -> Result<Vec<Vec<ArrayD<f32>>>, EngineError> {
+    rows.map(|row| call(state, row_values(views, row..row + 1), outputs)).collect()
 }
 
 impl Session for TractSession {
@@ -222,20 +311,7 @@ impl Session for TractSession {
         let batch = super::batch(&self.inputs, inputs);
         let results = match self.row_axes.clone() {
             Some(axes) if batch > 1 => {
-                let mut rows = Vec::with_capacity(batch);
-                for row in 0..batch {
-                    let values = views
-                        .iter()
-                        .map(|(axis, view)| {
-                            let value = match axis {
-                                Some(a) => view.slice_axis(Axis(*a), (row..row + 1).into()),
-                                None => view.view(),
-                            };
-                            Tensor::from(value.to_owned()).into_tvalue()
-                        })
-                        .collect();
-                    rows.push(self.call(1, values)?);
-                }
+                let rows = self.rows_alone(&views, batch)?;
                 axes.iter()
                     .enumerate()
                     .map(|(i, &axis)| {
@@ -246,11 +322,12 @@ impl Session for TractSession {
                     .collect::<Result<Vec<_>, EngineError>>()?
             }
             _ => {
-                let values = views
+                let outputs = self.outputs.clone();
+                let values: TVec<TValue> = views
                     .iter()
                     .map(|(_, view)| Tensor::from(view.to_owned()).into_tvalue())
                     .collect();
-                self.call(batch, values)?
+                call(self.state(batch)?, values, &outputs)?
             }
         };
         Ok(self.outputs.iter().cloned().zip(results).collect())

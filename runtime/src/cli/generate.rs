@@ -112,10 +112,17 @@ pub fn run(args: &Args, out: &Output) -> anyhow::Result<()> {
     let keep = if args.keep_second { 2 } else { 1 };
 
     let backend_name = args.backend.single_backend()?.name();
+    let batch =
+        args.batch.unwrap_or(if args.backend.device == DeviceKind::Cuda { 128 } else { 16 });
+    let shard = args.shard.unwrap_or(Shard::ALL);
+    let mine = shard_references(sources, shard);
+    // Never more workers than chunks of this shard's reference images: a short run gives
+    // its one or few workers every core.
+    let jobs = args.backend.jobs_for(mine.len().div_ceil(batch.max(1)));
     // One generator (and gate) per worker: models are loaded per thread; results do not
     // depend on which worker handles which batch.
     let make_worker = || -> anyhow::Result<Worker> {
-        let backend = args.backend.backend()?;
+        let backend = args.backend.backend_for(jobs)?;
         let gate = if gated { Some(Gate::load(&loaded, backend.as_ref())?) } else { None };
         Ok(Worker {
             generator: Generator::load(&loaded, backend.as_ref(), settings.clone())?,
@@ -177,15 +184,11 @@ pub fn run(args: &Args, out: &Output) -> anyhow::Result<()> {
         );
     }
 
-    let shard = args.shard.unwrap_or(Shard::ALL);
-    let mine = shard_references(sources, shard);
     let done = dirs.complete_records()?;
     let pending: Vec<usize> = mine.iter().copied().filter(|r| !done.contains_key(r)).collect();
     let bar = out.progress(mine.len(), mine.len() - pending.len(), "reference images");
-    let batch =
-        args.batch.unwrap_or(if args.backend.device == DeviceKind::Cuda { 128 } else { 16 });
     let chunks: Vec<&[usize]> = pending.chunks(batch.max(1)).collect();
-    let jobs = args.backend.jobs().min(chunks.len()).max(1);
+    let jobs = jobs.min(chunks.len()).max(1);
     let failed = AtomicBool::new(false);
     let work = |worker: usize, mut w: Worker| -> anyhow::Result<()> {
         for chunk in chunks.iter().skip(worker).step_by(jobs) {

@@ -83,8 +83,8 @@ pub struct BackendArgs {
     #[arg(long, value_enum, default_value_t = DeviceKind::Cpu)]
     pub device: DeviceKind,
     /// CPU cores the run uses in all (0: every core): the default number of jobs on the CPU,
-    /// and shared out among the jobs as ONNX Runtime's intra-op threads (`--threads 1` runs
-    /// on one core).
+    /// and shared out among the jobs as ONNX Runtime's intra-op threads or as the threads
+    /// that run tract's rows (`--threads 1` runs on one core).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
     /// Batches run in parallel, each by its own copy of the models (default: one per core of
@@ -168,6 +168,23 @@ impl BackendArgs {
         self.backend_with(self.plan(available_cores()).1)
     }
 
+    /// Parallel workers for `chunks` independent pieces of work: [`BackendArgs::jobs`], but
+    /// never more than there are pieces.
+    pub fn jobs_for(&self, chunks: usize) -> usize {
+        self.jobs().min(chunks).max(1)
+    }
+
+    /// The backend of one of `jobs` workers (from [`BackendArgs::jobs_for`]): the cores of
+    /// `--threads` (else every core) shared out among them, so that fewer workers than cores
+    /// each run on several.
+    pub fn backend_for(
+        &self,
+        jobs: usize,
+    ) -> anyhow::Result<Box<dyn unpersonal_runtime::backend::Backend>> {
+        let budget = if self.threads > 0 { self.threads } else { available_cores().max(1) };
+        self.backend_with((budget / jobs.max(1)).max(1))
+    }
+
     /// The backend of a single worker with the whole machine (`--threads`, else every core).
     pub fn single_backend(&self) -> anyhow::Result<Box<dyn unpersonal_runtime::backend::Backend>> {
         self.backend_with(self.threads)
@@ -183,7 +200,10 @@ impl BackendArgs {
                     self.device == DeviceKind::Cpu,
                     "--device cuda needs --backend ort (tract runs on the CPU)"
                 );
-                Ok(Box::new(unpersonal_runtime::backend::Tract))
+                // 0 (every core, as for ONNX Runtime's intra-op threads) is this machine's
+                // cores for tract's rows.
+                let threads = if threads == 0 { available_cores() } else { threads };
+                Ok(Box::new(unpersonal_runtime::backend::Tract::with_threads(threads)))
             }
             #[cfg(feature = "ort")]
             BackendKind::Ort => {

@@ -129,7 +129,7 @@ pub async fn compare(
         format!("{}: {backend}: {}", case.name, chain(e.as_ref()))
     };
     let feed = case.feed();
-    let expected = Tract
+    let expected = Tract::default()
         .load(&case.onnx, &case.spec)
         .and_then(|mut s| s.run(&feed))
         .map_err(|e| fail("tract", e))?;

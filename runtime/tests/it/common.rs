@@ -211,7 +211,7 @@ pub fn bundle_json(models: Value) -> Value {
 pub fn backends() -> Vec<Box<dyn unpersonal_runtime::backend::Backend>> {
     #[allow(unused_mut)]
     let mut all: Vec<Box<dyn unpersonal_runtime::backend::Backend>> =
-        vec![Box::new(unpersonal_runtime::backend::Tract)];
+        vec![Box::new(unpersonal_runtime::backend::Tract::default())];
     #[cfg(feature = "ort")]
     {
         use unpersonal_runtime::backend::ort::{Device, Ort};

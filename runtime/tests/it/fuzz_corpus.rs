@@ -86,7 +86,7 @@ fn onnx_corpus_on_tract() {
         provenance: serde_json::Value::Null,
     };
     for (path, bytes) in corpus("onnx_tract") {
-        let outcome = std::panic::catch_unwind(|| Tract.load(&bytes, &spec).map(|_| ()));
+        let outcome = std::panic::catch_unwind(|| Tract::default().load(&bytes, &spec).map(|_| ()));
         assert!(outcome.is_ok(), "{}: tract panicked", path.display());
     }
 }

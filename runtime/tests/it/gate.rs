@@ -24,8 +24,10 @@ fn halves(scale: f32) -> (Model, Model) {
     let bundle = Bundle::from_json(&value.to_string()).unwrap();
     bundle.verify(Role::ReidEmbed, &embed).unwrap();
     bundle.verify(Role::ReidHead, &head).unwrap();
-    let embed = Model::load(&Tract, bundle.model(Role::ReidEmbed).unwrap(), &embed).unwrap();
-    let head = Model::load(&Tract, bundle.model(Role::ReidHead).unwrap(), &head).unwrap();
+    let embed =
+        Model::load(&Tract::default(), bundle.model(Role::ReidEmbed).unwrap(), &embed).unwrap();
+    let head =
+        Model::load(&Tract::default(), bundle.model(Role::ReidHead).unwrap(), &head).unwrap();
     (embed, head)
 }
 

@@ -40,7 +40,7 @@ fn the_shipped_models_learn_nothing_about_records_they_never_saw() {
     let data = Dataset::load(Path::new("/usr/share/datasets/fashion-mnist"), Split::Test)
         .expect("the Fashion-MNIST test split (scripts/setup.sh installs it)");
     let (n, r) = (300, 100);
-    let mut attacks = Attacks::load(&bundle, &Tract, Config::default()).unwrap();
+    let mut attacks = Attacks::load(&bundle, &Tract::default(), Config::default()).unwrap();
     let fake_members = score(&mut attacks, &data, &(0..n).collect::<Vec<_>>());
     let non_members = score(&mut attacks, &data, &(n..2 * n).collect::<Vec<_>>());
     let reference = score(&mut attacks, &data, &(2 * n..2 * n + r).collect::<Vec<_>>());
@@ -152,7 +152,7 @@ fn a_denoiser_that_memorised_its_members_gives_them_away() {
     let pixels = memorising_bundle(dir.path(), k);
     let (members, non_members) = pixels.view().split_at(Axis(0), k);
     let bundle = BundleDir::load(dir.path()).unwrap();
-    let mut attacks = Attacks::load(&bundle, &Tract, Config::default()).unwrap();
+    let mut attacks = Attacks::load(&bundle, &Tract::default(), Config::default()).unwrap();
     let labels = Array2::from_shape_fn((k, 10), |(_, j)| if j == 0 { 1.0 } else { 0.0 });
     let m = attacks.score(members, labels.view(), &mut |_| {}).unwrap();
     let n = attacks.score(non_members, labels.view(), &mut |_| {}).unwrap();

@@ -124,7 +124,11 @@ fn dpm_solver_on_gaussian_data_converges_at_second_order() {
     // about fourfold when the steps double, and be small at 100 steps.
     let sigma_data = 0.5f32;
     let mut den = Denoiser::new(
-        load(&unpersonal_runtime::backend::Tract, "gauss.onnx", Body::Gaussian(sigma_data)),
+        load(
+            &unpersonal_runtime::backend::Tract::default(),
+            "gauss.onnx",
+            Body::Gaussian(sigma_data),
+        ),
         None,
     )
     .unwrap();
@@ -362,7 +366,7 @@ fn nan_from_the_denoiser_stops_sampling() {
 #[test]
 fn mismatched_arrays_are_refused() {
     let mut den = Denoiser::new(
-        load(&unpersonal_runtime::backend::Tract, "scale.onnx", Body::Scale(0.5)),
+        load(&unpersonal_runtime::backend::Tract::default(), "scale.onnx", Body::Scale(0.5)),
         None,
     )
     .unwrap();

@@ -48,7 +48,7 @@ fn tract_and_onnx_runtime_make_the_same_images() {
     let bundle = shipped();
     let ort =
         Ort::new(None, Device::Cpu, 0).expect("ONNX Runtime must be available (scripts/setup.sh)");
-    let mut on_tract = generator(&bundle, &Tract);
+    let mut on_tract = generator(&bundle, &Tract::default());
     let mut on_ort = generator(&bundle, &ort);
     let (ids, conditions) = probe(&bundle, &mut on_tract, 4);
     let (_, ort_conditions) = probe(&bundle, &mut on_ort, 4);
@@ -70,7 +70,7 @@ fn the_shipped_gate_rejects_copies_and_near_copies_of_reference_images() {
             .unwrap();
     let all: Vec<usize> = (0..reference.len()).collect();
     let pixels = reference.batch(&all);
-    let mut gate = Gate::load(&bundle, &Tract).expect("the shipped bundle has a gate");
+    let mut gate = Gate::load(&bundle, &Tract::default()).expect("the shipped bundle has a gate");
     let index = gate.index(pixels.view()).unwrap();
 
     let (copies, _) = gate.judge(&index, pixels.view(), &all).unwrap();
@@ -94,7 +94,7 @@ fn the_shipped_gate_rejects_copies_and_near_copies_of_reference_images() {
     // The gate still lets the bundle's own samples through for most reference images.
     let mut settings = settings(&bundle);
     (settings.candidates, settings.rounds) = (2, 2);
-    let mut generator = Generator::load(&bundle, &Tract, settings).unwrap();
+    let mut generator = Generator::load(&bundle, &Tract::default(), settings).unwrap();
     let first: Vec<usize> = (0..4).collect();
     let conditions = generator.conditions(reference.batch(&first).view()).unwrap();
     let released =
@@ -114,7 +114,7 @@ fn an_index_built_chunk_by_chunk_is_the_one_pass_index() {
         .expect("the Fashion-MNIST test split (scripts/setup.sh installs it)");
     data.truncate(600);
     let pixels = data.batch(&(0..data.len()).collect::<Vec<_>>());
-    let mut gate = Gate::load(&bundle, &Tract).unwrap();
+    let mut gate = Gate::load(&bundle, &Tract::default()).unwrap();
     let whole = gate.index(pixels.view()).unwrap();
     for chunk in [1, 7, 255, 256, 300, 1000] {
         let mut indexing = Indexing::default();
@@ -136,5 +136,39 @@ fn an_index_built_chunk_by_chunk_is_the_one_pass_index() {
             bits(whole.probabilities()),
             "chunks of {chunk}: class probabilities differ"
         );
+    }
+}
+
+/// tract runs a graph with convolutions one row at a time, on one thread or shared out among
+/// several: every row's result is the one it gets alone, in its place, bit for bit.
+#[test]
+fn tract_rows_are_the_same_on_any_number_of_threads() {
+    use ndarray::Array4;
+    use unpersonal_runtime::backend::Model;
+    use unpersonal_runtime::bundle::Role;
+
+    let bundle = shipped();
+    let spec = bundle.bundle.model(Role::Classifier).unwrap();
+    let onnx = bundle.onnx(Role::Classifier).unwrap();
+    let rows = 7;
+    let images = Array4::from_shape_fn((rows, 1, 28, 28), |(n, _, y, x)| {
+        ((n * 13 + y * 3 + x * 7) % 17) as f32 / 8.0 - 1.0
+    });
+    let mut alone = Model::load(&Tract::default(), spec, onnx).unwrap();
+    let input = spec.inputs[0].name.clone();
+    let output = spec.outputs[0].name.clone();
+    for threads in [1, 2, 3, 8] {
+        let mut model = Model::load(&Tract::with_threads(threads), spec, onnx).unwrap();
+        let all = model.run(&[(input.as_str(), images.view().into_dyn())]).unwrap();
+        assert_eq!(all[&output].shape()[0], rows);
+        for n in 0..rows {
+            let one = images.slice_axis(Axis(0), (n..n + 1).into());
+            let expected = alone.run(&[(input.as_str(), one.into_dyn())]).unwrap();
+            assert_eq!(
+                all[&output].index_axis(Axis(0), n),
+                expected[&output].index_axis(Axis(0), 0),
+                "{threads} threads, row {n}"
+            );
+        }
     }
 }

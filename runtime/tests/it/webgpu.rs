@@ -85,7 +85,7 @@ fn sampling_loops_on_the_gpu_match_tract() {
         let ids: Vec<SampleId> =
             (0..candidates).map(|candidate| SampleId { reference: 0, candidate }).collect();
         let mut images = Vec::new();
-        for backend in [&Tract as &dyn Backend, &gpu] {
+        for backend in [&Tract::default() as &dyn Backend, &gpu] {
             let mut generator = Generator::load(&bundle, backend, settings.clone()).unwrap();
             assert_eq!(generator.samples_on_device(), backend.name() == "webgpu");
             let conditions = generator.conditions(reference.batch(&[0]).view()).unwrap();
