@@ -28,14 +28,13 @@ Run:
   .venv-torch/bin/python trainer/benches/pytorch_denoiser.py --batch 64 --threads 2
 """
 
-import argparse
-import json
 import math
-import time
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+import harness
 
 GROUPS = 8
 WIDTHS = (32, 64, 64)
@@ -174,68 +173,13 @@ def synthetic_batch(batch, device):
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--batch", type=int, default=64)
-    p.add_argument("--steps", type=int, default=20, help="timed steps")
-    p.add_argument("--warmup", type=int, default=3, help="untimed warm-up steps")
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--device", default="cpu", help="cpu, or cuda (timed after torch.cuda.synchronize)")
-    args = p.parse_args()
-
-    torch.set_num_threads(args.threads)
-    torch.set_num_interop_threads(1)
-    torch.manual_seed(0)
+    args = harness.arguments(__doc__.splitlines()[0], batch=64)
     device = torch.device(args.device)
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-
     model = Denoiser().to(device).train()
     params = [q for q in model.parameters() if q.requires_grad]
-    n_params = sum(q.numel() for q in params)
-    opt = torch.optim.AdamW(
-        [
-            {"params": [q for q in params if q.ndim >= 2], "weight_decay": 0.05},
-            {"params": [q for q in params if q.ndim < 2], "weight_decay": 0.0},
-        ],
-        lr=1e-3,
-        betas=(0.9, 0.999),
-        eps=1e-8,
-    )
-    ema = [q.detach().clone() for q in params]
     batch = synthetic_batch(args.batch, device)
-
-    def step():
-        opt.zero_grad(set_to_none=True)
-        loss = loss_of(model, *batch)
-        loss.backward()
-        opt.step()
-        with torch.no_grad():
-            torch._foreach_lerp_(ema, [q.detach() for q in params], 1.0 - 0.99)
-        return loss
-
-    for _ in range(args.warmup):
-        step()
-    sync()
-    t0 = time.perf_counter()
-    loss = None
-    for _ in range(args.steps):
-        loss = step()
-    sync()
-    elapsed = time.perf_counter() - t0
-    ms_per_step = elapsed * 1000.0 / max(args.steps, 1)
-    images_per_second = args.batch * args.steps / elapsed
-
-    if args.json:
-        print(json.dumps({"model": "denoiser", "batch": args.batch, "steps": args.steps,
-                          "images_per_second": images_per_second, "ms_per_step": ms_per_step,
-                          "threads": args.threads, "device": args.device,
-                          "torch_version": torch.__version__, "parameters": n_params}))
-    else:
-        print(f"torch {torch.__version__}, device {args.device}, threads {args.threads}")
-        print(f"parameters: {n_params}")
-        print(f"batch {args.batch}, warmup {args.warmup}, timed steps {args.steps}")
-        print(f"final loss: {loss.item():.4f}")
-        print(f"{images_per_second:.1f} images/s, {ms_per_step:.2f} ms/step")
+    step = harness.training_step(params, lr=1e-3, ema_decay=0.99, loss_of=lambda: loss_of(model, *batch))
+    harness.report("denoiser", args, step, sum(q.numel() for q in params))
 
 
 if __name__ == "__main__":
