@@ -118,11 +118,12 @@ pub fn run(args: &Args, out: &Output) -> anyhow::Result<()> {
     let mine = shard_references(sources, shard);
     // Never more workers than chunks of this shard's reference images: a short run gives
     // its one or few workers every core.
-    let jobs = args.backend.jobs_for(mine.len().div_ceil(batch.max(1)));
+    let planned_chunks = mine.len().div_ceil(batch.max(1));
+    let jobs = args.backend.jobs_for(planned_chunks);
     // One generator (and gate) per worker: models are loaded per thread; results do not
     // depend on which worker handles which batch.
     let make_worker = || -> anyhow::Result<Worker> {
-        let backend = args.backend.backend_for(jobs)?;
+        let backend = args.backend.backend_for(planned_chunks)?;
         let gate = if gated { Some(Gate::load(&loaded, backend.as_ref())?) } else { None };
         Ok(Worker {
             generator: Generator::load(&loaded, backend.as_ref(), settings.clone())?,

@@ -150,39 +150,38 @@ impl BackendArgs {
 
     /// Parallel workers, as `--jobs` says or by default.
     pub fn jobs(&self) -> usize {
-        self.plan(available_cores()).0
+        self.plan(available_cores(), usize::MAX).0
     }
 
-    /// `(jobs, threads per job)` on a machine of `cores` cores: `--threads` (else `cores`)
-    /// cores in all, one job per core on the CPU unless `--jobs` says otherwise, each job with
-    /// its share of the cores (at least one).
-    fn plan(&self, cores: usize) -> (usize, usize) {
+    /// `(jobs, threads per job)` on a machine of `cores` cores for `chunks` independent pieces
+    /// of work: `--threads` (else `cores`) cores in all, one job per core on the CPU unless
+    /// `--jobs` says otherwise but never more jobs than pieces, each job with its share of the
+    /// cores (at least one).
+    fn plan(&self, cores: usize, chunks: usize) -> (usize, usize) {
         let budget = if self.threads > 0 { self.threads } else { cores.max(1) };
         let gpu = self.device == DeviceKind::Cuda || self.backend == BackendKind::Webgpu;
-        let jobs = self.jobs.unwrap_or(if gpu { 1 } else { budget }).max(1);
+        let jobs = self.jobs.unwrap_or(if gpu { 1 } else { budget }).min(chunks).max(1);
         (jobs, (budget / jobs).max(1))
     }
 
     /// The backend of one of [`BackendArgs::jobs`] workers.
     pub fn backend(&self) -> anyhow::Result<Box<dyn unpersonal_runtime::backend::Backend>> {
-        self.backend_with(self.plan(available_cores()).1)
+        self.backend_for(usize::MAX)
     }
 
     /// Parallel workers for `chunks` independent pieces of work: [`BackendArgs::jobs`], but
     /// never more than there are pieces.
     pub fn jobs_for(&self, chunks: usize) -> usize {
-        self.jobs().min(chunks).max(1)
+        self.plan(available_cores(), chunks).0
     }
 
-    /// The backend of one of `jobs` workers (from [`BackendArgs::jobs_for`]): the cores of
-    /// `--threads` (else every core) shared out among them, so that fewer workers than cores
-    /// each run on several.
+    /// The backend of one of the [`BackendArgs::jobs_for`] workers of `chunks` pieces of work:
+    /// fewer workers than cores each run on several.
     pub fn backend_for(
         &self,
-        jobs: usize,
+        chunks: usize,
     ) -> anyhow::Result<Box<dyn unpersonal_runtime::backend::Backend>> {
-        let budget = if self.threads > 0 { self.threads } else { available_cores().max(1) };
-        self.backend_with((budget / jobs.max(1)).max(1))
+        self.backend_with(self.plan(available_cores(), chunks).1)
     }
 
     /// The backend of a single worker with the whole machine (`--threads`, else every core).
@@ -329,8 +328,12 @@ mod tests {
     }
 
     fn plan(flags: &[&str], cores: usize) -> (usize, usize) {
+        plan_for(flags, cores, usize::MAX)
+    }
+
+    fn plan_for(flags: &[&str], cores: usize, chunks: usize) -> (usize, usize) {
         let flags = Flags::try_parse_from(std::iter::once("test").chain(flags.iter().copied()));
-        flags.unwrap().backend.plan(cores)
+        flags.unwrap().backend.plan(cores, chunks)
     }
 
     #[test]
@@ -342,5 +345,13 @@ mod tests {
         assert_eq!(plan(&["--jobs", "3"], 8), (3, 2));
         assert_eq!(plan(&["--backend", "ort", "--device", "cuda"], 8), (1, 8));
         assert_eq!(plan(&["--jobs", "16"], 8), (16, 1), "at least one thread per job");
+    }
+
+    #[test]
+    fn fewer_pieces_of_work_than_cores_give_each_job_more_cores() {
+        assert_eq!(plan_for(&[], 8, 1), (1, 8), "one piece: one job on every core");
+        assert_eq!(plan_for(&[], 8, 3), (3, 2));
+        assert_eq!(plan_for(&["--threads", "4"], 8, 2), (2, 2));
+        assert_eq!(plan_for(&[], 8, 0), (1, 8), "no work still plans one job");
     }
 }
