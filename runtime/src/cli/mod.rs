@@ -219,10 +219,7 @@ impl BackendArgs {
                     self.device == DeviceKind::Cpu,
                     "--device is ONNX Runtime's; --backend webgpu picks the GPU adapter itself"
                 );
-                Ok(Box::new(
-                    unpersonal_runtime::backend::webgpu::WebGpu::new()
-                        .map_err(anyhow::Error::msg)?,
-                ))
+                Ok(Box::new(unpersonal_runtime::backend::webgpu::WebGpu::new()?))
             }
             #[cfg(not(feature = "webgpu"))]
             BackendKind::Webgpu => anyhow::bail!(

@@ -134,8 +134,8 @@ pub async fn compare(
         .and_then(|mut s| s.run(&feed))
         .map_err(|e| fail("tract", e))?;
     let got = match gpu.session(&case.onnx, &case.spec) {
-        Ok(mut session) => session.run_async(&feed).await.map_err(|e| fail("webgpu", e))?,
-        Err(e) => return Err(fail("webgpu", e)),
+        Ok(mut session) => session.run_async(&feed).await.map_err(|e| fail("webgpu", e.into()))?,
+        Err(e) => return Err(fail("webgpu", e.into())),
     };
     expected
         .iter()

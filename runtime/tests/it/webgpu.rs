@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use unpersonal_runtime::backend::webgpu::WebGpu;
+use unpersonal_runtime::backend::webgpu::{WebGpu, WebGpuError};
 use unpersonal_runtime::backend::{Backend, Tract};
 use unpersonal_runtime::bundle::{BundleDir, Dim, ModelSpec, TensorSpec};
 use unpersonal_runtime::generate::{Generator, SampleId, Settings};
@@ -47,7 +47,13 @@ fn an_operator_without_a_kernel_is_refused_at_load_naming_it() {
         outputs: Vec::new(),
         provenance: serde_json::Value::Null,
     };
-    let error = gpu.load(&onnx, &spec).err().expect("Erf has no kernel").to_string();
+    let error = gpu.load(&onnx, &spec).err().expect("Erf has no kernel");
+    // Boxed as the backend's `EngineError`, it is still the WebGPU backend's typed error.
+    assert!(
+        matches!(error.downcast_ref(), Some(WebGpuError::Unsupported { op, .. }) if op == "Erf"),
+        "{error:?}"
+    );
+    let error = error.to_string();
     assert!(error.contains("Erf") && error.contains("no kernel"), "{error}");
 }
 

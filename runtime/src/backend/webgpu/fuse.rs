@@ -328,7 +328,7 @@ mod tests {
     use std::path::Path;
 
     use super::*;
-    use crate::backend::webgpu::WebGpu;
+    use crate::backend::webgpu::{WebGpu, WebGpuError};
     use crate::bundle::BundleDir;
     use crate::parity;
 
@@ -390,6 +390,8 @@ mod tests {
         g.node("Add", &["x"], "y");
         let onnx = g.encode(&[("x", vec![Some(5), Some(67)])], &[("y", Vec::new())]);
         let error = Graph::parse(&onnx, &neg.spec).expect_err("Add of one input");
+        assert!(matches!(error, WebGpuError::Graph { .. }), "{error:?}");
+        let error = error.to_string();
         assert!(error.contains("needs 2 inputs"), "{error}");
     }
 

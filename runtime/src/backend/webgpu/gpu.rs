@@ -8,6 +8,8 @@ use futures_channel::oneshot;
 
 use wgpu::util::DeviceExt;
 
+use super::WebGpuError;
+
 /// Invocations per workgroup of the one-dimensional kernels.
 const GROUP: u32 = 64;
 /// Most workgroups along one dispatch axis.
@@ -50,7 +52,7 @@ pub(crate) struct Dispatch {
 impl Gpu {
     /// Opens the first high-performance adapter wgpu finds (Vulkan, Metal, DX12 or, in the
     /// browser, WebGPU) with that adapter's own limits.
-    pub async fn open() -> Result<Gpu, String> {
+    pub async fn open() -> Result<Gpu, WebGpuError> {
         let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle());
         let adapter = instance
             .request_adapter(&wgpu::RequestAdapterOptions {
@@ -60,7 +62,7 @@ impl Gpu {
                 apply_limit_buckets: false,
             })
             .await
-            .map_err(|e| format!("no GPU adapter: {e}"))?;
+            .map_err(|error| WebGpuError::NoAdapter { error })?;
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("unpersonal"),
@@ -68,9 +70,7 @@ impl Gpu {
                 ..Default::default()
             })
             .await
-            .map_err(|e| {
-                format!("the adapter {} refused a device: {e}", adapter.get_info().name)
-            })?;
+            .map_err(|error| WebGpuError::NoDevice { adapter: adapter.get_info().name, error })?;
         let zero = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
             label: Some("zero"),
             contents: bytemuck::cast_slice(&[0f32]),
@@ -221,14 +221,14 @@ impl Gpu {
     }
 
     /// Submits `encoder` and waits until the GPU has done everything submitted so far.
-    pub async fn settle(&self, encoder: wgpu::CommandEncoder) -> Result<(), String> {
+    pub async fn settle(&self, encoder: wgpu::CommandEncoder) -> Result<(), WebGpuError> {
         let (done, finished) = oneshot::channel();
         self.queue.submit([encoder.finish()]);
         self.queue.on_submitted_work_done(move || {
             let _ = done.send(());
         });
         self.wait()?;
-        finished.await.map_err(|_| "the GPU device was lost".to_string())
+        finished.await.map_err(|_| WebGpuError::DeviceLost)
     }
 
     /// Submits `encoder` with copies of `outputs` into mappable buffers, then reads them back.
@@ -236,7 +236,7 @@ impl Gpu {
         &self,
         mut encoder: wgpu::CommandEncoder,
         outputs: &[&Tensor],
-    ) -> Result<Vec<Vec<f32>>, String> {
+    ) -> Result<Vec<Vec<f32>>, WebGpuError> {
         let staging: Vec<wgpu::Buffer> = outputs
             .iter()
             .map(|t| {
@@ -267,12 +267,12 @@ impl Gpu {
         for ((buffer, t), mapped) in staging.iter().zip(outputs).zip(mapped) {
             mapped
                 .await
-                .map_err(|_| "the GPU device was lost".to_string())?
-                .map_err(|e| format!("cannot read a result back: {e}"))?;
+                .map_err(|_| WebGpuError::DeviceLost)?
+                .map_err(|error| WebGpuError::Map { error })?;
             let view = buffer
                 .slice(..)
                 .get_mapped_range()
-                .map_err(|e| format!("cannot read a result back: {e}"))?;
+                .map_err(|error| WebGpuError::MappedRange { error })?;
             values.push(bytemuck::cast_slice::<u8, f32>(&view)[..t.len()].to_vec());
             drop(view);
             buffer.unmap();
@@ -283,10 +283,10 @@ impl Gpu {
     /// Natively, drives the device until the submitted work is done (its callbacks then have
     /// run); in a browser this returns at once and the page's event loop does that while the
     /// caller awaits.
-    fn wait(&self) -> Result<(), String> {
+    fn wait(&self) -> Result<(), WebGpuError> {
         self.device
             .poll(wgpu::PollType::wait_indefinitely())
             .map(|_| ())
-            .map_err(|e| format!("the GPU did not finish: {e}"))
+            .map_err(|error| WebGpuError::Poll { error })
     }
 }

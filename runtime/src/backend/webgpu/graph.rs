@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use prost::Message;
 use tract_onnx::pb;
 
+use super::WebGpuError;
 use super::ops::{self, Op};
 use crate::bundle::{ModelSpec, TensorSpec};
 
@@ -43,9 +44,11 @@ pub(crate) struct Graph {
 impl Graph {
     /// Parses `onnx`; every node must have a kernel, or the error names the first that has
     /// none.
-    pub fn parse(onnx: &[u8], spec: &ModelSpec) -> Result<Graph, String> {
-        let proto = pb::ModelProto::decode(onnx).map_err(|e| format!("not an ONNX model: {e}"))?;
-        let graph = proto.graph.ok_or("the model has no graph")?;
+    pub fn parse(onnx: &[u8], spec: &ModelSpec) -> Result<Graph, WebGpuError> {
+        let proto = pb::ModelProto::decode(onnx).map_err(|error| WebGpuError::NotOnnx { error })?;
+        let graph = proto
+            .graph
+            .ok_or_else(|| WebGpuError::Graph { problem: "the model has no graph".into() })?;
         let mut constants = HashMap::new();
         for t in &graph.initializer {
             constants.insert(t.name.clone(), constant(t)?);
@@ -55,11 +58,14 @@ impl Graph {
             .iter()
             .filter(|i| !constants.contains_key(&i.name))
             .map(|i| {
-                spec.input(&i.name).cloned().ok_or_else(|| {
-                    format!("the graph has an input `{}` the bundle does not declare", i.name)
+                spec.input(&i.name).cloned().ok_or_else(|| WebGpuError::Graph {
+                    problem: format!(
+                        "the graph has an input `{}` the bundle does not declare",
+                        i.name
+                    ),
                 })
             })
-            .collect::<Result<Vec<_>, String>>()?;
+            .collect::<Result<Vec<_>, _>>()?;
         let mut nodes = Vec::with_capacity(graph.node.len());
         for n in &graph.node {
             let name = if n.name.is_empty() {
@@ -67,14 +73,16 @@ impl Graph {
             } else {
                 n.name.clone()
             };
-            let op = ops::build(n, &constants)
-                .map_err(|e| format!("node `{name}` ({}): {e}", n.op_type))?;
+            let op = ops::build(&name, n, &constants)?;
             let [output] = n.output.as_slice() else {
-                return Err(format!(
-                    "node `{name}` ({}) has {} outputs; the WebGPU backend runs single-output nodes",
-                    n.op_type,
-                    n.output.len()
-                ));
+                return Err(WebGpuError::Unsupported {
+                    node: name,
+                    op: n.op_type.clone(),
+                    problem: format!(
+                        "{} outputs; the WebGPU backend runs single-output nodes",
+                        n.output.len()
+                    ),
+                });
             };
             let inputs = n.input.iter().take(op.gpu_inputs(n.input.len())).cloned().collect();
             nodes.push(Node { name, op, inputs, output: output.clone() });
@@ -89,31 +97,41 @@ impl Graph {
 
     /// The shape of every value for `batch` rows: the inputs', the constants' and each node's
     /// output; the error names the first node whose input shapes it cannot take.
-    pub fn shapes(&self, batch: usize) -> Result<HashMap<&str, Vec<usize>>, String> {
+    pub fn shapes(&self, batch: usize) -> Result<HashMap<&str, Vec<usize>>, WebGpuError> {
         let mut shapes: HashMap<&str, Vec<usize>> =
             self.inputs.iter().map(|t| (t.name.as_str(), t.concrete(batch))).collect();
         shapes.extend(self.constants.iter().map(|(name, c)| (name.as_str(), c.dims.clone())));
         for node in &self.nodes {
-            let fail = |e: String| format!("node `{}`: {e}", node.name);
             let inputs = node
                 .inputs
                 .iter()
-                .map(|name| shapes.get(name.as_str()).map(Vec::as_slice).ok_or_else(|| fail(format!("input `{name}` is neither a graph input, a constant nor computed earlier"))))
+                .map(|name| {
+                    shapes.get(name.as_str()).map(Vec::as_slice).ok_or_else(|| WebGpuError::Graph {
+                        problem: format!(
+                            "node `{}`: input `{name}` is neither a graph input, a constant nor computed earlier",
+                            node.name
+                        ),
+                    })
+                })
                 .collect::<Result<Vec<_>, _>>()?;
-            let shape = node.op.output_shape(&inputs).map_err(fail)?;
+            let shape = node
+                .op
+                .output_shape(&inputs)
+                .map_err(|problem| WebGpuError::Shape { node: node.name.clone(), problem })?;
             shapes.insert(&node.output, shape);
         }
         Ok(shapes)
     }
 }
 
-fn constant(t: &pb::TensorProto) -> Result<Constant, String> {
+fn constant(t: &pb::TensorProto) -> Result<Constant, WebGpuError> {
     let dims = t
         .dims
         .iter()
         .map(|&d| {
-            usize::try_from(d)
-                .map_err(|_| format!("initializer `{}` has a negative extent", t.name))
+            usize::try_from(d).map_err(|_| WebGpuError::Graph {
+                problem: format!("initializer `{}` has a negative extent", t.name),
+            })
         })
         .collect::<Result<Vec<_>, _>>()?;
     let raw = |width: usize| (!t.raw_data.is_empty()).then(|| t.raw_data.chunks_exact(width));
@@ -132,10 +150,12 @@ fn constant(t: &pb::TensorProto) -> Result<Constant, String> {
             ))
         }
         other => {
-            return Err(format!(
-                "initializer `{}` has ONNX element type {other}; the WebGPU backend reads float32 and int64",
-                t.name
-            ));
+            return Err(WebGpuError::Graph {
+                problem: format!(
+                    "initializer `{}` has ONNX element type {other}; the WebGPU backend reads float32 and int64",
+                    t.name
+                ),
+            });
         }
     }
     Ok(Constant { dims, floats, ints })

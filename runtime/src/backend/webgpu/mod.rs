@@ -11,7 +11,12 @@
 //! In a browser the GPU is reached only through futures: there the sampling loop and
 //! [`WebGpuSession::run_async`] run, and single synchronous calls ([`Session::run`]) are
 //! refused.
+//!
+//! Failures are [`WebGpuError`]s, one kind per cause (opening the GPU, the graph, an
+//! unsupported node, a shape, the GPU at run time); [`Backend`] and [`Session`] box them as
+//! [`EngineError`]s, which keep the type for `downcast_ref`.
 
+mod error;
 mod fuse;
 mod gpu;
 mod graph;
@@ -27,6 +32,7 @@ use std::pin::Pin;
 
 use ndarray::{Array4, ArrayView2, ArrayView4, ArrayViewD, Axis};
 
+pub use self::error::WebGpuError;
 use self::gpu::{Gpu, Tensor};
 use self::graph::Graph;
 use self::plan::Plan;
@@ -45,12 +51,12 @@ pub struct WebGpu {
 impl WebGpu {
     /// Opens the first high-performance adapter (blocking; native targets).
     #[cfg(not(target_arch = "wasm32"))]
-    pub fn new() -> Result<WebGpu, String> {
+    pub fn new() -> Result<WebGpu, WebGpuError> {
         pollster::block_on(WebGpu::open())
     }
 
     /// Opens the first high-performance adapter.
-    pub async fn open() -> Result<WebGpu, String> {
+    pub async fn open() -> Result<WebGpu, WebGpuError> {
         Ok(WebGpu { gpu: Arc::new(Gpu::open().await?) })
     }
 
@@ -83,20 +89,21 @@ impl Backend for WebGpu {
 impl WebGpu {
     /// Loads `onnx` (whose interface `spec` describes) for [`WebGpuSession::run_async`]; what
     /// [`Backend::load`] boxes.
-    pub fn session(&self, onnx: &[u8], spec: &ModelSpec) -> Result<WebGpuSession, EngineError> {
+    pub fn session(&self, onnx: &[u8], spec: &ModelSpec) -> Result<WebGpuSession, WebGpuError> {
         let mut graph = Graph::parse(onnx, spec)?;
         fuse::fuse(&mut graph);
         self.upload(graph)
     }
 
     /// `graph` on the GPU: its weights uploaded and batch size 1 laid out.
-    fn upload(&self, graph: Graph) -> Result<WebGpuSession, EngineError> {
+    fn upload(&self, graph: Graph) -> Result<WebGpuSession, WebGpuError> {
         let mut weights = HashMap::new();
         for node in &graph.nodes {
             for name in &node.inputs {
                 if let Some(c) = graph.constants.get(name) {
-                    let floats = c.floats.as_ref().ok_or_else(|| {
-                        format!("node `{}` reads the int64 constant `{name}` on the GPU", node.name)
+                    let floats = c.floats.as_ref().ok_or_else(|| WebGpuError::IntegerConstant {
+                        node: node.name.clone(),
+                        constant: name.clone(),
                     })?;
                     weights.entry(name.clone()).or_insert_with(|| Tensor {
                         buffer: self.gpu.upload(floats),
@@ -122,7 +129,7 @@ pub struct WebGpuSession {
 }
 
 impl WebGpuSession {
-    fn plan(&mut self, batch: usize) -> Result<&Plan, String> {
+    fn plan(&mut self, batch: usize) -> Result<&Plan, WebGpuError> {
         if !self.plans.contains_key(&batch) {
             let plan = Plan::new(&self.graph, &self.weights, &self.gpu, batch)?;
             self.plans.insert(batch, plan);
@@ -135,10 +142,10 @@ impl WebGpuSession {
     pub async fn run_async(
         &mut self,
         inputs: &[(&str, ArrayViewD<'_, f32>)],
-    ) -> Result<Outputs, EngineError> {
+    ) -> Result<Outputs, WebGpuError> {
         let batch = super::batch(&self.graph.inputs, inputs);
         let gpu = self.gpu.clone();
-        Ok(self.plan(batch)?.run(&gpu, inputs).await?)
+        self.plan(batch)?.run(&gpu, inputs).await
     }
 }
 
@@ -147,11 +154,11 @@ impl Session for WebGpuSession {
         #[cfg(target_arch = "wasm32")]
         {
             let _ = inputs;
-            Err("a browser cannot wait for its GPU synchronously: use the sampling loop or `WebGpuSession::run_async`".into())
+            Err(WebGpuError::Synchronous.into())
         }
         #[cfg(not(target_arch = "wasm32"))]
         {
-            pollster::block_on(self.run_async(inputs))
+            Ok(pollster::block_on(self.run_async(inputs))?)
         }
     }
 }
@@ -173,11 +180,16 @@ impl DeviceDenoiser for WebGpuSession {
         Box::pin(async move {
             let gpu = self.gpu.clone();
             let (_, c, h, w) = noise.dim();
-            let plan = self.plan(2 * noise.len_of(Axis(0)))?;
-            let mut field = GpuField::new(&gpu, plan, condition, guidance, [c, h, w])?;
-            let start = field.upload(noise);
-            let images = solve(&mut field, start, sigmas, solver, on_step).await?;
-            field.read(&images).await
+            let sampled = async {
+                let plan = self.plan(2 * noise.len_of(Axis(0)))?;
+                let mut field = GpuField::new(&gpu, plan, condition, guidance, [c, h, w])?;
+                let start = field.upload(noise);
+                let images = solve(&mut field, start, sigmas, solver, on_step).await?;
+                field.read(&images).await
+            };
+            // The device sampler's interface speaks in messages (the whole message: a
+            // `WebGpuError` carries its causes in its text).
+            sampled.await.map_err(|e: WebGpuError| e.to_string())
         })
     }
 }

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 
 use ndarray::{ArrayD, ArrayViewD, IxDyn};
 
+use super::WebGpuError;
 use super::gpu::{Dispatch, Gpu, Tensor};
 use super::graph::Graph;
 use crate::backend::Outputs;
@@ -63,7 +64,7 @@ impl Plan {
         weights: &HashMap<String, Tensor>,
         gpu: &Gpu,
         batch: usize,
-    ) -> Result<Plan, String> {
+    ) -> Result<Plan, WebGpuError> {
         let shapes = graph.shapes(batch)?;
         let mut buffers = Buffers { all: Vec::new(), live: Vec::new(), free: Vec::new() };
         let mut values: HashMap<&str, usize> = HashMap::new();
@@ -88,7 +89,11 @@ impl Plan {
         let max_binding = gpu.max_binding();
         let mut dispatches = Vec::new();
         for (i, node) in graph.nodes.iter().enumerate() {
-            let fail = |e: String| format!("node `{}`: {e}", node.name);
+            let shape_error =
+                |problem: String| WebGpuError::Shape { node: node.name.clone(), problem };
+            let graph_error = |problem: &str| WebGpuError::Graph {
+                problem: format!("node `{}`: {problem}", node.name),
+            };
             let tensors = node
                 .inputs
                 .iter()
@@ -98,13 +103,13 @@ impl Plan {
                         buffer: buffers.all[*id].0.clone(),
                         shape: shapes[name.as_str()].clone(),
                     }),
-                    (None, None) => Err(fail(format!("input `{name}` is not on the GPU"))),
+                    (None, None) => Err(graph_error(&format!("input `{name}` is not on the GPU"))),
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             let shape = shapes[node.output.as_str()].clone();
             let elements: usize = shape.iter().product();
             if 4 * elements as u64 > max_binding {
-                return Err(fail(format!(
+                return Err(shape_error(format!(
                     "its output {shape:?} needs {} MiB, more than this adapter binds ({} MiB): use a smaller batch",
                     (4 * elements) >> 20,
                     max_binding >> 20
@@ -113,7 +118,7 @@ impl Plan {
             let id = if node.op.aliases() {
                 let id = values
                     .get(node.inputs[0].as_str())
-                    .ok_or_else(|| fail("it can only alias a computed tensor".into()))?;
+                    .ok_or_else(|| graph_error("it can only alias a computed tensor"))?;
                 buffers.live[*id] += 1;
                 *id
             } else {
@@ -121,7 +126,7 @@ impl Plan {
             };
             let output = Tensor { buffer: buffers.all[id].0.clone(), shape };
             let refs: Vec<&Tensor> = tensors.iter().collect();
-            dispatches.extend(node.op.encode(gpu, &refs, &output).map_err(fail)?);
+            dispatches.extend(node.op.encode(gpu, &refs, &output).map_err(shape_error)?);
             values.insert(&node.output, id);
             let mut done: Vec<&str> = node
                 .inputs
@@ -141,9 +146,9 @@ impl Plan {
             .outputs
             .iter()
             .map(|name| {
-                let id = values
-                    .get(name.as_str())
-                    .ok_or_else(|| format!("graph output `{name}` is never computed"))?;
+                let id = values.get(name.as_str()).ok_or_else(|| WebGpuError::Graph {
+                    problem: format!("graph output `{name}` is never computed"),
+                })?;
                 Ok((
                     name.clone(),
                     Tensor {
@@ -152,7 +157,7 @@ impl Plan {
                     },
                 ))
             })
-            .collect::<Result<Vec<_>, String>>()?;
+            .collect::<Result<Vec<_>, WebGpuError>>()?;
         Ok(Plan { inputs, outputs, dispatches })
     }
 
@@ -161,18 +166,19 @@ impl Plan {
         &self,
         gpu: &Gpu,
         inputs: &[(&str, ArrayViewD<'_, f32>)],
-    ) -> Result<Outputs, String> {
+    ) -> Result<Outputs, WebGpuError> {
         for (name, tensor) in &self.inputs {
-            let (_, view) = inputs
-                .iter()
-                .find(|(n, _)| n == name)
-                .ok_or_else(|| format!("input `{name}` is not given"))?;
+            let (_, view) = inputs.iter().find(|(n, _)| n == name).ok_or_else(|| {
+                WebGpuError::Input { problem: format!("input `{name}` is not given") }
+            })?;
             if view.shape() != tensor.shape.as_slice() {
-                return Err(format!(
-                    "input `{name}` has shape {:?}, the plan {:?}",
-                    view.shape(),
-                    tensor.shape
-                ));
+                return Err(WebGpuError::Input {
+                    problem: format!(
+                        "input `{name}` has shape {:?}, the plan {:?}",
+                        view.shape(),
+                        tensor.shape
+                    ),
+                });
             }
             gpu.write(&tensor.buffer, &view.iter().copied().collect::<Vec<f32>>());
         }
@@ -183,28 +189,24 @@ impl Plan {
         let mut outputs = Outputs::new();
         for ((name, tensor), data) in self.outputs.iter().zip(values) {
             let array = ArrayD::from_shape_vec(IxDyn(&tensor.shape), data)
-                .map_err(|e| format!("output `{name}`: {e}"))?;
+                .map_err(|error| WebGpuError::Output { output: name.clone(), error })?;
             outputs.insert(name.clone(), array);
         }
         Ok(outputs)
     }
 
     /// The buffer of input `name`.
-    pub fn input(&self, name: &str) -> Result<&Tensor, String> {
-        self.inputs
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, t)| t)
-            .ok_or_else(|| format!("the graph has no input `{name}`"))
+    pub fn input(&self, name: &str) -> Result<&Tensor, WebGpuError> {
+        self.inputs.iter().find(|(n, _)| n == name).map(|(_, t)| t).ok_or_else(|| {
+            WebGpuError::Graph { problem: format!("the graph has no input `{name}`") }
+        })
     }
 
     /// The buffer of output `name` (valid after the kernels ran).
-    pub fn output(&self, name: &str) -> Result<&Tensor, String> {
-        self.outputs
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, t)| t)
-            .ok_or_else(|| format!("the graph has no output `{name}`"))
+    pub fn output(&self, name: &str) -> Result<&Tensor, WebGpuError> {
+        self.outputs.iter().find(|(n, _)| n == name).map(|(_, t)| t).ok_or_else(|| {
+            WebGpuError::Graph { problem: format!("the graph has no output `{name}`") }
+        })
     }
 
     /// The recorded kernels, in order.

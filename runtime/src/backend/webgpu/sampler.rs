@@ -6,6 +6,7 @@
 
 use ndarray::{Array1, Array2, Array4, ArrayView2, ArrayView4, Axis, concatenate};
 
+use super::WebGpuError;
 use super::gpu::{Gpu, Tensor};
 use super::ops::lincomb;
 use super::plan::Plan;
@@ -30,7 +31,7 @@ impl<'a> GpuField<'a> {
         condition: ArrayView2<f32>,
         guidance: Guidance,
         image: [usize; 3],
-    ) -> Result<GpuField<'a>, String> {
+    ) -> Result<GpuField<'a>, WebGpuError> {
         let n = condition.nrows();
         let null = Array2::<f32>::zeros(condition.raw_dim());
         let both = concatenate![Axis(0), condition, null];
@@ -50,30 +51,32 @@ impl<'a> GpuField<'a> {
     }
 
     /// Runs what is recorded and reads `images` back.
-    pub async fn read(&mut self, images: &Tensor) -> Result<Array4<f32>, String> {
-        let encoder = self.encoder.take().ok_or("the GPU work was already submitted")?;
+    pub async fn read(&mut self, images: &Tensor) -> Result<Array4<f32>, WebGpuError> {
+        let encoder = self.encoder.take().ok_or_else(submitted)?;
         let mut values = self.gpu.read(encoder, &[images]).await?;
         let [n, c, h, w] = self.shape[..] else {
-            return Err("the sampled images are not 4-D".into());
+            return Err(WebGpuError::Sampler { problem: "the sampled images are not 4-D".into() });
         };
         Array4::from_shape_vec((n, c, h, w), values.pop().unwrap_or_default())
-            .map_err(|e| e.to_string())
+            .map_err(|e| WebGpuError::Sampler { problem: e.to_string() })
     }
 
-    fn encoder(&mut self) -> Result<&mut wgpu::CommandEncoder, String> {
-        self.encoder.as_mut().ok_or_else(|| "the GPU work was already submitted".to_string())
+    fn encoder(&mut self) -> Result<&mut wgpu::CommandEncoder, WebGpuError> {
+        self.encoder.as_mut().ok_or_else(submitted)
     }
 
     fn output(&self) -> Tensor {
         Tensor { buffer: self.gpu.storage(self.shape.iter().product()), shape: self.shape.clone() }
     }
 
-    fn guided(&mut self, x: &Tensor, sigma: f32) -> Result<Tensor, String> {
+    fn guided(&mut self, x: &Tensor, sigma: f32) -> Result<Tensor, WebGpuError> {
         let (input, sigmas, denoised) =
             (self.plan.input("x")?, self.plan.input("sigma")?, self.plan.output("denoised")?);
         let bytes = 4 * x.len() as u64;
         if input.len() != 2 * x.len() {
-            return Err(format!("the plan takes {:?}, the sampler has {:?}", input.shape, x.shape));
+            return Err(WebGpuError::Sampler {
+                problem: format!("the plan takes {:?}, the sampler has {:?}", input.shape, x.shape),
+            });
         }
         let fill = lincomb(self.gpu, &[], sigma, sigmas)?;
         let out = self.output();
@@ -92,13 +95,13 @@ impl<'a> GpuField<'a> {
 
 impl Field for GpuField<'_> {
     type Images = Tensor;
-    type Error = String;
+    type Error = WebGpuError;
 
-    async fn denoise(&mut self, x: &Tensor, sigma: f32) -> Result<Tensor, String> {
+    async fn denoise(&mut self, x: &Tensor, sigma: f32) -> Result<Tensor, WebGpuError> {
         self.guided(x, sigma)
     }
 
-    fn combine(&mut self, terms: &[(f32, &Tensor)]) -> Result<Tensor, String> {
+    fn combine(&mut self, terms: &[(f32, &Tensor)]) -> Result<Tensor, WebGpuError> {
         let out = self.output();
         let terms: Vec<(f32, &Tensor, usize)> = terms.iter().map(|&(w, x)| (w, x, 0)).collect();
         let dispatch = lincomb(self.gpu, &terms, 0.0, &out)?;
@@ -106,11 +109,13 @@ impl Field for GpuField<'_> {
         Ok(out)
     }
 
-    async fn settle(&mut self) -> Result<(), String> {
-        let encoder = self
-            .encoder
-            .replace(self.gpu.encoder())
-            .ok_or_else(|| "the GPU work was already submitted".to_string())?;
+    async fn settle(&mut self) -> Result<(), WebGpuError> {
+        let encoder = self.encoder.replace(self.gpu.encoder()).ok_or_else(submitted)?;
         self.gpu.settle(encoder).await
     }
+}
+
+/// The recorded work was submitted already (the field is used after its images were read).
+fn submitted() -> WebGpuError {
+    WebGpuError::Sampler { problem: "the GPU work was already submitted".into() }
 }

@@ -35,6 +35,7 @@ use std::fmt::Debug;
 
 use tract_onnx::pb;
 
+use super::WebGpuError;
 use super::gpu::{Dispatch, Gpu, Tensor};
 use super::graph::Constant;
 
@@ -55,7 +56,8 @@ pub(crate) trait Op: Any + Debug + Send + Sync {
         inputs
     }
 
-    /// The output shape for these input shapes.
+    /// The output shape for these input shapes; the error says why not (the caller names the
+    /// node: [`WebGpuError::Shape`]).
     fn output_shape(&self, inputs: &[&[usize]]) -> Result<Vec<usize>, String>;
 
     /// Whether the output is the first input's buffer under another shape (no kernel).
@@ -63,7 +65,8 @@ pub(crate) trait Op: Any + Debug + Send + Sync {
         false
     }
 
-    /// Records the kernels that compute `output` from `inputs`.
+    /// Records the kernels that compute `output` from `inputs`; the error says why not (a shape
+    /// past the kernels' indices or limits; the caller names the node: [`WebGpuError::Shape`]).
     fn encode(
         &self,
         gpu: &Gpu,
@@ -72,42 +75,58 @@ pub(crate) trait Op: Any + Debug + Send + Sync {
     ) -> Result<Vec<Dispatch>, String>;
 }
 
-/// The op of `node`, or why the backend cannot run it.
+/// The op of `node` (named `name`), or why the backend cannot run it: a malformed node
+/// ([`WebGpuError::Graph`]) or one the kernels do not support ([`WebGpuError::Unsupported`]).
 pub(crate) fn build(
+    name: &str,
     node: &pb::NodeProto,
     constants: &HashMap<String, Constant>,
-) -> Result<Box<dyn Op>, String> {
+) -> Result<Box<dyn Op>, WebGpuError> {
+    let malformed = |problem: String| WebGpuError::Graph {
+        problem: format!("node `{name}` ({}): {problem}", node.op_type),
+    };
+    let unsupported = |problem: String| WebGpuError::Unsupported {
+        node: name.to_string(),
+        op: node.op_type.clone(),
+        problem,
+    };
     let attrs = Attributes(node);
-    let host = |i: usize| -> Result<&Constant, String> {
-        let name = node
+    let host = |i: usize| -> Result<&Constant, WebGpuError> {
+        let input = node
             .input
             .get(i)
             .filter(|n| !n.is_empty())
-            .ok_or_else(|| format!("input {i} is missing"))?;
-        constants
-            .get(name)
-            .ok_or_else(|| format!("input `{name}` must be a constant (an initializer)"))
+            .ok_or_else(|| malformed(format!("input {i} is missing")))?;
+        constants.get(input).ok_or_else(|| {
+            unsupported(format!("input `{input}` must be a constant (an initializer)"))
+        })
     };
     if let Some(expr) = Expr::of(&node.op_type) {
         if node.input.len() != expr.inputs || node.input.iter().any(String::is_empty) {
-            return Err(format!("needs {} inputs, has {:?}", expr.inputs, node.input));
+            return Err(malformed(format!("needs {} inputs, has {:?}", expr.inputs, node.input)));
         }
         return Ok(Box::new(Elementwise { expr }));
     }
     Ok(match node.op_type.as_str() {
         "Identity" => Box::new(reshape::Reshape::identity()),
         "Flatten" => Box::new(reshape::Reshape::flatten(attrs.int("axis").unwrap_or(1))),
-        "Reshape" => {
-            Box::new(reshape::Reshape::new(host(1)?, attrs.int("allowzero").unwrap_or(0) != 0)?)
-        }
+        "Reshape" => Box::new(
+            reshape::Reshape::new(host(1)?, attrs.int("allowzero").unwrap_or(0) != 0)
+                .map_err(unsupported)?,
+        ),
         "Transpose" => Box::new(transpose::Transpose::new(attrs.ints("perm"))),
-        "Slice" => Box::new(slice::Slice::new(
-            host(1)?,
-            host(2)?,
-            node.input.get(3).map(|_| host(3)).transpose()?,
-            node.input.get(4).map(|_| host(4)).transpose()?,
-        )?),
-        "Concat" => Box::new(concat::Concat::new(attrs.int("axis").ok_or("Concat needs `axis`")?)),
+        "Slice" => Box::new(
+            slice::Slice::new(
+                host(1)?,
+                host(2)?,
+                node.input.get(3).map(|_| host(3)).transpose()?,
+                node.input.get(4).map(|_| host(4)).transpose()?,
+            )
+            .map_err(unsupported)?,
+        ),
+        "Concat" => Box::new(concat::Concat::new(
+            attrs.int("axis").ok_or_else(|| malformed("Concat needs `axis`".into()))?,
+        )),
         "ReduceMean" => Box::new(reduce::Reduce::new(
             true,
             attrs.ints("axes"),
@@ -123,12 +142,12 @@ pub(crate) fn build(
         }
         "Softmax" => Box::new(softmax::Softmax::new(attrs.int("axis").unwrap_or(-1))),
         "MatMul" => Box::new(matmul::MatMul),
-        "Conv" => Box::new(conv::Conv::new(&attrs)?),
-        "Resize" => Box::new(resize::Resize::new(&attrs, host(2)?)?),
+        "Conv" => Box::new(conv::Conv::new(&attrs).map_err(unsupported)?),
+        "Resize" => Box::new(resize::Resize::new(&attrs, host(2)?).map_err(unsupported)?),
         other => {
-            return Err(format!(
+            return Err(unsupported(format!(
                 "the WebGPU backend has no kernel for the ONNX operator `{other}`"
-            ));
+            )));
         }
     })
 }
