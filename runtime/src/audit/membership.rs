@@ -670,18 +670,34 @@ pub fn roc_curve(members: &[f32], non_members: &[f32]) -> Vec<[f64; 2]> {
     points
 }
 
-/// At most `max` (at least 2) of `points`, evenly spaced by index, the first and the last
-/// always kept.
+/// At most `max` (at least 3) of `points` (a ROC curve from [`roc_curve`], false-positive
+/// rates ascending), spaced evenly in log false-positive rate, as the curves are plotted: the
+/// first point, the last point at a false-positive rate of 0 (the true-positive rate reached
+/// without a single false positive), and of the rest the last point of each of `max - 2`
+/// bands of equal width in log10 rate between the smallest nonzero rate and 1. So the low
+/// false-positive corner, where membership claims are made, keeps every point it has until
+/// its bands are finer than the curve's steps; the last point is always kept.
 pub fn downsample(points: &[[f64; 2]], max: usize) -> Vec<[f64; 2]> {
-    let max = max.max(2);
+    let max = max.max(3);
     if points.len() <= max {
         return points.to_vec();
     }
-    let last = points.len() - 1;
-    let mut kept: Vec<usize> = (0..max).map(|j| (j * last + (max - 1) / 2) / (max - 1)).collect();
-    kept[max - 1] = last;
-    kept.dedup();
-    kept.iter().map(|&i| points[i]).collect()
+    let Some(low) = points.iter().map(|p| p[0]).find(|&f| f > 0.0) else {
+        return vec![points[0], points[points.len() - 1]];
+    };
+    let bands = (max - 2) as f64;
+    let span = (-low.log10()).max(f64::MIN_POSITIVE);
+    let band = |f: f64| -> Option<usize> {
+        (f > 0.0).then(|| (((f.log10() - low.log10()) / span * bands) as usize).min(max - 3))
+    };
+    let mut kept = vec![points[0]];
+    for (i, p) in points.iter().enumerate().skip(1) {
+        let next = points.get(i + 1).map(|q| band(q[0]));
+        if next != Some(band(p[0])) {
+            kept.push(*p);
+        }
+    }
+    kept
 }
 
 /// The true-positive rate at false-positive rate at most `fpr`, exact from the scores. With
@@ -999,13 +1015,24 @@ mod tests {
     }
 
     #[test]
-    fn downsampling_keeps_the_ends() {
-        let points: Vec<[f64; 2]> = (0..=1000).map(|i| [i as f64 / 1000.0; 2]).collect();
+    fn downsampling_keeps_the_ends_and_the_low_false_positive_corner() {
+        // An even curve with 1,000 steps of false-positive rate, and a first step at 0.
+        let points: Vec<[f64; 2]> = [[0.0, 0.0], [0.0, 0.05]]
+            .into_iter()
+            .chain((1..=1000).map(|i| [i as f64 / 1000.0, 0.05 + 0.95 * i as f64 / 1000.0]))
+            .collect();
         let kept = downsample(&points, 200);
-        assert_eq!(kept.len(), 200);
-        assert_eq!((kept[0], kept[199]), ([0.0, 0.0], [1.0, 1.0]));
-        assert!(kept.windows(2).all(|w| w[0][0] < w[1][0]));
+        assert!(kept.len() <= 200 && kept.len() > 100, "{}", kept.len());
+        assert_eq!((kept[0], kept[1], kept[kept.len() - 1]), ([0.0, 0.0], [0.0, 0.05], [1.0, 1.0]));
+        assert!(kept.windows(2).skip(1).all(|w| w[0][0] < w[1][0]));
+        // Every one of the ten points at or below 1 % false positives survives (evenly by
+        // index, two of 200 would).
+        assert_eq!(kept.iter().filter(|p| p[0] > 0.0 && p[0] <= 0.01 + 1e-12).count(), 10);
+        assert!(kept.iter().all(|p| points.contains(p)));
         assert_eq!(downsample(&points[..5], 200).len(), 5);
+        // No nonzero false-positive rate: the two ends.
+        let flat: Vec<[f64; 2]> = (0..=10).map(|i| [0.0, i as f64 / 10.0]).collect();
+        assert_eq!(downsample(&flat, 4), vec![[0.0, 0.0], [0.0, 1.0]]);
     }
 
     #[test]
