@@ -72,8 +72,30 @@ impl Settings {
         overrides: &Overrides,
         flag: impl Fn(&str) -> String,
     ) -> Result<Settings, String> {
-        let mut s = Settings::from_bundle(sampler, seed);
+        let mut s = Settings::teacher(sampler, seed);
         s.solver = overrides.solver.unwrap_or(s.solver);
+        if s.solver == Solver::Distilled {
+            let Some(distilled) = sampler.distilled else {
+                return Err(format!(
+                    "{} distilled: this bundle has no distilled student (models.student)",
+                    flag("solver")
+                ));
+            };
+            if let Some(setting) = [
+                overrides.guidance.map(|_| "guidance"),
+                overrides.guidance_interval.map(|_| "guidance-interval"),
+            ]
+            .into_iter()
+            .flatten()
+            .next()
+            {
+                return Err(format!(
+                    "{} does not apply to the distilled solver: its student learnt the teacher's guidance",
+                    flag(setting)
+                ));
+            }
+            s = s.distilled(distilled.steps);
+        }
         s.steps = overrides.steps.unwrap_or(s.steps);
         s.guidance = overrides.guidance.unwrap_or(s.guidance);
         s.guidance_interval = overrides.guidance_interval.or(s.guidance_interval);
@@ -83,8 +105,18 @@ impl Settings {
         Ok(s)
     }
 
-    /// The bundle's sampler defaults with `seed`.
+    /// The bundle's sampler defaults with `seed`: with the `distilled` solver, its student's
+    /// steps, unguided.
     pub fn from_bundle(sampler: &SamplerSpec, seed: u64) -> Settings {
+        let s = Settings::teacher(sampler, seed);
+        match (s.solver, sampler.distilled) {
+            (Solver::Distilled, Some(distilled)) => s.distilled(distilled.steps),
+            _ => s,
+        }
+    }
+
+    /// `sampler` as it is written: the teacher's steps and guidance whatever the solver.
+    fn teacher(sampler: &SamplerSpec, seed: u64) -> Settings {
         Settings {
             seed,
             solver: sampler.solver,
@@ -97,6 +129,19 @@ impl Settings {
             guidance_decrement: sampler.guidance_decrement,
             candidates: sampler.candidates_per_image,
             rounds: sampler.max_rounds,
+        }
+    }
+
+    /// These settings for the distilled student: `steps` steps, no guidance in any round (the
+    /// student learnt the teacher's).
+    fn distilled(self, steps: usize) -> Settings {
+        Settings {
+            solver: Solver::Distilled,
+            steps,
+            guidance: 1.0,
+            guidance_interval: None,
+            guidance_decrement: 0.0,
+            ..self
         }
     }
 
@@ -267,6 +312,13 @@ impl Generator {
                 "at least one candidate and one round per reference image are needed".into(),
             ));
         }
+        let distilled = |s: &Settings| s.solver == Solver::Distilled;
+        if distilled(&settings) != distilled(&self.settings) {
+            return Err(SampleError::Settings(format!(
+                "the {} solver runs another model than the {} solver loaded: load the generator again",
+                settings.solver, self.settings.solver
+            )));
+        }
         self.sigmas =
             karras_sigmas(settings.steps, settings.sigma_min, settings.sigma_max, settings.rho)?;
         self.settings = settings;
@@ -297,14 +349,17 @@ impl Generator {
         let load = |role: Role, on: &dyn Backend| -> Result<Model, SampleError> {
             Ok(Model::load(on, bundle.model(role)?, loaded.onnx(role)?)?)
         };
-        let spec = bundle.model(Role::Denoiser)?;
+        let role = settings.solver.roles()[0];
+        let spec = bundle.model(role)?;
         let guide = match bundle.models.get(&Role::Guide) {
-            Some(g) if g.file != spec.file => Some(load(Role::Guide, sampler)?),
+            Some(g) if settings.solver.roles().contains(&Role::Guide) && g.file != spec.file => {
+                Some(load(Role::Guide, sampler)?)
+            }
             _ => None,
         };
         let device = match guide {
             Some(_) => None,
-            None => sampler.device_denoiser(loaded.onnx(Role::Denoiser)?, spec).map_err(|e| {
+            None => sampler.device_denoiser(loaded.onnx(role)?, spec).map_err(|e| {
                 BackendError::Load {
                     file: spec.file.clone(),
                     backend: sampler.name(),
@@ -314,7 +369,7 @@ impl Generator {
         };
         let denoiser = match device {
             Some(device) => Denoiser::on_device(spec, device)?,
-            None => Denoiser::new(load(Role::Denoiser, sampler)?, guide)?,
+            None => Denoiser::new(load(role, sampler)?, guide)?,
         };
         Generator::new(bundle, denoiser, load(Role::Features, backend)?, settings)
     }

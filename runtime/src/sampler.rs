@@ -46,6 +46,9 @@ pub enum SampleError {
     /// The caller's arrays do not fit the denoiser or each other.
     #[error("{0}")]
     Shape(String),
+    /// Settings the loaded models cannot run.
+    #[error("{0}")]
+    Settings(String),
 }
 
 /// A denoiser `D(x; σ, c)`: a model (and, optionally, a separate unconditional guide model)
@@ -306,30 +309,12 @@ pub async fn sample_async(
     noise: ArrayView4<'_, f32>,
     on_step: &mut dyn FnMut(usize, usize),
 ) -> Result<Array4<f32>, SampleError> {
-    if sigmas.len() < 2 || sigmas.last() != Some(&0.0) {
-        return Err(SampleError::Schedule(ScheduleError(
-            "a schedule needs at least two noise levels, the last 0".into(),
-        )));
-    }
-    let n = noise.len_of(Axis(0));
-    if n != condition.len_of(Axis(0)) {
-        return Err(SampleError::Shape(format!(
-            "{n} noise rows but {} conditions",
-            condition.len_of(Axis(0))
-        )));
-    }
-    let [c, h, w] = denoiser.image;
-    if noise.shape()[1..] != [c, h, w] {
-        return Err(SampleError::Shape(format!(
-            "noise has shape {:?}, the denoiser takes [n, {c}, {h}, {w}]",
-            noise.shape()
-        )));
-    }
-    denoiser.check_condition(condition, n)?;
+    check_inputs(denoiser, sigmas, condition, noise)?;
     let Runner::Device { file, device } = &mut denoiser.runner else {
         let x = noise.to_owned();
         let mut field = HostField { denoiser, condition, guidance };
-        return solve(&mut field, x, sigmas, solver, on_step).await;
+        return solve(&mut field, x, sigmas, solver, &mut |done, total, _| on_step(done, total))
+            .await;
     };
     let backend = device.backend();
     let images = device
@@ -358,6 +343,74 @@ pub async fn sample_async(
         .into());
     }
     Ok(images)
+}
+
+/// The states of a host-run sampling loop (the arguments as for [`sample`]): the state after
+/// each number of steps in `after` (0: the start `σ_0·noise`; `sigmas.len() − 1`: the final
+/// images), in the order given. What a distilled sampler learns from.
+pub fn trajectory(
+    denoiser: &mut Denoiser,
+    sigmas: &[f64],
+    solver: Solver,
+    guidance: Guidance,
+    condition: ArrayView2<f32>,
+    noise: ArrayView4<f32>,
+    after: &[usize],
+) -> Result<Vec<Array4<f32>>, SampleError> {
+    check_inputs(denoiser, sigmas, condition, noise)?;
+    let total = sigmas.len() - 1;
+    if let Some(&step) = after.iter().find(|&&step| step > total) {
+        return Err(SampleError::Shape(format!("no state after step {step} of {total}")));
+    }
+    if let Runner::Device { file, .. } = &denoiser.runner {
+        return Err(SampleError::Interface {
+            file: file.clone(),
+            problem: "its loop runs on a device, which returns only the final images".into(),
+        });
+    }
+    let mut states: Vec<Option<Array4<f32>>> = vec![None; after.len()];
+    let start = noise.mapv(|v| sigmas[0] as f32 * v);
+    for (slot, _) in states.iter_mut().zip(after).filter(|(_, step)| **step == 0) {
+        *slot = Some(start.clone());
+    }
+    let mut field = HostField { denoiser, condition, guidance };
+    let mut keep = |done: usize, _: usize, x: &Array4<f32>| {
+        for (slot, _) in states.iter_mut().zip(after).filter(|(_, step)| **step == done) {
+            *slot = Some(x.clone());
+        }
+    };
+    pollster::block_on(solve(&mut field, noise.to_owned(), sigmas, solver, &mut keep))?;
+    Ok(states.into_iter().map(|state| state.expect("every step up to the last is seen")).collect())
+}
+
+/// Checks a sampling call's arguments against each other and the denoiser.
+fn check_inputs(
+    denoiser: &Denoiser,
+    sigmas: &[f64],
+    condition: ArrayView2<f32>,
+    noise: ArrayView4<f32>,
+) -> Result<(), SampleError> {
+    if sigmas.len() < 2 || sigmas.last() != Some(&0.0) {
+        return Err(SampleError::Schedule(ScheduleError(
+            "a schedule needs at least two noise levels, the last 0".into(),
+        )));
+    }
+    let n = noise.len_of(Axis(0));
+    if n != condition.len_of(Axis(0)) {
+        return Err(SampleError::Shape(format!(
+            "{n} noise rows but {} conditions",
+            condition.len_of(Axis(0))
+        )));
+    }
+    let [c, h, w] = denoiser.image;
+    if noise.shape()[1..] != [c, h, w] {
+        return Err(SampleError::Shape(format!(
+            "noise has shape {:?}, the denoiser takes [n, {c}, {h}, {w}]",
+            noise.shape()
+        )));
+    }
+    denoiser.check_condition(condition, n)?;
+    Ok(())
 }
 
 /// The host's field: model calls through [`Denoiser::denoise`], arithmetic on arrays.

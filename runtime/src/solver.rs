@@ -149,13 +149,14 @@ pub(crate) trait Field {
     async fn settle(&mut self) -> Result<(), Self::Error>;
 }
 
-/// Runs `solver` on `field` from `noise` (see [`crate::sampler::sample`] for the updates).
+/// Runs `solver` on `field` from `noise` (see [`crate::sampler::sample`] for the updates),
+/// calling `after_step(done, total, x)` with the state after each step.
 pub(crate) async fn solve<F: Field>(
     field: &mut F,
     noise: F::Images,
     sigmas: &[f64],
     solver: Solver,
-    on_step: &mut dyn FnMut(usize, usize),
+    after_step: &mut dyn FnMut(usize, usize, &F::Images),
 ) -> Result<F::Images, F::Error> {
     let mut x = field.combine(&[(sigmas[0] as f32, &noise)])?;
     drop(noise);
@@ -196,9 +197,14 @@ pub(crate) async fn solve<F: Field>(
                 previous = Some((denoised, h));
                 next
             }
+            Solver::Distilled => {
+                let denoised = field.denoise(&x, t as f32).await?;
+                let ratio = (t_next / t) as f32;
+                field.combine(&[(ratio, &x), (1.0 - ratio, &denoised)])?
+            }
         };
         field.settle().await?;
-        on_step(step + 1, total);
+        after_step(step + 1, total, &x);
     }
     Ok(x)
 }

@@ -255,6 +255,11 @@ pub enum Solver {
     /// denoised image; N guided evaluations for N steps.
     #[serde(rename = "dpmpp-2m")]
     DpmPp2M,
+    /// The bundle's distilled `student` model, unguided (it learnt the guided teacher's
+    /// trajectories), with first-order steps `x' = (σ'/σ)·x + (1 − σ'/σ)·D(x; σ)`; N
+    /// evaluations for N steps (`sampler.distilled` gives N).
+    #[serde(rename = "distilled")]
+    Distilled,
 }
 
 impl Solver {
@@ -262,7 +267,16 @@ impl Solver {
     pub fn evaluations(self, steps: usize) -> usize {
         match self {
             Solver::Heun => (2 * steps).saturating_sub(1),
-            Solver::DpmPp2M => steps,
+            Solver::DpmPp2M | Solver::Distilled => steps,
+        }
+    }
+
+    /// The bundle's models this solver samples with: the denoiser (and its guide, where
+    /// the bundle has a separate one), or the student alone.
+    pub fn roles(self) -> &'static [Role] {
+        match self {
+            Solver::Heun | Solver::DpmPp2M => &[Role::Denoiser, Role::Guide],
+            Solver::Distilled => &[Role::Student],
         }
     }
 }
@@ -272,6 +286,7 @@ impl fmt::Display for Solver {
         f.write_str(match self {
             Solver::Heun => "heun",
             Solver::DpmPp2M => "dpmpp-2m",
+            Solver::Distilled => "distilled",
         })
     }
 }
@@ -283,7 +298,8 @@ impl FromStr for Solver {
         match s {
             "heun" => Ok(Solver::Heun),
             "dpmpp-2m" => Ok(Solver::DpmPp2M),
-            _ => Err(format!("unknown solver `{s}` (known: heun, dpmpp-2m)")),
+            "distilled" => Ok(Solver::Distilled),
+            _ => Err(format!("unknown solver `{s}` (known: heun, dpmpp-2m, distilled)")),
         }
     }
 }
@@ -315,6 +331,20 @@ pub struct SamplerSpec {
     pub guidance_decrement: f32,
     /// Rounds per real image before giving up on it (releasing nothing). Default 3.
     pub max_rounds: usize,
+    /// How the `student` model samples (the `distilled` solver). Present exactly when the
+    /// bundle has a student.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub distilled: Option<DistilledSpec>,
+}
+
+/// The few-step sampler a student was distilled for: `steps` first-order steps through the
+/// Karras noise levels of `sampler.sigma_min`, `sigma_max` and `rho`, unguided (the student
+/// learnt the teacher's guided trajectories at exactly these levels).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DistilledSpec {
+    /// Steps N: N student evaluations per image.
+    pub steps: usize,
 }
 
 impl Default for SamplerSpec {
@@ -330,6 +360,7 @@ impl Default for SamplerSpec {
             candidates_per_image: 32,
             guidance_decrement: 0.1,
             max_rounds: 3,
+            distilled: None,
         }
     }
 }
@@ -560,8 +591,29 @@ impl Bundle {
             limits::weight_problem(s.guidance_decrement, &limits::GUIDANCE_DECREMENT)
         {
             Some(("sampler.guidance_decrement", p))
+        } else if let Some(p) = limits::count_problem(s.max_rounds, &limits::ROUNDS) {
+            Some(("sampler.max_rounds", p))
+        } else if let Some(p) =
+            s.distilled.and_then(|d| limits::count_problem(d.steps, &limits::STEPS))
+        {
+            Some(("sampler.distilled.steps", p))
         } else {
-            limits::count_problem(s.max_rounds, &limits::ROUNDS).map(|p| ("sampler.max_rounds", p))
+            let student = self.models.contains_key(&Role::Student);
+            match (student, s.distilled.is_some()) {
+                (true, false) => Some((
+                    "sampler.distilled",
+                    "is missing; `models.student` needs it (its steps)".to_string(),
+                )),
+                (false, true) => Some((
+                    "sampler.distilled",
+                    "is set but the bundle has no `models.student`".to_string(),
+                )),
+                _ if s.solver == Solver::Distilled && !student => Some((
+                    "sampler.solver",
+                    "is `distilled` but the bundle has no `models.student`".to_string(),
+                )),
+                _ => None,
+            }
         };
         match problem {
             Some((field, problem)) => {

@@ -15,6 +15,9 @@ pub enum Role {
     Denoiser,
     /// Separate unconditional denoiser for guidance (same interface as the denoiser).
     Guide,
+    /// The denoiser distilled into a few-step sampler (same interface as the denoiser, run
+    /// unguided with mask 1 by the `distilled` solver; `sampler.distilled` says how).
+    Student,
     /// Pseudo-condition extractor: image → L2-normalised features.
     Features,
     /// Classifier: image → logits (and features).
@@ -27,9 +30,10 @@ pub enum Role {
 
 impl Role {
     /// Every role, in the order `bundle.json` lists them.
-    pub const ALL: [Role; 6] = [
+    pub const ALL: [Role; 7] = [
         Role::Denoiser,
         Role::Guide,
+        Role::Student,
         Role::Features,
         Role::Classifier,
         Role::ReidEmbed,
@@ -41,6 +45,7 @@ impl Role {
         match self {
             Role::Denoiser => "denoiser",
             Role::Guide => "guide",
+            Role::Student => "student",
             Role::Features => "features",
             Role::Classifier => "classifier",
             Role::ReidEmbed => "reid_embed",
@@ -77,7 +82,7 @@ fn interface(role: Role, bundle: &Bundle) -> (Vec<Expect>, Vec<Expect>) {
     let image = || vec![Batch, Is(img.channels), Is(img.height), Is(img.width)];
     let t = |name, shape| Expect { name, shape };
     match role {
-        Role::Denoiser | Role::Guide => (
+        Role::Denoiser | Role::Guide | Role::Student => (
             vec![
                 t("x", image()),
                 t("sigma", vec![Batch]),
@@ -144,6 +149,7 @@ pub(super) fn check_interfaces(bundle: &Bundle) -> Result<(), (String, String)> 
     let has = |r: Role| bundle.models.contains_key(&r);
     let needs = [
         (Role::Guide, Role::Denoiser),
+        (Role::Student, Role::Denoiser),
         (Role::ReidHead, Role::ReidEmbed),
         (Role::ReidEmbed, Role::ReidHead),
     ];

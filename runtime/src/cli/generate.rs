@@ -131,7 +131,8 @@ pub fn run(args: &Args, out: &Output) -> anyhow::Result<()> {
         })
     };
     let mut first = make_worker()?;
-    let mut roles = vec![Role::Denoiser, Role::Guide, Role::Features];
+    let mut roles = settings.solver.roles().to_vec();
+    roles.push(Role::Features);
     if gated {
         roles.extend([Role::Classifier, Role::ReidEmbed, Role::ReidHead]);
     }

@@ -247,10 +247,12 @@ pub struct SamplerArgs {
     /// sampler.guidance_decrement, before it releases nothing (default: sampler.max_rounds).
     #[arg(long, value_name = "R")]
     pub rounds: Option<usize>,
-    /// ODE solver: `heun` or `dpmpp-2m` (default: the bundle's sampler.solver).
+    /// ODE solver: `heun`, `dpmpp-2m`, or `distilled` (the bundle's student: unguided, in
+    /// sampler.distilled.steps steps) (default: the bundle's sampler.solver).
     #[arg(long)]
     pub solver: Option<Solver>,
-    /// Solver steps (default: the bundle's sampler.steps).
+    /// Solver steps (default: the bundle's sampler.steps; for `distilled`, the steps its
+    /// student learnt).
     #[arg(long, value_name = "S")]
     pub steps: Option<usize>,
     /// Guidance weight w in D_u + w·(D_c − D_u) of the first round (default: the bundle's

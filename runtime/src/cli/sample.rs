@@ -176,8 +176,12 @@ pub fn run(args: &Args, out: &Output) -> anyhow::Result<()> {
     bar.finish_and_clear();
     let pixels = generator.to_pixels(model_space.view());
 
-    let used: BTreeMap<&'static str, &str> = [Role::Denoiser, Role::Guide, Role::Features]
-        .into_iter()
+    let used: BTreeMap<&'static str, &str> = settings
+        .solver
+        .roles()
+        .iter()
+        .copied()
+        .chain([Role::Features])
         .filter_map(|r| bundle.models.get(&r).map(|m| (r.as_str(), m.sha256.as_str())))
         .collect();
     let guidance = settings.guidance_in_round(args.round);

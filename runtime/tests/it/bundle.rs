@@ -255,3 +255,78 @@ fn load_dir_reads_verifies_and_names_missing_files() {
     let error = BundleDir::load(&path).unwrap_err();
     assert_mentions(&error, &["bundle.json"]);
 }
+
+/// A valid bundle with a distilled student of `steps` steps.
+fn with_student(steps: usize) -> Value {
+    let mut value = bundle_json(json!({
+        "denoiser": denoiser_entry("denoiser.onnx", &onnx()),
+        "student": denoiser_entry("student.onnx", &onnx()),
+    }));
+    value["sampler"] = json!({ "solver": "dpmpp-2m", "steps": 10, "guidance": 1.7,
+                               "guidance_interval": [0.0, 5.0], "distilled": { "steps": steps } });
+    value
+}
+
+#[test]
+fn a_student_and_its_sampler_section_come_together() {
+    let bundle = parse(&with_student(4)).unwrap();
+    assert_eq!(bundle.sampler.distilled.map(|d| d.steps), Some(4));
+    bundle.verify(Role::Student, &onnx()).unwrap();
+
+    let mut value = with_student(4);
+    value["sampler"].as_object_mut().unwrap().remove("distilled");
+    assert_mentions(&parse(&value).unwrap_err(), &["sampler.distilled", "models.student"]);
+
+    let mut value = with_student(4);
+    value["models"].as_object_mut().unwrap().remove("student");
+    assert_mentions(&parse(&value).unwrap_err(), &["sampler.distilled", "no `models.student`"]);
+
+    let mut value = valid();
+    value["sampler"] = json!({ "solver": "distilled" });
+    assert_mentions(&parse(&value).unwrap_err(), &["sampler.solver", "distilled"]);
+
+    assert_mentions(&parse(&with_student(0)).unwrap_err(), &["sampler.distilled.steps"]);
+    let mut value = with_student(4);
+    value["sampler"]["distilled"]["guidance"] = json!(2.0);
+    assert!(parse(&value).is_err(), "an unknown field of sampler.distilled is refused");
+
+    let mut value = with_student(4);
+    value["models"].as_object_mut().unwrap().remove("denoiser");
+    assert_mentions(&parse(&value).unwrap_err(), &["student", "denoiser"]);
+}
+
+#[test]
+fn the_distilled_solver_takes_the_students_steps_unguided() {
+    use unpersonal_runtime::generate::{Overrides, Settings};
+    use unpersonal_runtime::sampler::Solver;
+    let bundle = parse(&with_student(4)).unwrap();
+    let flag = |s: &str| format!("--{s}");
+    let teacher = Settings::resolve(&bundle.sampler, 0, &Overrides::default(), flag).unwrap();
+    assert_eq!((teacher.solver, teacher.steps, teacher.guidance), (Solver::DpmPp2M, 10, 1.7));
+
+    let distilled = Overrides { solver: Some(Solver::Distilled), ..Overrides::default() };
+    let student = Settings::resolve(&bundle.sampler, 0, &distilled, flag).unwrap();
+    assert_eq!((student.solver, student.steps), (Solver::Distilled, 4));
+    assert_eq!((student.guidance, student.guidance_interval), (1.0, None));
+    assert_eq!(student.guidance_in_round(2), 1.0, "no round is guided");
+    let two = Overrides { steps: Some(2), ..distilled.clone() };
+    assert_eq!(Settings::resolve(&bundle.sampler, 0, &two, flag).unwrap().steps, 2);
+
+    let guided = Overrides { guidance: Some(2.0), ..distilled.clone() };
+    let err = Settings::resolve(&bundle.sampler, 0, &guided, flag).unwrap_err();
+    assert!(err.contains("--guidance does not apply"), "{err}");
+
+    // A bundle whose default is the student samples with it unless told otherwise.
+    let mut value = with_student(3);
+    value["sampler"]["solver"] = json!("distilled");
+    let bundle = parse(&value).unwrap();
+    let default = Settings::from_bundle(&bundle.sampler, 0);
+    assert_eq!((default.solver, default.steps, default.guidance), (Solver::Distilled, 3, 1.0));
+    let back = Overrides { solver: Some(Solver::DpmPp2M), ..Overrides::default() };
+    let teacher = Settings::resolve(&bundle.sampler, 0, &back, flag).unwrap();
+    assert_eq!((teacher.steps, teacher.guidance), (10, 1.7), "the teacher's settings stay");
+
+    let none = parse(&valid()).unwrap();
+    let err = Settings::resolve(&none.sampler, 0, &distilled, flag).unwrap_err();
+    assert!(err.contains("--solver distilled") && err.contains("no distilled student"), "{err}");
+}

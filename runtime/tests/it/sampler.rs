@@ -458,3 +458,87 @@ fn every_backend_draws_the_same_samples_as_tract() {
         assert!(diff < 1e-5, "tract and {} differ by {diff}", backend.name());
     }
 }
+
+#[test]
+fn the_distilled_solver_takes_first_order_steps() {
+    // On N(0, σ_d²) data, one distilled step is x' = r·x + (1 − r)·x·σ_d²/(σ² + σ_d²) with
+    // r = σ'/σ: computed here in float64 and compared with the sampler on every backend.
+    let sigma_data = 0.5f64;
+    let sigmas = karras_sigmas(4, 0.002, 80.0, 7.0).unwrap();
+    let mut expected = sigmas[0];
+    for pair in sigmas.windows(2) {
+        let (s, next) = (pair[0], pair[1]);
+        let denoised = expected * sigma_data * sigma_data / (s * s + sigma_data * sigma_data);
+        expected = next / s * expected + (1.0 - next / s) * denoised;
+    }
+    for backend in backends() {
+        let mut den = Denoiser::new(
+            load(backend.as_ref(), "gauss.onnx", Body::Gaussian(sigma_data as f32)),
+            None,
+        )
+        .unwrap();
+        let out = sampler::sample(
+            &mut den,
+            &sigmas,
+            Solver::Distilled,
+            Guidance::everywhere(1.0),
+            conditions(1).view(),
+            Array4::from_elem((1, C, H, W), 1.0f32).view(),
+        )
+        .unwrap();
+        for &v in out.iter() {
+            let error = (v as f64 - expected).abs() / expected;
+            assert!(error < 1e-5, "{}: {v} against {expected}", backend.name());
+        }
+    }
+    assert_eq!(Solver::Distilled.evaluations(4), 4);
+    assert_eq!("distilled".parse::<Solver>().unwrap(), Solver::Distilled);
+}
+
+#[test]
+fn a_trajectory_holds_the_states_the_sampler_passes_through() {
+    let mut den = Denoiser::new(
+        load(&unpersonal_runtime::backend::Tract::default(), "gauss.onnx", Body::Gaussian(0.5)),
+        None,
+    )
+    .unwrap();
+    let sigmas = karras_sigmas(8, 0.002, 80.0, 7.0).unwrap();
+    let n = noise_batch(3, &[0, 1], [C, H, W]);
+    let guidance = Guidance::everywhere(1.0);
+    let states = sampler::trajectory(
+        &mut den,
+        &sigmas,
+        Solver::DpmPp2M,
+        guidance,
+        conditions(2).view(),
+        n.view(),
+        &[8, 0, 3],
+    )
+    .unwrap();
+    let images = sampler::sample(
+        &mut den,
+        &sigmas,
+        Solver::DpmPp2M,
+        guidance,
+        conditions(2).view(),
+        n.view(),
+    )
+    .unwrap();
+    assert_eq!(states[0], images, "the state after the last step is the sample");
+    assert_eq!(states[1], n.mapv(|v| 80.0 * v), "the state after no step is σ_0·noise");
+    // On Gaussian data every state is the start scaled by one factor, shrinking step by step.
+    let ratio = states[2][[0, 0, 0, 0]] / states[1][[0, 0, 0, 0]];
+    assert!(ratio > 0.0 && ratio < 1.0, "state 3 is {ratio} of the start");
+    assert!(max_abs(&states[2], &states[1].mapv(|v| v * ratio)) < 1e-3);
+    let err = sampler::trajectory(
+        &mut den,
+        &sigmas,
+        Solver::DpmPp2M,
+        guidance,
+        conditions(2).view(),
+        n.view(),
+        &[9],
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("no state after step 9 of 8"), "{err}");
+}

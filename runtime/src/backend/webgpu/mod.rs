@@ -184,7 +184,10 @@ impl DeviceDenoiser for WebGpuSession {
                 let plan = self.plan(2 * noise.len_of(Axis(0)))?;
                 let mut field = GpuField::new(&gpu, plan, condition, guidance, [c, h, w])?;
                 let start = field.upload(noise);
-                let images = solve(&mut field, start, sigmas, solver, on_step).await?;
+                let images = solve(&mut field, start, sigmas, solver, &mut |done, total, _| {
+                    on_step(done, total)
+                })
+                .await?;
                 field.read(&images).await
             };
             // The device sampler's interface speaks in messages (the whole message: a
