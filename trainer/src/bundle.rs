@@ -11,8 +11,8 @@ use std::path::Path;
 use anyhow::Context;
 use serde_json::Value;
 use unpersonal_runtime::bundle::{
-    self as schema, Bundle, Dim, EdmSpec, ImageSpec, LabelSpec, ModelSpec, ReidSpec, ResizeRule,
-    ResizeSpec, Role, SCHEMA_VERSION, SamplerSpec, TensorSpec,
+    self as schema, Bundle, Dim, DistilledSpec, EdmSpec, ImageSpec, LabelSpec, ModelSpec, ReidSpec,
+    ResizeRule, ResizeSpec, Role, SCHEMA_VERSION, SamplerSpec, TensorSpec,
 };
 use unpersonal_runtime::sampler::Solver;
 
@@ -59,6 +59,8 @@ pub struct Sections {
     /// The square side the training images were brought to by the size rule
     /// (`image.resize`), so that the runtime brings references of any size to it alike.
     pub resize: Option<usize>,
+    /// How the student samples (`sampler.distilled`), written with a `student` entry.
+    pub distilled: Option<DistilledSpec>,
 }
 
 /// The sampler settings chosen by measurement on the shipped Fashion-MNIST denoiser
@@ -124,6 +126,24 @@ pub fn write(
         && bundle.sampler == SamplerSpec::default()
     {
         bundle.sampler = sampler;
+    }
+    if let Some(distilled) = sections.distilled {
+        bundle.sampler.distilled = Some(distilled);
+    }
+    let writes = |role: Role| entries.iter().any(|e| e.role == role);
+    if writes(Role::Denoiser)
+        && !writes(Role::Student)
+        && bundle.models.remove(&Role::Student).is_some()
+    {
+        // A student learnt the denoiser being replaced: it goes with it.
+        eprintln!(
+            "{}: the distilled student no longer matches the new denoiser and is removed from the bundle (distil it again)",
+            path.display()
+        );
+        bundle.sampler.distilled = None;
+        if bundle.sampler.solver == Solver::Distilled {
+            bundle.sampler.solver = measured_sampler().solver;
+        }
     }
     if !entries.is_empty() {
         // A privacy record describes the weights that were audited: new weights void it.

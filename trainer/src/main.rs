@@ -30,6 +30,9 @@ enum Command {
     Reid(cmd::reid::ReidArgs),
     /// Evaluate an exported classifier ONNX file on a labelled dataset.
     Eval(cmd::eval::EvalArgs),
+    /// Distil the bundle's guided denoiser into a student that samples in a few unguided steps
+    /// (the `distilled` solver) and add it to the bundle.
+    Distil(cmd::distil::DistilArgs),
     /// Measure a bundle's denoiser: fidelity (Fréchet distance), class consistency and
     /// diversity, per guidance weight.
     EvaluateDenoiser(cmd::evaluate::EvaluateArgs),
@@ -48,6 +51,7 @@ fn main() -> ExitCode {
         Command::Denoiser(args) => cmd::denoiser::run(args),
         Command::Reid(args) => cmd::reid::run(args),
         Command::Eval(args) => cmd::eval::run(args),
+        Command::Distil(args) => cmd::distil::run(args),
         Command::EvaluateDenoiser(args) => cmd::evaluate::run(args),
         Command::Bench(args) => cmd::bench::run(args),
         Command::DemoSite(args) => cmd::demo_site::run(args),

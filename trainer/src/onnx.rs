@@ -297,3 +297,40 @@ fn value_info(name: &str, dims: &[Dim]) -> ValueInfoProto {
         ..Default::default()
     }
 }
+
+/// The float32 initialisers of an ONNX model (e.g. an exported model's weights, by parameter
+/// name), with their shapes.
+pub fn read_initializers(
+    model: &[u8],
+) -> anyhow::Result<HashMap<String, crate::engine::HostTensor>> {
+    let model = ModelProto::decode(model).map_err(|e| anyhow::anyhow!("not an ONNX model: {e}"))?;
+    let graph = model.graph.ok_or_else(|| anyhow::anyhow!("the ONNX model has no graph"))?;
+    let mut weights = HashMap::new();
+    for t in graph.initializer {
+        if t.data_type != DataType::Float as i32 {
+            continue;
+        }
+        let shape: Vec<usize> = t
+            .dims
+            .iter()
+            .map(|&d| usize::try_from(d))
+            .collect::<Result<_, _>>()
+            .map_err(|_| anyhow::anyhow!("initialiser `{}` has a negative extent", t.name))?;
+        let data: Vec<f32> = if t.raw_data.is_empty() {
+            t.float_data
+        } else {
+            t.raw_data
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect()
+        };
+        anyhow::ensure!(
+            data.len() == shape.iter().product::<usize>(),
+            "initialiser `{}` holds {} values for shape {shape:?}",
+            t.name,
+            data.len()
+        );
+        weights.insert(t.name, crate::engine::HostTensor { shape, data });
+    }
+    Ok(weights)
+}

@@ -224,6 +224,35 @@ fn lerp(g: &mut Graph, old: TensorId, new: TensorId, decay: TensorId) -> TensorI
     g.add(new, scaled)
 }
 
+/// The state of a run that starts from given weights (e.g. an exported model's, read with
+/// [`crate::onnx::read_initializers`]): every parameter and its EMA from `weights`, the
+/// optimiser's moments zero. Fails unless every parameter is there with its shape.
+pub fn state_from_weights(
+    params: &[ParamSpec],
+    weights: &std::collections::HashMap<String, crate::engine::HostTensor>,
+) -> anyhow::Result<crate::engine::State> {
+    let mut state = crate::engine::State::new();
+    for p in params {
+        let w = weights
+            .get(&p.name)
+            .ok_or_else(|| anyhow::anyhow!("the initial weights lack parameter `{}`", p.name))?;
+        anyhow::ensure!(
+            w.shape == p.shape,
+            "initial weight `{}` has shape {:?}, the model's parameter {:?}",
+            p.name,
+            w.shape,
+            p.shape
+        );
+        let zeros =
+            crate::engine::HostTensor { shape: p.shape.clone(), data: vec![0.0; w.data.len()] };
+        state.insert(format!("{}.adam_m", p.name), zeros.clone());
+        state.insert(format!("{}.adam_v", p.name), zeros);
+        state.insert(format!("{}.ema", p.name), w.clone());
+        state.insert(p.name.clone(), w.clone());
+    }
+    Ok(state)
+}
+
 /// The state before the first step: initialised parameters, zero moments, EMA = parameters.
 pub fn initial_state(params: &[ParamSpec], seed: u64) -> crate::engine::State {
     let mut state = crate::engine::State::new();

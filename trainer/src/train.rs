@@ -116,6 +116,9 @@ pub struct RunOptions {
     pub time_limit: Option<std::time::Duration>,
     /// Keep the weights of the best evaluation and end training once it stops improving.
     pub selection: Option<Selection>,
+    /// Start a new run from these weights (by parameter name) instead of the model's
+    /// initialisation, e.g. a student from its teacher.
+    pub initial_weights: Option<std::collections::HashMap<String, crate::engine::HostTensor>>,
 }
 
 /// Which evaluation decides the weights a run ends with: the run keeps the state of its best
@@ -507,7 +510,11 @@ fn start_state(
         }
         let fresh =
             Progress { step: 0, batcher: BatcherState { epoch: 0, position: 0 }, best: None };
-        return Ok((step::initial_state(params, cfg.seed), fresh));
+        let state = match &opts.initial_weights {
+            Some(weights) => step::state_from_weights(params, weights)?,
+            None => step::initial_state(params, cfg.seed),
+        };
+        return Ok((state, fresh));
     }
     if !opts.resume {
         bail!(

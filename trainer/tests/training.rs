@@ -81,6 +81,7 @@ fn options(dir: PathBuf, resume: bool) -> RunOptions {
         stop_after: None,
         time_limit: None,
         selection: None,
+        initial_weights: None,
     }
 }
 

@@ -22,7 +22,7 @@ use serde_json::{Value, json};
 use unpersonal_runtime::backend::ort::{Device as OrtDevice, Ort};
 use unpersonal_runtime::backend::{Backend, Model};
 use unpersonal_runtime::bundle::{BundleDir, Role};
-use unpersonal_runtime::generate::{Generator, SampleId, Settings};
+use unpersonal_runtime::generate::{Generator, Overrides, SampleId, Settings};
 use unpersonal_runtime::sampler::{Guidance, Solver};
 use unpersonal_trainer::checkpoint::write_atomically;
 use unpersonal_trainer::data::{Dataset, Split};
@@ -57,10 +57,11 @@ pub struct EvaluateArgs {
     /// Candidates per conditioning image for the diversity metrics.
     #[arg(long, default_value_t = 8)]
     candidates: usize,
-    /// ODE solver, `heun` or `dpmpp-2m` (default: the bundle's sampler.solver).
+    /// ODE solver, `heun`, `dpmpp-2m` or `distilled` (the bundle's student, unguided: one
+    /// pass, whatever --guidance says) (default: the bundle's sampler.solver).
     #[arg(long)]
     solver: Option<Solver>,
-    /// Solver steps (default: the bundle's sampler.steps).
+    /// Solver steps (default: the bundle's sampler.steps, or the student's).
     #[arg(long)]
     steps: Option<usize>,
     /// Seed of the initial noise.
@@ -160,17 +161,29 @@ pub fn run(args: EvaluateArgs) -> anyhow::Result<()> {
     let real_spread = real_same_class_spread(&train, k, m, &mut classifier, shape)?;
     let all_train: Array2<f32> = pixel_rows(&train, train.len()).mapv(unit);
 
-    let interval = args.guidance_interval.or(bundle.sampler.guidance_interval);
+    let resolve = |guidance: Option<f32>| {
+        let overrides = Overrides {
+            solver: args.solver,
+            steps: args.steps,
+            guidance,
+            guidance_interval: guidance.and(args.guidance_interval),
+            candidates: Some(m),
+            rounds: Some(1),
+        };
+        Settings::resolve(&bundle.sampler, args.seed, &overrides, |s| format!("--{s}"))
+            .map_err(anyhow::Error::msg)
+    };
+    // The student has its teacher's guidance built in: one pass.
+    let weights: Vec<Option<f32>> = match resolve(None)?.solver {
+        Solver::Distilled => vec![None],
+        Solver::Heun | Solver::DpmPp2M => args.guidance.iter().map(|&w| Some(w)).collect(),
+    };
+    let first = resolve(weights[0])?;
     let mut table = Vec::new();
-    for (wi, &w) in args.guidance.iter().enumerate() {
-        let mut settings = Settings::from_bundle(&bundle.sampler, args.seed);
-        (settings.candidates, settings.rounds) = (m, 1);
-        settings.solver = args.solver.unwrap_or(settings.solver);
-        settings.steps = args.steps.unwrap_or(settings.steps);
-        settings.guidance = w;
-        settings.guidance_interval = interval;
+    for (wi, &w) in weights.iter().enumerate() {
+        let settings = resolve(w)?;
         let mut generator = Generator::load(&loaded, &backend, settings)?;
-        let bar = bar(n + k * m, &format!("w = {w}"));
+        let bar = bar(n + k * m, &w.map_or("student".to_string(), |w| format!("w = {w}")));
 
         // Fidelity and class consistency: one sample (candidate 0) per conditioning image.
         let ids: Vec<SampleId> =
@@ -209,13 +222,14 @@ pub fn run(args: EvaluateArgs) -> anyhow::Result<()> {
         }
     }
 
+    let sampling_model = bundle.model(first.solver.roles()[0])?;
     let report = json!({
         "bundle": args.bundle, "denoiser_sha256": bundle.model(Role::Denoiser)?.sha256,
         "denoiser_steps": bundle.model(Role::Denoiser)?.provenance.get("steps"),
-        "sampler_solver": args.solver.unwrap_or(bundle.sampler.solver).to_string(),
-        "sampler_steps": args.steps.unwrap_or(bundle.sampler.steps), "seed": args.seed,
-        "guidance_interval": interval,
-        "guided_evaluations_per_image": args.solver.unwrap_or(bundle.sampler.solver).evaluations(args.steps.unwrap_or(bundle.sampler.steps)),
+        "sampling_model": first.solver.roles()[0], "sampling_model_sha256": sampling_model.sha256,
+        "sampler_solver": first.solver.to_string(), "sampler_steps": first.steps, "seed": args.seed,
+        "guidance_interval": first.guidance_interval,
+        "guided_evaluations_per_image": first.solver.evaluations(first.steps),
         "fidelity_reference": format!("first {n} test images"), "frechet_distance_floor": floor,
         "real_same_class_spread": real_spread, "diversity_images": k, "candidates": m,
         "per_guidance": table, "seconds": started.elapsed().as_secs_f64(),
@@ -351,7 +365,7 @@ fn print_table(report: &Value) {
         let f = |key: &str| row[key].as_f64().unwrap_or(f64::NAN);
         println!(
             "| {} | {:.4} | {:.2}% | {:.3} | {:.2} | {:.1}% |",
-            f("guidance") as f32,
+            row["guidance"].as_f64().map_or("student".to_string(), |w| (w as f32).to_string()),
             f("frechet_distance"),
             100.0 * f("class_consistency"),
             f("candidate_spread_features"),

@@ -4,6 +4,7 @@ pub mod bench;
 pub mod classifier;
 pub mod demo_site;
 pub mod denoiser;
+pub mod distil;
 pub mod eval;
 pub mod evaluate;
 pub mod pipeline;
@@ -142,6 +143,7 @@ impl RunControl {
             stop_after: self.stop_after,
             time_limit: self.time_limit,
             selection: None,
+            initial_weights: None,
         }
     }
 

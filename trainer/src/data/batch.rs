@@ -81,7 +81,7 @@ fn splitmix(z: u64) -> u64 {
 /// A seed for one (run seed, stream, epoch, index) combination; every input passes through
 /// a non-linear mix before the next is folded in, so e.g. (seed 0, epoch 1) and
 /// (seed 1, epoch 0) differ.
-pub(crate) fn mix(seed: u64, stream: u64, epoch: u64, index: u64) -> u64 {
+pub fn mix(seed: u64, stream: u64, epoch: u64, index: u64) -> u64 {
     [stream, epoch, index].into_iter().fold(splitmix(seed), |x, v| splitmix(x ^ splitmix(v)))
 }
 

@@ -9,7 +9,7 @@ pub mod batch;
 pub mod strong;
 
 pub use augment::Augment;
-pub use batch::{Batch, Batcher, BatcherState, epoch_batches, lot};
+pub use batch::{Batch, Batcher, BatcherState, epoch_batches, lot, mix};
 pub use unpersonal_runtime::data::{
     DataError, Dataset, Filelist, FilelistOptions, IDX_CLASSES, Split, load_filelist,
     supported_size,
