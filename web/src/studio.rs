@@ -19,6 +19,7 @@ use unpersonal_runtime::generate::{Generator, Overrides, SampleId, Settings, int
 use unpersonal_runtime::pixels::encode_png;
 use unpersonal_runtime::release::{self, Gate, References, Watch};
 use unpersonal_runtime::report::{self, GateRule, Record, RunInfo};
+use unpersonal_runtime::sampler::Solver;
 
 use crate::archive;
 use crate::references::{self, Reference};
@@ -76,6 +77,8 @@ pub struct Studio {
     loaded: BundleDir,
     /// What runs the models, in words (for the page and the report).
     backend: String,
+    /// The GPU the denoising loop runs on, if any.
+    gpu: Option<WebGpu>,
     generator: Generator,
     gate: Gate,
     references: Vec<Reference>,
@@ -103,6 +106,19 @@ impl Watch for Collect<'_> {
     }
 }
 
+/// The generator of `settings` on tract, with the denoising loop on `gpu` when given.
+fn load_generator(
+    loaded: &BundleDir,
+    gpu: Option<&WebGpu>,
+    settings: Settings,
+) -> Result<Generator, String> {
+    let generator = match gpu {
+        Some(gpu) => Generator::load_on(loaded, &Tract::default(), gpu, settings),
+        None => Generator::load(loaded, &Tract::default(), settings),
+    };
+    generator.map_err(|e| e.to_string())
+}
+
 fn base64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
@@ -117,23 +133,19 @@ impl Studio {
     ) -> Result<Studio, String> {
         let loaded = BundleDir::read_with(Path::new(name), read).map_err(|e| e.to_string())?;
         let settings = Settings::from_bundle(&loaded.bundle.sampler, 0);
-        let (generator, backend) = match gpu {
-            Some(gpu) => (
-                Generator::load_on(&loaded, &Tract::default(), gpu, settings),
-                format!(
-                    "webgpu ({}) for the denoising loop, tract (wasm) for the features and the gate",
-                    gpu.adapter()
-                ),
+        let generator = load_generator(&loaded, gpu, settings)?;
+        let backend = match gpu {
+            Some(gpu) => format!(
+                "webgpu ({}) for the denoising loop, tract (wasm) for the features and the gate",
+                gpu.adapter()
             ),
-            None => {
-                (Generator::load(&loaded, &Tract::default(), settings), "tract (wasm)".to_string())
-            }
+            None => "tract (wasm)".to_string(),
         };
-        let generator = generator.map_err(|e| e.to_string())?;
         let gate = Gate::load(&loaded, &Tract::default()).map_err(|e| e.to_string())?;
         Ok(Studio {
             loaded,
             backend,
+            gpu: gpu.cloned(),
             generator,
             gate,
             references: Vec::new(),
@@ -160,12 +172,29 @@ impl Studio {
     pub fn info(&self) -> Value {
         let bundle = &self.loaded.bundle;
         let s = &bundle.sampler;
+        let choices = |settings: Settings| Choices {
+            seed: 0,
+            overrides: Overrides {
+                solver: Some(settings.solver),
+                steps: Some(settings.steps),
+                guidance: Some(settings.guidance),
+                guidance_interval: settings.guidance_interval,
+                candidates: Some(settings.candidates),
+                rounds: Some(settings.rounds),
+            },
+        };
+        // Each solver the bundle offers with its own defaults: the student's steps, unguided.
+        let solvers: Vec<Choices> = [Solver::Heun, Solver::DpmPp2M, Solver::Distilled]
+            .into_iter()
+            .filter(|&solver| solver == s.solver || solver == Solver::Distilled)
+            .filter_map(|solver| {
+                let overrides = Overrides { solver: Some(solver), ..Overrides::default() };
+                Settings::resolve(s, 0, &overrides, str::to_string).ok().map(choices)
+            })
+            .collect();
         json!({
             "name": bundle.name, "backend": self.backend, "shape": self.shape(), "labels": bundle.labels.count, "multi_label": bundle.labels.multi_label,
-            "defaults": Choices { seed: 0, overrides: Overrides {
-                solver: Some(s.solver), steps: Some(s.steps), guidance: Some(s.guidance), guidance_interval: s.guidance_interval,
-                candidates: Some(s.candidates_per_image), rounds: Some(s.max_rounds),
-            } },
+            "defaults": choices(Settings::from_bundle(s, 0)), "solvers": solvers,
             "threshold": self.gate.threshold(), "neighbour_threshold": self.gate.neighbour_threshold(), "neighbours": self.gate.neighbours(),
             "policy": bundle.privacy_standing().to_string(),
         })
@@ -206,7 +235,12 @@ impl Studio {
             &choices.overrides,
             str::to_string,
         )?;
-        self.generator.configure(settings).map_err(|e| e.to_string())?;
+        if settings.solver.roles() == self.generator.settings().solver.roles() {
+            self.generator.configure(settings).map_err(|e| e.to_string())?;
+        } else {
+            // Another model samples (the student, or the denoiser again): load it.
+            self.generator = load_generator(&self.loaded, self.gpu.as_ref(), settings)?;
+        }
         self.restart();
         Ok(())
     }

@@ -223,3 +223,57 @@ fn the_denoising_loop_on_webgpu_draws_the_images_the_cpu_draws() {
     }
     assert!(compared >= 2);
 }
+
+/// The shipped bundle with a student: the denoiser's own file listed again as `student`
+/// (same interface), sampling in 2 distilled steps. Checks the plumbing, not distillation.
+fn with_student(path: &Path, bytes: &mut Vec<u8>) {
+    if path.ends_with("bundle.json") {
+        let mut bundle: serde_json::Value = serde_json::from_slice(bytes).unwrap();
+        bundle["models"]["student"] = bundle["models"]["denoiser"].clone();
+        bundle["sampler"]["distilled"] = serde_json::json!({ "steps": 2 });
+        *bytes = serde_json::to_vec(&bundle).unwrap();
+    }
+}
+
+#[test]
+fn the_page_switches_to_the_distilled_student_and_back() {
+    let mut studio = load(with_student).unwrap();
+    let info = studio.info();
+    let solvers: Vec<(&str, u64)> = info["solvers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["solver"].as_str().unwrap(), s["steps"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(solvers, [("dpmpp-2m", 10), ("distilled", 2)]);
+    assert_eq!(info["solvers"][1]["guidance"], 1.0, "the student is unguided");
+    pick(&mut studio, 1);
+
+    let student = |guidance: Option<f32>| Choices {
+        seed: 0,
+        overrides: Overrides {
+            solver: Some(unpersonal_runtime::sampler::Solver::Distilled),
+            candidates: Some(2),
+            rounds: Some(1),
+            guidance,
+            ..Overrides::default()
+        },
+    };
+    let err = studio.configure(&student(Some(1.5))).unwrap_err();
+    assert!(err.contains("guidance does not apply"), "{err}");
+    studio.configure(&student(None)).unwrap();
+    studio.prepare().unwrap();
+    let mut steps = Vec::new();
+    draw(&mut studio, 0, &mut |round, done, total| steps.push((round, done, total))).unwrap();
+    assert_eq!(steps, [(0, 1, 2), (0, 2, 2)], "two student steps");
+
+    // Back to the teacher: the denoiser is loaded again.
+    studio.configure(&choices(2, 1.2, 3, 0, 1)).unwrap();
+    studio.prepare().unwrap();
+    let mut steps = Vec::new();
+    draw(&mut studio, 0, &mut |round, done, total| steps.push((round, done, total))).unwrap();
+    assert_eq!(steps.last(), Some(&(0, 3, 3)));
+
+    // The shipped bundle offers only its own solver.
+    assert_eq!(load(|_, _| {}).unwrap().info()["solvers"].as_array().unwrap().len(), 1);
+}

@@ -45,8 +45,20 @@ function readSettings() {
     }
     settings[id] = id === 'guidance' ? value : Math.round(value);
   }
+  if (!$('solver-choice').hidden) settings.solver = $('solver').value;
+  // The distilled student learnt its teacher's guidance: it takes none.
+  if (settings.solver === 'distilled') delete settings.guidance;
   return settings;
 }
+
+// The bundle's defaults for `solver` (each solver has its own steps; the student no guidance).
+function applyDefaults(solver) {
+  const d = info.solvers.find((s) => s.solver === solver) || info.defaults;
+  for (const id of SETTINGS) $(id).value = id === 'guidance' ? Number(d[id].toFixed(3)) : d[id];
+  $('guidance').disabled = d.solver === 'distilled';
+}
+
+const SOLVER_NAMES = { heun: 'Heun (guided)', 'dpmpp-2m': 'DPM-Solver++ (guided)', distilled: 'Distilled student (fast)' };
 
 // Files from the picker or a drop: images by extension, a filelist by name; the rest is listed
 // as ignored. Paths inside a picked folder are kept so that the filelist can name them.
@@ -123,8 +135,12 @@ worker.onmessage = ({ data }) => {
     case 'ready': {
       info = data.info;
       describeBackend(info.backend, data.adapter, data.fallback);
-      const d = info.defaults;
-      for (const id of SETTINGS) $(id).value = id === 'guidance' ? Number(d[id].toFixed(3)) : d[id];
+      $('solver').replaceChildren(...info.solvers.map((s) => Object.assign(document.createElement('option'), {
+        value: s.solver, textContent: `${SOLVER_NAMES[s.solver] || s.solver}, ${s.steps} steps`,
+      })));
+      $('solver').value = info.defaults.solver;
+      $('solver-choice').hidden = info.solvers.length < 2;
+      applyDefaults(info.defaults.solver);
       $('bundle').textContent = `Bundle “${info.name}”: ${info.shape[1]}×${info.shape[2]} images, ${info.labels} labels; the gate rejects a candidate at same-person probability ≥ ${info.threshold.toFixed(3)} against its own reference image and ≥ ${info.neighbour_threshold.toFixed(3)} against the ${info.neighbours} nearest others. Model weights: ${info.policy}.`;
       $('bundle').dataset.ready = 'true';
       busy(false);
@@ -227,6 +243,7 @@ $('cancel').addEventListener('click', () => {
   worker.postMessage({ type: 'cancel' });
 });
 $('download').addEventListener('click', () => worker.postMessage({ type: 'zip' }));
+$('solver').addEventListener('change', () => applyDefaults($('solver').value));
 $('show-rejected').addEventListener('change', (e) => $('grid').classList.toggle('hide-rejected', !e.target.checked));
 $('grid').classList.add('hide-rejected');
 
