@@ -1,9 +1,10 @@
 """A partner's sampler for Unpersonal bundles, written from docs/bundle.md alone (onnxruntime,
 NumPy and Pillow): the reference decoding, the pseudo-conditions, the noise generator
-(noise.py), the schedule, guidance and both solvers with the arithmetic the page states.
+(noise.py), the schedule, guidance and the three solvers with the arithmetic the page states
+(`distilled`: the bundle's student, unguided, in its own steps).
 
 usage: python sampler.py sample BUNDLE_DIR --reference FILELIST --out DIR [--sources N]
-           [--noise FILE.npy | --seed S] [--round T] [--solver heun|dpmpp-2m] [--steps N]
+           [--noise FILE.npy | --seed S] [--round T] [--solver heun|dpmpp-2m|distilled] [--steps N]
            [--guidance W] [--guidance-interval LO,HI] [--candidates K] [--rounds R]
   Draws round T's candidates for the first N reference images, like `unpersonal sample`, and
   writes DIR in its layout: conditions.npy, noise.npy, model_space.npy, images/NNNNNN.png.
@@ -12,10 +13,10 @@ usage: python sampler.py decode FILELIST C H W OUT.npy
   Decodes every image of a filelist by the page's rules into uint8 [n, C, H, W].
 
 usage: python sampler.py speed BUNDLE_DIR UNPERSONAL [--images N] [--threads T]
-           [--backends tract,ort] [--repeat R]
+           [--backends tract,ort] [--repeat R] [--solver S]
   Times this sampler (onnxruntime with T threads, default: every core) and the runtime
   (`UNPERSONAL bench --backend B` for each B) on the same work, R times interleaved: N
-  candidates at the bundle's default solver, steps and guidance; prints the rates and the
+  candidates at the solver's defaults (default: the bundle's); prints the rates and the
   runtime's ratio to this sampler, run by run, as JSON.
 """
 import argparse
@@ -94,6 +95,7 @@ class Bundle:
         models = self.spec["models"]
         self.load = lambda role: ort.InferenceSession(os.path.join(bundle_dir, models[role]["file"]), options)
         self.denoiser = self.load("denoiser")
+        self.student = self.load("student") if "student" in models else None
         guide = models.get("guide")
         self.guide = self.load("guide") if guide and guide["file"] != models["denoiser"]["file"] else None
         image = self.spec["image"]
@@ -123,9 +125,14 @@ class Bundle:
             raise ValueError("the denoiser returned a NaN or infinite value")
         return out
 
-    def guided(self, x, sigma, cond, w):
-        """The guided denoiser at σ (float32) with weight w (float32): D_c alone when w is 1."""
+    def guided(self, x, sigma, cond, w, solver=None):
+        """The guided denoiser at σ (float32) with weight w (float32): D_c alone when w is 1;
+        the student (always unguided) for the `distilled` solver."""
         n = len(x)
+        if solver == "distilled":
+            if self.student is None:
+                raise ValueError("the bundle has no student (models.student)")
+            return self._call(self.student, x, sigma, cond, 1.0)
         if w == F32(1):
             return self._call(self.denoiser, x, sigma, cond, 1.0)
         zeros = np.zeros_like(cond)
@@ -186,9 +193,26 @@ def solve(solver, denoise, noise, sigmas):
             else:
                 x = combine((ratio, x), (F32(1) - ratio, denoised))
             previous = (denoised, h)
+        elif solver == "distilled":
+            ratio = F32(t_next / t)
+            x = combine((ratio, x), (F32(1) - ratio, denoise(x, F32(t))))
         else:
             raise ValueError(f"unknown solver {solver}")
     return x
+
+
+def distilled(p):
+    """Settings `p` for the `distilled` solver: the student's steps (unless set), no guidance."""
+    return {**p, "solver": "distilled", "steps": p.get("steps") or p["distilled"]["steps"],
+            "guidance": 1.0, "guidance_interval": None, "guidance_decrement": 0.0}
+
+
+def settings(bundle, solver=None, steps=None):
+    """The bundle's sampler settings for `solver` (default: the bundle's), `steps` if given."""
+    p = dict(bundle.sampler)
+    if (solver or p["solver"]) == "distilled":
+        return distilled({**p, "steps": steps})
+    return {**p, "solver": solver or p["solver"], "steps": steps or p["steps"]}
 
 
 def sample(bundle, noise, cond, p, round_):
@@ -199,7 +223,7 @@ def sample(bundle, noise, cond, p, round_):
 
     def denoise(x, sigma):
         inside = interval is None or interval[0] < float(sigma) <= interval[1]
-        return bundle.guided(x, sigma, cond, w if inside else F32(1))
+        return bundle.guided(x, sigma, cond, w if inside else F32(1), p["solver"])
 
     return solve(p["solver"], denoise, noise, schedule(p["steps"], p["sigma_min"], p["sigma_max"], p["rho"]))
 
@@ -211,8 +235,10 @@ def write_png(path, image):
 
 def run_sample(args):
     bundle = Bundle(args.bundle)
-    p = dict(bundle.sampler)
-    for key, value in [("solver", args.solver), ("steps", args.steps), ("guidance", args.guidance),
+    p = settings(bundle, args.solver, args.steps)
+    if p["solver"] == "distilled" and (args.guidance is not None or args.guidance_interval is not None):
+        raise ValueError("--guidance does not apply to the distilled solver: its student learnt the teacher's guidance")
+    for key, value in [("guidance", args.guidance),
                        ("guidance_interval", args.guidance_interval), ("candidates_per_image", args.candidates),
                        ("max_rounds", args.rounds)]:
         if value is not None:
@@ -243,7 +269,7 @@ def run_sample(args):
 
 def run_speed(args):
     bundle = Bundle(args.bundle, args.threads)
-    p = bundle.sampler
+    p = settings(bundle, args.solver)
     m = p["candidates_per_image"]
     references = max(args.images // m, 1)
     paths = read_filelist(os.path.join(args.bundle, "reference"), references)
@@ -258,6 +284,7 @@ def run_speed(args):
         python_rates.append(len(cond) / (time.perf_counter() - start))
         for backend in backends:
             out = subprocess.run([args.unpersonal, "bench", "--bundle", args.bundle, "--backend", backend, "--json",
+                                  "--solver", p["solver"],
                                   "--images", str(references), "--batches", "1", "--seconds", "0.2",
                                   "--references", "1000", "--checks", "16", "--gemm", "128"],
                                  check=True, capture_output=True, text=True)
@@ -294,7 +321,7 @@ def main():
     s.add_argument("--noise")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--round", type=int, default=0)
-    s.add_argument("--solver", choices=["heun", "dpmpp-2m"])
+    s.add_argument("--solver", choices=["heun", "dpmpp-2m", "distilled"])
     s.add_argument("--steps", type=int)
     s.add_argument("--guidance", type=float)
     s.add_argument("--guidance-interval", type=interval)
@@ -312,6 +339,7 @@ def main():
     v.add_argument("--threads", type=int, default=os.cpu_count())
     v.add_argument("--backends", default="tract,ort", help="the runtime's backends to time, comma-separated")
     v.add_argument("--repeat", type=int, default=3, help="interleaved runs of each")
+    v.add_argument("--solver", choices=["heun", "dpmpp-2m", "distilled"], help="default: the bundle's")
     args = parser.parse_args()
     return {"sample": run_sample, "decode": run_decode, "speed": run_speed}[args.command](args)
 

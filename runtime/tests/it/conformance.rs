@@ -48,13 +48,14 @@ fn text(out: &Output) -> String {
 
 /// `unpersonal sample` on the kit's references (with the kit's noise unless `generator`).
 fn runtime_sample(backend: &str, flags: &[String], generator: bool, out: &Path) {
-    let (bundle, reference, noise) = (
-        workspace().join("models/fashion-mnist"),
-        kit().join("reference"),
-        kit().join("noise.npy"),
-    );
+    sample_from(&workspace().join("models/fashion-mnist"), backend, flags, generator, out);
+}
+
+/// [`runtime_sample`] with the bundle in `bundle`.
+fn sample_from(bundle: &Path, backend: &str, flags: &[String], generator: bool, out: &Path) {
+    let (reference, noise) = (kit().join("reference"), kit().join("noise.npy"));
     let mut command = Command::new(env!("CARGO_BIN_EXE_unpersonal"));
-    command.arg("sample").arg("--bundle").arg(&bundle).arg("--reference").arg(&reference);
+    command.arg("sample").arg("--bundle").arg(bundle).arg("--reference").arg(&reference);
     command.args(["--sources", "6", "--backend", backend]).args(flags).arg("--out").arg(out);
     if !generator {
         command.arg("--noise").arg(&noise);
@@ -142,6 +143,53 @@ fn the_runtime_on_onnx_runtime_and_the_python_sampler_pass_the_kit_and_agree_bit
         println!("{name}, sampler.py vs the runtime on ONNX Runtime: {report}");
         assert!(identical, "sampler.py and the runtime on ONNX Runtime differ in pixels: {report}");
     }
+}
+
+/// The shipped bundle in `dir` with a student: the denoiser's own file listed again as
+/// `student`, in 3 distilled steps (the arithmetic is what is checked, not a distillation).
+fn bundle_with_student(dir: &Path) {
+    let shipped = workspace().join("models/fashion-mnist");
+    for entry in std::fs::read_dir(&shipped).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            std::fs::copy(&path, dir.join(path.file_name().unwrap())).unwrap();
+        }
+    }
+    let mut bundle: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("bundle.json")).unwrap()).unwrap();
+    bundle["models"]["student"] = bundle["models"]["denoiser"].clone();
+    bundle["sampler"]["distilled"] = serde_json::json!({ "steps": 3 });
+    std::fs::write(dir.join("bundle.json"), serde_json::to_vec_pretty(&bundle).unwrap()).unwrap();
+}
+
+#[cfg(feature = "ort")]
+#[test]
+fn the_python_sampler_draws_the_distilled_students_pixels_bit_for_bit() {
+    let out = tempfile::tempdir().unwrap();
+    let bundle = out.path().join("bundle");
+    std::fs::create_dir(&bundle).unwrap();
+    bundle_with_student(&bundle);
+    let (ort, python_out) = (out.path().join("ort"), out.path().join("python"));
+    let flags = ["--solver", "distilled", "--candidates", "2"].map(String::from);
+    sample_from(&bundle, "ort", &flags, true, &ort);
+    let result = Command::new(python())
+        .arg(kit().join("sampler.py"))
+        .arg("sample")
+        .arg(&bundle)
+        .arg("--reference")
+        .arg(kit().join("reference"))
+        .args(["--sources", "6"])
+        .args(&flags)
+        .arg("--out")
+        .arg(&python_out)
+        .output()
+        .unwrap();
+    assert!(result.status.success(), "sampler.py: {}", text(&result));
+    assert!(text(&result).contains("distilled, 3 steps"), "{}", text(&result));
+    let (identical, report) = check(&ort, &python_out, true);
+    assert!(identical, "sampler.py and the runtime differ on the distilled solver: {report}");
+    let manifest = std::fs::read_to_string(ort.join("samples.json")).unwrap();
+    assert!(manifest.contains("\"student\"") && !manifest.contains("\"guide\""), "{manifest}");
 }
 
 #[test]

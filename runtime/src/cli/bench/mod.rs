@@ -18,7 +18,7 @@ use serde::Serialize;
 use unpersonal_runtime::backend::{Backend, Model, flops};
 use unpersonal_runtime::bundle::{BundleDir, Role};
 use unpersonal_runtime::gate::{self, ReferenceSet, Reid};
-use unpersonal_runtime::generate::{Generator, Settings};
+use unpersonal_runtime::generate::{Generator, Overrides, Settings};
 use unpersonal_runtime::sampler::Denoiser;
 
 use super::{BackendArgs, DeviceKind, Output, reference};
@@ -44,6 +44,10 @@ pub struct Args {
     /// bundle's default settings, for images per second.
     #[arg(long, default_value_t = 8)]
     pub images: usize,
+    /// The solver the images per second are drawn with, at its defaults (default: the
+    /// bundle's sampler.solver; `distilled`: the bundle's student).
+    #[arg(long)]
+    pub solver: Option<unpersonal_runtime::sampler::Solver>,
     /// Reference-set sizes for gate checks per second (random embeddings).
     #[arg(long, value_delimiter = ',', default_value = "10000,100000")]
     pub references: Vec<usize>,
@@ -258,7 +262,9 @@ fn gemm_speed(args: &Args, backend: &dyn Backend) -> anyhow::Result<Gemm> {
 /// `--jobs` workers as `unpersonal generate` draws them (each with its own models, taking
 /// every jobs-th reference image); timed from when every worker has loaded and warmed up.
 fn generation_speed(args: &Args, loaded: &BundleDir) -> anyhow::Result<Generation> {
-    let settings = Settings::from_bundle(&loaded.bundle.sampler, 0);
+    let overrides = Overrides { solver: args.solver, ..Overrides::default() };
+    let settings = Settings::resolve(&loaded.bundle.sampler, 0, &overrides, |s| format!("--{s}"))
+        .map_err(anyhow::Error::msg)?;
     let data = reference::load(None, loaded)?;
     let sources: Vec<usize> = (0..args.images.min(data.len())).collect();
     let jobs = args.engine.jobs().min(sources.len());
