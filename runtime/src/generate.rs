@@ -312,8 +312,7 @@ impl Generator {
                 "at least one candidate and one round per reference image are needed".into(),
             ));
         }
-        let distilled = |s: &Settings| s.solver == Solver::Distilled;
-        if distilled(&settings) != distilled(&self.settings) {
+        if settings.solver.roles() != self.settings.solver.roles() {
             return Err(SampleError::Settings(format!(
                 "the {} solver runs another model than the {} solver loaded: load the generator again",
                 settings.solver, self.settings.solver

@@ -248,17 +248,14 @@ pub fn run(args: DistilArgs) -> anyhow::Result<()> {
             let teacher_model =
                 RuntimeModel::load(&backend as &dyn Backend, &teacher_spec, &teacher_onnx)?;
             let mut denoiser = Denoiser::new(teacher_model, None)?;
-            let guidance = teacher.guidance_of_round(0);
-            record(
-                &mut denoiser,
-                &teacher_sigmas,
-                teacher.solver,
-                guidance,
-                conditions.view(),
-                shape,
-                &at,
-                args.seed,
-            )
+            let run = TeacherRun {
+                sigmas: &teacher_sigmas,
+                solver: teacher.solver,
+                guidance: teacher.guidance_of_round(0),
+                at: &at,
+                seed: args.seed,
+            };
+            run.record(&mut denoiser, conditions.view(), shape)
         },
         shape,
         student_sigmas.len(),
@@ -434,46 +431,55 @@ impl Validation {
     }
 }
 
-/// The teacher's states at levels `at` of `sigmas` for every row of `conditions`, in batches.
-#[allow(clippy::too_many_arguments)]
-fn record(
-    denoiser: &mut Denoiser,
-    sigmas: &[f64],
+/// How the teacher samples, and after which of its steps the states are kept.
+struct TeacherRun<'a> {
+    sigmas: &'a [f64],
     solver: Solver,
     guidance: Guidance,
-    conditions: ArrayView2<f32>,
-    shape: [usize; 3],
-    at: &[usize],
+    /// The steps after which the student's levels are reached (0: the start).
+    at: &'a [usize],
+    /// Seed of the noise; row i draws `noise(seed, i)`.
     seed: u64,
-) -> anyhow::Result<Vec<f32>> {
-    let rows = conditions.len_of(Axis(0));
-    let size: usize = shape.iter().product();
-    let bar = ProgressBar::new(rows as u64).with_style(
-        ProgressStyle::with_template("teacher trajectories {bar:30} {pos}/{len}  ETA {eta}")
-            .expect("a valid template"),
-    );
-    let mut states = vec![0f32; rows * at.len() * size];
-    const BATCH: usize = 64;
-    for start in (0..rows).step_by(BATCH) {
-        let end = (start + BATCH).min(rows);
-        let ids: Vec<u64> = (start as u64..end as u64).collect();
-        let noise = noise_batch(seed, &ids, shape);
-        let recorded = sampler::trajectory(
-            denoiser,
-            sigmas,
-            solver,
-            guidance,
-            conditions.slice(ndarray::s![start..end, ..]),
-            noise.view(),
-            at,
-        )?;
-        for (level, images) in recorded.iter().enumerate() {
-            store(&mut states, images.view(), start, level, at.len(), size);
+}
+
+impl TeacherRun<'_> {
+    /// The teacher's states at the student's levels for every row of `conditions`, in
+    /// batches, as `[rows, levels, C·H·W]`.
+    fn record(
+        &self,
+        denoiser: &mut Denoiser,
+        conditions: ArrayView2<f32>,
+        shape: [usize; 3],
+    ) -> anyhow::Result<Vec<f32>> {
+        let rows = conditions.len_of(Axis(0));
+        let size: usize = shape.iter().product();
+        let bar = ProgressBar::new(rows as u64).with_style(
+            ProgressStyle::with_template("teacher trajectories {bar:30} {pos}/{len}  ETA {eta}")
+                .expect("a valid template"),
+        );
+        let mut states = vec![0f32; rows * self.at.len() * size];
+        const BATCH: usize = 64;
+        for start in (0..rows).step_by(BATCH) {
+            let end = (start + BATCH).min(rows);
+            let ids: Vec<u64> = (start as u64..end as u64).collect();
+            let noise = noise_batch(self.seed, &ids, shape);
+            let recorded = sampler::trajectory(
+                denoiser,
+                self.sigmas,
+                self.solver,
+                self.guidance,
+                conditions.slice(ndarray::s![start..end, ..]),
+                noise.view(),
+                self.at,
+            )?;
+            for (level, images) in recorded.iter().enumerate() {
+                store(&mut states, images.view(), start, level, self.at.len(), size);
+            }
+            bar.inc((end - start) as u64);
         }
-        bar.inc((end - start) as u64);
+        bar.finish_and_clear();
+        Ok(states)
     }
-    bar.finish_and_clear();
-    Ok(states)
 }
 
 /// Writes `images` (rows `first…`) as level `level` of a `[rows, levels, size]` buffer.
