@@ -145,6 +145,7 @@ fn the_runtime_on_onnx_runtime_and_the_python_sampler_pass_the_kit_and_agree_bit
     }
 }
 
+#[cfg(feature = "ort")]
 /// The shipped bundle in `dir` with a student: the denoiser's own file listed again as
 /// `student`, in 3 distilled steps (the arithmetic is what is checked, not a distillation).
 fn bundle_with_student(dir: &Path) {

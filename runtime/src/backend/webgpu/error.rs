@@ -32,12 +32,20 @@ pub enum WebGpuError {
         error: prost::DecodeError,
     },
     /// The graph is not one the backend can read or lay out: no graph, an input the bundle
-    /// does not declare, an unreadable initializer, a node whose inputs are missing or never
-    /// computed, an output never computed, or an input or output the sampler needs that the
-    /// graph lacks.
+    /// does not declare, an unreadable initializer, an output never computed, or an input or
+    /// output the sampler needs that the graph lacks.
     #[error("{problem}")]
     Graph {
-        /// What is wrong, naming the node, tensor or initializer.
+        /// What is wrong, naming the tensor or initializer.
+        problem: String,
+    },
+    /// A node the graph gives wrongly: an input missing, never computed, or of a form its
+    /// operator does not have.
+    #[error("node `{node}`: {problem}")]
+    Node {
+        /// The node's name (its first output when it has none).
+        node: String,
+        /// What is wrong.
         problem: String,
     },
     /// A node whose operator, attribute or form of input the kernels do not support.

@@ -390,7 +390,7 @@ mod tests {
         g.node("Add", &["x"], "y");
         let onnx = g.encode(&[("x", vec![Some(5), Some(67)])], &[("y", Vec::new())]);
         let error = Graph::parse(&onnx, &neg.spec).expect_err("Add of one input");
-        assert!(matches!(error, WebGpuError::Graph { .. }), "{error:?}");
+        assert!(matches!(error, WebGpuError::Node { .. }), "{error:?}");
         let error = error.to_string();
         assert!(error.contains("needs 2 inputs"), "{error}");
     }

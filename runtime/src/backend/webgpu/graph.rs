@@ -106,10 +106,10 @@ impl Graph {
                 .inputs
                 .iter()
                 .map(|name| {
-                    shapes.get(name.as_str()).map(Vec::as_slice).ok_or_else(|| WebGpuError::Graph {
+                    shapes.get(name.as_str()).map(Vec::as_slice).ok_or_else(|| WebGpuError::Node {
+                        node: node.name.clone(),
                         problem: format!(
-                            "node `{}`: input `{name}` is neither a graph input, a constant nor computed earlier",
-                            node.name
+                            "input `{name}` is neither a graph input, a constant nor computed earlier"
                         ),
                     })
                 })

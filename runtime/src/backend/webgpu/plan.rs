@@ -91,8 +91,9 @@ impl Plan {
         for (i, node) in graph.nodes.iter().enumerate() {
             let shape_error =
                 |problem: String| WebGpuError::Shape { node: node.name.clone(), problem };
-            let graph_error = |problem: &str| WebGpuError::Graph {
-                problem: format!("node `{}`: {problem}", node.name),
+            let graph_error = |problem: &str| WebGpuError::Node {
+                node: node.name.clone(),
+                problem: problem.into(),
             };
             let tensors = node
                 .inputs

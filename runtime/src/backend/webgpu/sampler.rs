@@ -58,7 +58,7 @@ impl<'a> GpuField<'a> {
             return Err(WebGpuError::Sampler { problem: "the sampled images are not 4-D".into() });
         };
         Array4::from_shape_vec((n, c, h, w), values.pop().unwrap_or_default())
-            .map_err(|e| WebGpuError::Sampler { problem: e.to_string() })
+            .map_err(|error| WebGpuError::Output { output: "the sampled images".into(), error })
     }
 
     fn encoder(&mut self) -> Result<&mut wgpu::CommandEncoder, WebGpuError> {

@@ -76,14 +76,15 @@ pub(crate) trait Op: Any + Debug + Send + Sync {
 }
 
 /// The op of `node` (named `name`), or why the backend cannot run it: a malformed node
-/// ([`WebGpuError::Graph`]) or one the kernels do not support ([`WebGpuError::Unsupported`]).
+/// ([`WebGpuError::Node`]) or one the kernels do not support ([`WebGpuError::Unsupported`]).
 pub(crate) fn build(
     name: &str,
     node: &pb::NodeProto,
     constants: &HashMap<String, Constant>,
 ) -> Result<Box<dyn Op>, WebGpuError> {
-    let malformed = |problem: String| WebGpuError::Graph {
-        problem: format!("node `{name}` ({}): {problem}", node.op_type),
+    let malformed = |problem: String| WebGpuError::Node {
+        node: name.to_string(),
+        problem: format!("({}) {problem}", node.op_type),
     };
     let unsupported = |problem: String| WebGpuError::Unsupported {
         node: name.to_string(),
