@@ -140,6 +140,17 @@ impl Denoiser {
     }
 
     /// Checks that `n` rows of `condition` fit the denoiser.
+    /// Checks that `shape` is `[n, C, H, W]` with the denoiser's image shape (`what`: whose).
+    fn check_images(&self, what: &str, shape: &[usize]) -> Result<(), SampleError> {
+        let [c, h, w] = self.image;
+        if shape.len() != 4 || shape[1..] != [c, h, w] {
+            return Err(SampleError::Shape(format!(
+                "{what}: shape {shape:?}, the denoiser takes [n, {c}, {h}, {w}]"
+            )));
+        }
+        Ok(())
+    }
+
     fn check_condition(&self, condition: ArrayView2<f32>, n: usize) -> Result<(), SampleError> {
         if condition.dim() != (n, self.condition) {
             return Err(SampleError::Shape(format!(
@@ -162,13 +173,7 @@ impl Denoiser {
         guidance: f32,
     ) -> Result<Array4<f32>, SampleError> {
         let n = x.len_of(Axis(0));
-        let [c, h, w] = self.image;
-        if x.shape()[1..] != [c, h, w] {
-            return Err(SampleError::Shape(format!(
-                "images have shape {:?}, the denoiser takes [n, {c}, {h}, {w}]",
-                x.shape()
-            )));
-        }
+        self.check_images("images", x.shape())?;
         self.check_condition(condition, n)?;
         let (model, guide) = match &mut self.runner {
             Runner::Device { file, .. } => {
@@ -402,13 +407,7 @@ fn check_inputs(
             condition.len_of(Axis(0))
         )));
     }
-    let [c, h, w] = denoiser.image;
-    if noise.shape()[1..] != [c, h, w] {
-        return Err(SampleError::Shape(format!(
-            "noise has shape {:?}, the denoiser takes [n, {c}, {h}, {w}]",
-            noise.shape()
-        )));
-    }
+    denoiser.check_images("noise", noise.shape())?;
     denoiser.check_condition(condition, n)?;
     Ok(())
 }

@@ -64,6 +64,26 @@ fn sample_from(bundle: &Path, backend: &str, flags: &[String], generator: bool, 
     assert!(result.status.success(), "unpersonal sample --backend {backend}: {}", text(&result));
 }
 
+/// `sampler.py sample` on the kit's references from `bundle` with `flags` (its noise drawn
+/// by noise.py, seed 0) into `out`; what it printed.
+#[cfg(feature = "ort")]
+fn python_sample(bundle: &Path, flags: &[String], out: &Path) -> String {
+    let result = Command::new(python())
+        .arg(kit().join("sampler.py"))
+        .arg("sample")
+        .arg(bundle)
+        .arg("--reference")
+        .arg(kit().join("reference"))
+        .args(["--sources", "6"])
+        .args(flags)
+        .arg("--out")
+        .arg(out)
+        .output()
+        .unwrap();
+    assert!(result.status.success(), "sampler.py: {}", text(&result));
+    text(&result)
+}
+
 /// `check.py EXPECTED ACTUAL [--exact]`: whether it passed, and what it printed.
 fn check(expected: &Path, actual: &Path, exact: bool) -> (bool, String) {
     let mut command = Command::new(python());
@@ -120,19 +140,7 @@ fn the_runtime_on_onnx_runtime_and_the_python_sampler_pass_the_kit_and_agree_bit
         let (ort, python_out) = (out.path().join("ort"), out.path().join("python"));
         runtime_sample("ort", &flags, false, &ort);
         // The Python sampler draws its noise with noise.py (seed 0), from the page alone.
-        let result = Command::new(python())
-            .arg(kit().join("sampler.py"))
-            .arg("sample")
-            .arg(workspace().join("models/fashion-mnist"))
-            .arg("--reference")
-            .arg(kit().join("reference"))
-            .args(["--sources", "6"])
-            .args(&flags)
-            .arg("--out")
-            .arg(&python_out)
-            .output()
-            .unwrap();
-        assert!(result.status.success(), "sampler.py: {}", text(&result));
+        python_sample(&workspace().join("models/fashion-mnist"), &flags, &python_out);
         let expected = kit().join("expected").join(&name);
         for (who, dir) in [("the runtime on ONNX Runtime", &ort), ("sampler.py", &python_out)] {
             let (passed, report) = check(&expected, dir, false);
@@ -173,20 +181,8 @@ fn the_python_sampler_draws_the_distilled_students_pixels_bit_for_bit() {
     let (ort, python_out) = (out.path().join("ort"), out.path().join("python"));
     let flags = ["--solver", "distilled", "--candidates", "2"].map(String::from);
     sample_from(&bundle, "ort", &flags, true, &ort);
-    let result = Command::new(python())
-        .arg(kit().join("sampler.py"))
-        .arg("sample")
-        .arg(&bundle)
-        .arg("--reference")
-        .arg(kit().join("reference"))
-        .args(["--sources", "6"])
-        .args(&flags)
-        .arg("--out")
-        .arg(&python_out)
-        .output()
-        .unwrap();
-    assert!(result.status.success(), "sampler.py: {}", text(&result));
-    assert!(text(&result).contains("distilled, 3 steps"), "{}", text(&result));
+    let printed = python_sample(&bundle, &flags, &python_out);
+    assert!(printed.contains("distilled, 3 steps"), "{printed}");
     let (identical, report) = check(&ort, &python_out, true);
     assert!(identical, "sampler.py and the runtime differ on the distilled solver: {report}");
     let manifest = std::fs::read_to_string(ort.join("samples.json")).unwrap();
