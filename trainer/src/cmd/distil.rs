@@ -214,9 +214,22 @@ pub fn run(args: DistilArgs) -> anyhow::Result<()> {
         data.len(),
         args.validation
     );
+    let image = &bundle.image;
+    anyhow::ensure!(
+        [data.channels, data.height, data.width] == [image.channels, image.height, image.width],
+        "{} has {}×{}×{} images, the bundle's are {}×{}×{} (pass the --size the bundle was trained with)",
+        data.name,
+        data.channels,
+        data.height,
+        data.width,
+        image.channels,
+        image.height,
+        image.width
+    );
     let picked: Vec<usize> = (0..rows).map(|i| i * data.len() / rows).collect();
     let subset = data.select(&picked, format!("{} ({rows} spread evenly)", data.name));
-    let norm = Normalization::SYMMETRIC;
+    // The teacher's inputs as the bundle states them.
+    let norm = Normalization { mean: image.normalization.mean, std: image.normalization.std };
     let session = args.engine.session();
     let features_onnx = loaded.onnx(Role::Features)?;
     let features = Extractor { env, model: features_onnx, session: &session }.cached(
@@ -386,6 +399,7 @@ pub fn run(args: DistilArgs) -> anyhow::Result<()> {
     };
     let sections = bundle::Sections {
         distilled: Some(DistilledSpec { steps: args.student_steps }),
+        resize: bundle.image.resize.as_ref().map(|r| r.size),
         ..bundle::Sections::default()
     };
     bundle::write(&args.bundle, &data, norm, vec![entry], sections)?;
